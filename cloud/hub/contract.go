@@ -1,0 +1,105 @@
+package hub
+
+// This file fixes the surface that cloud/broker and cloud/api are written against. The hub core
+// helper replaces the stub bodies in stubs.go with the real implementation; signatures are the
+// contract.
+
+import (
+	"errors"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// Config holds the hub's queue and feedback settings; the zero value of a field means Azure's
+// default (see Defaults). Validate reports the first bad field by its YAML name.
+type Config struct {
+	HostName string // the name devices sign their SAS tokens for (and that TLS certificates carry)
+
+	DefaultTTL       time.Duration // 1h: expiry of a message that sets none
+	MinTTL           time.Duration // 1m
+	MaxTTL           time.Duration // 48h
+	LockTimeout      time.Duration // 1m: how long a delivered message stays Invisible
+	MaxDeliveryCount int           // 10 (1–100)
+	MaxQueueDepth    int           // 50 messages per device (Enqueued + Invisible)
+	MaxInFlight      int           // 16: deliveries outstanding per device connection
+
+	FeedbackBatchSize        int           // 64 records
+	FeedbackInterval         time.Duration // 1s: longest a record waits for its batch
+	FeedbackTTL              time.Duration // 1h
+	FeedbackLockTimeout      time.Duration // 60s
+	FeedbackMaxDeliveryCount int           // 10
+
+	// Now is the hub's clock; nil means time.Now. Tests move it to cross lock/TTL boundaries.
+	Now func() time.Time
+}
+
+// Permission is one right a shared access policy grants (Azure's names).
+type Permission string
+
+const (
+	RegistryRead   Permission = "RegistryRead"
+	RegistryWrite  Permission = "RegistryWrite"
+	ServiceConnect Permission = "ServiceConnect"
+	DeviceConnect  Permission = "DeviceConnect"
+)
+
+// Policy is a shared access policy: iothubowner, service, registryRead, registryReadWrite, device.
+type Policy struct {
+	Name         string
+	PrimaryKey   string
+	SecondaryKey string
+	Rights       []Permission
+}
+
+// Conn is one connected, subscribed device session as the broker sees it. Deliver must not block
+// on the network for long: the broker queues the PUBLISH (QoS 1) and returns.
+type Conn interface {
+	DeviceID() string
+	// Extension reports whether this connection opted into explicit dispositions
+	// (username param c2d-ext=dispositions). Otherwise its PUBACK completes.
+	Extension() bool
+	// Deliver sends one message (LockToken set) to the device as a QoS 1 PUBLISH on its
+	// device-bound topic. The broker remembers packet id → lock token to turn the PUBACK into
+	// Settle(complete) for non-extension connections.
+	Deliver(m *iothub.Message) error
+}
+
+// AuthRequest is what a device presents at CONNECT.
+type AuthRequest struct {
+	ClientID string
+	Username string
+	Password string // SAS token
+}
+
+// AuthResult is who connected.
+type AuthResult struct {
+	DeviceID  string
+	ModuleID  string
+	Extension bool // opted into the disposition extension
+}
+
+// Typed outcomes, for errors.Is. Service-facing failures are *iothub.Error values (with Azure's
+// code) that also match these sentinels via Is.
+var (
+	ErrDeviceNotFound     = errors.New("device not found")
+	ErrDeviceExists       = errors.New("device already exists")
+	ErrDeviceDisabled     = errors.New("device is disabled")
+	ErrQueueFull          = errors.New("device queue is full")
+	ErrMessageNotFound    = errors.New("message not found")
+	ErrLockLost           = errors.New("lock lost")
+	ErrPreconditionFailed = errors.New("etag does not match")
+	ErrUnauthorized       = errors.New("unauthorized")
+	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrClosed             = errors.New("hub closed")
+)
+
+// Events is the hub's observer, for metrics and logs. Any field may be nil. Calls are synchronous:
+// keep them cheap.
+type Events struct {
+	Sent      func(deviceID string)
+	Delivered func(deviceID string)
+	Settled   func(deviceID string, outcome iothub.FeedbackStatus, sendToSettle time.Duration)
+	Abandoned func(deviceID string)
+	Connected func(deviceID string, connected bool)
+}

@@ -1,0 +1,16 @@
+// Package version holds the build's version and commit, stamped by the Makefile and
+// scripts/cross-build.sh with -ldflags -X; a plain `go build` says "dev".
+package version
+
+import "fmt"
+
+// Set at link time: -X github.com/c2d-project/c2d/internal/version.Version=... (and .Commit).
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
+
+// String is what every binary prints for --version.
+func String(program string) string {
+	return fmt.Sprintf("%s %s (commit %s)", program, Version, Commit)
+}
