@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Debian packages from the cross-built binaries (nfpm, run as a Go tool; no Docker):
+#   c2d-agent for armhf (the GOARM=6 build, so it runs on Pi Zero/1 too), arm64, amd64;
+#   c2d-hub and c2d for arm64 and amd64.   Output: dist/*.deb
+# Usage: scripts/package-deb.sh [-o DIR]   (runs scripts/cross-build.sh first when binaries are missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=dist
+while getopts "o:" opt; do
+  case $opt in o) out=$OPTARG ;; *) echo "usage: $0 [-o DIR]" >&2; exit 2 ;; esac
+done
+
+# Debian versions must start with a digit: v1.2.3 → 1.2.3; an untagged tree → 0.1.0~git<sha>.
+describe=$(git describe --tags --always --dirty 2>/dev/null || echo unknown)
+if [[ $describe =~ ^v?([0-9].*)$ ]]; then debver=${BASH_REMATCH[1]}; else debver="0.1.0~git${describe}"; fi
+debver=${debver//-/\~}
+export VERSION="$debver"
+
+need_build=()
+for p in c2d-agent c2d-hub c2d; do
+  for t in armv6 arm64 amd64; do [[ -x $out/${p}_linux_$t ]] || need_build+=("$p"); done
+done
+if ((${#need_build[@]})); then
+  scripts/cross-build.sh -o "$out" $(printf '%s\n' "${need_build[@]}" | sort -u)
+fi
+
+# nfpm reads its sources relative to the repo and dist/ as named in the recipes.
+if [[ $out != dist ]]; then ln -sfn "$(realpath "$out")" dist.pkgtmp; fi
+nfpm() { go tool -modfile=tools/go.mod nfpm "$@"; }
+build() { # package debarch gotarget
+  local recipe=scripts/deb/$1.yaml
+  if [[ $out != dist ]]; then
+    sed "s#src: dist/#src: dist.pkgtmp/#" "$recipe" > "$out/.$1.yaml"; recipe="$out/.$1.yaml"
+  fi
+  ARCH=$2 GOTARGET=$3 nfpm package --config "$recipe" --packager deb --target "$out/${1}_${VERSION}_$2.deb" >/dev/null
+  echo "packaged $out/${1}_${VERSION}_$2.deb"
+}
+build c2d-agent armhf armv6
+build c2d-agent arm64 arm64
+build c2d-agent amd64 amd64
+for p in c2d-hub c2d; do
+  build "$p" arm64 arm64
+  build "$p" amd64 amd64
+done
+rm -f dist.pkgtmp "$out"/.c2d*.yaml
