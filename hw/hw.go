@@ -81,3 +81,23 @@ type TransientError struct{ Err error }
 
 func (e *TransientError) Error() string { return "transient hardware error: " + e.Err.Error() }
 func (e *TransientError) Unwrap() error { return e.Err }
+
+// ErrClosed is returned by Output.Set after the board was closed.
+var ErrClosed = errors.New("hardware backend closed")
+
+// OutputError says which output, and which field of its spec, an Open failure is about. Its text
+// reads `relay1.pin: no line "GPIO99" (...)`, so the agent can prefix its config path with
+// fmt.Errorf("outputs.%w", err) and still match causes with errors.Is (ErrNotFound) or errors.As.
+type OutputError struct {
+	Output string // OutputSpec.Name
+	Field  string // "pin", "chip", "line", "led", "name"; empty when about the output as a whole
+	Err    error
+}
+
+func (e *OutputError) Error() string {
+	if e.Field == "" {
+		return e.Output + ": " + e.Err.Error()
+	}
+	return e.Output + "." + e.Field + ": " + e.Err.Error()
+}
+func (e *OutputError) Unwrap() error { return e.Err }

@@ -1,0 +1,53 @@
+// Package periphhw is the real hardware backend: GPIO lines through the Linux GPIO character
+// device (periph.io/x/host/v3/gpioioctl, /dev/gpiochip*) and LEDs through the LED class
+// (/sys/class/leds/<name>/brightness).
+//
+// # Drivers
+//
+// Only gpioioctl is linked in, and periph's driverreg.Init is called once per process. Neither
+// periph.io/x/host/v3 (which links bcm283x: memory-mapped registers at BCM2711 addresses, wrong on
+// a Pi 5) nor periph.io/x/host/v3/sysfs is imported: the latter would also load legacy sysfs GPIO,
+// which registers "GPIO<global number>" names in gpioreg that shadow real line names on older
+// kernels (on a Pi 4 with base 0, "GPIO4" would become a /sys/class/gpio pin). LEDs are driven by
+// writing brightness directly (see sysfsLED for why periph's sysfs.LED is not used): that keeps
+// the LED root redirectable (Options.LEDRoot) and clears the kernel trigger first.
+//
+// # Pin resolution
+//
+// Resolution works over the chips periph enumerated (pinctrl-* labels first), not over periph's
+// global gpioreg, and in this order:
+//
+//   - pin: the kernel's line name, on any chip ("GPIO17" on a Pi 5's pinctrl-rp1, "SDA1" or
+//     "GPIO_GCLK" on a Pi 4's pinctrl-bcm2711). A name on two chips is an error asking for chip and
+//     line; periph renames such duplicates "gpiochipN-NAME", which is accepted too.
+//   - pin "GPIO<n>" not found by name: line offset n on the first pinctrl-* chip (a Pi 4 names
+//     GPIO4 "GPIO_GCLK"). If that line is itself named "GPIO<m>" with m≠n, it is refused.
+//   - chip (label, or kernel name "gpiochip0") and line (offset); or chip and pin to look a name up
+//     on that chip only. Chip numbers change between kernels (the Pi 5's RP1 was gpiochip4, now
+//     gpiochip0): prefer labels.
+//
+// Failures are *hw.OutputError naming the field, wrapping hw.ErrNotFound, e.g.
+// `relay1.pin: no line "GPIO99" (chips: pinctrl-rp1 [54 lines], gpio-brcmstb@107d508500 [32 lines])`.
+// When /dev/gpiochip* exists but cannot be opened, periph skips its driver silently; Open says
+// `cannot open /dev/gpiochip0: permission denied — is the user in the gpio group?` instead.
+//
+// # Driving
+//
+// Open resolves every output before moving anything, then drives each to its safe state (honouring
+// ActiveLow) before returning. Outputs are never read back: on the character device a Read
+// re-requests an output line as an input with pull-up, so State is the last commanded state.
+// periph requests a line as output and then writes its value, so a line whose safe level is high
+// (active-low outputs that are safe off) can be low for the microseconds between the two ioctls.
+// EBUSY, EAGAIN, EINTR, ETIMEDOUT, ENODEV and ENXIO come back as *hw.TransientError (periph
+// flattens errnos into text, so they are matched by text too). Healthy fails when a chip's device
+// node or an LED's directory disappears, when the last write failed with a non-transient error, or
+// after three transient failures in a row. Close drives every output to its safe state and
+// releases the lines; a Pi keeps driving a released line at its last level.
+//
+// # Tests
+//
+// System.Open works over any []Chip and LED finder, so resolution and driving are unit-tested
+// with hwtest's fakes built on periph's gpiotest. The real kernel path (Open) needs
+// /dev/gpiochip* and is exercised in the VM test (scripts/vm-gpio-test.sh), which must create its
+// gpio-sim chips and uleds LEDs before the first Open or Resolve: periph enumerates once.
+package periphhw
