@@ -62,7 +62,7 @@ func splitConnectionString(s string, allowed []string) (map[string]string, error
 					return nil, fmt.Errorf("%w: unknown key %s (keys are case-sensitive: did you mean %q?)", ErrConnectionString, quote(k), a)
 				}
 			}
-			return nil, fmt.Errorf("%w: unknown key %s (allowed: %s)", ErrConnectionString, quote(k), strings.Join(allowed, ", "))
+			return nil, fmt.Errorf("%w: unknown key %s (allowed: %s)", ErrConnectionString, quote(redact(k)), strings.Join(allowed, ", "))
 		}
 		if _, dup := kv[k]; dup {
 			return nil, fmt.Errorf("%w: duplicate key %q", ErrConnectionString, k)

@@ -299,17 +299,13 @@ func ParseUsername(s string) (Username, error) {
 	if err := validateHostName(u.HostName); err != nil {
 		return bad("%v", err)
 	}
-	var err error
-	if u.DeviceID, err = PercentDecode(levels[1]); err != nil {
-		return bad("device id: %v", err)
-	}
+	// Ids stand raw in the username, as in the client id (every SDK sends them unescaped).
+	u.DeviceID = levels[1]
 	if err := ValidateDeviceID(u.DeviceID); err != nil {
 		return bad("%v", err)
 	}
 	if len(levels) == 3 {
-		if u.ModuleID, err = PercentDecode(levels[2]); err != nil {
-			return bad("module id: %v", err)
-		}
+		u.ModuleID = levels[2]
 		if err := ValidateModuleID(u.ModuleID); err != nil {
 			return bad("%v", err)
 		}
