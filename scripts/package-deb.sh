@@ -24,15 +24,15 @@ if ((${#need_build[@]})); then
   scripts/cross-build.sh -o "$out" $(printf '%s\n' "${need_build[@]}" | sort -u)
 fi
 
-# nfpm reads its sources relative to the repo and dist/ as named in the recipes.
-if [[ $out != dist ]]; then ln -sfn "$(realpath "$out")" dist.pkgtmp; fi
 nfpm() { go tool -modfile=tools/go.mod nfpm "$@"; }
+bindir=$(realpath "$out")
 build() { # package debarch gotarget
-  local recipe=scripts/deb/$1.yaml
-  if [[ $out != dist ]]; then
-    sed "s#src: dist/#src: dist.pkgtmp/#" "$recipe" > "$out/.$1.yaml"; recipe="$out/.$1.yaml"
-  fi
-  ARCH=$2 GOTARGET=$3 nfpm package --config "$recipe" --packager deb --target "$out/${1}_${VERSION}_$2.deb" >/dev/null
+  local recipe="$out/.$1_$2.yaml"
+  # nfpm does not expand variables in source paths: render the recipe first.
+  sed -e "s#src: dist/#src: $bindir/#" -e "s#\${GOTARGET}#$3#g" -e "s#\${ARCH}#$2#g" \
+      -e "s#\${VERSION}#$VERSION#g" "scripts/deb/$1.yaml" > "$recipe"
+  nfpm package --config "$recipe" --packager deb --target "$out/${1}_${VERSION}_$2.deb" >/dev/null
+  rm -f "$recipe"
   echo "packaged $out/${1}_${VERSION}_$2.deb"
 }
 build c2d-agent armhf armv6
@@ -42,4 +42,3 @@ for p in c2d-hub c2d; do
   build "$p" arm64 arm64
   build "$p" amd64 amd64
 done
-rm -f dist.pkgtmp "$out"/.c2d*.yaml
