@@ -79,11 +79,11 @@ func TestAgentPackageContents(t *testing.T) {
 			t.Errorf("c2d-agent.deb lacks %s:\n%s", path, list)
 		}
 	}
-	if conffiles := dpkgDeb(t, "-f", f, "Conffiles"); conffiles == "" {
-		// nfpm writes conffiles to the control archive; -I names them.
-		if info := dpkgDeb(t, "-I", f); !strings.Contains(info, "conffiles") {
-			t.Errorf("c2d-agent.deb has no conffiles: /etc/c2d/agent.yaml would be overwritten on upgrade")
-		}
+	ctrl := t.TempDir()
+	dpkgDeb(t, "-e", f, ctrl)
+	conffiles, _ := os.ReadFile(filepath.Join(ctrl, "conffiles"))
+	if !strings.Contains(string(conffiles), "/etc/c2d/agent.yaml") {
+		t.Errorf("/etc/c2d/agent.yaml is not a conffile (the user's edits would be lost on upgrade): %q", conffiles)
 	}
 	// The armhf package must carry the GOARM=6 build, or a Pi Zero/1 dies with SIGILL.
 	x := t.TempDir()
