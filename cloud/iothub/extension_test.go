@@ -40,6 +40,16 @@ func TestDispositionTopic(t *testing.T) {
 	}
 }
 
+func TestDeliveryTopic(t *testing.T) {
+	m := &Message{MessageID: "m1", LockToken: "lt1"}
+	if got := DeliveryTopic("d", m, true); !strings.Contains(got, "&%24c2d.lt=lt1") {
+		t.Errorf("extension: %s", got)
+	}
+	if got := DeliveryTopic("d", m, false); strings.Contains(got, "c2d") || m.LockToken != "lt1" {
+		t.Errorf("plain: %s (lock token %q)", got, m.LockToken)
+	}
+}
+
 func TestRejectReportEvent(t *testing.T) {
 	topic, payload := RejectReportEvent("pi-1", "cmd:42", "pin GPIO99 not declared")
 	want := "devices/pi-1/messages/events/c2d-report=reject&c2d-original-mid=cmd%3A42&%24.ct=application%2Fjson&%24.ce=utf-8"

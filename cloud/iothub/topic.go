@@ -83,6 +83,17 @@ func DeviceBoundTopic(deviceID string, m *Message) string {
 	return "devices/" + escapeTopicID(deviceID) + "/messages/devicebound/" + EncodePropertyBag(MessageBag(deviceID, m))
 }
 
+// DeliveryTopic is the topic a hub publishes m on for one connection: DeviceBoundTopic, with the
+// extension's $c2d.lt only when the connection opted in (a plain Azure device never sees it).
+func DeliveryTopic(deviceID string, m *Message, extension bool) string {
+	if extension || m.LockToken == "" {
+		return DeviceBoundTopic(deviceID, m)
+	}
+	plain := *m
+	plain.LockToken = ""
+	return DeviceBoundTopic(deviceID, &plain)
+}
+
 // MessageBag is the property bag DeviceBoundTopic encodes (see there for order and omissions).
 func MessageBag(deviceID string, m *Message) PropertyBag {
 	bag := make(PropertyBag, 0, 9+len(m.Properties))
@@ -158,7 +169,8 @@ func MessageFromBag(bag PropertyBag) (*Message, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %s is not an RFC 3339 time", PropExpiry, quote(p.Value))
 			}
-			m.ExpiryTime = t.UTC()
+			// Azure's clock has 100 ns ticks (seven fractional digits); keep no more than it sends.
+			m.ExpiryTime = t.UTC().Truncate(100 * time.Nanosecond)
 		case PropContentType:
 			m.ContentType = p.Value
 		case PropContentEncoding:
@@ -275,7 +287,11 @@ func ParseUsername(s string) (Username, error) {
 	bad := func(why string, args ...any) (Username, error) {
 		return Username{}, fmt.Errorf("%w: username %s: %s", ErrTopic, quote(s), fmt.Sprintf(why, args...))
 	}
-	path, query, hasQ := strings.Cut(s, "?")
+	// The query starts at the first "/?" (device ids may contain '?', SDKs always put '/' before it).
+	path, query, hasQ := s, "", false
+	if i := strings.Index(s, "/?"); i >= 0 {
+		path, query, hasQ = s[:i+1], s[i+2:], true
+	}
 	levels := strings.Split(path, "/")
 	if !hasQ {
 		// Old form: the last level carries the parameters when it has an '='. Ids may contain '='

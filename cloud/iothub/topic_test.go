@@ -163,6 +163,7 @@ func TestParseUsername(t *testing.T) {
 		{"hub/dev1/mod-a/api-version=2021-04-12", "hub", "dev1", "mod-a", url.Values{"api-version": {"2021-04-12"}}},
 		{"hub:8883/dev1", "hub:8883", "dev1", "", url.Values{}},
 		{"hub/dev1/", "hub", "dev1", "", url.Values{}},
+		{"hub/what?now/?api-version=2021-04-12", "hub", "what?now", "", url.Values{"api-version": {"2021-04-12"}}},
 		{"127.0.0.1/pi+1/?api-version=2021-04-12&c2d-ext=dispositions", "127.0.0.1", "pi+1", "",
 			url.Values{"api-version": {"2021-04-12"}, "c2d-ext": {"dispositions"}}},
 		// '+' is literal, a raw odd value is kept as sent
