@@ -1,0 +1,518 @@
+package conn
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// Options configure a Client.
+type Options struct {
+	Device    iothub.DeviceConnectionString
+	BrokerURL *url.URL
+	TLS       *tls.Config // nil for tcp:// and ws://
+	// Extension opts in to c2d's disposition extension (username c2d-ext=dispositions).
+	Extension bool
+	// ClientType is the DeviceClientType username parameter, e.g. "c2d-agent/1.0.0".
+	ClientType string
+
+	KeepAlive      time.Duration
+	TokenTTL       time.Duration
+	ConnectTimeout time.Duration
+	ReconnectMin   time.Duration
+	ReconnectMax   time.Duration
+
+	Logger *slog.Logger
+	// Deliver receives every delivery, in arrival order, on paho's router goroutine: it must not
+	// block. Each delivery must eventually be passed to Settle or Drop.
+	Deliver func(*Delivery)
+	// OnState, if set, hears every connection state change.
+	OnState func(State)
+}
+
+// State is the connection's state.
+type State struct {
+	Connected bool
+	Broker    string
+	Err       error // why the last attempt failed or the connection was lost
+}
+
+// Delivery is one device-bound PUBLISH.
+type Delivery struct {
+	Topic     string
+	Message   *iothub.Message // nil when the topic could not be parsed (ParseErr)
+	ParseErr  error
+	Duplicate bool // MQTT DUP flag: the broker resent it
+	Received  time.Time
+
+	msg  paho.Message
+	gen  uint64
+	slot *slot
+}
+
+// LockToken is the extension's lock token ("" from a plain hub).
+func (d *Delivery) LockToken() string {
+	if d.Message == nil {
+		return ""
+	}
+	return d.Message.LockToken
+}
+
+// MessageID is $.mid ("" when absent or unparsable).
+func (d *Delivery) MessageID() string {
+	if d.Message == nil {
+		return ""
+	}
+	return d.Message.MessageID
+}
+
+type slot struct {
+	d        *Delivery
+	released bool
+	ack      bool
+}
+
+// generation is one MQTT connection: its deliveries' PUBACK order, and a channel closed when it ends.
+type generation struct {
+	id    uint64
+	slots []*slot
+	ended chan struct{}
+}
+
+// Client is the agent's connection. Run drives it; Settle and Drop are safe from any goroutine.
+type Client struct {
+	opts   Options
+	log    *slog.Logger
+	client paho.Client
+	filter string
+
+	lost chan error
+
+	mu       sync.Mutex
+	gen      *generation
+	ackQueue []paho.Message
+	ackWake  chan struct{}
+
+	connected atomic.Bool
+	heartbeat atomic.Int64 // unix nanos of the run loop's last turn
+}
+
+// New prepares a client; nothing connects until Run.
+func New(opts Options) (*Client, error) {
+	if opts.Device.ModuleID != "" {
+		return nil, errors.New("module identities do not receive cloud-to-device messages")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Deliver == nil {
+		return nil, errors.New("conn: Options.Deliver is required")
+	}
+	c := &Client{
+		opts: opts, log: opts.Logger, filter: iothub.DeviceBoundFilter(opts.Device.DeviceID),
+		lost: make(chan error, 1), ackWake: make(chan struct{}, 1),
+		gen: &generation{ended: make(chan struct{})},
+	}
+	close(c.gen.ended)
+
+	extra := url.Values{}
+	extra.Set(iothub.ParamDeviceClientType, opts.ClientType)
+	if opts.Extension {
+		extra.Set(iothub.ExtensionParam, iothub.ExtensionDispositions)
+	}
+	username := iothub.FormatUsername(opts.Device.HostName, opts.Device.DeviceID, "", extra)
+
+	broker := *opts.BrokerURL
+	if (broker.Scheme == "ws" || broker.Scheme == "wss") && (broker.Path == "" || broker.Path == "/") {
+		broker.Path = "/$iothub/websocket"
+	}
+	o := paho.NewClientOptions().
+		AddBroker(broker.String()).
+		SetClientID(iothub.ClientID(opts.Device.DeviceID, "")).
+		SetProtocolVersion(4).
+		SetCleanSession(false).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetResumeSubs(true).
+		SetAutoAckDisabled(true).
+		SetOrderMatters(true). // handlers run in arrival order; ours returns at once
+		SetKeepAlive(opts.KeepAlive).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(opts.ConnectTimeout).
+		SetWriteTimeout(opts.ConnectTimeout).
+		SetCredentialsProvider(func() (string, string) {
+			tok, err := opts.Device.Token(time.Now(), opts.TokenTTL)
+			if err != nil {
+				c.log.Error("cannot sign SAS token", "err", err)
+			}
+			return username, tok
+		}).
+		SetConnectionAttemptHandler(func(*url.URL, *tls.Config) *tls.Config {
+			// Synchronous, before the connection exists: no delivery of the new connection can
+			// arrive before its generation does.
+			c.newGeneration()
+			return opts.TLS
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			select {
+			case c.lost <- err:
+			default:
+			}
+		}).
+		SetDefaultPublishHandler(c.onPublish)
+	if opts.TLS != nil {
+		o.SetTLSConfig(opts.TLS)
+	}
+	if broker.Scheme == "ws" || broker.Scheme == "wss" {
+		o.SetWebsocketOptions(&paho.WebsocketOptions{})
+		o.SetHTTPHeaders(map[string][]string{"Sec-WebSocket-Protocol": {"mqtt"}})
+	}
+	c.client = paho.NewClient(o)
+	c.client.AddRoute(c.filter, c.onPublish)
+	return c, nil
+}
+
+// Connected reports whether the MQTT connection is up.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Alive reports whether the run loop turned within d (for the systemd watchdog).
+func (c *Client) Alive(d time.Duration) bool {
+	return time.Since(time.Unix(0, c.heartbeat.Load())) <= d
+}
+
+// Broker is where the client connects.
+func (c *Client) Broker() string { return c.opts.BrokerURL.Redacted() }
+
+func (c *Client) newGeneration() {
+	c.mu.Lock()
+	old := c.gen
+	c.gen = &generation{id: old.id + 1, ended: make(chan struct{})}
+	c.mu.Unlock()
+	select {
+	case <-old.ended:
+	default:
+		close(old.ended)
+	}
+}
+
+func (c *Client) endGeneration() {
+	c.mu.Lock()
+	g := c.gen
+	g.slots = nil
+	c.mu.Unlock()
+	select {
+	case <-g.ended:
+	default:
+		close(g.ended)
+	}
+}
+
+func (c *Client) onPublish(_ paho.Client, m paho.Message) {
+	d := &Delivery{Topic: m.Topic(), Duplicate: m.Duplicate(), Received: time.Now(), msg: m}
+	dev, msg, err := iothub.ParseDeviceBoundTopic(m.Topic())
+	switch {
+	case err != nil:
+		d.ParseErr = err
+	case dev != c.opts.Device.DeviceID:
+		d.ParseErr = fmt.Errorf("topic %q is for device %q, not %q", m.Topic(), dev, c.opts.Device.DeviceID)
+	default:
+		msg.Body = m.Payload()
+		d.Message = msg
+	}
+	c.mu.Lock()
+	d.gen = c.gen.id
+	d.slot = &slot{d: d}
+	c.gen.slots = append(c.gen.slots, d.slot)
+	c.mu.Unlock()
+	c.opts.Deliver(d)
+}
+
+// release marks d's PUBACK slot and queues every PUBACK now due, in arrival order.
+func (c *Client) release(d *Delivery, ack bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d.gen != c.gen.id || d.slot.released {
+		return // its connection is gone: the broker redelivers it; the ledger settles that one
+	}
+	d.slot.released, d.slot.ack = true, ack
+	g := c.gen
+	n := 0
+	for n < len(g.slots) && g.slots[n].released {
+		if g.slots[n].ack {
+			c.ackQueue = append(c.ackQueue, g.slots[n].d.msg)
+		}
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	g.slots = g.slots[n:]
+	select {
+	case c.ackWake <- struct{}{}:
+	default:
+	}
+}
+
+// acker sends queued PUBACKs in order, off the caller's goroutine (paho's Ack can wait on its
+// writer).
+func (c *Client) acker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.ackWake:
+		}
+		c.mu.Lock()
+		q := c.ackQueue
+		c.ackQueue = nil
+		c.mu.Unlock()
+		for _, m := range q {
+			m.Ack()
+		}
+	}
+}
+
+// Drop leaves d unacknowledged (the agent stops before running it; the broker redelivers it to the
+// next session) and lets later PUBACKs go.
+func (c *Client) Drop(d *Delivery) { c.release(d, false) }
+
+// Settle answers for d: complete, reject (with reason) or abandon. It returns at once; the
+// disposition publish and the PUBACK follow in the background.
+func (c *Client) Settle(d *Delivery, disp iothub.Disposition, reason string) {
+	go c.settle(d, disp, reason)
+}
+
+func (c *Client) settle(d *Delivery, disp iothub.Disposition, reason string) {
+	log := c.log.With("mid", d.MessageID(), "disposition", disp)
+	if lt := d.LockToken(); lt != "" {
+		var body []byte
+		if reason != "" {
+			body, _ = json.Marshal(iothub.DispositionBody{Reason: truncate(reason)})
+		}
+		if err := c.publish(d, iothub.DispositionTopic(c.opts.Device.DeviceID, lt, disp), body); err != nil {
+			log.Warn("disposition not delivered; the hub will redeliver the message", "err", err)
+			c.release(d, false)
+			return
+		}
+		c.release(d, true)
+		return
+	}
+	switch disp {
+	case iothub.DispositionComplete:
+		c.release(d, true)
+	case iothub.DispositionReject:
+		topic, payload := iothub.RejectReportEvent(c.opts.Device.DeviceID, d.MessageID(), truncate(reason))
+		if err := c.publish(d, topic, payload); err != nil {
+			log.Warn("reject report not delivered; the hub will redeliver the message", "err", err)
+			c.release(d, false)
+			return
+		}
+		// On a plain hub the PUBACK completes the message; the report carries the refusal.
+		c.release(d, true)
+	case iothub.DispositionAbandon:
+		log.Warn("this hub cannot abandon over MQTT: leaving the message unacknowledged so the hub redelivers it")
+		c.release(d, false)
+	}
+}
+
+// publish sends a QoS 1 message on d's connection and waits for its PUBACK.
+func (c *Client) publish(d *Delivery, topic string, payload []byte) error {
+	c.mu.Lock()
+	g := c.gen
+	c.mu.Unlock()
+	if g.id != d.gen {
+		return errors.New("connection lost before settling")
+	}
+	tok := c.client.Publish(topic, 1, false, payload)
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-g.ended:
+		return errors.New("connection lost while settling")
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > iothub.MaxReasonLength {
+		return s[:iothub.MaxReasonLength]
+	}
+	return s
+}
+
+// Run connects and keeps the connection up until ctx ends, then disconnects. It returns nil after
+// a clean stop.
+func (c *Client) Run(ctx context.Context) error {
+	ackCtx, stopAcker := context.WithCancel(context.Background())
+	defer stopAcker()
+	go c.acker(ackCtx)
+
+	broker := c.Broker()
+	attempt := 0
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	c.heartbeat.Store(time.Now().UnixNano())
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.state(State{Broker: broker})
+		c.log.Info("connecting", "broker", broker, "device", c.opts.Device.DeviceID, "extension", c.opts.Extension)
+		start := time.Now()
+		sessionPresent, err := c.connect(ctx)
+		if err != nil {
+			c.endGeneration()
+			attempt++
+			wait := Backoff(attempt, c.opts.ReconnectMin, c.opts.ReconnectMax, rand.Float64())
+			c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+			c.state(State{Broker: broker, Err: err})
+			if !c.sleep(ctx, beat, wait) {
+				return nil
+			}
+			continue
+		}
+		attempt = 0
+		c.connected.Store(true)
+		c.log.Info("connected", "broker", broker, "session_present", sessionPresent, "took", time.Since(start).Round(time.Millisecond))
+		c.state(State{Connected: true, Broker: broker})
+
+		var renew <-chan time.Time
+		if c.opts.Device.SharedAccessSignature == "" {
+			t := time.NewTimer(c.opts.TokenTTL * 4 / 5)
+			defer t.Stop()
+			renew = t.C
+		}
+		reason := c.connectedLoop(ctx, beat, renew)
+		c.connected.Store(false)
+		c.endGeneration()
+		switch {
+		case ctx.Err() != nil:
+			c.client.Disconnect(250)
+			c.log.Info("disconnected", "broker", broker)
+			c.state(State{Broker: broker})
+			return nil
+		case reason == nil: // token renewal
+			c.client.Disconnect(250)
+			c.log.Info("reconnecting to renew the SAS token", "broker", broker)
+		default:
+			attempt = 1
+			wait := Backoff(attempt, c.opts.ReconnectMin, c.opts.ReconnectMax, rand.Float64())
+			c.log.Warn("connection lost", "broker", broker, "retry_in", wait.Round(time.Millisecond), "err", reason)
+			c.state(State{Broker: broker, Err: reason})
+			if !c.sleep(ctx, beat, wait) {
+				return nil
+			}
+		}
+	}
+}
+
+// connectedLoop waits while connected; it returns the loss reason, or nil for a token renewal or
+// ctx's end.
+func (c *Client) connectedLoop(ctx context.Context, beat *time.Ticker, renew <-chan time.Time) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-renew:
+			return nil
+		case err := <-c.lost:
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			return err
+		case <-beat.C:
+			c.heartbeat.Store(time.Now().UnixNano())
+		}
+	}
+}
+
+func (c *Client) connect(ctx context.Context) (sessionPresent bool, err error) {
+	select { // a loss report from the previous connection is stale now
+	case <-c.lost:
+	default:
+	}
+	tok := c.client.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		// paho bounds the attempt by ConnectTimeout; wait for it so Disconnect is safe.
+		<-tok.Done()
+		if tok.Error() == nil {
+			c.client.Disconnect(0)
+		}
+		return false, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return false, err
+	}
+	ct, _ := tok.(*paho.ConnectToken)
+	if ct != nil {
+		sessionPresent = ct.SessionPresent()
+	}
+	// Subscribe on every connection: a broker that lost the session (or a fresh one) needs it, and
+	// with a persistent session it is harmless.
+	st := c.client.Subscribe(c.filter, 1, nil)
+	select {
+	case <-st.Done():
+	case <-time.After(c.opts.ConnectTimeout):
+		c.client.Disconnect(0)
+		return false, fmt.Errorf("subscribe %s: no SUBACK within %s", c.filter, c.opts.ConnectTimeout)
+	}
+	if err := st.Error(); err != nil {
+		c.client.Disconnect(0)
+		return false, fmt.Errorf("subscribe %s: %w", c.filter, err)
+	}
+	if sub, ok := st.(*paho.SubscribeToken); ok {
+		if q, ok := sub.Result()[c.filter]; ok && q == 0x80 {
+			c.client.Disconnect(0)
+			return false, fmt.Errorf("subscribe %s: refused by the broker", c.filter)
+		}
+	}
+	return sessionPresent, nil
+}
+
+func (c *Client) sleep(ctx context.Context, beat *time.Ticker, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-beat.C:
+			c.heartbeat.Store(time.Now().UnixNano())
+		}
+	}
+}
+
+func (c *Client) state(s State) {
+	if c.opts.OnState != nil {
+		c.opts.OnState(s)
+	}
+}
+
+// Backoff is the wait before reconnect attempt n (1-based): min·2^(n-1) capped at max, with "equal
+// jitter" (half fixed, half random from r ∈ [0,1)) so a fleet that lost its hub does not return in
+// lockstep.
+func Backoff(n int, min, max time.Duration, r float64) time.Duration {
+	d := min
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d/2 + time.Duration(r*float64(d/2))
+}

@@ -1,0 +1,347 @@
+package ledger
+
+import (
+	"bytes"
+	"container/list"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// FileName is the log's name inside the agent's state directory.
+const FileName = "executed-ids.log"
+
+// Outcome is how a message was settled.
+type Outcome string
+
+const (
+	Complete Outcome = "complete"
+	Reject   Outcome = "reject"
+)
+
+// Entry is what the ledger remembers about one message id.
+type Entry struct {
+	ID          string
+	Fingerprint string // identifies the message's content: a reused id with other content is a new message
+	Started     time.Time
+	Done        bool
+	Outcome     Outcome
+	Reason      string
+	Finished    time.Time
+}
+
+// record is one line of the file.
+type record struct {
+	Op          string    `json:"op"` // start | done | forget
+	ID          string    `json:"id"`
+	Fingerprint string    `json:"fp,omitempty"`
+	Outcome     Outcome   `json:"outcome,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Time        time.Time `json:"t"`
+	Started     time.Time `json:"started,omitzero"` // done records written by compaction keep the start time
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Ledger is safe for concurrent use.
+type Ledger struct {
+	path string
+	max  int
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	f       *os.File
+	entries map[string]*list.Element // id → element of order (value *Entry)
+	order   *list.List               // least recently written first
+	records int                      // lines in the file
+}
+
+// Options configure Open.
+type Options struct {
+	MaxIDs int          // ids remembered; default 10000
+	Logger *slog.Logger // warnings about dropped lines; nil discards
+}
+
+// Open loads (or creates) the log at path.
+func Open(path string, opts Options) (*Ledger, error) {
+	if opts.MaxIDs <= 0 {
+		opts.MaxIDs = 10000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Ledger{path: path, max: opts.MaxIDs, log: opts.Logger, entries: map[string]*list.Element{}, order: list.New()}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("executed-id log: %w", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("executed-id log: %w", err)
+	}
+	recs, problems := parse(data)
+	for _, p := range problems {
+		l.log.Warn("executed-id log: dropping unreadable line", "path", path, "problem", p)
+	}
+	for _, r := range recs {
+		l.apply(r)
+	}
+	l.records = len(recs)
+	if len(problems) > 0 || l.records > 2*l.max {
+		// Rewrite now: appending after a torn line would glue the next record onto it.
+		if err := l.compactLocked(); err != nil {
+			return nil, err
+		}
+		return l, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("executed-id log: %w", err)
+	}
+	l.f = f
+	return l, nil
+}
+
+// Len is the number of ids remembered.
+func (l *Ledger) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.entries)
+}
+
+// Lookup returns what the ledger knows about id.
+func (l *Ledger) Lookup(id string) (Entry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.entries[id]; ok {
+		return *e.Value.(*Entry), true
+	}
+	return Entry{}, false
+}
+
+// Start records durably that executing id begins (call before the first pin moves).
+func (l *Ledger) Start(id, fingerprint string, now time.Time) error {
+	return l.write(record{Op: "start", ID: id, Fingerprint: fingerprint, Time: now.UTC()})
+}
+
+// Finish records durably how id was settled (call before acknowledging it).
+func (l *Ledger) Finish(id, fingerprint string, outcome Outcome, reason string, now time.Time) error {
+	return l.write(record{Op: "done", ID: id, Fingerprint: fingerprint, Outcome: outcome, Reason: reason, Time: now.UTC()})
+}
+
+// Forget drops id, so a redelivery runs again (after an abandon).
+func (l *Ledger) Forget(id string, now time.Time) error {
+	return l.write(record{Op: "forget", ID: id, Time: now.UTC()})
+}
+
+// Close closes the file.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+func (l *Ledger) write(r record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return errors.New("executed-id log: closed")
+	}
+	line, err := encode(r)
+	if err != nil {
+		return err
+	}
+	if _, err := l.f.Write(line); err != nil {
+		return fmt.Errorf("executed-id log: write %s: %w", l.path, err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("executed-id log: fsync %s: %w", l.path, err)
+	}
+	l.records++
+	l.apply(r)
+	if l.records > 2*l.max+100 {
+		if err := l.compactLocked(); err != nil {
+			l.log.Warn("executed-id log: compaction failed; still appending", "err", err)
+		}
+	}
+	return nil
+}
+
+func (l *Ledger) apply(r record) {
+	el, ok := l.entries[r.ID]
+	switch r.Op {
+	case "forget":
+		if ok {
+			l.order.Remove(el)
+			delete(l.entries, r.ID)
+		}
+		return
+	case "start":
+		// A start always opens a fresh execution (a reused id with new content, or a re-run after
+		// an abandon).
+		e := &Entry{ID: r.ID, Fingerprint: r.Fingerprint, Started: r.Time}
+		if ok {
+			el.Value = e
+			l.order.MoveToBack(el)
+		} else {
+			l.entries[r.ID] = l.order.PushBack(e)
+		}
+	case "done":
+		var e *Entry
+		if ok && el.Value.(*Entry).Fingerprint == r.Fingerprint {
+			e = el.Value.(*Entry)
+			l.order.MoveToBack(el)
+		} else {
+			e = &Entry{ID: r.ID, Fingerprint: r.Fingerprint, Started: r.Started}
+			if ok {
+				el.Value = e
+				l.order.MoveToBack(el)
+			} else {
+				l.entries[r.ID] = l.order.PushBack(e)
+			}
+		}
+		if !r.Started.IsZero() {
+			e.Started = r.Started
+		}
+		e.Done, e.Outcome, e.Reason, e.Finished = true, r.Outcome, r.Reason, r.Time
+	default:
+		return
+	}
+	for len(l.entries) > l.max {
+		front := l.order.Front()
+		l.order.Remove(front)
+		delete(l.entries, front.Value.(*Entry).ID)
+	}
+}
+
+// compactLocked rewrites the file with one record per remembered id, atomically.
+func (l *Ledger) compactLocked() error {
+	var buf bytes.Buffer
+	n := 0
+	for el := l.order.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*Entry)
+		r := record{Op: "start", ID: e.ID, Fingerprint: e.Fingerprint, Time: e.Started}
+		if e.Done {
+			r = record{Op: "done", ID: e.ID, Fingerprint: e.Fingerprint, Outcome: e.Outcome, Reason: e.Reason, Time: e.Finished, Started: e.Started}
+		}
+		line, err := encode(r)
+		if err != nil {
+			return err
+		}
+		buf.Write(line)
+		n++
+	}
+	tmp := l.path + ".tmp"
+	if err := writeSync(tmp, buf.Bytes()); err != nil {
+		return fmt.Errorf("executed-id log: compact: %w", err)
+	}
+	if l.f != nil {
+		_ = l.f.Close()
+		l.f = nil
+	}
+	if err := os.Rename(tmp, l.path); err != nil {
+		return fmt.Errorf("executed-id log: compact: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(l.path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("executed-id log: %w", err)
+	}
+	l.f = f
+	l.records = n
+	return nil
+}
+
+func writeSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// encode renders one line: 8 hex digits of CRC-32C over the JSON, a space, the JSON, a newline.
+func encode(r record) ([]byte, error) {
+	js, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("executed-id log: %w", err)
+	}
+	line := make([]byte, 0, len(js)+10)
+	line = fmt.Appendf(line, "%08x ", crc32.Checksum(js, crcTable))
+	line = append(line, js...)
+	return append(line, '\n'), nil
+}
+
+// parse reads every intact record and describes each line it had to drop.
+func parse(data []byte) (recs []record, problems []string) {
+	lineNo := 0
+	for len(data) > 0 {
+		lineNo++
+		i := bytes.IndexByte(data, '\n')
+		var line []byte
+		if i < 0 {
+			problems = append(problems, fmt.Sprintf("line %d: torn (no newline): %d bytes", lineNo, len(data)))
+			break
+		}
+		line, data = data[:i], data[i+1:]
+		r, err := decodeLine(line)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("line %d: %v", lineNo, err))
+			continue
+		}
+		recs = append(recs, r)
+	}
+	return recs, problems
+}
+
+func decodeLine(line []byte) (record, error) {
+	var r record
+	if len(line) < 10 || line[8] != ' ' {
+		return r, errors.New("too short or no checksum")
+	}
+	sum, err := strconv.ParseUint(string(line[:8]), 16, 32)
+	if err != nil {
+		return r, errors.New("bad checksum field")
+	}
+	js := line[9:]
+	if crc32.Checksum(js, crcTable) != uint32(sum) {
+		return r, errors.New("checksum mismatch")
+	}
+	if err := json.Unmarshal(js, &r); err != nil {
+		return r, fmt.Errorf("bad record: %v", err)
+	}
+	switch r.Op {
+	case "start", "done", "forget":
+	default:
+		return r, fmt.Errorf("unknown op %q", r.Op)
+	}
+	if r.ID == "" {
+		return r, errors.New("record without id")
+	}
+	if r.Op == "done" && r.Outcome != Complete && r.Outcome != Reject {
+		return r, fmt.Errorf("unknown outcome %q", r.Outcome)
+	}
+	return r, nil
+}
