@@ -79,7 +79,7 @@ func Kernel(specs []hw.OutputSpec) (System, error) {
 	if initErr != nil {
 		return System{}, fmt.Errorf("periph driver init: %w", initErr)
 	}
-	sys := System{Alive: alive, Diagnose: func() string { return diagnose(devGlob) }}
+	sys := System{Alive: alive, Diagnose: func() string { return diagnose(devGlob, openDev) }}
 	for _, c := range gpioioctl.Chips {
 		sys.Chips = append(sys.Chips, ioctlChip{c})
 	}
@@ -88,24 +88,31 @@ func Kernel(specs []hw.OutputSpec) (System, error) {
 		needGPIO = needGPIO || s.Kind == hw.KindGPIO
 	}
 	if needGPIO && len(sys.Chips) == 0 {
-		return System{}, noChips(devGlob)
+		return System{}, noChips(devGlob, openDev)
 	}
 	return sys, nil
 }
 
 const devGlob = "/dev/gpiochip*"
 
+func openDev(path string) error {
+	f, err := os.Open(path)
+	if err == nil {
+		f.Close()
+	}
+	return err
+}
+
 // noChips explains an empty chip list: none exist, or they exist but could not be opened (periph
 // then skips its driver without an error).
-func noChips(glob string) error {
+func noChips(glob string, open func(string) error) error {
 	paths, _ := filepath.Glob(glob)
 	if len(paths) == 0 {
 		return notFound(fmt.Sprintf("no GPIO chips: nothing matches %s (is this a Linux board with the GPIO character device?)", glob))
 	}
 	for _, p := range paths {
-		f, err := os.Open(p)
+		err := open(p)
 		if err == nil {
-			f.Close()
 			continue
 		}
 		if errors.Is(err, fs.ErrPermission) {
@@ -118,13 +125,12 @@ func noChips(glob string) error {
 
 // diagnose names device nodes that exist but cannot be opened: their lines are invisible to
 // resolution, which would otherwise look like a plain unknown pin.
-func diagnose(glob string) string {
+func diagnose(glob string, open func(string) error) string {
 	paths, _ := filepath.Glob(glob)
 	var bad []string
 	for _, p := range paths {
-		f, err := os.Open(p)
+		err := open(p)
 		if err == nil {
-			f.Close()
 			continue
 		}
 		msg := fmt.Sprintf("cannot open %s: %v", p, errors.Unwrap(err))
