@@ -1,0 +1,289 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/c2d-project/c2d/cloud/hub"
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// ErrNotAttached is returned by Deliver on a session that is not (or no longer) registered with the
+// core: not subscribed, unsubscribed, replaced or disconnected.
+var ErrNotAttached = errors.New("broker: session not attached")
+
+// errBacklog: the session's write queue is full (the core outran MaxInFlight by far).
+var errBacklog = errors.New("broker: session write queue full")
+
+// writeQueue bounds the PUBLISHes waiting for one session's writer. The core keeps at most
+// MaxInFlight (default 16) deliveries outstanding per connection, so this is never reached in
+// normal operation.
+const writeQueue = 256
+
+// conn is one established MQTT session of a device or module: the hub.Conn the core delivers to.
+type conn struct {
+	b        *Broker
+	cl       *mqtt.Client
+	deviceID string
+	moduleID string
+	ext      bool
+	log      *slog.Logger
+
+	out   chan packets.Packet
+	done  chan struct{}
+	timer *time.Timer // SAS token expiry
+
+	mu        sync.Mutex
+	pending   map[uint16]string // packet id of a delivery not yet PUBACKed → its lock token
+	lastPID   uint16
+	attached  bool // registered with the core (Attach called, Detach not yet)
+	ended     bool // disconnected or replaced: never attached again
+	attachOn  uint16
+	attachSet bool // attach once the SUBACK with packet id attachOn has been written
+}
+
+var _ hub.Conn = (*conn)(nil)
+
+func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
+	c := &conn{
+		b:        b,
+		cl:       cl,
+		deviceID: info.DeviceID,
+		moduleID: info.ModuleID,
+		ext:      info.Extension,
+		out:      make(chan packets.Packet, writeQueue),
+		done:     make(chan struct{}),
+		pending:  map[uint16]string{},
+	}
+	c.log = b.log.With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
+	if c.moduleID != "" {
+		c.log = c.log.With("module", c.moduleID)
+	}
+	return c
+}
+
+// DeviceID is the connected device.
+func (c *conn) DeviceID() string { return c.deviceID }
+
+// Extension reports whether the device opted into explicit dispositions.
+func (c *conn) Extension() bool { return c.ext }
+
+// Deliver queues one QoS 1 PUBLISH for this session alone and returns; the session's writer puts
+// it on the wire. The packet id is the broker's (see doc.go for why not mochi's inflight store).
+// The lock token travels in the topic only for extension connections; for the others it is kept
+// here, packet id → lock token, so that the PUBACK completes the message.
+func (c *conn) Deliver(m *iothub.Message) error {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   iothub.DeliveryTopic(c.deviceID, m, c.ext),
+		Payload:     m.Body,
+		Created:     time.Now().Unix(),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.attached {
+		return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, ErrNotAttached)
+	}
+	pid, ok := c.nextPID()
+	if !ok {
+		return fmt.Errorf("deliver message %q to %s: all 65535 packet ids are awaiting PUBACK", m.MessageID, c.deviceID)
+	}
+	pk.PacketID = pid
+	c.pending[pid] = m.LockToken
+	select {
+	case c.out <- pk:
+		c.lastPID = pid
+		return nil
+	default:
+		delete(c.pending, pid)
+		return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, errBacklog)
+	}
+}
+
+// nextPID returns a packet id (1–65535) no outstanding delivery uses. c.mu held.
+func (c *conn) nextPID() (uint16, bool) {
+	id := c.lastPID
+	for range 65535 {
+		id++
+		if id == 0 {
+			id = 1
+		}
+		if _, used := c.pending[id]; !used {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+// acked takes the delivery a PUBACK acknowledges.
+func (c *conn) acked(pid uint16) (lockToken string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lockToken, ok = c.pending[pid]
+	delete(c.pending, pid)
+	return lockToken, ok
+}
+
+// forget drops the deliveries of a lock token the device settled explicitly (a later PUBACK of
+// them is then ignored).
+func (c *conn) forget(lockToken string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pid, lt := range c.pending {
+		if lt == lockToken {
+			delete(c.pending, pid)
+		}
+	}
+}
+
+// writeLoop writes queued deliveries until the session ends. mochi's Client.WritePacket
+// serialises with mochi's own writes (CONNACK, SUBACK, PUBACK, PINGRESP) under the client lock, and
+// the socket's deadline (1.5 × keep-alive) bounds a write to a stalled device.
+func (c *conn) writeLoop() {
+	defer c.b.writers.Done()
+	for {
+		select {
+		case <-c.done:
+			return
+		case pk := <-c.out:
+			err := c.cl.WritePacket(pk)
+			switch {
+			case err == nil:
+			case errors.Is(err, packets.ErrPacketTooLarge):
+				// Only an MQTT 5 client announcing a small Maximum Packet Size gets here.
+				// Redelivering cannot help: dead-letter it with the reason.
+				lt, ok := c.acked(pk.PacketID)
+				c.log.Warn("message larger than the device accepts; rejecting it", "topic_bytes", len(pk.TopicName),
+					"payload_bytes", len(pk.Payload), "device_max", c.cl.Properties.Props.MaximumPacketSize)
+				if ok {
+					c.b.settle(c, lt, iothub.DispositionReject, "message exceeds the device's maximum packet size")
+				}
+			case c.cl.Closed():
+				// The session is ending; OnDisconnect detaches it and the core requeues.
+			default:
+				c.log.Warn("writing to device failed; dropping the connection", "error", err)
+				c.cl.Stop(err)
+			}
+		}
+	}
+}
+
+// connOf returns the established session of a mochi client.
+func (b *Broker) connOf(cl *mqtt.Client) *conn {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.conns[cl]
+}
+
+// establish registers a new session. A previous session of the same device (mochi has already
+// disconnected it on takeover) is detached from the core first, so the core always sees
+// Detach(old) before Attach(new) whatever order the two connections' goroutines run in.
+func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
+	c := newConn(b, cl, info)
+	b.life.Lock()
+	defer b.life.Unlock()
+	b.mu.Lock()
+	var old *conn
+	if c.moduleID == "" {
+		old = b.devices[c.deviceID]
+		b.devices[c.deviceID] = c
+	}
+	b.conns[cl] = c
+	b.mu.Unlock()
+	if old != nil {
+		old.log.Info("session replaced by a new connection of the same device", "new_remote", cl.Net.Remote)
+		b.retire(old)
+		old.cl.Stop(packets.ErrSessionTakenOver)
+	}
+	b.writers.Add(1)
+	go c.writeLoop()
+	if !info.expiry.IsZero() {
+		c.timer = time.AfterFunc(time.Until(info.expiry), func() {
+			c.log.Info("SAS token expired; disconnecting (the device reconnects with a new token)",
+				"expired", info.expiry.UTC().Format(time.RFC3339))
+			b.kick(cl, packets.ErrNotAuthorized)
+		})
+	}
+	return c
+}
+
+// attach registers the session with the core, unless it is already attached, has ended or has
+// been replaced.
+func (b *Broker) attach(c *conn) {
+	b.life.Lock()
+	defer b.life.Unlock()
+	c.mu.Lock()
+	if c.attached || c.ended || c.cl.Closed() {
+		c.mu.Unlock()
+		return
+	}
+	c.attached = true
+	c.mu.Unlock()
+	c.log.Info("device subscribed; delivering its queue", "extension", c.ext)
+	b.core.Attach(c)
+}
+
+// detach unregisters the session from the core (the device unsubscribed); it may attach again.
+func (b *Broker) detach(c *conn) {
+	b.life.Lock()
+	defer b.life.Unlock()
+	b.detachLocked(c)
+}
+
+// detachLocked: b.life held. Deliver refuses from the moment attached is false, so nothing is
+// written that the core is about to requeue.
+func (b *Broker) detachLocked(c *conn) {
+	c.mu.Lock()
+	was := c.attached
+	c.attached = false
+	c.mu.Unlock()
+	if was {
+		b.core.Detach(c)
+	}
+}
+
+// retire ends a session for good: detached, never attached again. b.life held.
+func (b *Broker) retire(c *conn) {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
+	b.detachLocked(c)
+}
+
+// endSession is the disconnect path: retire, unregister, stop the writer and the expiry timer.
+func (b *Broker) endSession(c *conn, err error) {
+	b.life.Lock()
+	b.retire(c)
+	b.mu.Lock()
+	_, known := b.conns[c.cl]
+	delete(b.conns, c.cl)
+	if b.devices[c.deviceID] == c {
+		delete(b.devices, c.deviceID)
+	}
+	b.mu.Unlock()
+	b.life.Unlock()
+	if !known {
+		return
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	close(c.done)
+	c.log.Info("device disconnected", "reason", errString(err))
+	if f := b.opts.Events.Disconnected; f != nil {
+		f(c.deviceID, c.moduleID, err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "client disconnected"
+	}
+	return err.Error()
+}

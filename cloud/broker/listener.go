@@ -1,0 +1,254 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// The broker brings its own listeners instead of mochi's because mochi's (v2.7.9) TCP listener
+// gives a client unlimited time to send CONNECT (a silent socket holds a goroutine forever), and
+// its WebSocket listener binds only in Serve (no real address for ":0") and accepts any path.
+
+// tcpListener serves MQTT over TCP, or TLS when tlsConf is set. Every accepted connection must
+// finish its TLS handshake and send CONNECT within connectTimeout; mochi then replaces the
+// deadline with 1.5 × the client's keep-alive.
+type tcpListener struct {
+	id, address    string
+	tlsConf        *tls.Config
+	connectTimeout time.Duration
+
+	mu     sync.Mutex
+	ln     net.Listener
+	log    *slog.Logger
+	closed bool
+}
+
+func newTCPListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *tcpListener {
+	return &tcpListener{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout}
+}
+
+func (l *tcpListener) ID() string { return l.id }
+
+func (l *tcpListener) Protocol() string {
+	if l.tlsConf != nil {
+		return "mqtts"
+	}
+	return "mqtt"
+}
+
+func (l *tcpListener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	if l.tlsConf != nil {
+		ln = tls.NewListener(ln, l.tlsConf)
+	}
+	l.mu.Lock()
+	l.ln, l.log = ln, log
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
+		go func() {
+			if err := establish(l.id, c); err != nil {
+				l.log.Debug("connection ended", "remote", c.RemoteAddr().String(), "error", err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	first := !l.closed
+	l.closed = true
+	ln := l.ln
+	l.mu.Unlock()
+	if ln != nil && first {
+		_ = ln.Close()
+	}
+	closeClients(l.id)
+}
+
+// wsListener serves MQTT over WebSockets (binary frames, subprotocol "mqtt") at WebSocketPath,
+// Azure's `wss://{host}:443/$iothub/websocket`.
+type wsListener struct {
+	id, address    string
+	tlsConf        *tls.Config
+	connectTimeout time.Duration
+
+	mu       sync.Mutex
+	ln       net.Listener
+	srv      *http.Server
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	closed   bool
+}
+
+func newWSListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *wsListener {
+	return &wsListener{
+		id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout,
+		upgrader: websocket.Upgrader{
+			Subprotocols:     []string{"mqtt"},
+			HandshakeTimeout: connectTimeout,
+			// Devices are not browsers: there is no origin to check, and the SAS token in CONNECT
+			// is the credential.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+}
+
+func (l *wsListener) ID() string { return l.id }
+
+func (l *wsListener) Protocol() string {
+	if l.tlsConf != nil {
+		return "wss"
+	}
+	return "ws"
+}
+
+func (l *wsListener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	if l.tlsConf != nil {
+		ln = tls.NewListener(ln, l.tlsConf)
+	}
+	l.mu.Lock()
+	l.ln, l.log = ln, log
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	mux := http.NewServeMux()
+	mux.HandleFunc(WebSocketPath, func(w http.ResponseWriter, r *http.Request) {
+		ws, err := l.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return // the upgrader has answered with an HTTP error
+		}
+		defer ws.Close()
+		nc := &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+		_ = nc.SetDeadline(time.Now().Add(l.connectTimeout))
+		if err := establish(l.id, nc); err != nil {
+			l.log.Debug("connection ended", "remote", r.RemoteAddr, "error", err)
+		}
+	})
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: l.connectTimeout,
+		ErrorLog:          nil,
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.srv = srv
+	l.mu.Unlock()
+	_ = srv.Serve(l.ln)
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	first := !l.closed
+	l.closed = true
+	srv, ln := l.srv, l.ln
+	l.mu.Unlock()
+	if first {
+		if srv != nil {
+			// Hijacked (upgraded) connections are not tracked by the http.Server: closeClients
+			// ends them.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = srv.Shutdown(ctx)
+			cancel()
+		} else if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	closeClients(l.id)
+}
+
+// wsConn is a WebSocket connection as a byte stream (net.Conn): MQTT packets may span frames and a
+// frame may hold several packets.
+type wsConn struct {
+	net.Conn
+	ws *websocket.Conn
+	r  io.Reader
+	wm sync.Mutex
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("websocket: MQTT needs binary frames")
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) Close() error { return c.ws.Close() }
