@@ -6,6 +6,7 @@ package hub
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -29,6 +30,13 @@ type Config struct {
 	FeedbackTTL              time.Duration // 1h
 	FeedbackLockTimeout      time.Duration // 60s
 	FeedbackMaxDeliveryCount int           // 10
+
+	// SettledRetention is how long a settled message's outcome stays queryable through
+	// MessageStatus/WaitSettled (c2d addition; settled_retention). 24h.
+	SettledRetention time.Duration
+
+	// Logger receives the hub's structured logs; nil discards them.
+	Logger *slog.Logger
 
 	// Now is the hub's clock; nil means time.Now. Tests move it to cross lock/TTL boundaries.
 	Now func() time.Time
@@ -77,6 +85,9 @@ type AuthResult struct {
 	DeviceID  string
 	ModuleID  string
 	Extension bool // opted into the disposition extension
+	// TokenExpiry is the SAS token's se: Azure disconnects a device when its token expires, and
+	// the broker enforces the same.
+	TokenExpiry time.Time
 }
 
 // Typed outcomes, for errors.Is. Service-facing failures are *iothub.Error values (with Azure's
@@ -95,7 +106,9 @@ var (
 )
 
 // Events is the hub's observer, for metrics and logs. Any field may be nil. Calls are synchronous:
-// keep them cheap.
+// keep them cheap. Abandoned is called for every return to Enqueued (abandon, lock expiry,
+// detach, failed Deliver); Settled for every terminal outcome, sendToSettle measured from the
+// message's enqueued time.
 type Events struct {
 	Sent      func(deviceID string)
 	Delivered func(deviceID string)

@@ -1,0 +1,143 @@
+package hub
+
+import (
+	"context"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// formBatches groups unbatched feedback records into batches: full batches of FeedbackBatchSize
+// at once, and whatever is left once its oldest record waited FeedbackInterval. It arms the timer
+// for the next interval.
+func (h *Hub) formBatches(tx storeTx, now time.Time, e *effects) error {
+	n, oldest, err := tx.unbatched()
+	if err != nil || n == 0 {
+		return err
+	}
+	due := !oldest.Add(h.cfg.FeedbackInterval).After(now)
+	for n >= h.cfg.FeedbackBatchSize || (n > 0 && due) {
+		id, err := tx.maxBatchID()
+		if err != nil {
+			return err
+		}
+		b := batchRow{ID: id + 1, EnqueuedAt: now, ExpiresAt: now.Add(h.cfg.FeedbackTTL)}
+		k, err := tx.formBatch(b, h.cfg.FeedbackBatchSize)
+		if err != nil {
+			return err
+		}
+		n -= k
+		e.feedback = true
+		e.wake(b.ExpiresAt)
+		if k == 0 {
+			break
+		}
+	}
+	if n > 0 && !due {
+		e.wake(oldest.Add(h.cfg.FeedbackInterval))
+	}
+	return nil
+}
+
+// feedbackReady wakes every ReceiveFeedback waiting for a batch.
+func (h *Hub) feedbackReady() {
+	h.fbMu.Lock()
+	close(h.fbCh)
+	h.fbCh = make(chan struct{})
+	h.fbMu.Unlock()
+}
+
+func (h *Hub) feedbackChan() <-chan struct{} {
+	h.fbMu.Lock()
+	defer h.fbMu.Unlock()
+	return h.fbCh
+}
+
+// ReceiveFeedback locks and returns the next feedback batch (oldest first), blocking until one is
+// ready or ctx ends (then nil, ctx.Err()). The batch stays locked for FeedbackLockTimeout; after
+// that, or on AbandonFeedback, it is offered again until FeedbackMaxDeliveryCount deliveries.
+func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
+	for {
+		ch := h.feedbackChan()
+		var fb *iothub.FeedbackBatch
+		err := h.update(ctx, func(tx storeTx, e *effects) error {
+			fb = nil
+			now := h.now()
+			b, ok, err := tx.availableBatch(now)
+			if err != nil || !ok {
+				return err
+			}
+			recs, err := tx.batchRecords(b.ID)
+			if err != nil {
+				return err
+			}
+			b.LockToken, b.LockedUntil = newLockToken(), now.Add(h.cfg.FeedbackLockTimeout)
+			if err := tx.lockBatch(b.ID, b.LockToken, b.LockedUntil, b.DeliveryCount+1); err != nil {
+				return err
+			}
+			e.wake(b.LockedUntil)
+			fb = &iothub.FeedbackBatch{LockToken: b.LockToken, EnqueuedTimeUTC: b.EnqueuedAt, Records: recs}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if fb != nil {
+			return fb, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-h.done:
+			return nil, ErrClosed
+		}
+	}
+}
+
+func errFeedbackLockLost(token string) error {
+	return coded(ErrLockLost, iothub.CodeDeviceMessageLockLost,
+		"feedback lock token %q is unknown or its lock expired (receive the batch again)", token)
+}
+
+// CompleteFeedback deletes a received batch; ErrLockLost after its lock expired.
+func (h *Hub) CompleteFeedback(ctx context.Context, lockToken string) error {
+	return h.update(ctx, func(tx storeTx, e *effects) error {
+		b, ok, err := tx.batchByToken(lockToken)
+		if err != nil {
+			return err
+		}
+		if !ok || !b.LockedUntil.After(h.now()) {
+			return errFeedbackLockLost(lockToken)
+		}
+		return tx.deleteBatch(b.ID)
+	})
+}
+
+// AbandonFeedback makes a received batch available again (or drops it once it reached
+// FeedbackMaxDeliveryCount deliveries); ErrLockLost after its lock expired.
+func (h *Hub) AbandonFeedback(ctx context.Context, lockToken string) error {
+	return h.update(ctx, func(tx storeTx, e *effects) error {
+		b, ok, err := tx.batchByToken(lockToken)
+		if err != nil {
+			return err
+		}
+		if !ok || !b.LockedUntil.After(h.now()) {
+			return errFeedbackLockLost(lockToken)
+		}
+		return h.unlockBatch(tx, b, e)
+	})
+}
+
+// unlockBatch offers a batch again, or drops it after its last delivery.
+func (h *Hub) unlockBatch(tx storeTx, b batchRow, e *effects) error {
+	if b.DeliveryCount >= h.cfg.FeedbackMaxDeliveryCount {
+		h.log.Warn("feedback batch dropped: max delivery count reached", "batch", b.ID, "deliveries", b.DeliveryCount)
+		return tx.deleteBatch(b.ID)
+	}
+	if err := tx.unlockBatch(b.ID); err != nil {
+		return err
+	}
+	e.feedback = true
+	return nil
+}

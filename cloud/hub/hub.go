@@ -1,0 +1,370 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// Hub is the running core. All methods are safe for concurrent use.
+type Hub struct {
+	cfg Config
+	ev  Events
+	log *slog.Logger
+	st  store
+
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	wg        sync.WaitGroup // background goroutines (timers, dispatchers)
+
+	attachMu sync.Mutex // serialises Attach/Detach so a device's hand-over is ordered
+
+	mu       sync.Mutex
+	devs     map[string]*devState // attached connections, by device id
+	conns    map[string]connInfo  // connection state shown by GetDevice (in memory)
+	activity map[string]time.Time // lastActivityTime (in memory)
+	gone     func(deviceID string)
+
+	polMu sync.RWMutex
+	pols  map[string]Policy
+
+	waitMu  sync.Mutex
+	waiters map[waitKey]*waiter
+
+	fbMu sync.Mutex
+	fbCh chan struct{} // closed (and replaced) when a feedback batch may have become available
+
+	timer *sweeper
+}
+
+type connInfo struct {
+	connected bool
+	updated   time.Time
+}
+
+// devState is one attachment: a Conn and the deliveries made to it.
+type devState struct {
+	id   string
+	conn Conn
+	// sendMu is held while Deliver is called and by detach, so a detached Conn never receives a
+	// delivery after Detach returns. Settle never takes it.
+	sendMu sync.Mutex
+
+	// guarded by Hub.mu
+	detached bool
+	inflight map[string]int64 // lock token → seq
+	kicked   bool
+	running  bool
+}
+
+type waitKey struct{ dev, mid string }
+
+type waiter struct {
+	ch chan struct{}
+	n  int
+}
+
+// Open opens (creating if needed) the store in dataDir (hub.db), runs crash recovery (every
+// Invisible message goes back to Enqueued, since no connection survives a restart; timers rearmed
+// from stored deadlines), creates the built-in policies on first start, and starts the timers.
+func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, error) {
+	cfg = cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hub config: %w", err)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	st, err := openSQLite(ctx, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		cfg: cfg, ev: ev, log: log, st: st,
+		done:     make(chan struct{}),
+		devs:     map[string]*devState{},
+		conns:    map[string]connInfo{},
+		activity: map[string]time.Time{},
+		pols:     map[string]Policy{},
+		waiters:  map[waitKey]*waiter{},
+		fbCh:     make(chan struct{}),
+	}
+	if err := h.recover(ctx); err != nil {
+		st.close()
+		return nil, err
+	}
+	h.timer = newSweeper(h)
+	h.wg.Add(1)
+	go h.timer.run()
+	return h, nil
+}
+
+// recover brings the stored state to what a hub with no connections has, and loads the policies.
+func (h *Hub) recover(ctx context.Context) error {
+	var pols []Policy
+	e := &effects{}
+	var requeued, dead int
+	var unlocked int64
+	err := h.st.update(ctx, func(tx storeTx) error {
+		var err error
+		if pols, err = ensurePolicies(tx); err != nil {
+			return fmt.Errorf("policies: %w", err)
+		}
+		now := h.now()
+		inv, err := tx.invisible()
+		if err != nil {
+			return err
+		}
+		for i := range inv {
+			outcome, err := h.release(tx, &inv[i], now, e)
+			if err != nil {
+				return err
+			}
+			if outcome == "" {
+				requeued++
+			} else {
+				dead++
+			}
+		}
+		if unlocked, err = tx.unlockAllBatches(); err != nil {
+			return err
+		}
+		return h.formBatches(tx, now, e)
+	})
+	if err != nil {
+		return fmt.Errorf("recover hub state: %w", err)
+	}
+	h.polMu.Lock()
+	for _, p := range pols {
+		h.pols[p.Name] = p
+	}
+	h.polMu.Unlock()
+	if requeued+dead > 0 || unlocked > 0 {
+		h.log.Info("recovered after restart", "requeued", requeued, "deadLettered", dead, "feedbackBatchesUnlocked", unlocked)
+	}
+	return nil
+}
+
+// Close stops timers, waits for in-flight writes, closes the store. Later calls return ErrClosed.
+func (h *Hub) Close() error {
+	err := ErrClosed
+	h.closeOnce.Do(func() {
+		close(h.done)
+		h.wg.Wait()
+		err = h.st.close()
+	})
+	return err
+}
+
+func (h *Hub) closed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *Hub) now() time.Time { return h.cfg.Now().UTC().Truncate(time.Millisecond) }
+
+// ---- effects: what a committed transaction changes outside the store ----
+
+// effects collects, inside a transaction, what must happen once it committed: waking waiters,
+// freeing delivery slots, kicking dispatchers, events, rearming the timer.
+type effects struct {
+	settled  []msgRow // terminal now
+	requeued []msgRow // back to Enqueued (LockToken = the lock they had)
+	kick     map[string]bool
+	feedback bool // a feedback batch became available
+	deadline time.Time
+}
+
+func (e *effects) kickDevice(id string) {
+	if e.kick == nil {
+		e.kick = map[string]bool{}
+	}
+	e.kick[id] = true
+}
+
+func (e *effects) wake(t time.Time) { e.deadline = earliest(e.deadline, t) }
+
+// apply runs e after its transaction committed.
+func (h *Hub) apply(e *effects) {
+	if e == nil {
+		return
+	}
+	var freed []msgRow
+	for _, m := range e.settled {
+		if m.LockToken != "" {
+			freed = append(freed, m)
+		}
+	}
+	freed = append(freed, e.requeued...)
+	if len(freed) > 0 {
+		h.mu.Lock()
+		for _, m := range freed {
+			if ds := h.devs[m.DeviceID]; ds != nil {
+				if _, ok := ds.inflight[m.LockToken]; ok {
+					delete(ds.inflight, m.LockToken)
+					e.kickDevice(m.DeviceID)
+				}
+			}
+		}
+		h.mu.Unlock()
+	}
+	for _, m := range e.requeued {
+		e.kickDevice(m.DeviceID)
+		if h.ev.Abandoned != nil {
+			h.ev.Abandoned(m.DeviceID)
+		}
+	}
+	for _, m := range e.settled {
+		h.notify(waitKey{m.DeviceID, m.MessageID})
+		if h.ev.Settled != nil {
+			h.ev.Settled(m.DeviceID, m.Outcome, m.SettledAt.Sub(m.EnqueuedAt))
+		}
+		h.log.Debug("message settled", "device", m.DeviceID, "messageId", m.MessageID,
+			"seq", m.Seq, "outcome", m.Outcome, "deliveryCount", m.DeliveryCount)
+	}
+	for id := range e.kick {
+		h.kick(id)
+	}
+	if e.feedback {
+		h.feedbackReady()
+	}
+	if !e.deadline.IsZero() && h.timer != nil {
+		h.timer.arm(e.deadline)
+	}
+}
+
+// ---- terminal transitions and feedback records (inside a transaction) ----
+
+// finish moves m to its terminal outcome and, when its ack asks for it, writes its feedback
+// record in the same transaction: a crash can neither lose the record nor make two.
+func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects) error {
+	m.Outcome, m.Reason, m.SettledAt, m.State = outcome, reason, now, outcome.Terminal()
+	if err := tx.settle(m); err != nil {
+		return fmt.Errorf("settle %s/%d: %w", m.DeviceID, m.Seq, err)
+	}
+	if m.Ack.Wants(outcome) {
+		d, _, err := tx.device(m.DeviceID)
+		if err != nil {
+			return err
+		}
+		rec := iothub.FeedbackRecord{
+			OriginalMessageID:  m.MessageID,
+			DeviceID:           m.DeviceID,
+			DeviceGenerationID: d.GenerationID,
+			EnqueuedTimeUTC:    m.EnqueuedAt,
+			StatusCode:         outcome,
+			Description:        iothub.FeedbackDescription(outcome),
+			Reason:             reason,
+			DeliveryCount:      m.DeliveryCount,
+			CorrelationID:      m.CorrelationID,
+		}
+		if err := tx.insertRecord(rec, now); err != nil {
+			return fmt.Errorf("feedback record: %w", err)
+		}
+		e.wake(now.Add(h.cfg.FeedbackInterval))
+	}
+	e.settled = append(e.settled, *m)
+	return nil
+}
+
+// release takes an Invisible message out of its lock: back to Enqueued, or dead-lettered when it
+// already had MaxDeliveryCount deliveries (DeliveryCountExceeded) or its TTL passed (Expired).
+// It returns the outcome, "" when requeued.
+func (h *Hub) release(tx storeTx, m *msgRow, now time.Time, e *effects) (iothub.FeedbackStatus, error) {
+	switch {
+	case m.DeliveryCount >= h.cfg.MaxDeliveryCount:
+		return iothub.StatusDeliveryCountExceeded, h.finish(tx, m, iothub.StatusDeliveryCountExceeded, "", now, e)
+	case !m.ExpiresAt.After(now):
+		return iothub.StatusExpired, h.finish(tx, m, iothub.StatusExpired, "", now, e)
+	}
+	if err := tx.requeue(m.DeviceID, m.Seq); err != nil {
+		return "", err
+	}
+	e.requeued = append(e.requeued, *m)
+	e.wake(m.ExpiresAt)
+	return "", nil
+}
+
+// ---- waiters (WaitSettled) ----
+
+func (h *Hub) waitChan(k waitKey) (<-chan struct{}, func()) {
+	h.waitMu.Lock()
+	defer h.waitMu.Unlock()
+	w := h.waiters[k]
+	if w == nil {
+		w = &waiter{ch: make(chan struct{})}
+		h.waiters[k] = w
+	}
+	w.n++
+	return w.ch, func() {
+		h.waitMu.Lock()
+		defer h.waitMu.Unlock()
+		w.n--
+		if w.n == 0 && h.waiters[k] == w {
+			delete(h.waiters, k)
+		}
+	}
+}
+
+func (h *Hub) notify(k waitKey) {
+	h.waitMu.Lock()
+	defer h.waitMu.Unlock()
+	if w := h.waiters[k]; w != nil {
+		close(w.ch)
+		delete(h.waiters, k)
+	}
+}
+
+func (h *Hub) notifyDevice(id string) {
+	h.waitMu.Lock()
+	defer h.waitMu.Unlock()
+	for k, w := range h.waiters {
+		if k.dev == id {
+			close(w.ch)
+			delete(h.waiters, k)
+		}
+	}
+}
+
+// update wraps the store's update with the closed check and effect application.
+func (h *Hub) update(ctx context.Context, fn func(tx storeTx, e *effects) error) error {
+	if h.closed() {
+		return ErrClosed
+	}
+	e := &effects{}
+	err := h.st.update(ctx, func(tx storeTx) error {
+		*e = effects{}
+		return fn(tx, e)
+	})
+	if err != nil {
+		return err
+	}
+	h.apply(e)
+	return nil
+}
+
+func (h *Hub) view(ctx context.Context, fn func(tx storeTx) error) error {
+	if h.closed() {
+		return ErrClosed
+	}
+	return h.st.view(ctx, fn)
+}
+
+func isClosed(err error) bool { return errors.Is(err, ErrClosed) }

@@ -1,0 +1,519 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// Send validates and durably enqueues; it returns only after the commit. ErrQueueFull,
+// ErrDeviceNotFound, ErrInvalidArgument (wrapped in *iothub.Error) are its refusals.
+// A send without a message id gets a random UUID (c2d addition: Azure requires the sender to set
+// one for feedback to be useful).
+func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest) (iothub.SendResult, error) {
+	if err := iothub.ValidateDeviceID(deviceID); err != nil {
+		return iothub.SendResult{}, errInvalid("deviceId: %v", err)
+	}
+	ack := req.Ack
+	if ack == "" {
+		ack = iothub.AckNone
+	}
+	if _, err := iothub.ParseAckMode(string(ack)); err != nil {
+		return iothub.SendResult{}, errInvalid("ack: %v", err)
+	}
+	now := h.now()
+	m := &msgRow{
+		DeviceID:        deviceID,
+		MessageID:       req.MessageID,
+		CorrelationID:   req.CorrelationID,
+		UserID:          req.UserID,
+		Ack:             ack,
+		ContentType:     req.ContentType,
+		ContentEncoding: req.ContentEncoding,
+		Properties:      req.Properties,
+		Body:            req.Body,
+		EnqueuedAt:      now,
+		ExpiresAt:       now.Add(h.cfg.DefaultTTL),
+		State:           iothub.StateEnqueued,
+	}
+	if m.MessageID == "" {
+		m.MessageID = newUUID()
+	}
+	if req.ExpiryTimeUTC != nil {
+		exp := req.ExpiryTimeUTC.UTC().Truncate(time.Millisecond)
+		// A client computing "now + min_ttl" loses a little to transit: allow a small grace.
+		grace := min(5*time.Second, h.cfg.MinTTL/2)
+		lo, hi := now.Add(h.cfg.MinTTL-grace), now.Add(h.cfg.MaxTTL+grace)
+		if exp.Before(lo) || exp.After(hi) {
+			return iothub.SendResult{}, errInvalid("expiryTimeUtc: %s is %v from now; it must be between %v and %v ahead",
+				exp.Format(time.RFC3339Nano), exp.Sub(now).Round(time.Millisecond), h.cfg.MinTTL, h.cfg.MaxTTL)
+		}
+		m.ExpiresAt, m.ExplicitExpiry = exp, true
+	}
+	wire := h.wireMessage(m)
+	if n := wire.Size(); n > iothub.MaxMessageSize {
+		return iothub.SendResult{}, coded(ErrInvalidArgument, iothub.CodeMessageTooLarge,
+			"message is %d bytes (limit %d: body + system property values + application property names and values)",
+			n, iothub.MaxMessageSize)
+	}
+	if err := wire.Validate(); err != nil {
+		return iothub.SendResult{}, errInvalid("%v", err)
+	}
+	err := h.update(ctx, func(tx storeTx, e *effects) error {
+		d, ok, err := tx.device(deviceID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errDeviceNotFound(deviceID)
+		}
+		n, err := tx.pendingCount(deviceID)
+		if err != nil {
+			return err
+		}
+		if n >= h.cfg.MaxQueueDepth {
+			return coded(ErrQueueFull, iothub.CodeDeviceMaximumQueueDepthExceeded,
+				"device %s has %d messages pending (limit %d): purge its queue or wait for it to drain",
+				deviceID, n, h.cfg.MaxQueueDepth)
+		}
+		d.NextSeq++
+		m.Seq = d.NextSeq
+		if err := tx.updateDevice(d); err != nil {
+			return err
+		}
+		if err := tx.insertMessage(m); err != nil {
+			return fmt.Errorf("enqueue: %w", err)
+		}
+		e.kickDevice(deviceID)
+		e.wake(m.ExpiresAt)
+		return nil
+	})
+	if err != nil {
+		return iothub.SendResult{}, err
+	}
+	if h.ev.Sent != nil {
+		h.ev.Sent(deviceID)
+	}
+	return iothub.SendResult{
+		DeviceID:        deviceID,
+		MessageID:       m.MessageID,
+		SequenceNumber:  m.Seq,
+		EnqueuedTimeUTC: m.EnqueuedAt,
+		ExpiryTimeUTC:   m.ExpiresAt,
+	}, nil
+}
+
+// wireMessage is m as the device receives it.
+func (h *Hub) wireMessage(m *msgRow) *iothub.Message {
+	w := &iothub.Message{
+		MessageID:       m.MessageID,
+		CorrelationID:   m.CorrelationID,
+		UserID:          m.UserID,
+		To:              iothub.DeviceBoundTo(m.DeviceID),
+		Ack:             m.Ack,
+		ContentType:     m.ContentType,
+		ContentEncoding: m.ContentEncoding,
+		Properties:      m.Properties,
+		Body:            m.Body,
+		LockToken:       m.LockToken,
+	}
+	if m.ExplicitExpiry {
+		w.ExpiryTime = m.ExpiresAt
+	}
+	return w
+}
+
+func (m *msgRow) status() iothub.MessageStatus {
+	s := iothub.MessageStatus{
+		DeviceID:        m.DeviceID,
+		MessageID:       m.MessageID,
+		CorrelationID:   m.CorrelationID,
+		SequenceNumber:  m.Seq,
+		State:           m.State,
+		DeliveryCount:   m.DeliveryCount,
+		Ack:             m.Ack,
+		EnqueuedTimeUTC: m.EnqueuedAt,
+		ExpiryTimeUTC:   m.ExpiresAt,
+		Outcome:         m.Outcome,
+		Reason:          m.Reason,
+		Properties:      m.Properties,
+	}
+	if m.State == iothub.StateInvisible && !m.LockedUntil.IsZero() {
+		t := m.LockedUntil
+		s.LockedUntilUTC = &t
+	}
+	if !m.SettledAt.IsZero() {
+		t := m.SettledAt
+		s.SettledTimeUTC = &t
+	}
+	return s
+}
+
+// Queue lists a device's pending (Enqueued and Invisible) messages in FIFO order.
+func (h *Hub) Queue(ctx context.Context, deviceID string) ([]iothub.MessageStatus, error) {
+	out := []iothub.MessageStatus{}
+	err := h.view(ctx, func(tx storeTx) error {
+		if _, ok, err := tx.device(deviceID); err != nil || !ok {
+			if err == nil {
+				err = errDeviceNotFound(deviceID)
+			}
+			return err
+		}
+		ms, err := tx.pending(deviceID)
+		for i := range ms {
+			out = append(out, ms[i].status())
+		}
+		return err
+	})
+	return out, err
+}
+
+// MessageStatus returns one message's state: pending, or settled within the retention period
+// (settled_retention, 24 h by default). With several messages of the same id, the newest.
+func (h *Hub) MessageStatus(ctx context.Context, deviceID, messageID string) (iothub.MessageStatus, error) {
+	var st iothub.MessageStatus
+	err := h.view(ctx, func(tx storeTx) error {
+		m, ok, err := tx.byMessageID(deviceID, messageID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if _, found, err := tx.device(deviceID); err != nil {
+				return err
+			} else if !found {
+				return errDeviceNotFound(deviceID)
+			}
+			return coded(ErrMessageNotFound, iothub.CodeDeviceMessageNotFound,
+				"device %q has no message %q (pending, or settled in the last %v)", deviceID, messageID, h.cfg.SettledRetention)
+		}
+		st = m.status()
+		return nil
+	})
+	return st, err
+}
+
+// WaitSettled blocks until the message reaches a terminal state or ctx ends; on ctx end it returns
+// the current status and ctx.Err(). It wakes on the settling commit, not by polling.
+func (h *Hub) WaitSettled(ctx context.Context, deviceID, messageID string) (iothub.MessageStatus, error) {
+	k := waitKey{deviceID, messageID}
+	for {
+		ch, release := h.waitChan(k)
+		st, err := h.MessageStatus(ctx, deviceID, messageID)
+		if err != nil || st.Outcome != "" {
+			release()
+			return st, err
+		}
+		select {
+		case <-ch:
+			release()
+		case <-ctx.Done():
+			release()
+			return st, ctx.Err()
+		case <-h.done:
+			release()
+			return st, ErrClosed
+		}
+	}
+}
+
+// Purge removes every pending message of a device, Invisible ones included. Each gets the outcome
+// Purged; messages whose ack is negative or full produce a Purged feedback record (Azure lists
+// Purged among feedback status codes; c2d emits it so senders waiting on feedback learn the end).
+func (h *Hub) Purge(ctx context.Context, deviceID string) (iothub.PurgeResult, error) {
+	res := iothub.PurgeResult{DeviceID: deviceID}
+	err := h.update(ctx, func(tx storeTx, e *effects) error {
+		res.TotalMessagesPurged = 0
+		if _, ok, err := tx.device(deviceID); err != nil || !ok {
+			if err == nil {
+				err = errDeviceNotFound(deviceID)
+			}
+			return err
+		}
+		ms, err := tx.pending(deviceID)
+		if err != nil {
+			return err
+		}
+		now := h.now()
+		for i := range ms {
+			if err := h.finish(tx, &ms[i], iothub.StatusPurged, "", now, e); err != nil {
+				return err
+			}
+		}
+		res.TotalMessagesPurged = len(ms)
+		return h.formBatches(tx, now, e)
+	})
+	return res, err
+}
+
+// ---- device side ----
+
+// Attach registers a subscribed connection and starts delivering its queue. A previous Conn of the
+// same device is detached first (its Invisible messages go back to Enqueued, then are delivered to
+// c in FIFO order).
+func (h *Hub) Attach(c Conn) {
+	if h.closed() {
+		return
+	}
+	id := c.DeviceID()
+	h.attachMu.Lock()
+	defer h.attachMu.Unlock()
+	h.mu.Lock()
+	old := h.devs[id]
+	h.mu.Unlock()
+	if old != nil {
+		h.detach(old)
+	}
+	ds := &devState{id: id, conn: c, inflight: map[string]int64{}}
+	now := h.now()
+	h.mu.Lock()
+	h.devs[id] = ds
+	h.conns[id] = connInfo{connected: true, updated: now}
+	h.activity[id] = now
+	h.mu.Unlock()
+	if h.ev.Connected != nil {
+		h.ev.Connected(id, true)
+	}
+	h.log.Debug("device attached", "device", id, "extension", c.Extension())
+	h.kick(id)
+}
+
+// Detach unregisters a connection; its Invisible messages go back to Enqueued at once (or are
+// dead-lettered if they used their last delivery). A Conn that is not the device's current one
+// (already replaced) is ignored. No Deliver reaches c after Detach returns.
+func (h *Hub) Detach(c Conn) {
+	id := c.DeviceID()
+	h.attachMu.Lock()
+	defer h.attachMu.Unlock()
+	h.mu.Lock()
+	ds := h.devs[id]
+	h.mu.Unlock()
+	if ds == nil || ds.conn != c {
+		return
+	}
+	h.detach(ds)
+}
+
+// detach ends an attachment; attachMu is held.
+func (h *Hub) detach(ds *devState) {
+	ds.sendMu.Lock() // waits for a Deliver in progress
+	h.mu.Lock()
+	ds.detached = true
+	tokens := make([]string, 0, len(ds.inflight))
+	for t := range ds.inflight {
+		tokens = append(tokens, t)
+	}
+	ds.inflight = map[string]int64{}
+	if h.devs[ds.id] == ds {
+		delete(h.devs, ds.id)
+		h.conns[ds.id] = connInfo{connected: false, updated: h.now()}
+	}
+	h.mu.Unlock()
+	ds.sendMu.Unlock()
+	if h.ev.Connected != nil {
+		h.ev.Connected(ds.id, false)
+	}
+	if len(tokens) > 0 {
+		if err := h.releaseTokens(ds.id, tokens); err != nil && !isClosed(err) {
+			h.log.Error("detach: return messages to the queue", "device", ds.id, "err", err)
+		}
+	}
+	h.log.Debug("device detached", "device", ds.id, "returned", len(tokens))
+}
+
+// releaseTokens returns the given deliveries of a device to Enqueued (delivery-count and TTL
+// rules applied). Tokens no longer Invisible (settled meanwhile) are skipped.
+func (h *Hub) releaseTokens(deviceID string, tokens []string) error {
+	return h.update(context.Background(), func(tx storeTx, e *effects) error {
+		now := h.now()
+		for _, t := range tokens {
+			m, ok, err := tx.byToken(deviceID, t)
+			if err != nil {
+				return err
+			}
+			if !ok || m.State != iothub.StateInvisible {
+				continue
+			}
+			if _, err := h.release(tx, &m, now, e); err != nil {
+				return err
+			}
+		}
+		return h.formBatches(tx, now, e)
+	})
+}
+
+// kick asks the device's dispatcher to fill its free delivery slots. Cheap and idempotent.
+func (h *Hub) kick(id string) {
+	h.mu.Lock()
+	ds := h.devs[id]
+	if ds == nil || ds.detached {
+		h.mu.Unlock()
+		return
+	}
+	ds.kicked = true
+	if ds.running {
+		h.mu.Unlock()
+		return
+	}
+	ds.running = true
+	h.mu.Unlock()
+	h.wg.Add(1)
+	go h.dispatch(ds)
+}
+
+// dispatch delivers a device's Enqueued messages in sequence order while slots are free. One runs
+// per attachment at a time, which keeps deliveries in FIFO order.
+func (h *Hub) dispatch(ds *devState) {
+	defer h.wg.Done()
+	for {
+		h.mu.Lock()
+		if !ds.kicked || ds.detached || h.closed() {
+			ds.running = false
+			h.mu.Unlock()
+			return
+		}
+		ds.kicked = false
+		free := h.cfg.MaxInFlight - len(ds.inflight)
+		h.mu.Unlock()
+		if free <= 0 {
+			continue
+		}
+		var locked []msgRow
+		again := false
+		err := h.update(context.Background(), func(tx storeTx, e *effects) error {
+			locked, again = locked[:0], false
+			now := h.now()
+			ms, err := tx.enqueued(ds.id, free)
+			if err != nil {
+				return err
+			}
+			for i := range ms {
+				m := &ms[i]
+				if !m.ExpiresAt.After(now) {
+					if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
+						return err
+					}
+					again = true
+					continue
+				}
+				// The delivery count is durable before Deliver is called: a device that crashes
+				// on a message still uses up one of its deliveries.
+				m.DeliveryCount++
+				m.LockToken = newLockToken()
+				m.LockedUntil = now.Add(h.cfg.LockTimeout)
+				m.State = iothub.StateInvisible
+				if err := tx.setLock(m.DeviceID, m.Seq, m.LockToken, m.LockedUntil, m.DeliveryCount); err != nil {
+					return err
+				}
+				locked = append(locked, *m)
+				e.wake(m.LockedUntil)
+			}
+			return h.formBatches(tx, now, e)
+		})
+		if err != nil {
+			if !isClosed(err) {
+				h.log.Error("lock messages for delivery", "device", ds.id, "err", err)
+			}
+			h.mu.Lock()
+			ds.running = false
+			h.mu.Unlock()
+			return
+		}
+		if again {
+			h.mu.Lock()
+			ds.kicked = true
+			h.mu.Unlock()
+		}
+		if len(locked) == 0 {
+			continue
+		}
+		h.deliver(ds, locked)
+	}
+}
+
+// deliver hands locked messages to the attachment's Conn, unless it was detached meanwhile; then
+// (and for each failed Deliver) the messages go back to the queue.
+func (h *Hub) deliver(ds *devState, locked []msgRow) {
+	var back []string
+	ds.sendMu.Lock()
+	h.mu.Lock()
+	if ds.detached {
+		h.mu.Unlock()
+		ds.sendMu.Unlock()
+		back = make([]string, len(locked))
+		for i, m := range locked {
+			back[i] = m.LockToken
+		}
+	} else {
+		for _, m := range locked {
+			ds.inflight[m.LockToken] = m.Seq
+		}
+		h.activity[ds.id] = h.now()
+		h.mu.Unlock()
+		for i := range locked {
+			m := &locked[i]
+			// Called without h.mu: the broker may Settle from another goroutine at once.
+			if err := ds.conn.Deliver(h.wireMessage(m)); err != nil {
+				h.log.Warn("deliver failed; message goes back to the queue", "device", ds.id,
+					"messageId", m.MessageID, "err", err)
+				h.mu.Lock()
+				delete(ds.inflight, m.LockToken)
+				h.mu.Unlock()
+				back = append(back, m.LockToken)
+				continue
+			}
+			if h.ev.Delivered != nil {
+				h.ev.Delivered(ds.id)
+			}
+		}
+		ds.sendMu.Unlock()
+	}
+	if len(back) > 0 {
+		if err := h.releaseTokens(ds.id, back); err != nil && !isClosed(err) {
+			h.log.Error("return undelivered messages to the queue", "device", ds.id, "err", err)
+		}
+	}
+}
+
+// Settle applies a device's disposition to the delivery identified by lockToken. ErrLockLost when
+// the lock expired or the token is unknown. Settles are accepted in any order. A message whose TTL
+// passed while it was locked can still be completed (or rejected) while the lock is valid; the
+// expiry applies when it would go back to the queue.
+func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.Disposition, reason string) error {
+	switch d {
+	case iothub.DispositionComplete, iothub.DispositionReject, iothub.DispositionAbandon:
+	default:
+		return errInvalid("disposition %q: want complete, reject or abandon", d)
+	}
+	reason = iothub.TruncateReason(reason)
+	err := h.update(ctx, func(tx storeTx, e *effects) error {
+		now := h.now()
+		m, ok, err := tx.byToken(deviceID, lockToken)
+		if err != nil {
+			return err
+		}
+		if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
+			return errLockLost(deviceID, lockToken)
+		}
+		switch d {
+		case iothub.DispositionComplete:
+			err = h.finish(tx, &m, iothub.StatusSuccess, "", now, e)
+		case iothub.DispositionReject:
+			err = h.finish(tx, &m, iothub.StatusRejected, reason, now, e)
+		case iothub.DispositionAbandon:
+			_, err = h.release(tx, &m, now, e)
+		}
+		if err != nil {
+			return err
+		}
+		return h.formBatches(tx, now, e)
+	})
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.activity[deviceID] = h.now()
+	h.mu.Unlock()
+	return nil
+}
