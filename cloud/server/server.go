@@ -1,0 +1,390 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/c2d-project/c2d/cloud/api"
+	"github.com/c2d-project/c2d/cloud/broker"
+	"github.com/c2d-project/c2d/cloud/hub"
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/sdnotify"
+	"github.com/c2d-project/c2d/internal/version"
+)
+
+// EndpointsFile is written to the data directory once every listener is bound.
+const EndpointsFile = "endpoints.json"
+
+// Endpoints is DATA/endpoints.json: where a running hub listens (bound addresses, so port 0
+// resolves to the real port), its host name and the CA file clients must trust. Tests, `make demo`
+// and the CLI read it. PID tells a fresh file from one left by a killed hub.
+type Endpoints struct {
+	MQTT     string    `json:"mqtt,omitempty"`
+	MQTTS    string    `json:"mqtts,omitempty"`
+	HTTP     string    `json:"http,omitempty"`
+	HTTPS    string    `json:"https,omitempty"`
+	WS       string    `json:"ws,omitempty"`
+	WSS      string    `json:"wss,omitempty"`
+	HostName string    `json:"hostname"`
+	CA       string    `json:"ca,omitempty"` // absent when the certificate was given (cert_file)
+	PID      int       `json:"pid"`
+	Version  string    `json:"version"`
+	Started  time.Time `json:"started"`
+}
+
+// ReadEndpoints reads DATA/endpoints.json.
+func ReadEndpoints(dataDir string) (Endpoints, error) {
+	var ep Endpoints
+	b, err := os.ReadFile(filepath.Join(dataDir, EndpointsFile))
+	if err != nil {
+		return ep, err
+	}
+	if err := json.Unmarshal(b, &ep); err != nil {
+		return ep, fmt.Errorf("%s: %w", filepath.Join(dataDir, EndpointsFile), err)
+	}
+	return ep, nil
+}
+
+// NewLogger builds the slog logger cfg asks for, writing to w.
+func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Server is a running c2d-hub: the hub core, the MQTT broker and the HTTP service API.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	hub      *hub.Hub
+	broker   *broker.Broker
+	// brokerClosed is set by Shutdown (which closes the broker in parallel with HTTP).
+	brokerClosed bool
+	api      *api.Server
+	http     []*http.Server
+	ep       Endpoints
+	notifier *sdnotify.Notifier
+	errc     chan error
+	stopping atomic.Bool
+	wg       sync.WaitGroup
+	closeWD  chan struct{}
+}
+
+// Run serves until ctx ends (SIGTERM/SIGINT in c2d-hub) or a listener fails, then shuts down
+// gracefully. It logs to stderr and prints the first-start notice to stdout.
+func Run(ctx context.Context, cfg Config) error {
+	log := NewLogger(cfg.Log, os.Stderr)
+	s, err := Start(ctx, cfg, log, os.Stdout)
+	if err != nil {
+		return err
+	}
+	werr := s.Wait(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		return err
+	}
+	return werr
+}
+
+// Start opens the hub in cfg.DataDir, binds every listener, writes endpoints.json and tells systemd
+// it is ready. cfg must be resolved and valid. The first start of a data directory prints the
+// iothubowner connection string and the CA's path to stdout.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) (_ *Server, err error) {
+	if err := cfg.Resolve(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, notifier: sdnotify.FromEnv(), errc: make(chan error, 8), closeWD: make(chan struct{})}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	epPath := filepath.Join(cfg.DataDir, EndpointsFile)
+	if err := os.Remove(epPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale %s: %w", epPath, err)
+	}
+	_, statErr := os.Stat(filepath.Join(cfg.DataDir, "hub.db"))
+	firstStart := errors.Is(statErr, os.ErrNotExist)
+
+	// TLS material before anything listens: a bad certificate must fail start-up.
+	var certs *certSource
+	var tlsConf *tls.Config
+	if enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.HTTPS) || enabled(cfg.Listen.WSS) {
+		var tlsAddrs []string
+		for _, a := range []string{cfg.Listen.MQTTS, cfg.Listen.HTTPS, cfg.Listen.WSS} {
+			if enabled(a) {
+				tlsAddrs = append(tlsAddrs, a)
+			}
+		}
+		names, ips := certSubjects(cfg.HostName, tlsAddrs)
+		if certs, err = loadTLS(cfg, names, ips, log); err != nil {
+			return nil, err
+		}
+		tlsConf = certs.TLSConfig()
+	}
+
+	metrics := api.NewMetrics()
+	hc := cfg.HubConfig()
+	hc.Logger = log.With("component", "hub")
+	s.hub, err = hub.Open(ctx, cfg.DataDir, hc, metrics.HubEvents(nil))
+	if err != nil {
+		return nil, fmt.Errorf("open hub in %s: %w", cfg.DataDir, err)
+	}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+	metrics.WatchStatus(s.hub.Status)
+
+	if enabled(cfg.Listen.MQTT) || enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.WS) || enabled(cfg.Listen.WSS) {
+		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
+		})
+		metrics.Registry().MustRegister(authFailures)
+		bo := broker.Options{
+			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
+			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
+			TLS:    tlsConf,
+			Logger: log.With("component", "broker"),
+			Events: broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }},
+		}
+		if s.broker, err = broker.New(s.hub, bo); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		if err = s.broker.Start(); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "c2d_mqtt_sessions", Help: "Live MQTT sessions on the embedded broker.",
+		}, func() float64 { return float64(s.broker.Connected()) }))
+	} else {
+		log.Warn("every MQTT listener is off: devices cannot connect")
+	}
+
+	s.api = api.New(api.Options{
+		Hub: s.hub, HostName: cfg.HostName, Version: version.Version, Metrics: metrics,
+		Logger: log.With("component", "api"),
+		Ready: func() error {
+			if s.stopping.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		},
+	})
+	s.ep = Endpoints{HostName: cfg.HostName, PID: os.Getpid(), Version: version.Version, Started: time.Now().UTC()}
+	if certs != nil && certs.CAFile != "" {
+		s.ep.CA = certs.CAFile
+	}
+	if s.broker != nil {
+		s.ep.MQTT, s.ep.MQTTS = s.broker.Addr(broker.ListenerMQTT), s.broker.Addr(broker.ListenerMQTTS)
+		s.ep.WS, s.ep.WSS = s.broker.Addr(broker.ListenerWS), s.broker.Addr(broker.ListenerWSS)
+	}
+	if enabled(cfg.Listen.HTTP) {
+		if s.ep.HTTP, err = s.serveHTTP(cfg.Listen.HTTP, nil); err != nil {
+			return nil, fmt.Errorf("listen.http: %w", err)
+		}
+	}
+	if enabled(cfg.Listen.HTTPS) {
+		if s.ep.HTTPS, err = s.serveHTTP(cfg.Listen.HTTPS, tlsConf); err != nil {
+			return nil, fmt.Errorf("listen.https: %w", err)
+		}
+	}
+
+	if firstStart {
+		s.printFirstStart(stdout)
+	}
+	b, _ := json.MarshalIndent(s.ep, "", "  ")
+	if err = writeFileAtomic(epPath, append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	var listening []string
+	for _, l := range []struct{ name, addr string }{
+		{"mqtt", s.ep.MQTT}, {"mqtts", s.ep.MQTTS}, {"ws", s.ep.WS}, {"wss", s.ep.WSS}, {"http", s.ep.HTTP}, {"https", s.ep.HTTPS},
+	} {
+		if l.addr != "" {
+			log.Info("listening", "listener", l.name, "addr", l.addr)
+			listening = append(listening, l.name+" "+l.addr)
+		}
+	}
+	log.Info("c2d-hub ready", "version", version.Version, "hostname", cfg.HostName, "data", cfg.DataDir,
+		"ca", s.ep.CA, "endpoints", epPath)
+	if err := s.notifier.Ready("serving " + strings.Join(listening, ", ")); err != nil {
+		log.Warn("sd_notify", "err", err)
+	}
+	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+		s.wg.Add(1)
+		go s.watchdog(iv)
+	}
+	return s, nil
+}
+
+func addrOrEmpty(a string) string {
+	if enabled(a) {
+		return a
+	}
+	return ""
+}
+
+// serveHTTP binds addr and serves the API on it (over TLS when tc is set); it returns the bound
+// address.
+func (s *Server) serveHTTP(addr string, tc *tls.Config) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	hs := &http.Server{
+		Handler:           s.api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      api.MaxWait + 30*time.Second, // long-polls answer within MaxWait
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if tc != nil {
+		hs.TLSConfig = tc.Clone()
+		hs.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
+	s.http = append(s.http, hs)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("http %s: %w", ln.Addr(), err)
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+func (s *Server) printFirstStart(w io.Writer) {
+	pol, ok := s.hub.Policy("iothubowner")
+	if !ok {
+		s.log.Error("first start: no iothubowner policy in the store")
+		return
+	}
+	cs := iothub.ServiceConnectionString{HostName: s.cfg.HostName, SharedAccessKeyName: pol.Name, SharedAccessKey: pol.PrimaryKey}
+	fmt.Fprintf(w, "c2d-hub: first start in %s\n", s.cfg.DataDir)
+	fmt.Fprintf(w, "  iothubowner connection string (keep it secret; it can do everything):\n    %s\n", cs)
+	if s.ep.CA != "" {
+		fmt.Fprintf(w, "  CA certificate for devices and clients to trust: %s\n", s.ep.CA)
+	}
+	fmt.Fprintf(w, "  print a connection string again: c2d-hub connection-string --data %s [--policy service]\n", s.cfg.DataDir)
+}
+
+// Endpoints returns where the hub listens (as written to endpoints.json).
+func (s *Server) Endpoints() Endpoints { return s.ep }
+
+// Hub is the running core (for in-process tests and benchmarks).
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Wait blocks until ctx ends (nil) or a listener fails (its error).
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.errc:
+		s.log.Error("listener failed; shutting down", "err", err)
+		return err
+	}
+}
+
+// Shutdown stops accepting (HTTP and MQTT), ends long-polls, lets in-flight requests and store
+// writes finish, then closes the hub. ctx bounds the wait for in-flight HTTP requests.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.stopping.Swap(true) {
+		return nil
+	}
+	_ = s.notifier.Stopping()
+	s.log.Info("shutting down")
+	s.api.Drain()
+	var wg sync.WaitGroup
+	for _, hs := range s.http {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Shutdown(ctx); err != nil {
+				s.log.Warn("http shutdown did not finish; closing connections", "err", err)
+				_ = hs.Close()
+			}
+		}()
+	}
+	if s.broker != nil {
+		wg.Add(1)
+		s.brokerClosed = true
+		go func() {
+			defer wg.Done()
+			if err := s.broker.Close(); err != nil {
+				s.log.Warn("broker close", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	err := s.closeAll()
+	_ = os.Remove(filepath.Join(s.cfg.DataDir, EndpointsFile))
+	if err != nil {
+		return err
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// closeAll closes what is open (the broker if Shutdown did not, then the hub).
+func (s *Server) closeAll() error {
+	close(s.closeWD)
+	for _, hs := range s.http {
+		_ = hs.Close()
+	}
+	if s.broker != nil && !s.brokerClosed {
+		_ = s.broker.Close()
+	}
+	s.wg.Wait()
+	if err := s.hub.Close(); err != nil {
+		return fmt.Errorf("close hub: %w", err)
+	}
+	return nil
+}
+
+// watchdog pings systemd while the store answers.
+func (s *Server) watchdog(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closeWD:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			_, err := s.hub.Status(ctx)
+			cancel()
+			if err != nil {
+				s.log.Error("watchdog: store does not answer; not pinging systemd", "err", err)
+				continue
+			}
+			_ = s.notifier.Watchdog()
+		}
+	}
+}
