@@ -215,7 +215,13 @@ func (c DeviceConnectionString) Token(now time.Time, ttl time.Duration) (string,
 		if ttl <= 0 {
 			return "", fmt.Errorf("device token: ttl %s must be positive", ttl)
 		}
-		return NewSASToken(DeviceResource(c.HostName, c.DeviceID, c.ModuleID), c.SharedAccessKey, "", now.Add(ttl))
+		// Ids are percent-encoded inside the URI (then the URI again as sr), as the C# SDK does and
+		// Azure expects for ids with special characters; plain ids are unchanged by it.
+		res := DeviceResource(c.HostName, PercentEncode(c.DeviceID), "")
+		if c.ModuleID != "" {
+			res = DeviceResource(c.HostName, PercentEncode(c.DeviceID), PercentEncode(c.ModuleID))
+		}
+		return NewSASToken(res, c.SharedAccessKey, "", now.Add(ttl))
 	case c.X509:
 		return "", nil
 	}

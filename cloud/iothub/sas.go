@@ -208,21 +208,28 @@ func (t *SASToken) Verify(base64Key, target string, now time.Time) error {
 
 // ResourceCovers reports whether a token for resource grants access to target: equal, or target
 // continues resource at a '/' boundary (`h/devices/a` covers `h/devices/a/modules/m`, not
-// `h/devices/ab`). Host names compare case-insensitively, path segments exactly (ids are
-// case-sensitive); an `https://`-style scheme and a trailing '/' are ignored on both sides.
+// `h/devices/ab`).
+//
+// Segments compare case-insensitively, as Azure IoT Hub and IoT Edge do (tokens "come in lower case
+// by convention"; Microsoft's own C# sample once lower-cased the URI). The signature still has to
+// come from the target device's key, so this only widens what a policy token names. target is
+// built from raw ids (DeviceResource); a resource segment matches either raw or percent-decoded
+// once, because the C# SDK percent-encodes device and module ids inside the URI before encoding it
+// as sr. An `https://`-style scheme and a trailing '/' are ignored on both sides.
 func ResourceCovers(resource, target string) bool {
 	r := splitResource(resource)
 	g := splitResource(target)
 	if len(r) == 0 || len(r) > len(g) {
 		return false
 	}
-	if !strings.EqualFold(r[0], g[0]) {
-		return false
-	}
-	for i := 1; i < len(r); i++ {
-		if r[i] != g[i] {
-			return false
+	for i := range r {
+		if strings.EqualFold(r[i], g[i]) {
+			continue
 		}
+		if dec, err := PercentDecode(r[i]); i > 0 && err == nil && strings.EqualFold(dec, g[i]) {
+			continue
+		}
+		return false
 	}
 	return true
 }
