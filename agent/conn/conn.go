@@ -100,10 +100,10 @@ type Client struct {
 
 	lost chan error
 
+	ackMu    sync.Mutex // serialises PUBACK sending (taken before mu)
 	mu       sync.Mutex
 	gen      *generation
-	ackQueue []paho.Message
-	ackWake  chan struct{}
+	settling sync.WaitGroup
 
 	connected atomic.Bool
 	heartbeat atomic.Int64 // unix nanos of the run loop's last turn
@@ -122,8 +122,8 @@ func New(opts Options) (*Client, error) {
 	}
 	c := &Client{
 		opts: opts, log: opts.Logger, filter: iothub.DeviceBoundFilter(opts.Device.DeviceID),
-		lost: make(chan error, 1), ackWake: make(chan struct{}, 1),
-		gen: &generation{ended: make(chan struct{})},
+		lost: make(chan error, 1),
+		gen:  &generation{ended: make(chan struct{})},
 	}
 	close(c.gen.ended)
 
@@ -239,48 +239,30 @@ func (c *Client) onPublish(_ paho.Client, m paho.Message) {
 	c.opts.Deliver(d)
 }
 
-// release marks d's PUBACK slot and queues every PUBACK now due, in arrival order.
+// release marks d's PUBACK slot and sends every PUBACK now due, in arrival order. ackMu is held
+// across collecting and sending, so concurrent releases cannot reorder PUBACKs.
 func (c *Client) release(d *Delivery, ack bool) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if d.gen != c.gen.id || d.slot.released {
+		c.mu.Unlock()
 		return // its connection is gone: the broker redelivers it; the ledger settles that one
 	}
 	d.slot.released, d.slot.ack = true, ack
 	g := c.gen
+	var due []paho.Message
 	n := 0
 	for n < len(g.slots) && g.slots[n].released {
 		if g.slots[n].ack {
-			c.ackQueue = append(c.ackQueue, g.slots[n].d.msg)
+			due = append(due, g.slots[n].d.msg)
 		}
 		n++
 	}
-	if n == 0 {
-		return
-	}
 	g.slots = g.slots[n:]
-	select {
-	case c.ackWake <- struct{}{}:
-	default:
-	}
-}
-
-// acker sends queued PUBACKs in order, off the caller's goroutine (paho's Ack can wait on its
-// writer).
-func (c *Client) acker(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.ackWake:
-		}
-		c.mu.Lock()
-		q := c.ackQueue
-		c.ackQueue = nil
-		c.mu.Unlock()
-		for _, m := range q {
-			m.Ack()
-		}
+	c.mu.Unlock()
+	for _, m := range due {
+		m.Ack()
 	}
 }
 
@@ -291,7 +273,29 @@ func (c *Client) Drop(d *Delivery) { c.release(d, false) }
 // Settle answers for d: complete, reject (with reason) or abandon. It returns at once; the
 // disposition publish and the PUBACK follow in the background.
 func (c *Client) Settle(d *Delivery, disp iothub.Disposition, reason string) {
-	go c.settle(d, disp, reason)
+	c.settling.Add(1)
+	go func() {
+		defer c.settling.Done()
+		c.settle(d, disp, reason)
+	}()
+}
+
+// Flush waits (at most timeout) until every settlement begun so far has published its disposition
+// and sent its PUBACK, or given up; the agent calls it before disconnecting on shutdown.
+func (c *Client) Flush(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		c.settling.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 func (c *Client) settle(d *Delivery, disp iothub.Disposition, reason string) {
@@ -354,10 +358,6 @@ func truncate(s string) string {
 // Run connects and keeps the connection up until ctx ends, then disconnects. It returns nil after
 // a clean stop.
 func (c *Client) Run(ctx context.Context) error {
-	ackCtx, stopAcker := context.WithCancel(context.Background())
-	defer stopAcker()
-	go c.acker(ackCtx)
-
 	broker := c.Broker()
 	attempt := 0
 	beat := time.NewTicker(time.Second)
