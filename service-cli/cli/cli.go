@@ -95,10 +95,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 // error honours -o json.
 func outputFromArgs(args []string, getenv func(string) string) string {
 	out := getenv(EnvOutput)
+scan:
 	for i, s := range args {
 		switch {
 		case s == "--":
-			i = len(args)
+			break scan
 		case (s == "-o" || s == "--output") && i+1 < len(args):
 			out = args[i+1]
 		case strings.HasPrefix(s, "--output="):
