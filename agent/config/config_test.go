@@ -1,0 +1,270 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/agent/action"
+	"github.com/c2d-project/c2d/hw"
+)
+
+const validConn = "HostName=hub.local;DeviceId=pi-1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+
+const base = `
+connection:
+  connection_string: "` + validConn + `"
+outputs:
+  led1:
+    pin: GPIO17
+`
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := Load("../../configs/agent.yaml")
+	if err != nil {
+		t.Fatalf("configs/agent.yaml: %v", err)
+	}
+	if got := strings.Join(c.OutputOrder, ","); got != "act,relay1,buzzer" {
+		t.Errorf("outputs in order %s", got)
+	}
+	if got := strings.Join(c.CommandOrder, ","); got != "identify,reset-load" {
+		t.Errorf("commands in order %s", got)
+	}
+	if c.Hardware.Backend != BackendPeriph || c.Connection.ConnectionStringFile != "/etc/c2d/device.conn" || c.Connection.ConnectionString != "" {
+		t.Errorf("example must be a real board's config with the secret in a file: %+v", c.Connection)
+	}
+	specs := c.Specs()
+	want := []hw.OutputSpec{
+		{Name: "act", Kind: hw.KindLED, LED: "ACT", Line: -1},
+		{Name: "relay1", Kind: hw.KindGPIO, Pin: "GPIO17", Line: -1, ActiveLow: true},
+		{Name: "buzzer", Kind: hw.KindGPIO, Chip: "pinctrl-bcm2711", Line: 27},
+	}
+	for i := range want {
+		if specs[i] != want[i] {
+			t.Errorf("spec %d = %+v, want %+v", i, specs[i], want[i])
+		}
+	}
+	cat := c.Catalog()
+	if r := cat.Outputs[1]; r.Name != "relay1" || r.Allows(action.Blink) || !r.Allows(action.Pulse) || r.MaxDuration != 30*time.Second || r.MinInterval != 200*time.Millisecond {
+		t.Errorf("relay1 rules %+v", r)
+	}
+	id := cat.Commands[0]
+	if id.Name != "identify" || len(id.Steps) != 2 || id.Steps[0].String() != "blink act 10× (200ms on, 200ms off)" || id.Steps[1].String() != "pulse buzzer for 150ms" {
+		t.Errorf("identify = %+v", id)
+	}
+	if s := cat.Commands[1].Steps[1]; s.Action != action.Wait || s.Duration != 5*time.Second {
+		t.Errorf("reset-load wait step = %+v", s)
+	}
+
+	// Tests and demos derive a runnable config from the example: same outputs, sim backend, paths
+	// in a temp dir, connection string from a file there.
+	dir := t.TempDir()
+	connFile := filepath.Join(dir, "device.conn")
+	if err := os.WriteFile(connFile, []byte(validConn+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Connection.ConnectionStringFile = connFile
+	c.Hardware = Hardware{Backend: BackendSim, Sim: Sim{StateFile: filepath.Join(dir, "outputs.json")}}
+	c.StateDir = dir
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Device.DeviceID != "pi-1" || r.BrokerURL.String() != "ssl://hub.local:8883" || !r.Extension || r.StateDir != dir || len(r.Warnings) != 0 {
+		t.Errorf("resolved %+v", r)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.Outputs["led1"]
+	if c.Connection.KeepAlive.Duration != DefaultKeepAlive || c.Connection.TokenTTL.Duration != time.Hour ||
+		c.Connection.Dispositions != DispositionsAuto || c.Hardware.Backend != BackendPeriph || c.ExecutedIDs != 10000 ||
+		o.MaxDuration.Duration != time.Minute || o.MaxCount != 100 || o.MinInterval.Duration != 20*time.Millisecond ||
+		o.CompleteOn != "finish" || strings.Join(o.Actions, ",") != "on,off,toggle,blink,pulse" || bool(o.Safe) {
+		t.Errorf("defaults not applied: %+v %+v", c, o)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want string
+	}{
+		{"unknown top key", base + "colour: red\n", `colour: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 7)`},
+		{"unknown output key", base + "    colour: red\n", `outputs.led1.colour: unknown field (known: pin, chip, line, led, active_low, safe, actions, max_duration, max_count, min_interval, complete_on) (line 7)`},
+		{"duplicate key", base + "    pin: GPIO18\n", `outputs.led1.pin: given more than once (line 7)`},
+		{"bad duration", base + "    max_duration: 30\n", `outputs.led1.max_duration: "30" is not a duration (e.g. 500ms, 30s, 1h) (line 7)`},
+		{"negative duration", base + "    max_duration: -1s\n", `outputs.led1.max_duration: "-1s" is not positive (line 7)`},
+		{"bad safe", base + "    safe: maybe\n", `outputs.led1.safe: "maybe" is not on or off (line 7)`},
+		{"bad bool", base + "    active_low: yes\n", `outputs.led1.active_low: "yes" is not true or false (line 7)`},
+		{"bad int", base + "    max_count: many\n", `outputs.led1.max_count: "many" is not a whole number (line 7)`},
+		{"list expected", base + "    actions: on\n", `outputs.led1.actions: expected a list (line 7)`},
+		{"unknown action", base + "    actions: [on, flash]\n", `outputs.led1.actions[1]: unknown action "flash" (actions: on, off, toggle, blink, pulse)`},
+		{"empty actions", base + "    actions: []\n", `outputs.led1.actions: empty: list at least one action, or leave it out to allow all`},
+		{"complete_on", base + "    complete_on: later\n", `outputs.led1.complete_on: "later" is not finish or start`},
+		{"min over max", base + "    min_interval: 2m\n", `outputs.led1.min_interval: 2m exceeds max_duration 1m`},
+		{"pin and led", base + "    led: ACT\n", `outputs.led1: set exactly one of pin, chip with line, or led`},
+		{"nothing", "connection:\n  connection_string: \"" + validConn + "\"\noutputs:\n  led1:\n    safe: off\n", `outputs.led1: set exactly one of pin, chip with line, or led`},
+		{"chip no line", "connection:\n  connection_string: \"" + validConn + "\"\noutputs:\n  b:\n    chip: gpiochip0\n", `outputs.b.line: required with chip`},
+		{"line no chip", "connection:\n  connection_string: \"" + validConn + "\"\noutputs:\n  b:\n    line: 4\n", `outputs.b.chip: required with line (a chip label such as pinctrl-bcm2711, or gpiochip0)`},
+		{"duplicate pin", base + "  led2:\n    pin: GPIO17\n", `outputs.led2.pin: pin GPIO17 is already used by outputs.led1`},
+		{"duplicate output", base + "  led1:\n    pin: GPIO18\n", `outputs.led1: declared more than once (line 7)`},
+		{"active_low led", "connection:\n  connection_string: \"" + validConn + "\"\noutputs:\n  act:\n    led: ACT\n    active_low: true\n", `outputs.act.active_low: applies to GPIO outputs only`},
+		{"bad name", "connection:\n  connection_string: \"" + validConn + "\"\noutputs:\n  \"my led\":\n    pin: GPIO4\n", `outputs.my led: name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit`},
+		{"no outputs", "connection:\n  connection_string: \"" + validConn + "\"\n", `outputs: declare at least one output`},
+		{"no connection", "outputs:\n  a:\n    pin: GPIO4\n", `connection: set connection_string_file (or connection_string)`},
+		{"both connection", base + "  # x\nconnection2: 1\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 8)`},
+		{"bad connection string", "connection:\n  connection_string: \"HostName=hub.local;DeviceId=pi-1\"\noutputs:\n  a:\n    pin: GPIO4\n", `connection.connection_string: invalid connection string: missing credential: one of SharedAccessKey, SharedAccessSignature or x509=true`},
+		{"x509", "connection:\n  connection_string: \"HostName=hub.local;DeviceId=pi-1;x509=true\"\noutputs:\n  a:\n    pin: GPIO4\n", `connection.connection_string: x509=true: X.509 client certificates are not supported yet; use a SharedAccessKey`},
+		{"broker scheme", base + "connection2:\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 7)`},
+		{"broker url", strings.Replace(base, "connection:\n", "connection:\n  broker_url: http://hub:80\n", 1), `connection.broker_url: scheme "http" not supported (use tcp://, ssl://, ws:// or wss://)`},
+		{"broker no port", strings.Replace(base, "connection:\n", "connection:\n  broker_url: tcp://hub\n", 1), `connection.broker_url: "tcp://hub" has no port (e.g. tcp://hub:8883)`},
+		{"dispositions", strings.Replace(base, "connection:\n", "connection:\n  dispositions: sometimes\n", 1), `connection.dispositions: "sometimes" is not one of auto, extension, azure`},
+		{"keep_alive", strings.Replace(base, "connection:\n", "connection:\n  keep_alive: 1h\n", 1), `connection.keep_alive: 1h is outside 5s..29m27s (Azure's limit is 1767s)`},
+		{"token_ttl", strings.Replace(base, "connection:\n", "connection:\n  token_ttl: 1m\n", 1), `connection.token_ttl: 1m is outside 5m..8760h`},
+		{"backoff", strings.Replace(base, "connection:\n", "connection:\n  reconnect_min: 5m\n", 1), `connection.reconnect_min: 5m exceeds reconnect_max 2m`},
+		{"backend", base + "hardware:\n  backend: gpio\n", `hardware.backend: "gpio" is not one of periph, sim`},
+		{"sim no state file", base + "hardware:\n  backend: sim\n", `hardware.sim.state_file: required with backend sim`},
+		{"executed_ids", base + "executed_ids: 5\n", `executed_ids: 5 is outside 100..1000000`},
+		{"command no steps", base + "commands:\n  x:\n    description: nothing\n", `commands.x.steps: a command needs at least one step`},
+		{"command unknown target", base + "commands:\n  x:\n    steps:\n      - {target: led9, action: on}\n", `commands.x.steps[0].target: unknown output "led9" (declared: led1)`},
+		{"command unknown action", base + "commands:\n  x:\n    steps:\n      - {target: led1, action: dance}\n", `commands.x.steps[0].action: unknown action "dance" (actions: on, off, toggle, blink, pulse)`},
+		{"command no action", base + "commands:\n  x:\n    steps:\n      - {target: led1}\n", `commands.x.steps[0].action: required`},
+		{"command pulse no duration", base + "commands:\n  x:\n    steps:\n      - {target: led1, action: pulse}\n", `commands.x.steps[0].duration: required for action pulse`},
+		{"command count on on", base + "commands:\n  x:\n    steps:\n      - {target: led1, action: on, count: 2}\n", `commands.x.steps[0].count: does not apply to action "on"`},
+		{"command wait extra", base + "commands:\n  x:\n    steps:\n      - {wait: 1s, target: led1}\n", `commands.x.steps[0]: a wait step takes no other fields`},
+		{"command empty step", base + "commands:\n  x:\n    steps:\n      - {count: 1}\n", `commands.x.steps[0]: set target and action, or wait`},
+		{"command unknown step key", base + "commands:\n  x:\n    steps:\n      - {target: led1, action: on, speed: 2}\n", `commands.x.steps[0].speed: unknown field (known: target, action, count, interval, on, off, duration, wait) (line 10)`},
+		{"command complete_on", base + "commands:\n  x:\n    complete_on: never\n    steps:\n      - {target: led1, action: on}\n", `commands.x.complete_on: "never" is not finish or start`},
+		{"not a mapping", "- a\n- b\n", `config: expected a mapping of keys (line 1)`},
+		{"yaml syntax", "outputs: [\n", `yaml: line 1: did not find expected node content`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("accepted; want %s", tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidationJoinsAllErrors(t *testing.T) {
+	_, err := Parse([]byte("hardware:\n  backend: gpio\noutputs:\n  a:\n    pin: GPIO4\n    max_count: -1\n"))
+	want := "connection: set connection_string_file (or connection_string)\n" +
+		"hardware.backend: \"gpio\" is not one of periph, sim\n" +
+		"outputs.a.max_count: -1 is below 1"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error\n got: %v\nwant: %s", err, want)
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, []byte(base+"    pin2: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil || !strings.HasPrefix(err.Error(), "load "+path+": outputs.led1.pin2: unknown field") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	private := write("private.conn", validConn+"\n", 0o600)
+	open := write("open.conn", validConn, 0o644)
+	azure := write("azure.conn", "HostName=myhub.azure-devices.net;DeviceId=pi-1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", 0o600)
+	gateway := write("gw.conn", validConn+";GatewayHostName=edge.lan", 0o600)
+	bad := write("bad.conn", "HostName=hub.local", 0o600)
+	notPEM := write("ca.pem", "not a certificate", 0o644)
+
+	cfg := func(mut func(c *Config)) *Config {
+		c, err := Parse([]byte(strings.Replace(base, `connection_string: "`+validConn+`"`, "connection_string_file: "+private, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mut(c)
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	t.Setenv("STATE_DIRECTORY", "/var/lib/c2d-agent-sd:/other")
+	r, err := cfg(func(*Config) {}).Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.BrokerURL.String() != "ssl://hub.local:8883" || r.TLS == nil || r.TLS.ServerName != "hub.local" || !r.Extension || r.StateDir != "/var/lib/c2d-agent-sd" || len(r.Warnings) != 0 {
+		t.Errorf("resolved %+v", r)
+	}
+
+	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = open }).Resolve()
+	if err != nil || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "readable by group or others (mode 0644)") {
+		t.Errorf("world-readable file: %v %q", err, r.Warnings)
+	}
+
+	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = azure }).Resolve()
+	if err != nil || r.Extension {
+		t.Errorf("azure host: extension = %v, err %v", r.Extension, err)
+	}
+	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = azure; c.Connection.Dispositions = DispositionsExtension }).Resolve()
+	if err != nil || !r.Extension {
+		t.Errorf("forced extension: %v %v", r.Extension, err)
+	}
+
+	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = gateway }).Resolve()
+	if err != nil || r.BrokerURL.Host != "edge.lan:8883" || r.Device.HostName != "hub.local" {
+		t.Errorf("gateway: %v %v", r.BrokerURL, err)
+	}
+
+	r, err = cfg(func(c *Config) { c.Connection.BrokerURL = "tcp://127.0.0.1:1883"; c.StateDir = "/x" }).Resolve()
+	if err != nil || r.TLS != nil || r.BrokerURL.String() != "tcp://127.0.0.1:1883" || r.StateDir != "/x" {
+		t.Errorf("tcp override: %+v %v", r, err)
+	}
+
+	_, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = bad }).Resolve()
+	if err == nil || err.Error() != "connection.connection_string_file: "+bad+": invalid connection string: missing DeviceId" {
+		t.Errorf("bad file: %v", err)
+	}
+	_, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = filepath.Join(dir, "missing") }).Resolve()
+	if err == nil || !strings.HasPrefix(err.Error(), "connection.connection_string_file: open ") {
+		t.Errorf("missing file: %v", err)
+	}
+	_, err = cfg(func(c *Config) { c.Connection.CAFile = notPEM }).Resolve()
+	if err == nil || err.Error() != "connection.ca_file: no PEM certificates in "+notPEM {
+		t.Errorf("bad CA: %v", err)
+	}
+}
+
+func TestIsAzureHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"myhub.azure-devices.net": true, "MyHub.Azure-Devices.NET.": true, "x.azure-devices.cn": true,
+		"x.azure-devices.us": true, "x.azure-devices.de": true, "hub.local": false, "azure-devices.net.evil.com": false,
+	} {
+		if got := IsAzureHost(host); got != want {
+			t.Errorf("IsAzureHost(%q) = %v", host, got)
+		}
+	}
+}
