@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2d-project/c2d/hw"
@@ -28,6 +29,8 @@ type Options struct {
 	FailNext map[string]int
 }
 
+var boardIDs atomic.Uint64
+
 // ErrInjected is the cause of failures injected with Options.FailNext or Board.FailNext.
 var ErrInjected = errors.New("simhw: injected failure")
 
@@ -36,6 +39,8 @@ type Board struct {
 	opts  Options
 	outs  []*output
 	index map[string]*output
+
+	tmpName string // temporary file beside the state file
 
 	mu      sync.Mutex // guards everything below and the outputs' state; writes are serialised
 	seq     uint64
@@ -70,6 +75,10 @@ func OpenBoard(specs []hw.OutputSpec, opts Options) (*Board, error) {
 		return nil, err
 	}
 	b := &Board{opts: opts, index: map[string]*output{}}
+	if opts.StateFile != "" {
+		dir, base := filepath.Split(opts.StateFile)
+		b.tmpName = filepath.Join(dir, fmt.Sprintf(".%s.%d-%d.tmp", base, os.Getpid(), boardIDs.Add(1)))
+	}
 	for _, s := range specs {
 		o := &output{b: b, spec: s, on: s.Safe, failN: opts.FailNext[s.Name]}
 		b.outs = append(b.outs, o)
@@ -384,11 +393,10 @@ func (b *Board) writeStateFile(now time.Time) error {
 		return err
 	}
 	data = append(data, '\n')
-	dir, base := filepath.Split(b.opts.StateFile)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	dir := filepath.Dir(b.opts.StateFile)
+	// One temporary name per board: writes are serialised under b.mu, and O_TRUNC recovers from
+	// a leftover of a crashed run. Created 0644 so that other users can watch the state.
+	f, err := os.OpenFile(b.tmpName, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
@@ -397,9 +405,6 @@ func (b *Board) writeStateFile(now time.Time) error {
 		_ = f.Close()
 		_ = os.Remove(tmp)
 		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(err)
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail(err)
