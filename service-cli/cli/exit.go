@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
@@ -163,25 +164,25 @@ func classifyHub(he *iothub.Error, s subject) *cliError {
 	switch he.Code {
 	case iothub.CodeIotHubUnauthorizedAccess:
 		ce.exit = ExitUnauthorized
-		ce.msg = fmt.Sprintf("unauthorized: %s", detail)
-		if s.policy != "" {
+		ce.msg = "unauthorized: " + detail
+		if s.policy != "" && !strings.Contains(detail, s.policy) {
 			ce.msg += fmt.Sprintf(" (connection string policy %q)", s.policy)
 		}
 		if s.needs != "" {
-			ce.msg += fmt.Sprintf("; this command needs a policy with %s (%s): get one with `c2d-hub connection-string --data DIR --policy NAME` and pass it with --connection-string or C2D_CONNECTION_STRING",
-				s.needs, s.policies)
+			ce.msg += fmt.Sprintf("; this command needs %s (%s): get a current connection string on the hub's machine with `c2d-hub connection-string --data DIR --policy NAME` and pass it with --connection-string or %s",
+				s.needs, s.policies, EnvConnectionString)
 		}
 	case iothub.CodeDeviceNotFound:
 		ce.exit = ExitNotFound
-		ce.msg = fmt.Sprintf("device %q not found: %s; list the registered devices with `c2d device list`", s.device, detail)
+		ce.msg = mention(detail, s.device, "device %q not found") + "; list the registered devices with `c2d device list`"
 	case iothub.CodeDeviceMessageNotFound:
 		ce.exit = ExitNotFound
-		ce.msg = fmt.Sprintf("message %q not found in device %q's queue: %s; see what is queued with `c2d queue show %s`", s.message, s.device, detail, s.device)
+		ce.msg = fmt.Sprintf("message %q of device %q not found: %s; see what is queued with `c2d queue show %s`", s.message, s.device, detail, s.device)
 	case iothub.CodeDeviceMaximumQueueDepthExceeded:
-		ce.msg = fmt.Sprintf("device %q's queue is full: %s; wait for the device to take its messages (is it connected? `c2d device show %s`), or empty the queue with `c2d queue purge %s`",
-			s.device, detail, s.device, s.device)
+		ce.msg = mention(detail, s.device, "device %q's queue is full") +
+			fmt.Sprintf("; the device is not taking its messages (is it connected? `c2d device show %s`): wait, or empty its queue with `c2d queue purge %s`", s.device, s.device)
 	case iothub.CodeDeviceAlreadyExists:
-		ce.msg = fmt.Sprintf("device %q already exists: %s; see it with `c2d device show %s`", s.device, detail, s.device)
+		ce.msg = mention(detail, s.device, "device %q already exists") + fmt.Sprintf("; see it with `c2d device show %s`", s.device)
 	case iothub.CodeArgumentInvalid, iothub.CodeMessageTooLarge:
 		ce.exit = ExitUsage
 		ce.msg = fmt.Sprintf("the hub refused the request: %s", detail)
@@ -196,3 +197,12 @@ func classifyHub(he *iothub.Error, s subject) *cliError {
 }
 
 func asHubError(err error, he **iothub.Error) bool { return errors.As(err, he) }
+
+// mention returns the hub's detail when it names the device, else the detail prefixed with what
+// (formatted with the device id), so every message names the device exactly once.
+func mention(detail, device, what string) string {
+	if device == "" || strings.Contains(detail, device) {
+		return detail
+	}
+	return fmt.Sprintf(what, device) + ": " + detail
+}

@@ -126,7 +126,9 @@ func TestClassify(t *testing.T) {
 		contains []string
 	}{
 		{iothub.Errorf(iothub.CodeIotHubUnauthorizedAccess, "policy 'registryRead' lacks ServiceConnect"), ExitUnauthorized, "IotHubUnauthorizedAccess",
-			[]string{"lacks ServiceConnect", `policy "registryRead"`, "'service' or 'iothubowner'"}},
+			[]string{"lacks ServiceConnect", "'service' or 'iothubowner'", "c2d-hub connection-string"}},
+		{iothub.Errorf(iothub.CodeIotHubUnauthorizedAccess, "bad signature"), ExitUnauthorized, "IotHubUnauthorizedAccess",
+			[]string{"bad signature", `policy "registryRead"`}},
 		{iothub.Errorf(iothub.CodeDeviceNotFound, "no device"), ExitNotFound, "DeviceNotFound", []string{`"pump-7"`, "c2d device list"}},
 		{iothub.Errorf(iothub.CodeDeviceMessageNotFound, "gone"), ExitNotFound, "DeviceMessageNotFound", []string{`"m1"`, "c2d queue show pump-7"}},
 		{fmt.Errorf("apiclient: %w", iothub.Errorf(iothub.CodeDeviceMaximumQueueDepthExceeded, "50 messages")), ExitError, "DeviceMaximumQueueDepthExceeded",
