@@ -229,7 +229,10 @@ func TestResolve(t *testing.T) {
 	if err != nil || r.Extension {
 		t.Errorf("azure host: extension = %v, err %v", r.Extension, err)
 	}
-	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = azure; c.Connection.Dispositions = DispositionsExtension }).Resolve()
+	r, err = cfg(func(c *Config) {
+		c.Connection.ConnectionStringFile = azure
+		c.Connection.Dispositions = DispositionsExtension
+	}).Resolve()
 	if err != nil || !r.Extension {
 		t.Errorf("forced extension: %v %v", r.Extension, err)
 	}
