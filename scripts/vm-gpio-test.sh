@@ -41,7 +41,12 @@ report_timings() {
 	for t in "${timings[@]}"; do printf '    %s\n' "$t" >&2; done
 	printf '    %-22s %6s s\n' total "$(since "$t_start")" >&2
 }
-trap report_timings EXIT
+kernel_pid=""
+on_exit() {
+	[[ -z $kernel_pid ]] || kill "$kernel_pid" 2>/dev/null || true
+	report_timings
+}
+trap on_exit EXIT
 
 [[ $(id -u) == 0 ]] || die "run as root (installs Debian packages, builds an initramfs with device nodes)"
 [[ $(dpkg --print-architecture) == amd64 ]] || die "needs an amd64 Debian host (builds modules for Debian's amd64 kernel)"
@@ -65,85 +70,79 @@ apt_update() {
 	die "apt-get update"
 }
 
-# --- 1. host tools ----------------------------------------------------------------------------
-phase_begin "host packages"
+# --- 1. which kernel ---------------------------------------------------------------------------
+phase_begin "apt lists + kernel"
 need=(qemu-system-x86 gcc-12 make binutils patch libelf1 libssl3 xz-utils)
 missing=()
 for p in "${need[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
-# The kernel to test is whatever Debian ships now for amd64: apt's view of linux-image-amd64.
-kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -1; }
-[[ -n $(kernel_pkg) ]] || apt_update # apt lists missing on a fresh machine
-if ((${#missing[@]})); then
+# The kernel to test is whatever Debian ships now for amd64: what the linux-image-amd64
+# metapackage depends on, "linux-image-6.1.0-56-amd64 (= 6.1.192-2)". One apt-cache call: this
+# machine's apt keeps no binary cache, so each call re-reads every list (seconds under load).
+kernel_dep() { apt-cache show --no-all-versions linux-image-amd64 2>/dev/null | sed -n 's/^Depends: \(linux-image-[0-9][^ ]*\) (= \([^)]*\)).*/\1 \2/p' | head -1; }
+dep=$(kernel_dep)
+if [[ -z $dep ]] || ((${#missing[@]})); then # a fresh machine: no lists yet, tools to install
 	apt_update
-	log "installing ${missing[*]}"
-	apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" >"$cache/apt-install.log" 2>&1 ||
-		{ cat "$cache/apt-install.log" >&2; die "apt-get install ${missing[*]}"; }
+	dep=$(kernel_dep)
 fi
-phase_end "host packages"
-
-# --- 2. kernel packages -------------------------------------------------------------------------
-phase_begin "kernel packages"
-image_pkg=$(kernel_pkg)
-[[ -n $image_pkg ]] || die "apt knows no linux-image-amd64 (apt sources?)"
-abi=${image_pkg#linux-image-}
-kver=$(apt-cache show --no-all-versions "$image_pkg" | sed -n 's/^Version: //p' | head -1)
-series=$(echo "$kver" | cut -d. -f1,2)
-kdir=$cache/kernel-$kver
+resolve_kernel() {
+	read -r image_pkg kver <<<"$dep"
+	[[ -n $image_pkg && -n $kver ]] || die "apt knows no linux-image-amd64 (apt sources?)"
+	abi=${image_pkg#linux-image-}          # 6.1.0-56-amd64
+	series=$(echo "$kver" | cut -d. -f1,2) # 6.1
+	kdir=$cache/kernel-$kver
+	# Debian's names for the headers of that ABI and for what they depend on.
+	kpkgs=("$image_pkg" "linux-headers-$abi" "linux-headers-${abi%-amd64}-common" "linux-kbuild-$series" "linux-source-$series")
+}
+resolve_kernel
 log "kernel: $image_pkg $kver (linux-source-$series)"
-deps=$(apt-cache depends "linux-headers-$abi")
-common_pkg=$(echo "$deps" | sed -n 's/^ *Depends: \(linux-headers-.*-common\)$/\1/p')
-kbuild_pkg=$(echo "$deps" | sed -n 's/^ *Depends: \(linux-kbuild-.*\)$/\1/p')
-[[ -n $common_pkg && -n $kbuild_pkg ]] || die "cannot tell the headers' dependencies: $deps"
-kpkgs=("$image_pkg" "linux-headers-$abi" "$common_pkg" "$kbuild_pkg" "linux-source-$series")
+phase_end "apt lists + kernel"
 
-if [[ ! -f $kdir/.extracted ]]; then
+# --- 2. kernel packages, in the background --------------------------------------------------------
+# Downloaded, not installed (no /boot, no initramfs-tools hooks on the host), and only the files
+# needed are taken out. Runs while the host tools install and the test binaries build.
+fetch_kernel() {
 	rm -rf "$kdir" && mkdir -p "$kdir/debs" "$kdir/root" "$kdir/src"
 	fetch() { (cd "$kdir/debs" && apt-get "${apt_opts[@]}" download "${kpkgs[@]/%/=$kver}" busybox-static); }
-	if ! fetch; then
-		log "download failed; refreshing apt lists (an old security update is gone from the mirror?)"
-		apt_updated="" && apt_update
-		fetch || die "apt-get download ${kpkgs[*]} (=$kver)"
-	fi
-	t0=$EPOCHREALTIME
+	fetch || return 1
 	# linux-source is a 140 MB tarball in a .deb: stream it, keep four files.
+	local srcdeb src_pid p
 	srcdeb=$(echo "$kdir"/debs/linux-source-"$series"_*.deb)
 	(dpkg-deb --fsys-tarfile "$srcdeb" | tar -xO "./usr/src/linux-source-$series.tar.xz" |
 		tar -xJ -C "$kdir/src" --strip-components=1 \
 			"linux-source-$series/drivers/gpio/gpio-sim.c" "linux-source-$series/drivers/gpio/gpiolib.h" \
 			"linux-source-$series/kernel/irq/irq_sim.c" "linux-source-$series/drivers/leds/uleds.c") &
 	src_pid=$!
-	for p in "linux-headers-$abi" "$common_pkg" "$kbuild_pkg"; do
-		dpkg-deb -x "$(echo "$kdir"/debs/"${p}"_*.deb)" "$kdir/root"
+	for p in "${kpkgs[@]:1:3}"; do
+		dpkg-deb -x "$(echo "$kdir"/debs/"${p}"_*.deb)" "$kdir/root" || return 1
 	done
 	dpkg-deb --fsys-tarfile "$(echo "$kdir"/debs/"${image_pkg}"_*.deb)" |
 		tar -x -C "$kdir/root" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/fs/configfs/configfs.ko' \
-			'./lib/modules/*/kernel/drivers/leds/trigger/ledtrig-timer.ko'
-	dpkg-deb -x "$(echo "$kdir"/debs/busybox-static_*.deb)" "$kdir/busybox"
-	wait "$src_pid" || die "extract sources from $srcdeb"
+			'./lib/modules/*/kernel/drivers/leds/trigger/ledtrig-timer.ko' || return 1
+	dpkg-deb -x "$(echo "$kdir"/debs/busybox-static_*.deb)" "$kdir/busybox" || return 1
+	wait "$src_pid" || { echo "extracting sources from $srcdeb failed"; return 1; }
 	# The headers' Makefile includes the -common tree by absolute path; point it at our copy.
 	sed -i "s|^include /usr/src/|include $kdir/root/usr/src/|" "$kdir/root/usr/src/linux-headers-$abi/Makefile"
-	rm -rf "$kdir/debs" # 225 MB we no longer need
+	rm -rf "$kdir/debs" # 225 MB no longer needed
 	touch "$kdir/.extracted"
-	log "extracted in $(since "$t0") s"
+}
+kernel_pid=""
+if [[ ! -f $kdir/.extracted ]]; then
+	log "fetching ${kpkgs[*]} $kver in the background"
+	kernel_t0=$EPOCHREALTIME
+	fetch_kernel >"$cache/kernel-fetch.log" 2>&1 &
+	kernel_pid=$!
 fi
-phase_end "kernel packages"
 
-# --- 3. modules ---------------------------------------------------------------------------------
-phase_begin "kernel modules"
-kmod_key=$(cat "$vmdir/kmod/Kbuild" "$vmdir/kmod/irq_sim-module.patch" | sha256sum | cut -c1-12)
-kmod=$cache/kmod-$abi-$kver-$kmod_key
-if [[ ! -f $kmod/gpio-sim.ko || ! -f $kmod/uleds.ko ]]; then
-	rm -rf "$kmod" && mkdir -p "$kmod"
-	cp "$vmdir/kmod/Kbuild" "$kmod/"
-	cp "$kdir/src/drivers/gpio/gpio-sim.c" "$kmod/gpio-sim-main.c"
-	cp "$kdir/src/drivers/gpio/gpiolib.h" "$kdir/src/kernel/irq/irq_sim.c" "$kdir/src/drivers/leds/uleds.c" "$kmod/"
-	patch -d "$kmod" -p1 --quiet <"$vmdir/kmod/irq_sim-module.patch"
-	make -s -C "$kdir/root/usr/src/linux-headers-$abi" M="$kmod" -j"$(nproc)" modules >"$kmod/build.log" 2>&1 ||
-		{ cat "$kmod/build.log" >&2; die "module build"; }
+# --- 3. host tools ------------------------------------------------------------------------------
+phase_begin "host packages"
+if ((${#missing[@]})); then
+	log "installing ${missing[*]}"
+	apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" >"$cache/apt-install.log" 2>&1 ||
+		{ cat "$cache/apt-install.log" >&2; die "apt-get install ${missing[*]}"; }
 fi
-phase_end "kernel modules"
+phase_end "host packages"
 
 # --- 4. test binaries ---------------------------------------------------------------------------
 phase_begin "test binaries"
@@ -158,7 +157,39 @@ for p in "${pkgs[@]}"; do
 done
 phase_end "test binaries"
 
-# --- 5. initramfs -------------------------------------------------------------------------------
+if [[ -n $kernel_pid ]]; then
+	phase_begin "kernel packages (wait)"
+	if ! wait "$kernel_pid"; then
+		kernel_pid=""
+		# Most likely stale apt lists naming a version the mirror no longer has: refresh, retry.
+		tail -5 "$cache/kernel-fetch.log" >&2
+		log "fetching the kernel failed; refreshing apt lists and retrying"
+		apt_updated="" && apt_update
+		dep=$(kernel_dep) && resolve_kernel
+		log "kernel: $image_pkg $kver (linux-source-$series)"
+		fetch_kernel >"$cache/kernel-fetch.log" 2>&1 || { cat "$cache/kernel-fetch.log" >&2; die "fetching the kernel packages"; }
+	fi
+	kernel_pid=""
+	phase_end "kernel packages (wait)"
+	timings+=("$(printf '%-22s %6s s' "  (kernel fetch, bg)" "$(since "$kernel_t0")")")
+fi
+
+# --- 5. modules ---------------------------------------------------------------------------------
+phase_begin "kernel modules"
+kmod_key=$(cat "$vmdir/kmod/Kbuild" "$vmdir/kmod/irq_sim-module.patch" | sha256sum | cut -c1-12)
+kmod=$cache/kmod-$abi-$kver-$kmod_key
+if [[ ! -f $kmod/gpio-sim.ko || ! -f $kmod/uleds.ko ]]; then
+	rm -rf "$kmod" && mkdir -p "$kmod"
+	cp "$vmdir/kmod/Kbuild" "$kmod/"
+	cp "$kdir/src/drivers/gpio/gpio-sim.c" "$kmod/gpio-sim-main.c"
+	cp "$kdir/src/drivers/gpio/gpiolib.h" "$kdir/src/kernel/irq/irq_sim.c" "$kdir/src/drivers/leds/uleds.c" "$kmod/"
+	patch -d "$kmod" -p1 --quiet <"$vmdir/kmod/irq_sim-module.patch"
+	make -s -C "$kdir/root/usr/src/linux-headers-$abi" M="$kmod" -j"$(nproc)" modules >"$kmod/build.log" 2>&1 ||
+		{ cat "$kmod/build.log" >&2; die "module build"; }
+fi
+phase_end "kernel modules"
+
+# --- 6. initramfs -------------------------------------------------------------------------------
 phase_begin "initramfs"
 cp "$kdir/busybox/bin/busybox" "$stage/bin/busybox"
 cp "$vmdir/init" "$stage/init"
@@ -180,14 +211,15 @@ done
 log "initrd $(du -h "$cache/initrd" | cut -f1)"
 phase_end "initramfs"
 
-# --- 6. boot ------------------------------------------------------------------------------------
+# --- 7. boot -------------------------------------------------------------------------------------
 phase_begin "boot + guest tests"
 run_id=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 serial=$cache/serial.log
 set +e
 timeout --kill-after=5 "$boot_timeout" qemu-system-x86_64 -nographic -no-reboot -nic none -accel tcg -cpu max -m 512 \
 	-kernel "$kdir/root/boot/vmlinuz-$abi" -initrd "$cache/initrd" \
-	-append "console=ttyS0 panic=-1 quiet c2d.run=$run_id" </dev/null 2>&1 | tr -d '\r' | tee "$serial"
+	-append "console=ttyS0 panic=-1 quiet c2d.run=$run_id" </dev/null 2>&1 |
+	sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$serial"
 rc=${PIPESTATUS[0]}
 set -e
 phase_end "boot + guest tests"
