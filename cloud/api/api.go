@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/hub"
@@ -39,6 +40,9 @@ var _ Core = (*hub.Hub)(nil)
 // MaxWait bounds every long-poll (`wait` query parameter).
 const MaxWait = 60 * time.Second
 
+// immediate is how long a "don't wait" (wait=0) feedback receive may take to look.
+const immediate = 100 * time.Millisecond
+
 // maxBodyBytes bounds request bodies: a 64 KB message is about 88 KB as base64 JSON plus its
 // properties; anything much bigger cannot be a valid request.
 const maxBodyBytes = 512 << 10
@@ -65,6 +69,7 @@ type Server struct {
 	mux   *http.ServeMux
 	drain context.Context // done once Drain is called
 	stop  context.CancelFunc
+	polls atomic.Int64
 }
 
 // New builds the handler. Options.Hub and Options.HostName are required.
@@ -91,6 +96,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // Drain ends every running long-poll now (each answers with what it has) and makes new ones answer
 // at once; call it before http.Server.Shutdown so shutdown need not wait up to MaxWait.
 func (s *Server) Drain() { s.stop() }
+
+// LongPolls is how many long-polls are waiting right now.
+func (s *Server) LongPolls() int { return int(s.polls.Load()) }
 
 // Metrics returns the server's metrics (its registry serves /metrics).
 func (s *Server) Metrics() *Metrics { return s.opt.Metrics }
@@ -313,7 +321,9 @@ func (s *Server) receiveFeedback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.pollContext(r.Context(), wait)
+	// wait=0 still gets a moment: the hub checks for a ready batch before it waits, and a context
+	// already done would refuse to look at all.
+	ctx, cancel := s.pollContext(r.Context(), max(wait, immediate))
 	defer cancel()
 	b, err := s.opt.Hub.ReceiveFeedback(ctx)
 	if err != nil {
@@ -396,7 +406,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) pollContext(parent context.Context, wait time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(parent, wait)
 	stop := context.AfterFunc(s.drain, cancel)
-	return ctx, func() { stop(); cancel() }
+	s.polls.Add(1)
+	return ctx, func() { s.polls.Add(-1); stop(); cancel() }
 }
 
 // parseWait reads the `wait` query parameter: a Go duration ("30s") or whole seconds ("30"),

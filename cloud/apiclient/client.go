@@ -146,7 +146,11 @@ func (c *Client) do(ctx context.Context, req request) (*http.Response, []byte, e
 	}
 	q.Set("api-version", iothub.APIVersion)
 	u := *c.base
-	u.Path = c.base.Path + req.path
+	unescaped, err := url.PathUnescape(req.path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apiclient: path %q: %w", req.path, err)
+	}
+	u.Path = c.base.Path + unescaped
 	u.RawPath = c.base.EscapedPath() + req.path
 	u.RawQuery = q.Encode()
 	var body io.Reader

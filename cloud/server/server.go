@@ -73,20 +73,20 @@ func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 
 // Server is a running c2d-hub: the hub core, the MQTT broker and the HTTP service API.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	hub      *hub.Hub
-	broker   *broker.Broker
+	cfg    Config
+	log    *slog.Logger
+	hub    *hub.Hub
+	broker *broker.Broker
 	// brokerClosed is set by Shutdown (which closes the broker in parallel with HTTP).
 	brokerClosed bool
-	api      *api.Server
-	http     []*http.Server
-	ep       Endpoints
-	notifier *sdnotify.Notifier
-	errc     chan error
-	stopping atomic.Bool
-	wg       sync.WaitGroup
-	closeWD  chan struct{}
+	api          *api.Server
+	http         []*http.Server
+	ep           Endpoints
+	notifier     *sdnotify.Notifier
+	errc         chan error
+	stopping     atomic.Bool
+	wg           sync.WaitGroup
+	closeWD      chan struct{}
 }
 
 // Run serves until ctx ends (SIGTERM/SIGINT in c2d-hub) or a listener fails, then shuts down
