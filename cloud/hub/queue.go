@@ -347,7 +347,7 @@ func (h *Hub) releaseTokens(deviceID string, tokens []string) error {
 func (h *Hub) kick(id string) {
 	h.mu.Lock()
 	ds := h.devs[id]
-	if ds == nil || ds.detached {
+	if ds == nil || ds.detached || ds.broken {
 		h.mu.Unlock()
 		return
 	}
@@ -368,7 +368,7 @@ func (h *Hub) dispatch(ds *devState) {
 	defer h.wg.Done()
 	for {
 		h.mu.Lock()
-		if !ds.kicked || ds.detached || h.closed() {
+		if !ds.kicked || ds.detached || ds.broken || h.closed() {
 			ds.running = false
 			h.mu.Unlock()
 			return
@@ -453,12 +453,16 @@ func (h *Hub) deliver(ds *devState, locked []msgRow) {
 		h.mu.Unlock()
 		for i := range locked {
 			m := &locked[i]
+			if len(back) > 0 {
+				back = append(back, m.LockToken) // the Conn failed: deliver nothing more to it
+				continue
+			}
 			// Called without h.mu: the broker may Settle from another goroutine at once.
 			if err := ds.conn.Deliver(h.wireMessage(m)); err != nil {
-				h.log.Warn("deliver failed; message goes back to the queue", "device", ds.id,
-					"messageId", m.MessageID, "err", err)
+				h.log.Warn("deliver failed; message goes back to the queue and this connection gets no more deliveries",
+					"device", ds.id, "messageId", m.MessageID, "err", err)
 				h.mu.Lock()
-				delete(ds.inflight, m.LockToken)
+				ds.broken = true
 				h.mu.Unlock()
 				back = append(back, m.LockToken)
 				continue
@@ -466,6 +470,13 @@ func (h *Hub) deliver(ds *devState, locked []msgRow) {
 			if h.ev.Delivered != nil {
 				h.ev.Delivered(ds.id)
 			}
+		}
+		if len(back) > 0 {
+			h.mu.Lock()
+			for _, t := range back {
+				delete(ds.inflight, t)
+			}
+			h.mu.Unlock()
 		}
 		ds.sendMu.Unlock()
 	}
