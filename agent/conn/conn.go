@@ -339,6 +339,9 @@ func (c *Client) publish(d *Delivery, topic string, payload []byte) error {
 	if g.id != d.gen {
 		return errors.New("connection lost before settling")
 	}
+	if payload == nil {
+		payload = []byte{} // paho rejects a nil payload
+	}
 	tok := c.client.Publish(topic, 1, false, payload)
 	select {
 	case <-tok.Done():
