@@ -171,8 +171,8 @@ func capabilities() *mqtt.Capabilities {
 	c.MinimumProtocolVersion = 4 // 3.1.1; Azure refuses 3.1
 	c.MaximumPacketSize = MaxPacketSize
 	c.SharedSubAvailable = 0
-	c.TopicAliasMaximum = 0 // MQTT 5 aliases would hide topics from the ACL check
-	c.RetainAvailable = 1          // accepted and ignored like every device publish (deliveryHook)
+	c.TopicAliasMaximum = 0           // MQTT 5 aliases would hide topics from the ACL check
+	c.RetainAvailable = 1             // accepted and ignored like every device publish (deliveryHook)
 	c.MaximumClientWritesPending = 64 // mochi's routed-write queue per client; c2d never routes to devices
 	c.Compatibilities.NoInheritedPropertiesOnAck = true
 	return c
