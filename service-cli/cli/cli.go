@@ -45,7 +45,7 @@ type app struct {
 	output   string // "text" or "json"
 	timeout  time.Duration
 
-	started bool    // global flags validated and a command's RunE is running
+	started bool    // a command's RunE is running: earlier errors are usage errors
 	subj    subject // what the running command is about, for error advice
 	hub     hubClient
 	cs      iothub.ServiceConnectionString // parsed by client()
@@ -203,7 +203,22 @@ func (a *app) rootCommand() *cobra.Command {
 	})
 
 	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand())
+	a.markStart(root)
 	return root
+}
+
+// markStart wraps every command's RunE so an error returned before it ran (cobra's own checks:
+// arguments, flags, flag groups) is known to be a usage error.
+func (a *app) markStart(cmd *cobra.Command) {
+	if run := cmd.RunE; run != nil {
+		cmd.RunE = func(c *cobra.Command, args []string) error {
+			a.started = true
+			return run(c, args)
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		a.markStart(sub)
+	}
 }
 
 // resolveGlobals applies environment defaults and validates the global flags once per run.
@@ -230,7 +245,6 @@ func (a *app) resolveGlobals(cmd *cobra.Command) error {
 	if a.timeout <= 0 {
 		return usageErrorf("--timeout %s must be positive", a.timeout)
 	}
-	a.started = true
 	return nil
 }
 

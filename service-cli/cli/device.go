@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -101,6 +102,13 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 			}
 			ctx, cancel := a.call(cmd)
 			defer cancel()
+			// The hub's PUT is an upsert; create must never touch an existing device (it would
+			// reset its status and could replace the keys its board uses), so look first.
+			if _, err := c.GetDevice(ctx, id); err == nil {
+				return classifyHub(iothub.Errorf(iothub.CodeDeviceAlreadyExists, "device %q is already registered", id), a.subj)
+			} else if !errors.Is(err, &iothub.Error{Code: iothub.CodeDeviceNotFound}) {
+				return err
+			}
 			d, err := c.CreateDevice(ctx, id, primary, secondary)
 			if err != nil {
 				return err
