@@ -24,7 +24,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${C2D_VM_CACHE:-$repo/.cache/vm-gpio}
 boot_timeout=${C2D_VM_TIMEOUT:-150}
 # Run order: the harness self-check first (a failure there means the VM, not our code, is broken).
-pkgs=(${C2D_VM_PKGS:-./scripts/vm/vmsim})
+pkgs=(${C2D_VM_PKGS:-./scripts/vm/vmsim ./hw/periphhw})
 vmdir=$repo/scripts/vm
 
 log() { printf 'vm-gpio: %s\n' "$*" >&2; }
@@ -235,5 +235,9 @@ elif [[ -z $result ]]; then
 	die "the guest printed no result line (serial log: $serial)"
 elif [[ $result != PASS ]]; then
 	die "guest tests: $result (serial log: $serial)"
+fi
+if grep -q 'KNOWN-BUG' "$serial"; then
+	log "known bugs the guest tests skipped over (see $serial):"
+	grep -o 'KNOWN-BUG.*' "$serial" | sed 's/^/    /' >&2
 fi
 log "PASS: guest tests passed on Debian kernel $abi $kver"
