@@ -25,6 +25,8 @@ type Write struct {
 // gpiotest.Pin holds the current level (L) as the fake hardware sees it.
 type Pin struct {
 	gpiotest.Pin
+	// Holder, if set, is reported as the line's consumer (another process holding it).
+	Holder string
 
 	mu       sync.Mutex
 	writes   []Write
@@ -75,6 +77,9 @@ func (p *Pin) Func() pin.Func {
 	p.mu.Unlock()
 	return p.Pin.Func()
 }
+
+// Consumer implements what periph's GPIOLine reports: who held the line at enumeration.
+func (p *Pin) Consumer() string { return p.Holder }
 
 // Close records that the backend released the line.
 func (p *Pin) Close() {

@@ -173,6 +173,9 @@ func (sys System) Open(specs []hw.OutputSpec, opts Options) (*Board, error) {
 	for _, o := range b.outs {
 		if err := o.drive(o.spec.Safe); err != nil {
 			b.release()
+			if c := consumerOf(o.pin); c != "" {
+				err = fmt.Errorf("%w (line in use by %q)", err, c)
+			}
 			return nil, outErr(o.spec, "", fmt.Errorf("drive to safe state (%s): %w", onOff(o.spec.Safe), err))
 		}
 		b.log.Info("output ready", "output", o.spec.Name, "resolved", o.res.String())

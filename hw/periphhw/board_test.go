@@ -136,9 +136,11 @@ func TestOpenMovesNothingOnResolveError(t *testing.T) {
 func TestOpenDriveFailure(t *testing.T) {
 	chip := hwtest.Pi5Chip()
 	chip.Pins[3].FailNext(1, errors.New("line_request ioctl: device or resource busy"))
+	chip.Pins[3].Holder = "gpioset@4242"
 	_, err := periphhw.System{Chips: []periphhw.Chip{chip}}.Open([]hw.OutputSpec{pinSpec("a", "GPIO2"), pinSpec("b", "GPIO3")}, periphhw.Options{})
 	var te *hw.TransientError
-	if err == nil || !strings.HasPrefix(err.Error(), "b: drive to safe state (off): ") || !errors.As(err, &te) {
+	want := `b: drive to safe state (off): transient hardware error: line_request ioctl: device or resource busy (line in use by "gpioset@4242")`
+	if err == nil || err.Error() != want || !errors.As(err, &te) {
 		t.Fatalf("err = %v, want b's busy line as a transient error", err)
 	}
 	if !chip.Pins[2].Released() || !chip.Pins[3].Released() {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -80,6 +81,15 @@ func Kernel(specs []hw.OutputSpec) (System, error) {
 		return System{}, fmt.Errorf("periph driver init: %w", initErr)
 	}
 	sys := System{Alive: alive, Diagnose: func() string { return diagnose(devGlob, openDev) }}
+	if runtime.GOOS != "linux" {
+		// gpioioctl fills Chips with a dummy chip elsewhere; there is no GPIO to drive.
+		for _, s := range specs {
+			if s.Kind == hw.KindGPIO {
+				return System{}, fmt.Errorf("GPIO outputs need Linux's GPIO character device (this is %s): use the sim backend", runtime.GOOS)
+			}
+		}
+		return sys, nil
+	}
 	for _, c := range gpioioctl.Chips {
 		sys.Chips = append(sys.Chips, ioctlChip{c})
 	}
@@ -172,3 +182,11 @@ func (a ioctlChip) LineName(off int) string {
 }
 
 func (a ioctlChip) Line(off int) gpio.PinOut { return a.c.Lines()[off] }
+
+// consumerOf names who held a line when periph enumerated it ("" if free), for busy errors.
+func consumerOf(p gpio.PinOut) string {
+	if c, ok := p.(interface{ Consumer() string }); ok {
+		return c.Consumer()
+	}
+	return ""
+}

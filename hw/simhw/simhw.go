@@ -323,9 +323,9 @@ func (o *output) Set(on bool) error {
 		b.seq--
 		return fmt.Errorf("%s: %w", o.spec.Name, err)
 	}
-	if err := b.logTransition(now, o, CauseSet); err != nil {
-		return fmt.Errorf("%s: %w", o.spec.Name, err)
-	}
+	// The change happened; a log that cannot be written is reported by Healthy, not by failing
+	// a Set whose effect is real (the agent would retry it).
+	_ = b.logTransition(now, o, CauseSet)
 	return nil
 }
 

@@ -290,6 +290,16 @@ func TestStateFileWriteFailure(t *testing.T) {
 	}
 }
 
+func TestUnwritableLogFailsOpen(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	_, err := simhw.Open(specs, simhw.Options{TransitionLog: "/dev/full"})
+	if err == nil || !strings.Contains(err.Error(), "simhw: transition log: ") {
+		t.Fatalf("Open with a full log device: %v", err)
+	}
+}
+
 func TestValidation(t *testing.T) {
 	tests := []struct {
 		name  string
