@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -142,7 +143,7 @@ func has(kind, topicPart string) func([]wireEvent) bool {
 
 // runWithBoard starts agent.Run on b's config with a board the test can reach (to inject faults),
 // and waits for readiness.
-func runWithBoard(t *testing.T, b *board) *simhw.Board {
+func runWithBoard(t *testing.T, b *board) (*simhw.Board, *syncBuffer) {
 	t.Helper()
 	sock, msgs := notifySocket(t)
 	t.Setenv("NOTIFY_SOCKET", sock)
@@ -174,7 +175,7 @@ func runWithBoard(t *testing.T, b *board) *simhw.Board {
 	})
 	<-opened
 	waitReady(t, msgs)
-	return sim
+	return sim, logs
 }
 
 // On a plain hub the PUBACK is the completion: it must leave only after the action finished, and
@@ -217,7 +218,7 @@ func TestExtensionDispositions(t *testing.T) {
 	srv, rec, addr := startMochi(t)
 	b := newBoard(t, addr, "")
 	b.cfg.Connection.Dispositions = config.DispositionsExtension
-	sim := runWithBoard(t, b)
+	sim, _ := runWithBoard(t, b)
 
 	prefix := iothub.DispositionPrefix + deviceID + "/messages/devicebound/"
 	deliver(t, srv, message("r1", "lt-r1", "target", "relay9", "action", "on"))
@@ -267,4 +268,37 @@ func TestExtensionDispositions(t *testing.T) {
 		t.Errorf("act went %s after the redelivery of the abandoned message", got)
 	}
 	_ = evs
+}
+
+// The connection drops while a pulse runs: the pulse keeps its deadline (it is in-process), the
+// agent reconnects with its persistent session, the broker redelivers the unacknowledged message,
+// and the redelivery is settled by the running execution — the relay moves once.
+func TestPulseSurvivesReconnect(t *testing.T) {
+	srv, rec, addr := startMochi(t)
+	b := newBoard(t, addr, "")
+	_, logs := runWithBoard(t, b)
+
+	deliver(t, srv, message("p1", "", "target", "relay1", "action", "pulse", "duration", "700ms"))
+	waitState(t, b.stateFile, "relay1 on", func(s simhw.State) bool { return s.Outputs["relay1"].On })
+	cl, ok := srv.Clients.Get(deviceID)
+	if !ok {
+		t.Fatal("device not connected")
+	}
+	cl.Stop(errors.New("test: network drop"))
+	evs := rec.wait(t, "PUBACK of p1 on the new connection", has("puback", "p1"))
+	relay := transitions(t, b.logFile, "relay1")
+	if ons(relay) != "on,off" {
+		t.Fatalf("relay1 went %s: the pulse must run exactly once", ons(relay))
+	}
+	if held := relay[1].Time.Sub(relay[0].Time); held < 700*time.Millisecond || held > 700*time.Millisecond+time.Second {
+		t.Errorf("pulse held %v across the reconnect, want 700ms", held)
+	}
+	if pa, _ := find(evs, "puback", "p1"); pa.Time.Before(relay[1].Time) {
+		t.Error("PUBACK before the pulse ended")
+	}
+	for _, want := range []string{"connection lost", "redelivered while running"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("agent log lacks %q", want)
+		}
+	}
 }
