@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/service-cli/cli"
 )
 
 func TestProvisioning(t *testing.T) {
@@ -490,5 +492,96 @@ func TestCompletionAndHelp(t *testing.T) {
 	r = runEnv(t, hubEnv(), "__complete", "queue", "show", "complete")
 	if !strings.Contains(r.stdout, "complete-me") {
 		t.Errorf("device id completion: %s", r)
+	}
+}
+
+// On a terminal, send --wait shows that it is waiting (and erases the line); the process-level
+// tests above prove that a pipe gets nothing.
+func TestWaitSpinnerOnTerminal(t *testing.T) {
+	id := newDevice(t, "spin-1")
+	var stdout, stderr syncBuffer
+	env := map[string]string{"C2D_CONNECTION_STRING": hub.owner, "C2D_ENDPOINT": "http://" + hub.endpoints.HTTP}
+	code := cli.Main(context.Background(), []string{"send", id, "--prop", "a=1", "--wait", "700ms"}, cli.Env{
+		Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }, StderrIsTerminal: true,
+	})
+	if code != cli.ExitTimeout {
+		t.Fatalf("exit %d, want %d; stderr %q", code, cli.ExitTimeout, stderr.String())
+	}
+	se := stderr.String()
+	if !strings.Contains(se, "waiting for "+id+" to settle message") || !strings.HasSuffix(se, "\r\033[K") {
+		t.Errorf("terminal stderr %q: want the spinner line, erased at the end", se)
+	}
+	if !strings.Contains(stdout.String(), "Timeout: ") {
+		t.Errorf("stdout %q", stdout.String())
+	}
+}
+
+// Ctrl-C while waiting: exit 130, and the message stays queued.
+func TestWaitInterrupted(t *testing.T) {
+	id := newDevice(t, "wait-int")
+	w := start(t, "send", id, "--prop", "a=1", "--mid", "int-1", "--wait", "30s")
+	eventually(t, 10*time.Second, "message queued", func() bool {
+		var q []iothub.MessageStatus
+		jsonOut(t, &q, 0, "queue", "show", id)
+		return len(q) == 1
+	})
+	_ = w.cmd.Process.Signal(syscall.SIGINT)
+	r := w.wait(t)
+	if r.code != 130 || !strings.Contains(r.stderr, "interrupted while waiting for message int-1") || !strings.Contains(r.stderr, "c2d queue show "+id) {
+		t.Errorf("SIGINT during --wait: %s", r)
+	}
+	var q []iothub.MessageStatus
+	jsonOut(t, &q, 0, "queue", "show", id)
+	if len(q) != 1 || q[0].MessageID != "int-1" {
+		t.Errorf("after the interrupted wait the queue is %+v", q)
+	}
+}
+
+// feedback --device (no --follow) shows one device's records and loses nobody else's.
+func TestFeedbackDeviceFilterKeepsOthers(t *testing.T) {
+	a, b := newDevice(t, "fbf-a"), newDevice(t, "fbf-b")
+	connectDevice(t, a, false)
+	connectDevice(t, b, false)
+	waitJSON(t, 0, a, "--prop", "x=1", "--mid", "fbf-a-1", "--ack", "positive", "--wait", "20s")
+	waitJSON(t, 0, b, "--prop", "x=1", "--mid", "fbf-b-1", "--ack", "positive", "--wait", "20s")
+	seen := func(recs []iothub.FeedbackRecord, mid string) bool {
+		for _, r := range recs {
+			if r.OriginalMessageID == mid {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, 15*time.Second, "fbf-a's record through --device", func() bool {
+		var recs []iothub.FeedbackRecord
+		jsonOut(t, &recs, 0, "feedback", "--device", a, "--wait", "1s")
+		for _, r := range recs {
+			if r.DeviceID != a {
+				t.Fatalf("feedback --device %s printed %+v", a, r)
+			}
+		}
+		return seen(recs, "fbf-a-1")
+	})
+	// fbf-b's record was not consumed by the filtered reader.
+	eventually(t, 15*time.Second, "fbf-b's record still there for everyone", func() bool {
+		var recs []iothub.FeedbackRecord
+		jsonOut(t, &recs, 0, "feedback", "--wait", "1s")
+		return seen(recs, "fbf-b-1")
+	})
+}
+
+// The body can come from stdin.
+func TestSendDataFromStdin(t *testing.T) {
+	id := newDevice(t, "stdin-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := c2dCmd(ctx, hubEnv(), "send", id, "--data-file", "-", "--mid", "stdin-msg")
+	cmd.Stdin = strings.NewReader("from a pipe")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "stdin-msg" {
+		t.Fatalf("send --data-file -: %v: %s", err, out)
+	}
+	d := connectDevice(t, id, false)
+	if got := d.next(t); got.msg.MessageID != "stdin-msg" || string(got.body) != "from a pipe" {
+		t.Errorf("device got %+v body %q", got.msg, got.body)
 	}
 }
