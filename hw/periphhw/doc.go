@@ -18,8 +18,9 @@
 // global gpioreg, and in this order:
 //
 //   - pin: the kernel's line name, on any chip ("GPIO17" on a Pi 5's pinctrl-rp1, "SDA1" or
-//     "GPIO_GCLK" on a Pi 4's pinctrl-bcm2711). A name on two chips is an error asking for chip and
-//     line; periph renames such duplicates "gpiochipN-NAME", which is accepted too.
+//     "GPIO_GCLK" on a Pi 4's pinctrl-bcm2711). A name on two chips (a Pi 5 has 2712_WAKE twice)
+//     is an error asking for chip and line, or for "gpiochipN-NAME", the form periph registers
+//     such duplicates under, which names the line on chip gpiochipN.
 //   - pin "GPIO<n>" not found by name: line offset n on the first pinctrl-* chip (a Pi 4 names
 //     GPIO4 "GPIO_GCLK"). If that line is itself named "GPIO<m>" with m≠n, it is refused.
 //   - chip (label, or kernel name "gpiochip0") and line (offset); or chip and pin to look a name up

@@ -169,16 +169,16 @@ func (a ioctlChip) Label() string { return a.c.Label() }
 func (a ioctlChip) Path() string  { return a.c.Path() }
 func (a ioctlChip) NumLines() int { return len(a.c.Lines()) }
 
-// LineName is the name periph registered: the kernel's, prefixed with the chip name
-// ("gpiochip1-2712_WAKE") when an earlier chip already had it.
-// Lines periph leaves unregistered ("", "-", "_") read as unnamed.
+// LineName is the kernel's line name. periph renames a line whose name an earlier chip already
+// registered to "<chip name>-<name>" (in place, in the order it sorted the chips); that prefix is
+// removed so that resolution sees the same names whatever the chip order, and finds duplicates.
+// Lines periph leaves unregistered ("-", "_") read as unnamed.
 func (a ioctlChip) LineName(off int) string {
-	switch n := a.c.Lines()[off].Name(); n {
-	case "-", "_":
+	n := strings.TrimPrefix(a.c.Lines()[off].Name(), a.c.Name()+"-")
+	if n == "-" || n == "_" {
 		return ""
-	default:
-		return n
 	}
+	return n
 }
 
 func (a ioctlChip) Line(off int) gpio.PinOut { return a.c.Lines()[off] }

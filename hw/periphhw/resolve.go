@@ -16,7 +16,7 @@ type Chip interface {
 	Name() string  // kernel name, e.g. "gpiochip0"
 	Label() string // e.g. "pinctrl-rp1"
 	NumLines() int
-	LineName(offset int) string // "" for an unnamed line
+	LineName(offset int) string // the kernel's name; "" for an unnamed line
 	// Line returns the line to drive. Open only ever calls Out on it (never Read: on the GPIO
 	// character device that re-requests the line as an input). If it also has Close() or
 	// Close() error, Board.Close calls it to release the line.
@@ -157,7 +157,9 @@ func resolveGPIO(spec hw.OutputSpec, chips []Chip) (Chip, int, error) {
 	var hits []hit
 	for _, c := range chips {
 		for off := 0; off < c.NumLines(); off++ {
-			if c.LineName(off) == spec.Pin {
+			// "<chip name>-<line name>" is how periph registers a name an earlier chip already
+			// had; accept it so such a line can be named on its own.
+			if n := c.LineName(off); n != "" && (n == spec.Pin || c.Name()+"-"+n == spec.Pin) {
 				hits = append(hits, hit{c, off})
 			}
 		}

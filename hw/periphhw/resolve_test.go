@@ -58,6 +58,7 @@ func TestResolve(t *testing.T) {
 		{name: "name on two chips", chips: pi5(), spec: pinSpec("wake", "2712_WAKE"),
 			wantErr: `wake.pin: line name "2712_WAKE" is on more than one chip (pinctrl-rp1 (gpiochip0) line 47, gpio-brcmstb@107d508500 (gpiochip10) line 2): give chip and line instead`},
 		{name: "name on two chips, chip given", chips: pi5(), spec: hw.OutputSpec{Name: "wake", Kind: hw.KindGPIO, Pin: "2712_WAKE", Chip: "gpio-brcmstb@107d508500", Line: -1}, chip: "gpiochip10", line: 2, lineName: "2712_WAKE"},
+		{name: "duplicate named periph's way", chips: pi5(), spec: pinSpec("wake", "gpiochip10-2712_WAKE"), chip: "gpiochip10", line: 2, lineName: "2712_WAKE"},
 		{name: "pi4 by name", chips: pi4(), spec: pinSpec("relay1", "GPIO17"), chip: "gpiochip0", line: 17, lineName: "GPIO17"},
 		{name: "pi4 function name", chips: pi4(), spec: pinSpec("i2c", "SDA1"), chip: "gpiochip0", line: 2, lineName: "SDA1"},
 		{name: "pi4 GPIO4 falls back to offset", chips: pi4(), spec: pinSpec("clk", "GPIO4"), chip: "gpiochip0", line: 4, lineName: "GPIO_GCLK"},
