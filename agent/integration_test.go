@@ -37,6 +37,21 @@ const (
 // c2d's disposition extension. It returns the broker address.
 func startMosquitto(t *testing.T) string {
 	t.Helper()
+	return startMosquittoOn(t, freePort(t))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startMosquittoOn(t *testing.T, port int) string {
+	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
@@ -48,13 +63,7 @@ func startMosquitto(t *testing.T) string {
 	if err != nil {
 		t.Skip("mosquitto not installed (apt-get install mosquitto): skipping the real-broker integration test")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	must(t, os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)), 0o644))
@@ -543,4 +552,55 @@ func buildAgent(t *testing.T) string {
 		t.Fatalf("go build c2d-agent: %v\n%s", buildErr, buildOut)
 	}
 	return binPath
+}
+
+// A board that boots without its hub still becomes ready (after ready_timeout, saying it is still
+// connecting), keeps retrying, and works once the hub appears.
+func TestOfflineAtBoot(t *testing.T) {
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
+			t.Skip("mosquitto not installed")
+		}
+	}
+	port := freePort(t)
+	b := newBoard(t, fmt.Sprintf("127.0.0.1:%d", port), "")
+	b.cfg.ReadyTimeout.Duration = 200 * time.Millisecond
+	sock, msgs := notifySocket(t)
+	t.Setenv("NOTIFY_SOCKET", sock)
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, b.cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Notifier: sdnotify.FromEnv()})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	})
+	ready := waitReady(t, msgs)
+	if !strings.Contains(ready, "STATUS=connecting to tcp://127.0.0.1:") || !strings.Contains(ready, "last error:") {
+		t.Errorf("READY while offline said %q", ready)
+	}
+	st, err := simhw.ReadState(b.stateFile)
+	if err != nil || st.Outputs["relay1"].On {
+		t.Errorf("outputs not in safe state before the first connection: %+v %v", st, err)
+	}
+
+	addr := startMosquittoOn(t, port)
+	svc := newService(t, addr)
+	// The agent's first session starts when it connects; wait for that before sending.
+	deadline := time.After(15 * time.Second)
+	for connected := false; !connected; {
+		select {
+		case m := <-msgs:
+			connected = strings.Contains(m, "STATUS=connected to")
+		case <-deadline:
+			t.Fatal("agent never connected once the broker appeared")
+		}
+	}
+	svc.send(t, "m-late", "target", "relay1", "action", "on")
+	waitState(t, b.stateFile, "relay1 on", func(s simhw.State) bool { return s.Outputs["relay1"].On })
 }
