@@ -184,7 +184,8 @@ func (a *app) rootCommand() *cobra.Command {
   export C2D_ENDPOINT=http://127.0.0.1:8080
   c2d device create pump-7
   c2d device connection-string pump-7      # put this on the board
-  c2d send pump-7 --prop led=on --wait 30s # exit code tells the outcome`,
+  c2d send pump-7 --props 'target=relay1;action=pulse;duration=2s' --wait 30s
+  echo "exit $?"                           # 0 done, 3 rejected (reason printed), 7 no answer yet...`,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			return a.resolveGlobals(cmd)
 		},

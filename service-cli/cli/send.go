@@ -67,11 +67,12 @@ func (a *app) sendCommand() *cobra.Command {
 		Use:   "send ID",
 		Short: "Send a message to a device; with --wait, wait for and report its outcome",
 		Long:  sendLong + exitCodeTable(),
-		Example: `  c2d send pump-7 --props 'valve=open;duration=30'
-  c2d send pump-7 --prop led=on --prop blink=3 --wait 30s
-  c2d send pump-7 --data-file job.json --content-type application/json --expiry 10m --ack full
-  c2d send pump-7 --prop relay=off --mid job-42 --cid batch-9 --expiry 2026-11-26T08:00:00Z
-  c2d send pump-7 --prop led=on --wait 1m -o json | jq -r .statusCode`,
+		Example: `  c2d send pump-7 --props 'target=relay1;action=pulse;duration=2s' --wait 30s
+  c2d send pump-7 --prop command=identify --wait 1m
+  c2d send pump-7 --prop target=act --prop action=blink --prop count=3 --expiry 10m --ack full
+  c2d send pump-7 --data-file job.json --content-type application/json --mid job-42 --cid batch-9
+  c2d send pump-7 --prop target=relay1 --prop action=off --expiry 2026-11-26T08:00:00Z
+  c2d send pump-7 --prop command=identify --wait 1m -o json | jq -r '.statusCode, .reason'`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
