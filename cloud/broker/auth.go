@@ -14,6 +14,9 @@ import (
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
 
+// MaxKeepAlive is Azure's keep-alive cap in seconds.
+const MaxKeepAlive = 1767
+
 // authInfo is what a successful CONNECT established about a client.
 type authInfo struct {
 	hub.AuthResult
@@ -109,6 +112,11 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if cl.Properties.Will.Flag != 0 {
 		log.Info("ignoring the will message of a device", "will_topic", cl.Properties.Will.TopicName)
 		cl.Properties.Will = mqtt.Will{}
+	}
+	// Azure caps keep-alive at 1767 s (and applies that cap to a client that asks for none):
+	// mochi drops a client silent for 1.5 × this.
+	if ka := cl.State.Keepalive; ka == 0 || ka > MaxKeepAlive {
+		cl.State.Keepalive = MaxKeepAlive
 	}
 	b.mu.Lock()
 	b.authed[cl] = info

@@ -198,10 +198,16 @@ func (b *Broker) Start() error {
 		SysTopicResendInterval: 3600, // $SYS is unreachable for devices (ACL); keep mochi's ticker idle
 		InlineClient:           false,
 	})
-	b.srv = srv
+	fail := func(err error) error {
+		_ = srv.Close()
+		b.mu.Lock()
+		b.listeners = map[string]listeners.Listener{}
+		b.mu.Unlock()
+		return err
+	}
 	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &sessionHook{b: b}, &deliveryHook{b: b}} {
 		if err := srv.AddHook(h, nil); err != nil {
-			return fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
+			return fail(fmt.Errorf("broker: add hook %s: %w", h.ID(), err))
 		}
 	}
 	type spec struct {
@@ -229,8 +235,7 @@ func (b *Broker) Start() error {
 			l = newTCPListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
 		}
 		if err := srv.AddListener(l); err != nil {
-			_ = srv.Close()
-			return fmt.Errorf("broker: listen %s on %s: %w", s.name, s.addr, err)
+			return fail(fmt.Errorf("broker: listen %s on %s: %w", s.name, s.addr, err))
 		}
 		b.mu.Lock()
 		b.listeners[s.name] = l
@@ -242,12 +247,16 @@ func (b *Broker) Start() error {
 		go b.DisconnectDevice(deviceID, "device deleted or disabled")
 	})
 	if err := srv.Serve(); err != nil {
-		_ = srv.Close()
-		return fmt.Errorf("broker: serve: %w", err)
+		return fail(fmt.Errorf("broker: serve: %w", err))
 	}
+	b.mu.Lock()
+	b.srv = srv // from here on Close closes it
+	b.mu.Unlock()
+	b.mu.RLock()
 	for name, l := range b.listeners {
 		b.log.Info("mqtt listening", "listener", name, "address", l.Address())
 	}
+	b.mu.RUnlock()
 	return nil
 }
 
@@ -318,8 +327,11 @@ func (b *Broker) Close() error {
 // kick ends a client's connection: MQTT 5 clients get a DISCONNECT with the reason first; 3.1.1
 // has no server DISCONNECT, so the socket is just closed (what Azure does).
 func (b *Broker) kick(cl *mqtt.Client, code packets.Code) {
-	if cl.Properties.ProtocolVersion >= 5 && b.srv != nil {
-		_ = b.srv.DisconnectClient(cl, code)
+	b.mu.RLock()
+	srv := b.srv
+	b.mu.RUnlock()
+	if cl.Properties.ProtocolVersion >= 5 && srv != nil {
+		_ = srv.DisconnectClient(cl, code)
 		return
 	}
 	cl.Stop(code)

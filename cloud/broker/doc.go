@@ -1,14 +1,20 @@
 // Package broker is c2d-hub's embedded MQTT broker: mochi-mqtt v2 speaking Azure IoT Hub's MQTT
 // device dialect, connected to the hub core (cloud/hub) through hooks, one concern each:
 //
-//   - authHook: CONNECT is checked by Core.Authenticate (client id, username in every SDK variant,
-//     SAS token). Bad or expired tokens and wrong keys get CONNACK 0x04 (bad username or
-//     password), disabled and unknown devices 0x05 (not authorized), a core failure 0x03 (server
-//     unavailable); the reason is logged, never the token. Will messages are dropped. OnACLCheck
+//   - authHook: MQTT 3.1.1 only (3.1 and 5 are refused with "unacceptable protocol version", as
+//     docs/protocol.md §1 says). CONNECT is checked by Core.Authenticate (client id, username in
+//     every SDK variant, SAS token). Bad or expired tokens, wrong keys and mismatched ids get
+//     CONNACK 0x04 (bad username or password), disabled and unknown devices 0x05 (not
+//     authorized), a core failure 0x03 (server unavailable); the reason is logged, never the
+//     token. Keep-alive is capped at Azure's 1767 s (0 counts as "more"). Will messages are
+//     dropped (mochi would publish them past the ACL; c2d routes no device publishes). OnACLCheck
 //     isolates devices: a device may subscribe only to its own
 //     `devices/{id}/messages/devicebound/#` and publish only to its own
 //     `devices/{id}/messages/events/...` and, with the extension, its own
-//     `$c2d/devices/{id}/messages/devicebound/{lockToken}/{complete|reject|abandon}`. The filters
+//     `$c2d/devices/{id}/messages/devicebound/{lockToken}/{complete|reject|abandon}` (its own
+//     `$c2d/devices/{id}/messages/devicebound/#` filter may be subscribed; nothing is published
+//     there). A refused SUBSCRIBE gets 0x80; a refused QoS 1 PUBLISH closes the connection (3.1.1
+//     has no negative PUBACK), a refused QoS 0 one is dropped. The filters
 //     the official SDKs subscribe to on every connection (`$iothub/methods/POST/#`,
 //     `$iothub/twin/res/#`, `$iothub/twin/PATCH/properties/desired/#`) are granted as no-ops so
 //     those SDKs connect: c2d never publishes there. Modules may connect and publish their own
