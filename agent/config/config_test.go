@@ -32,7 +32,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if got := strings.Join(c.CommandOrder, ","); got != "identify,reset-load" {
 		t.Errorf("commands in order %s", got)
 	}
-	if c.Hardware.Backend != BackendPeriph || c.Connection.ConnectionStringFile != "/etc/c2d/device.conn" || c.Connection.ConnectionString != "" {
+	if c.Hardware.Backend != BackendPeriph || c.Connection.ConnectionStringFile != "/etc/c2d/connection-string" || c.Connection.ConnectionString != "" {
 		t.Errorf("example must be a real board's config with the secret in a file: %+v", c.Connection)
 	}
 	specs := c.Specs()
@@ -193,6 +193,7 @@ func TestResolve(t *testing.T) {
 		return p
 	}
 	private := write("private.conn", validConn+"\n", 0o600)
+	groupRead := write("group.conn", validConn+"\n", 0o640)
 	open := write("open.conn", validConn, 0o644)
 	azure := write("azure.conn", "HostName=myhub.azure-devices.net;DeviceId=pi-1;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", 0o600)
 	gateway := write("gw.conn", validConn+";GatewayHostName=edge.lan", 0o600)
@@ -221,8 +222,13 @@ func TestResolve(t *testing.T) {
 	}
 
 	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = open }).Resolve()
-	if err != nil || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "readable by group or others (mode 0644)") {
+	if err != nil || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "accessible to others or writable by its group (mode 0644)") {
 		t.Errorf("world-readable file: %v %q", err, r.Warnings)
+	}
+
+	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = groupRead }).Resolve()
+	if err != nil || len(r.Warnings) != 0 {
+		t.Errorf("0640 file (the package's layout): %v %q", err, r.Warnings)
 	}
 
 	r, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = azure }).Resolve()

@@ -53,8 +53,10 @@ func (c *Config) Resolve() (*Resolved, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
-		if fi, err := os.Stat(cn.ConnectionStringFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: %s is readable by group or others (mode %04o): it holds the device key, chmod 600 it",
+		// 0600 (agent's user) and 0640 (root-owned, agent's group: how the package installs it) are
+		// both fine; anything others can reach, or the group can rewrite, is not.
+		if fi, err := os.Stat(cn.ConnectionStringFile); err == nil && fi.Mode().Perm()&0o027 != 0 {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: %s is accessible to others or writable by its group (mode %04o): it holds the device key; chmod 600 (or 640 with the agent's group)",
 				field, cn.ConnectionStringFile, fi.Mode().Perm()))
 		}
 		raw = strings.TrimSpace(string(data))

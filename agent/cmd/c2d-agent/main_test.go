@@ -29,7 +29,7 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "agent.yaml")
-	derived := strings.Replace(string(example), "/etc/c2d/device.conn", conn, 1)
+	derived := strings.Replace(string(example), "connection_string_file: /etc/c2d/connection-string", "connection_string_file: "+conn, 1)
 	if err := os.WriteFile(cfg, []byte(derived), 0o644); err != nil {
 		t.Fatal(err)
 	}
