@@ -38,9 +38,9 @@
 // ActiveLow) before returning. Outputs are never read back: on the character device a Read
 // re-requests an output line as an input with pull-up, so State is the last commanded state.
 // periph requests a line as output and then writes its value, so a line whose safe level is high
-// (active-low outputs that are safe off) can be low for the microseconds between the two ioctls
-// (20 µs to 3.6 ms measured in the VM test under qemu TCG; periph offers no way to request a line with its initial
-// value).
+// (active-low outputs that are safe off) is low between the two ioctls: 20 µs to 3.6 ms in the
+// VM test under qemu TCG, microseconds on a Pi. periph offers no way to request a line with its
+// initial value.
 // EBUSY, EAGAIN, EINTR, ETIMEDOUT, ENODEV and ENXIO come back as *hw.TransientError (periph
 // flattens errnos into text, so they are matched by text too). Healthy fails when a chip's device
 // node or an LED's directory disappears, when the last write failed with a non-transient error, or
