@@ -1,0 +1,40 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemo runs `make demo`'s program against freshly built binaries: if this passes, the README's
+// first command works.
+func TestDemo(t *testing.T) {
+	bin := t.TempDir()
+	root, _ := filepath.Abs("../..")
+	cmd := exec.Command("go", "build", "-o", bin+"/", "./cloud/cmd/c2d-hub", "./agent/cmd/c2d-agent", "./service-cli/cmd/c2d")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := Run(ctx, Options{BinDir: bin, Out: &out})
+	t.Logf("demo output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Success", "Rejected", `unknown target "relay9"`, "relay1 ●", "exited cleanly", "demo finished",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+}
