@@ -16,7 +16,9 @@
 #      the image package), the test binaries;
 #   6. boots it with qemu-system-x86_64 and exits 0 only if the guest printed its PASS line.
 # Prints where the time went. Environment: C2D_VM_CACHE, C2D_VM_TIMEOUT (seconds for the boot,
-# default 150), C2D_VM_PKGS (Go packages with vmgpio tests, in run order).
+# default 150), C2D_VM_PKGS (Go packages with vmgpio tests, in run order), C2D_VM_BINS (commands
+# built into the guest's /tests/bin for the end-to-end test), C2D_VM_DEBUG_SCRIPT (a sh script the
+# guest runs before the tests, for poking around).
 set -euo pipefail
 shopt -s nullglob
 
@@ -24,7 +26,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${C2D_VM_CACHE:-$repo/.cache/vm-gpio}
 boot_timeout=${C2D_VM_TIMEOUT:-150}
 # Run order: the harness self-check first (a failure there means the VM, not our code, is broken).
-pkgs=(${C2D_VM_PKGS:-./scripts/vm/vmsim ./hw/periphhw})
+pkgs=(${C2D_VM_PKGS:-./scripts/vm/vmsim ./hw/periphhw ./scripts/vm/e2e})
+# Programs the end-to-end test runs in the guest (from /tests/bin).
+bins=(${C2D_VM_BINS:-./agent/cmd/c2d-agent ./cloud/cmd/c2d-hub})
 vmdir=$repo/scripts/vm
 
 log() { printf 'vm-gpio: %s\n' "$*" >&2; }
@@ -153,7 +157,14 @@ for p in "${pkgs[@]}"; do
 	name=$(echo "${p#./}" | tr / -).test
 	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go test -c -tags vmgpio -trimpath -o "$stage/tests/$name" "$p") ||
 		die "build $p"
-	echo "$name -test.v -test.count=1 -test.timeout=120s" >>"$stage/tests/order"
+	# Only the VM tests (TestVM*): a package's ordinary unit tests already ran on the host.
+	echo "$name -test.run=^TestVM -test.v -test.count=1 -test.timeout=120s" >>"$stage/tests/order"
+done
+[[ -z ${C2D_VM_DEBUG_SCRIPT:-} ]] || cp "$C2D_VM_DEBUG_SCRIPT" "$stage/tests/debug.sh"
+mkdir -p "$stage/tests/bin"
+for p in "${bins[@]}"; do
+	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '-s -w' -o "$stage/tests/bin/" "$p") ||
+		die "build $p"
 done
 phase_end "test binaries"
 

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func TestCharDevLineReachesSimulator(t *testing.T) {
+func TestVMCharDevLineReachesSimulator(t *testing.T) {
 	if _, err := driverreg.Init(); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestCharDevLineReachesSimulator(t *testing.T) {
 	}
 }
 
-func TestULEDSReportsBrightness(t *testing.T) {
+func TestVMULEDSReportsBrightness(t *testing.T) {
 	led, err := vmsim.NewLED("c2d-selftest", 255)
 	if err != nil {
 		t.Fatal(err)
