@@ -40,8 +40,10 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-demo:
-	@echo "make demo: not ready yet — the hub and agent land first (issues #3, #4)."
+# The main job end to end on the embedded defaults: hub, device, agent on simulated hardware,
+# commands (one invalid) with their outcomes and the board as it changes. See internal/demo.
+demo: build
+	@$(GO) run ./internal/demo/cmd/c2d-demo -bin bin
 
 clean:
 	rm -rf bin dist

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -46,7 +47,6 @@ var Steps = []Step{
 	{"run the board's named command", "command=identify", 0},
 	{"an invalid command: relay9 is not declared on this board", "target=relay9;action=on", 3},
 	{"the relay does not allow blink", "target=relay1;action=blink;count=2", 3},
-	{"switch the relay off again", "target=relay1;action=off", 0},
 }
 
 const device = "demo-pi"
@@ -191,14 +191,22 @@ func (r *run) run(ctx context.Context) error {
 	r.say("   agent connected")
 
 	boardFile := filepath.Join(agentDir, "board.json")
+	board, err := newBoardLog(r, filepath.Join(agentDir, "transitions.jsonl"))
+	if err != nil {
+		return err
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
-	go func() { defer close(watched); r.watchBoard(watchCtx, boardFile) }()
+	go func() { defer close(watched); board.watch(watchCtx) }()
 
 	r.say("\n== 4. send commands and wait for each one's outcome (c2d send --wait)")
-	for _, s := range Steps {
+	r.say("   board at start: %s", board.line())
+	for i, s := range Steps {
 		r.say("\n-- %s", s.Why)
-		if err := r.show(ctx, s.WantExit, "c2d", "send", device, "--props", s.Props, "--wait", "20s"); err != nil {
+		err := r.show(ctx, s.WantExit, "c2d", "send", device, "--props", s.Props, "--mid", fmt.Sprintf("demo-%d", i+1), "--wait", "20s")
+		// The agent acknowledges only after the action finished, so every transition is logged now.
+		board.poll()
+		if err != nil {
 			stopWatch()
 			<-watched
 			return err
@@ -206,10 +214,20 @@ func (r *run) run(ctx context.Context) error {
 	}
 
 	r.say("\n== 5. the same outcomes as delivery feedback records (what a service reads)")
-	if err := r.show(ctx, 0, "c2d", "feedback"); err != nil {
-		stopWatch()
-		<-watched
-		return err
+	// Feedback arrives in batches (at most a second apart here): drain until every record came.
+	for seen, try := 0, 0; seen < len(Steps); try++ {
+		out, err := r.showOutput(ctx, 0, "c2d", "feedback", "--wait", "5s")
+		if err != nil {
+			stopWatch()
+			<-watched
+			return err
+		}
+		seen += len(feedbackRow.FindAllString(out, -1))
+		if try == 3 {
+			stopWatch()
+			<-watched
+			return fmt.Errorf("%d feedback records received, want %d", seen, len(Steps))
+		}
 	}
 	if err := r.show(ctx, 0, "c2d", "queue", "show", device); err != nil {
 		stopWatch()
@@ -217,12 +235,14 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 
-	r.say("\n== 6. stop the agent (SIGTERM): every output returns to its safe state")
+	r.say("\n== 6. stop the agent (SIGTERM): every output returns to its safe state (relay1 goes off)")
+	r.say("   $ kill -TERM <c2d-agent>")
 	if err := agent.stop(r); err != nil {
 		stopWatch()
 		<-watched
 		return err
 	}
+	board.poll()
 	st, err := simhw.ReadState(boardFile)
 	stopWatch()
 	<-watched
@@ -241,6 +261,9 @@ func (r *run) run(ctx context.Context) error {
 	r.say("\n== 7. stop the hub (SIGTERM)")
 	return hub.stop(r)
 }
+
+// feedbackRow matches one record of the demo's messages (ids demo-1, demo-2, ...) in c2d's table.
+var feedbackRow = regexp.MustCompile(`\sdemo-[0-9]+\s`)
 
 // proc is a started background program.
 type proc struct {
@@ -372,6 +395,11 @@ func (r *run) output(ctx context.Context, bin string, args ...string) (string, e
 
 // show prints a command line, runs it with its output shown, and checks its exit code.
 func (r *run) show(ctx context.Context, wantExit int, bin string, args ...string) error {
+	_, err := r.showOutput(ctx, wantExit, bin, args...)
+	return err
+}
+
+func (r *run) showOutput(ctx context.Context, wantExit int, bin string, args ...string) (string, error) {
 	r.say("   $ %s %s", bin, quoteArgs(args))
 	cmd := exec.CommandContext(ctx, filepath.Join(r.opt.BinDir, bin), args...)
 	cmd.Env = r.env
@@ -386,15 +414,15 @@ func (r *run) show(ctx context.Context, wantExit int, bin string, args ...string
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		return fmt.Errorf("%s: %w", bin, err)
+		return "", fmt.Errorf("%s: %w", bin, err)
 	}
 	if code != wantExit {
-		return fmt.Errorf("%s %s exited %d, want %d", bin, quoteArgs(args), code, wantExit)
+		return "", fmt.Errorf("%s %s exited %d, want %d", bin, quoteArgs(args), code, wantExit)
 	}
 	if code != 0 {
 		r.say("   (exit code %d, as expected)", code)
 	}
-	return nil
+	return string(out), nil
 }
 
 func quoteArgs(args []string) string {
@@ -408,15 +436,80 @@ func quoteArgs(args []string) string {
 	return strings.Join(q, " ")
 }
 
-// watchBoard prints the simulated board whenever its state file changes. It polls the file's
-// sequence number: the display is the point here, not synchronisation.
-func (r *run) watchBoard(ctx context.Context, path string) {
-	var last uint64
-	for {
-		if st, err := simhw.ReadState(path); err == nil && st.Seq != last {
-			last = st.Seq
-			r.say("   board %s  %s", st.Updated.Local().Format("15:04:05.000"), boardLine(st))
+// boardLog follows the simulated board's transition log and prints the board after each
+// transition, so the narration shows every change (a blink included) in order.
+type boardLog struct {
+	r      *run
+	path   string
+	mu     sync.Mutex
+	offset int64
+	state  map[string]bool
+}
+
+func newBoardLog(r *run, path string) (*boardLog, error) {
+	b := &boardLog{r: r, path: path, state: map[string]bool{}}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.read(false)
+	if len(b.state) == 0 {
+		return nil, fmt.Errorf("no outputs in %s: did the agent open its simulated board?", path)
+	}
+	return b, nil
+}
+
+// read applies the complete lines written since the last call, printing each when show is set.
+func (b *boardLog) read(show bool) {
+	f, err := os.Open(b.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if _, err := f.Seek(b.offset, io.SeekStart); err != nil {
+		return
+	}
+	data, _ := io.ReadAll(f)
+	end := bytes.LastIndexByte(data, '\n')
+	if end < 0 {
+		return
+	}
+	ts, err := simhw.ParseTransitions(data[:end+1])
+	if err != nil {
+		return
+	}
+	b.offset += int64(end + 1)
+	for _, t := range ts {
+		b.state[t.Output] = t.On
+		if show {
+			b.r.say("   board %s  %s", t.Time.Local().Format("15:04:05.000"), b.lineLocked())
 		}
+	}
+}
+
+func (b *boardLog) poll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.read(true)
+}
+
+func (b *boardLog) line() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lineLocked()
+}
+
+func (b *boardLog) lineLocked() string {
+	st := simhw.State{Outputs: map[string]simhw.OutputState{}}
+	for n, on := range b.state {
+		st.Outputs[n] = simhw.OutputState{On: on}
+	}
+	return boardLine(st)
+}
+
+// watch prints transitions while a command runs. It polls the log: the display is the point
+// here, not synchronisation (each step ends with a final poll after the command returned).
+func (b *boardLog) watch(ctx context.Context) {
+	for {
+		b.poll()
 		select {
 		case <-ctx.Done():
 			return
