@@ -84,7 +84,7 @@ done
 # The kernel to test is whatever Debian ships now for amd64: what the linux-image-amd64
 # metapackage depends on, "linux-image-6.1.0-56-amd64 (= 6.1.192-2)". One apt-cache call: this
 # machine's apt keeps no binary cache, so each call re-reads every list (seconds under load).
-kernel_dep() { apt-cache show --no-all-versions linux-image-amd64 2>/dev/null | sed -n 's/^Depends: \(linux-image-[0-9][^ ]*\) (= \([^)]*\)).*/\1 \2/p' | head -1; }
+kernel_dep() { { apt-cache show --no-all-versions linux-image-amd64 2>/dev/null || true; } | sed -n 's/^Depends: \(linux-image-[0-9][^ ]*\) (= \([^)]*\)).*/\1 \2/p' | head -1; }
 dep=$(kernel_dep)
 if [[ -z $dep ]] || ((${#missing[@]})); then # a fresh machine: no lists yet, tools to install
 	apt_update
