@@ -5,16 +5,19 @@
 #   bash scripts/vm-gpio-test.sh          # as root on Debian bookworm amd64, Go on PATH
 #
 # What it does, each step cached under $C2D_VM_CACHE (default .cache/vm-gpio in the repo):
-#   1. installs the host tools it lacks from Debian (qemu-system-x86, gcc-12, make, binutils, patch);
-#   2. downloads (apt-get download, not installed) the current Debian kernel: linux-image-<abi>,
-#      linux-headers-<abi> (+ -common, linux-kbuild), linux-source-<series> of the SAME version,
-#      and busybox-static; takes only the files it needs out of them;
-#   3. builds gpio-sim and uleds (not enabled in Debian's kernel) out of tree against those headers,
+#   1. asks apt which kernel Debian ships now for amd64 (linux-image-amd64's dependency);
+#   2. in the background, downloads (apt-get download, nothing installed) linux-image-<abi>,
+#      linux-headers-<abi> (+ -common, linux-kbuild), linux-source-<series> of that SAME version,
+#      and busybox-static, and takes only the files it needs out of them;
+#   3. meanwhile installs the host tools it lacks (qemu-system-x86, gcc-12, make, binutils, patch)
+#   4. and builds the static test binaries (go test -c -tags vmgpio, CGO_ENABLED=0) and the
+#      c2d-agent and c2d-hub the end-to-end test runs;
+#   5. builds gpio-sim and uleds (not enabled in Debian's kernel) out of tree against those headers,
 #      from linux-source's gpio-sim.c, gpiolib.h, irq_sim.c (patched, scripts/vm/kmod) and uleds.c;
-#   4. builds the static test binaries (go test -c -tags vmgpio, CGO_ENABLED=0);
-#   5. packs an initramfs: busybox, scripts/vm/init, the modules (+ configfs, ledtrig-timer from
+#   6. packs an initramfs: busybox, scripts/vm/init, the modules (+ configfs, ledtrig-timer from
 #      the image package), the test binaries;
-#   6. boots it with qemu-system-x86_64 and exits 0 only if the guest printed its PASS line.
+#   7. boots it with qemu-system-x86_64 (TCG) and exits 0 only if the guest printed its PASS line
+#      (no line, a kernel panic or a timeout fail).
 # Prints where the time went. Environment: C2D_VM_CACHE, C2D_VM_TIMEOUT (seconds for the boot,
 # default 150), C2D_VM_PKGS (Go packages with vmgpio tests, in run order), C2D_VM_BINS (commands
 # built into the guest's /tests/bin for the end-to-end test), C2D_VM_DEBUG_SCRIPT (a sh script the
@@ -26,10 +29,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${C2D_VM_CACHE:-$repo/.cache/vm-gpio}
 boot_timeout=${C2D_VM_TIMEOUT:-150}
 # Run order: the harness self-check first (a failure there means the VM, not our code, is broken).
-pkgs=(${C2D_VM_PKGS:-./scripts/vm/vmsim ./hw/periphhw ./scripts/vm/e2e})
+read -r -a pkgs <<<"${C2D_VM_PKGS:-./scripts/vm/vmsim ./hw/periphhw ./scripts/vm/e2e}"
 # Programs the end-to-end test runs in the guest (from /tests/bin).
-bins=(${C2D_VM_BINS:-./agent/cmd/c2d-agent ./cloud/cmd/c2d-hub})
+read -r -a bins <<<"${C2D_VM_BINS:-./agent/cmd/c2d-agent ./cloud/cmd/c2d-hub}"
 vmdir=$repo/scripts/vm
+((${#pkgs[@]})) || { echo "vm-gpio: C2D_VM_PKGS names no package: nothing would be tested" >&2; exit 1; }
 
 log() { printf 'vm-gpio: %s\n' "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -52,7 +56,7 @@ on_exit() {
 }
 trap on_exit EXIT
 
-[[ $(id -u) == 0 ]] || die "run as root (installs Debian packages, builds an initramfs with device nodes)"
+[[ $(id -u) == 0 ]] || die "run as root (installs Debian packages)"
 [[ $(dpkg --print-architecture) == amd64 ]] || die "needs an amd64 Debian host (builds modules for Debian's amd64 kernel)"
 command -v go >/dev/null || die "go not on PATH"
 
@@ -65,10 +69,10 @@ apt_opts=(-o DPkg::Lock::Timeout=300 -o APT::Sandbox::User=root -qq)
 apt_updated=""
 apt_update() {
 	[[ -z $apt_updated ]] || return 0
-	local i
-	for i in 1 2 3 4 5 6; do
+	local try
+	for try in 1 2 3 4 5 6; do
 		apt-get "${apt_opts[@]}" update && { apt_updated=1; return 0; }
-		log "apt-get update failed (lock held by another apt?), retrying"
+		log "apt-get update failed (try $try; lock held by another apt?), retrying"
 		sleep 5
 	done
 	die "apt-get update"
