@@ -50,9 +50,12 @@ report_timings() {
 	printf '    %-22s %6s s\n' total "$(since "$t_start")" >&2
 }
 kernel_pid=""
+summary=""
 on_exit() {
 	[[ -z $kernel_pid ]] || kill "$kernel_pid" 2>/dev/null || true
 	report_timings
+	# Last line, in the plain form CI reads: every guest test and subtest.
+	[[ -z $summary ]] || printf 'vm-gpio: %s\n' "$summary"
 }
 trap on_exit EXIT
 
@@ -240,6 +243,7 @@ set -e
 phase_end "boot + guest tests"
 
 result=$(sed -n "s/^C2D-VM-GPIO-RESULT $run_id: //p" "$serial" | tail -1)
+summary="$(grep -cE '^ *--- PASS: ' "$serial" || true) passed, $(grep -cE '^ *--- FAIL: ' "$serial" || true) failed"
 if [[ $rc == 124 || $rc == 137 ]]; then
 	die "the VM did not finish within ${boot_timeout}s (serial log: $serial)"
 elif grep -q 'Kernel panic' "$serial"; then
