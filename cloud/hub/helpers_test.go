@@ -71,7 +71,9 @@ type recConn struct {
 	fail error
 }
 
-func newConn(id string) *recConn { return &recConn{id: id, ext: true, ch: make(chan *iothub.Message, 1000)} }
+func newConn(id string) *recConn {
+	return &recConn{id: id, ext: true, ch: make(chan *iothub.Message, 1000)}
+}
 
 func (c *recConn) DeviceID() string { return c.id }
 func (c *recConn) Extension() bool  { return c.ext }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -130,13 +131,15 @@ type storeTx interface {
 // (group commit); a small pool of read-only connections for views (WAL lets them read while the
 // writer writes).
 type sqliteStore struct {
-	w, r *sql.DB
-	log  logger
+	w, r   *sql.DB
+	wc, rc *stmtCache // prepared statements of w and r
+	log    logger
 
 	reqs     chan *writeReq
 	mu       sync.RWMutex // held for reading while submitting; Close takes it to stop submissions
 	closed   bool
 	stopped  chan struct{}
+	commits  atomic.Int64 // transactions committed (benchmarks report operations per commit)
 	maxBatch int
 }
 
@@ -251,8 +254,10 @@ func openSQLite(ctx context.Context, dataDir string, log logger) (*sqliteStore, 
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
+	// Only the writer goroutine uses w, one transaction at a time. The second connection lets a
+	// statement be prepared (stmtCache) while the first holds the open transaction.
+	w.SetMaxOpenConns(2)
+	w.SetMaxIdleConns(2)
 	w.SetConnMaxLifetime(0)
 	if err := migrate(ctx, w); err != nil {
 		w.Close()
@@ -266,7 +271,7 @@ func openSQLite(ctx context.Context, dataDir string, log logger) (*sqliteStore, 
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s := &sqliteStore{
-		w: w, r: r, log: log,
+		w: w, r: r, log: log, wc: newStmtCache(w), rc: newStmtCache(r),
 		reqs:     make(chan *writeReq, 1024),
 		stopped:  make(chan struct{}),
 		maxBatch: 512,
@@ -357,7 +362,7 @@ func (s *sqliteStore) commit(batch []*writeReq) {
 		return
 	}
 	errs := make([]error, len(batch))
-	t := &sqlTx{ctx: ctx, tx: tx}
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc}
 	for i, r := range batch {
 		if len(batch) == 1 {
 			errs[i] = r.fn(t)
@@ -368,7 +373,7 @@ func (s *sqliteStore) commit(batch []*writeReq) {
 			}
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		if _, err := t.exec("SAVEPOINT op"); err != nil {
 			tx.Rollback()
 			fail(fmt.Errorf("savepoint: %w", err))
 			return
@@ -379,7 +384,7 @@ func (s *sqliteStore) commit(batch []*writeReq) {
 			stmts = []string{"ROLLBACK TO SAVEPOINT op", "RELEASE SAVEPOINT op"}
 		}
 		for _, stmt := range stmts {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			if _, err := t.exec(stmt); err != nil {
 				tx.Rollback()
 				fail(fmt.Errorf("savepoint: %w", err))
 				return
@@ -391,6 +396,7 @@ func (s *sqliteStore) commit(batch []*writeReq) {
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
+	s.commits.Add(1)
 	for i, r := range batch {
 		r.done <- errs[i]
 	}
@@ -411,7 +417,7 @@ func (s *sqliteStore) view(ctx context.Context, fn func(tx storeTx) error) error
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&sqlTx{ctx: ctx, tx: tx})
+	return fn(&sqlTx{ctx: ctx, tx: tx, cache: s.rc})
 }
 
 func (s *sqliteStore) close() error {
@@ -424,14 +430,15 @@ func (s *sqliteStore) close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	<-s.stopped
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.wc.close(), s.rc.close(), s.r.Close(), s.w.Close())
 }
 
 // ---- transactions ----
 
 type sqlTx struct {
-	ctx context.Context
-	tx  *sql.Tx
+	ctx   context.Context
+	tx    *sql.Tx
+	cache *stmtCache
 }
 
 func ms(t time.Time) int64 {
@@ -449,13 +456,68 @@ func fromMs(v int64) time.Time {
 }
 
 func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(t.ctx, q, args...)
+	st, err := t.cache.get(t.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
+}
+
+func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
+	st, err := t.cache.get(t.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
+}
+
+func (t *sqlTx) queryRow(q string, args ...any) *sql.Row {
+	st, err := t.cache.get(t.ctx, q)
+	if err != nil {
+		return t.tx.QueryRowContext(t.ctx, q, args...) // reports the same error through Scan
+	}
+	return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
+}
+
+// stmtCache keeps each statement prepared once per pool: parsing SQL costs more CPU than running
+// these small statements, and the writer's CPU bounds the commit rate.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, m: map[string]*sql.Stmt{}} }
+
+func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.m[q]; st != nil {
+		return st, nil
+	}
+	st, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	c.m[q] = st
+	return st, nil
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
 }
 
 func (t *sqlTx) device(id string) (deviceRow, bool, error) {
 	var d deviceRow
 	var upd int64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT device_id, generation_id, etag, status, status_reason,
+	err := t.queryRow(`SELECT device_id, generation_id, etag, status, status_reason,
 		primary_key, secondary_key, next_seq, updated_at FROM devices WHERE device_id = ?`, id).
 		Scan(&d.ID, &d.GenerationID, &d.ETag, &d.Status, &d.StatusReason, &d.PrimaryKey, &d.SecondaryKey, &d.NextSeq, &upd)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -466,7 +528,7 @@ func (t *sqlTx) device(id string) (deviceRow, bool, error) {
 }
 
 func (t *sqlTx) devices() ([]deviceRow, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT device_id, generation_id, etag, status, status_reason,
+	rows, err := t.query(`SELECT device_id, generation_id, etag, status, status_reason,
 		primary_key, secondary_key, next_seq, updated_at FROM devices ORDER BY device_id`)
 	if err != nil {
 		return nil, err
@@ -517,7 +579,7 @@ func (t *sqlTx) deleteDevice(id string) error {
 }
 
 func (t *sqlTx) policies() ([]Policy, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, primary_key, secondary_key, rights FROM policies ORDER BY name`)
+	rows, err := t.query(`SELECT name, primary_key, secondary_key, rights FROM policies ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -543,12 +605,12 @@ func (t *sqlTx) insertPolicy(p Policy) error {
 
 func (t *sqlTx) pendingCount(deviceID string) (int, error) {
 	var n int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM messages WHERE device_id = ?`, deviceID).Scan(&n)
+	err := t.queryRow(`SELECT COUNT(*) FROM messages WHERE device_id = ?`, deviceID).Scan(&n)
 	return n, err
 }
 
 func (t *sqlTx) pendingCounts() (map[string]int, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT device_id, COUNT(*) FROM messages GROUP BY device_id`)
+	rows, err := t.query(`SELECT device_id, COUNT(*) FROM messages GROUP BY device_id`)
 	if err != nil {
 		return nil, err
 	}
@@ -615,7 +677,7 @@ func scanMsgs(rows *sql.Rows) ([]msgRow, error) {
 }
 
 func (t *sqlTx) queryMsgs(q string, args ...any) ([]msgRow, error) {
-	rows, err := t.tx.QueryContext(t.ctx, q, args...)
+	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -648,7 +710,7 @@ func (t *sqlTx) byMessageID(deviceID, messageID string) (msgRow, bool, error) {
 	var s msgRow
 	var props string
 	var enq, exp, at int64
-	err = t.tx.QueryRowContext(t.ctx, `SELECT device_id, seq, message_id, correlation_id, ack, properties,
+	err = t.queryRow(`SELECT device_id, seq, message_id, correlation_id, ack, properties,
 		enqueued_at, expires_at, delivery_count, state, outcome, reason, settled_at FROM settled
 		WHERE device_id = ? AND message_id = ? ORDER BY seq DESC LIMIT 1`, deviceID, messageID).
 		Scan(&s.DeviceID, &s.Seq, &s.MessageID, &s.CorrelationID, &s.Ack, &props, &enq, &exp,
@@ -717,7 +779,7 @@ func (t *sqlTx) invisible() ([]msgRow, error) {
 
 func (t *sqlTx) minTime(q string, args ...any) (time.Time, error) {
 	var v sql.NullInt64
-	if err := t.tx.QueryRowContext(t.ctx, q, args...).Scan(&v); err != nil {
+	if err := t.queryRow(q, args...).Scan(&v); err != nil {
 		return time.Time{}, err
 	}
 	return fromMs(v.Int64), nil
@@ -755,14 +817,14 @@ func (t *sqlTx) insertRecord(r iothub.FeedbackRecord, createdAt time.Time) error
 func (t *sqlTx) unbatched() (int, time.Time, error) {
 	var n int
 	var oldest sql.NullInt64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*), MIN(created_at) FROM feedback_records WHERE batch_id IS NULL`).
+	err := t.queryRow(`SELECT COUNT(*), MIN(created_at) FROM feedback_records WHERE batch_id IS NULL`).
 		Scan(&n, &oldest)
 	return n, fromMs(oldest.Int64), err
 }
 
 func (t *sqlTx) maxBatchID() (int64, error) {
 	var v sql.NullInt64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT MAX(id) FROM feedback_batches`).Scan(&v)
+	err := t.queryRow(`SELECT MAX(id) FROM feedback_batches`).Scan(&v)
 	return v.Int64, err
 }
 
@@ -783,7 +845,7 @@ func (t *sqlTx) formBatch(b batchRow, limit int) (int, error) {
 const batchCols = `id, enqueued_at, expires_at, delivery_count, lock_token, locked_until`
 
 func (t *sqlTx) queryBatches(q string, args ...any) ([]batchRow, error) {
-	rows, err := t.tx.QueryContext(t.ctx, q, args...)
+	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -821,7 +883,7 @@ func (t *sqlTx) batchByToken(token string) (batchRow, bool, error) {
 }
 
 func (t *sqlTx) batchRecords(id int64) ([]iothub.FeedbackRecord, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT device_id, original_message_id, generation_id,
+	rows, err := t.query(`SELECT device_id, original_message_id, generation_id,
 		enqueued_at, status, description, reason, delivery_count, correlation_id
 		FROM feedback_records WHERE batch_id = ? ORDER BY id`, id)
 	if err != nil {
@@ -898,7 +960,7 @@ func (t *sqlTx) unlockAllBatches() (int64, error) {
 
 func (t *sqlTx) pendingFeedback() (int, error) {
 	var n int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM feedback_records`).Scan(&n)
+	err := t.queryRow(`SELECT COUNT(*) FROM feedback_records`).Scan(&n)
 	return n, err
 }
 

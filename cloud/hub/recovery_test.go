@@ -1,0 +1,212 @@
+package hub
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+func TestRecoveryAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	h := openHub(t, dir, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m0", Ack: iothub.AckFull})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	exp := time.Now().Add(time.Second)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m2", Ack: iothub.AckNegative, ExpiryTimeUTC: &exp})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "") // m0 → feedback
+	m1 := c.next(t)                                                 // m1 stays Invisible
+	c.next(t)                                                       // m2 too, until the restart
+	fb, err := h.ReceiveFeedback(ctxT(t))                           // locked for 60 s, never completed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := openHub(t, dir, cfg)
+	q, err := h2.Queue(context.Background(), "dev1")
+	if err != nil || len(q) != 2 || q[0].MessageID != "m1" || q[0].State != iothub.StateEnqueued || q[0].DeliveryCount != 1 {
+		t.Fatalf("queue after restart: %+v, %v", q, err)
+	}
+	// The feedback batch was unlocked by recovery: no need to wait for its 60 s lock.
+	fb2, err := h2.ReceiveFeedback(ctxT(t))
+	if err != nil || len(fb2.Records) != 1 || fb2.Records[0].OriginalMessageID != "m0" || fb2.LockToken == fb.LockToken {
+		t.Fatalf("feedback after restart: %+v, %v", fb2, err)
+	}
+	if err := h2.CompleteFeedback(context.Background(), fb2.LockToken); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, h2.Settle(context.Background(), "dev1", m1.LockToken, iothub.DispositionComplete, ""), ErrLockLost, iothub.CodeDeviceMessageLockLost)
+	// m2's TTL timer was rearmed from the stored deadline, with nobody connected.
+	if st := waitSettled(t, h2, "dev1", "m2"); st.Outcome != iothub.StatusExpired {
+		t.Fatalf("m2 after restart: %+v", st)
+	}
+	if recs := receiveRecords(t, h2, 1); recs[0].OriginalMessageID != "m2" || recs[0].StatusCode != iothub.StatusExpired {
+		t.Fatalf("records %+v", recs)
+	}
+	c2 := newConn("dev1")
+	h2.Attach(c2)
+	m := c2.next(t)
+	if m.MessageID != "m1" {
+		t.Fatalf("redelivered %s", m.MessageID)
+	}
+	settle(t, h2, "dev1", m, iothub.DispositionComplete, "")
+	if st := waitSettled(t, h2, "dev1", "m1"); st.DeliveryCount != 2 {
+		t.Fatalf("m1: %+v", st)
+	}
+}
+
+const crashEnv = "C2D_HUB_CRASH_CHILD"
+
+// TestCrashLosesNothingAcknowledged runs a hub in a child process that sends (and completes, with
+// feedback) as fast as it can, printing each acknowledged send and each acknowledged completion;
+// kills it with SIGKILL at a random moment; reopens the store and checks that every acknowledged
+// send is there, every acknowledged completion is Completed, and no feedback record exists twice.
+func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	if dir := os.Getenv(crashEnv); dir != "" {
+		crashChild(dir)
+		return
+	}
+	if testing.Short() {
+		t.Skip("spawns a child process")
+	}
+	dir := t.TempDir()
+	h, err := Open(context.Background(), dir, crashConfig(), Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDevice(t, h, "dev1")
+	h.Close()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashLosesNothingAcknowledged$")
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sent, done := map[string]bool{}, map[string]bool{}
+	start := time.Now()
+	sc := bufio.NewScanner(out)
+	killAfter := 50 + rand.IntN(200) // acknowledged lines before the kill: a random moment
+	lines := 0
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		switch f[0] {
+		case "sent":
+			sent[f[1]] = true
+		case "done":
+			done[f[1]] = true
+		}
+		if lines++; lines == killAfter {
+			cmd.Process.Signal(syscall.SIGKILL)
+		}
+	}
+	cmd.Wait()
+	if lines < killAfter {
+		t.Fatalf("child printed only %d lines before exiting", lines)
+	}
+	t.Logf("killed after %d acknowledged sends and %d acknowledged completions (%v)", len(sent), len(done), time.Since(start))
+
+	h2 := openHub(t, dir, crashConfig())
+	ctx := context.Background()
+	for id := range sent {
+		st, err := h2.MessageStatus(ctx, "dev1", id)
+		if err != nil {
+			t.Fatalf("acknowledged message %s lost: %v", id, err)
+		}
+		if done[id] && st.State != iothub.StateCompleted {
+			t.Fatalf("acknowledged completion of %s lost: %+v", id, st)
+		}
+	}
+	// Feedback: every completion that committed has exactly one record.
+	seen := map[string]int{}
+	for {
+		fctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		b, err := h2.ReceiveFeedback(fctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		for _, r := range b.Records {
+			seen[r.OriginalMessageID]++
+		}
+		if err := h2.CompleteFeedback(ctx, b.LockToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%d feedback records for %s", n, id)
+		}
+	}
+	for id := range done {
+		if seen[id] != 1 {
+			t.Fatalf("acknowledged completion of %s has %d feedback records", id, seen[id])
+		}
+	}
+}
+
+func crashConfig() Config {
+	c := testConfig()
+	c.MaxQueueDepth = 100000
+	c.FeedbackInterval = 20 * time.Millisecond
+	return c
+}
+
+// crashChild is the child side: it never returns normally (the parent kills it).
+func crashChild(dir string) {
+	h, err := Open(context.Background(), dir, crashConfig(), Events{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	var outMu sync.Mutex
+	say := func(kind, id string) {
+		outMu.Lock()
+		fmt.Fprintln(os.Stdout, kind, id)
+		outMu.Unlock()
+	}
+	c := newConn("dev1")
+	h.Attach(c)
+	go func() {
+		for m := range c.ch {
+			if err := h.Settle(context.Background(), "dev1", m.LockToken, iothub.DispositionComplete, ""); err == nil {
+				say("done", m.MessageID)
+			}
+		}
+	}()
+	for w := range 4 {
+		go func() {
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				if _, err := h.Send(context.Background(), "dev1", iothub.SendRequest{MessageID: id, Ack: iothub.AckFull}); err == nil {
+					say("sent", id)
+				}
+			}
+		}()
+	}
+	time.Sleep(60 * time.Second) // the parent kills us long before; this only bounds a stray child
+	os.Exit(3)
+}
