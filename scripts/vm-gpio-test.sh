@@ -162,7 +162,7 @@ rm -rf "$stage" && mkdir -p "$stage"/{bin,dev,proc,sys,tmp,root,lib/modules,test
 : >"$stage/tests/order"
 for p in "${pkgs[@]}"; do
 	name=$(echo "${p#./}" | tr / -).test
-	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go test -c -tags vmgpio -trimpath -o "$stage/tests/$name" "$p") ||
+	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go test -c -tags vmgpio -trimpath -ldflags '-s -w' -o "$stage/tests/$name" "$p") ||
 		die "build $p"
 	# Only the VM tests (TestVM*): a package's ordinary unit tests already ran on the host.
 	echo "$name -test.run=^TestVM -test.v -test.count=1 -test.timeout=120s" >>"$stage/tests/order"

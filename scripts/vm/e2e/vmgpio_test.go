@@ -150,11 +150,13 @@ type hub struct {
 	data string
 	ep   server.Endpoints
 	api  *apiclient.Client
+	// settled: every message sent with send, and the outcome the hub reported for it.
+	settled map[string]iothub.FeedbackStatus
 }
 
 func startHub(t *testing.T) *hub {
 	t.Helper()
-	h := &hub{data: filepath.Join(t.TempDir(), "hub")}
+	h := &hub{data: filepath.Join(t.TempDir(), "hub"), settled: map[string]iothub.FeedbackStatus{}}
 	p := start(t, "c2d-hub", nil, "serve", "--data", h.data, "--hostname", "hub.local",
 		"--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mqtts", "off", "--https", "off", "--ws", "off", "--wss", "off")
 	waitFor(t, 30*time.Second, "c2d-hub's endpoints.json", func() bool {
@@ -206,6 +208,7 @@ func (h *hub) send(t *testing.T, device string, props ...string) iothub.MessageS
 	if st.Outcome == "" {
 		t.Fatalf("message %v not settled within 45s: state %s", props, st.State)
 	}
+	h.settled[st.MessageID] = st.Outcome
 	return st
 }
 
@@ -534,6 +537,41 @@ ready:
 			t.Errorf("lines moved for a rejected message: %v", m)
 		}
 		ledQuietFor(t)
+	})
+
+	t.Run("feedback reaches the operator", func(t *testing.T) {
+		// Every message above asked for full acknowledgement: the operator's feedback receiver
+		// gets one record per message, with the outcome the status API reported.
+		got := map[string]iothub.FeedbackRecord{}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(got) < len(h.settled) && time.Now().Before(deadline) {
+			ctx := ctxT(t, 20*time.Second)
+			b, err := h.api.ReceiveFeedback(ctx, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b == nil {
+				continue
+			}
+			for _, r := range b.Records {
+				got[r.OriginalMessageID] = r
+			}
+			if err := h.api.CompleteFeedback(ctx, b.LockToken); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for id, want := range h.settled {
+			r, ok := got[id]
+			switch {
+			case !ok:
+				t.Errorf("no feedback record for message %s (outcome %s)", id, want)
+			case r.StatusCode != want:
+				t.Errorf("feedback for %s: %s, the status API said %s", id, r.StatusCode, want)
+			case want == iothub.StatusRejected && !strings.Contains(r.Reason, "GPIO18"):
+				t.Errorf("feedback for the rejected message: reason %q, want it to name GPIO18", r.Reason)
+			}
+		}
+		t.Logf("%d feedback records for %d messages", len(got), len(h.settled))
 	})
 
 	t.Run("SIGTERM mid-blink leaves every output safe", func(t *testing.T) {
