@@ -31,7 +31,11 @@ build() { # package debarch gotarget
   # nfpm does not expand variables in source paths: render the recipe first.
   sed -e "s#src: dist/#src: $bindir/#" -e "s#\${GOTARGET}#$3#g" -e "s#\${ARCH}#$2#g" \
       -e "s#\${VERSION}#$VERSION#g" "scripts/deb/$1.yaml" > "$recipe"
-  nfpm package --config "$recipe" --packager deb --target "$out/${1}_${VERSION}_$2.deb" >/dev/null
+  local log
+  if ! log=$(nfpm package --config "$recipe" --packager deb --target "$out/${1}_${VERSION}_$2.deb" 2>&1); then
+    echo "package-deb: nfpm failed for $1 $2: $log" >&2
+    exit 1
+  fi
   rm -f "$recipe"
   echo "packaged $out/${1}_${VERSION}_$2.deb"
 }
