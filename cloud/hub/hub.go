@@ -163,7 +163,9 @@ func (h *Hub) recover(ctx context.Context) error {
 func (h *Hub) Close() error {
 	err := ErrClosed
 	h.closeOnce.Do(func() {
+		h.mu.Lock() // kick adds to wg under h.mu: no Add can race the Wait below
 		close(h.done)
+		h.mu.Unlock()
 		h.wg.Wait()
 		err = h.st.close()
 	})

@@ -347,7 +347,7 @@ func (h *Hub) releaseTokens(deviceID string, tokens []string) error {
 func (h *Hub) kick(id string) {
 	h.mu.Lock()
 	ds := h.devs[id]
-	if ds == nil || ds.detached || ds.broken {
+	if ds == nil || ds.detached || ds.broken || h.closed() {
 		h.mu.Unlock()
 		return
 	}
@@ -357,8 +357,8 @@ func (h *Hub) kick(id string) {
 		return
 	}
 	ds.running = true
-	h.mu.Unlock()
 	h.wg.Add(1)
+	h.mu.Unlock()
 	go h.dispatch(ds)
 }
 
