@@ -113,7 +113,7 @@ func BenchmarkSendToComplete(b *testing.B) {
 		b.Fatal(err)
 	}
 	got := make(chan time.Time, 16)
-	o := paho.NewClientOptions().AddBroker("tcp://"+s.Endpoints().MQTT).SetClientID("pi").
+	o := paho.NewClientOptions().AddBroker("tcp://" + s.Endpoints().MQTT).SetClientID("pi").
 		SetUsername(iothub.FormatUsername("bench.local", "pi", "", nil)).SetPassword(tok).
 		SetCleanSession(false).SetAutoReconnect(false).
 		SetDefaultPublishHandler(func(_ paho.Client, _ paho.Message) { got <- time.Now() })

@@ -27,6 +27,9 @@ import (
 	"github.com/c2d-project/c2d/internal/version"
 )
 
+// noticeFile marks a data directory whose first-start notice was printed.
+const noticeFile = ".first-start-notice"
+
 // EndpointsFile is written to the data directory once every listener is bound.
 const EndpointsFile = "endpoints.json"
 
@@ -124,7 +127,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err := os.Remove(epPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale %s: %w", epPath, err)
 	}
-	_, statErr := os.Stat(filepath.Join(cfg.DataDir, "hub.db"))
+	// The first-start notice is shown until one start got as far as printing it (a first start
+	// that failed on a busy port must not swallow it).
+	noticePath := filepath.Join(cfg.DataDir, noticeFile)
+	_, statErr := os.Stat(noticePath)
 	firstStart := errors.Is(statErr, os.ErrNotExist)
 
 	// TLS material before anything listens: a bad certificate must fail start-up.
@@ -214,6 +220,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 
 	if firstStart {
 		s.printFirstStart(stdout)
+		if err = writeFileAtomic(noticePath, []byte("the first-start notice was printed\n"), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	b, _ := json.MarshalIndent(s.ep, "", "  ")
 	if err = writeFileAtomic(epPath, append(b, '\n'), 0o644); err != nil {
