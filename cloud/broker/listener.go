@@ -31,6 +31,7 @@ type tcpListener struct {
 	ln     net.Listener
 	log    *slog.Logger
 	closed bool
+	conns  tracker
 }
 
 func newTCPListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *tcpListener {
@@ -79,8 +80,13 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			}
 			return
 		}
+		if !l.conns.add(c) {
+			_ = c.Close()
+			return
+		}
 		_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 		go func() {
+			defer l.conns.done(c)
 			if err := establish(l.id, c); err != nil {
 				l.log.Debug("connection ended", "remote", c.RemoteAddr().String(), "error", err)
 			}
@@ -98,6 +104,7 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 		_ = ln.Close()
 	}
 	closeClients(l.id)
+	l.conns.closeAll()
 }
 
 // wsListener serves MQTT over WebSockets (binary frames, subprotocol "mqtt") at WebSocketPath,
@@ -113,6 +120,7 @@ type wsListener struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	closed   bool
+	conns    tracker
 }
 
 func newWSListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *wsListener {
@@ -169,6 +177,10 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 		}
 		defer ws.Close()
 		nc := &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+		if !l.conns.add(nc) {
+			return
+		}
+		defer l.conns.done(nc)
 		_ = nc.SetDeadline(time.Now().Add(l.connectTimeout))
 		if err := establish(l.id, nc); err != nil {
 			l.log.Debug("connection ended", "remote", r.RemoteAddr, "error", err)
@@ -207,6 +219,53 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		}
 	}
 	closeClients(l.id)
+	l.conns.closeAll()
+}
+
+// tracker knows a listener's live connections. Close closes them all and waits for their
+// goroutines: mochi's Server.Close waits on a WaitGroup that each connection goroutine joins
+// itself (Add inside the goroutine), so no connection goroutine may still be starting when it
+// waits — and a client in the middle of CONNECT, unknown to mochi's client list, is ended too.
+type tracker struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+func (t *tracker) add(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if t.conns == nil {
+		t.conns = map[net.Conn]struct{}{}
+	}
+	t.conns[c] = struct{}{}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) done(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	cs := make([]net.Conn, 0, len(t.conns))
+	for c := range t.conns {
+		cs = append(cs, c)
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
+	t.wg.Wait()
 }
 
 // wsConn is a WebSocket connection as a byte stream (net.Conn): MQTT packets may span frames and a
