@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -43,6 +44,18 @@ func TestConnectAuthentication(t *testing.T) {
 	ghost := iothub.Device{DeviceID: "ghost"}
 	ghost.Authentication.SymmetricKey.PrimaryKey = other.Authentication.SymmetricKey.PrimaryKey
 
+	policyToken := func(name string) string {
+		p, ok := e.hub.Policy(name)
+		if !ok {
+			t.Fatalf("no %s policy", name)
+		}
+		tok, err := iothub.ServiceConnectionString{HostName: testHost, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey}.Token(time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+
 	for _, tc := range []struct {
 		name string
 		dev  iothub.Device
@@ -55,6 +68,8 @@ func TestConnectAuthentication(t *testing.T) {
 		{"bare username", good, clientOpts{username: testHost + "/good/"}, nil},
 		{"username with model-id", good, clientOpts{username: testHost + "/good/?api-version=2021-04-12&DeviceClientType=azure-iot-device%2F1.0&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1"}, nil},
 		{"extension opt-in", good, clientOpts{extension: true}, nil},
+		{"device policy token", good, clientOpts{password: policyToken("device")}, nil},
+		{"service policy token", good, clientOpts{password: policyToken("service")}, pahopackets.ErrorRefusedBadUsernameOrPassword},
 		{"garbage token", good, clientOpts{password: "SharedAccessSignature nonsense"}, pahopackets.ErrorRefusedBadUsernameOrPassword},
 		{"expired token", good, clientOpts{password: expiredToken(t, good)}, pahopackets.ErrorRefusedBadUsernameOrPassword},
 		{"another device's key", good, clientOpts{password: token(t, good, other.Authentication.SymmetricKey.PrimaryKey, time.Hour)}, pahopackets.ErrorRefusedBadUsernameOrPassword},
@@ -85,8 +100,8 @@ func TestConnectAuthentication(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(failed) != 7 {
-		t.Errorf("AuthFailed called for %q, want 7 refusals", failed)
+	if len(failed) != 8 {
+		t.Errorf("AuthFailed called for %q, want 8 refusals", failed)
 	}
 	if strings.Contains(e.logs.String(), "sig=") {
 		t.Errorf("a SAS token reached the log:\n%s", e.logs.String())
@@ -578,4 +593,66 @@ func expiredToken(t *testing.T, d iothub.Device) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+func TestModuleGetsNoCloudToDevice(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("gw")
+	dev := e.connect(d, clientOpts{})
+	dev.subscribeC2D("gw")
+
+	tok, err := iothub.NewSASToken(iothub.DeviceResource(testHost, "gw", "sensor"), d.Authentication.SymmetricKey.PrimaryKey, "", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := e.connect(d, clientOpts{clientID: "gw/sensor", username: iothub.FormatUsername(testHost, "gw", "sensor", nil), password: tok})
+	if g := mod.subscribe(iothub.DeviceBoundFilter("gw"), 1); g != 0x80 {
+		t.Errorf("module subscribing to its device's C2D filter: granted 0x%02x", g)
+	}
+	if err := mod.publish("devices/gw/modules/sensor/messages/events/", 1, []byte("t=21")); err != nil {
+		t.Errorf("module telemetry: %v", err)
+	}
+	// The module session neither replaced nor disturbed the device's.
+	res := e.send("gw", iothub.SendRequest{Body: []byte("to the device")})
+	if _, msg := dev.next(); msg.MessageID != res.MessageID {
+		t.Fatalf("device got %q", msg.MessageID)
+	}
+	if st := e.settled("gw", res.MessageID); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("%+v", st)
+	}
+	if n := e.b.Connected(); n != 2 {
+		t.Errorf("Connected() = %d, want 2 (device and module)", n)
+	}
+}
+
+func TestDeletedDeviceIsDroppedAndEventsReported(t *testing.T) {
+	type ev struct {
+		kind, device string
+	}
+	evs := make(chan ev, 10)
+	e := newEnv(t, envOpt{opts: func(o *broker.Options) {
+		o.Events.Connected = func(d, _ string) { evs <- ev{"connected", d} }
+		o.Events.Disconnected = func(d, _ string, _ error) { evs <- ev{"disconnected", d} }
+	}})
+	d := e.device("doomed")
+	cl := e.connect(d, clientOpts{})
+	cl.subscribeC2D("doomed")
+	if err := e.hub.DeleteDevice(context.Background(), "doomed", "*"); err != nil {
+		t.Fatal(err)
+	}
+	cl.waitLost()
+	for _, want := range []ev{{"connected", "doomed"}, {"disconnected", "doomed"}} {
+		select {
+		case got := <-evs:
+			if got != want {
+				t.Fatalf("event %+v, want %+v", got, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("no %+v event", want)
+		}
+	}
+	again := e.dial(d, clientOpts{})
+	if err := again.tok.Error(); !errors.Is(err, pahopackets.ErrorRefusedNotAuthorised) {
+		t.Fatalf("reconnect of a deleted device: %v", err)
+	}
 }
