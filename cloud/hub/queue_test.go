@@ -571,3 +571,104 @@ func TestClosedHub(t *testing.T) {
 		t.Fatalf("GetDevice after Close: %v", err)
 	}
 }
+
+func TestConcurrentSendsRespectQueueDepth(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxQueueDepth = 10
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	const senders = 25
+	type result struct {
+		seq int64
+		err error
+	}
+	results := make(chan result, senders)
+	for i := range senders {
+		go func() {
+			r, err := h.Send(context.Background(), "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i)})
+			results <- result{r.SequenceNumber, err}
+		}()
+	}
+	seqs := map[int64]bool{}
+	full := 0
+	for range senders {
+		r := <-results
+		switch {
+		case r.err == nil:
+			if seqs[r.seq] {
+				t.Fatalf("sequence number %d given twice", r.seq)
+			}
+			seqs[r.seq] = true
+		case errors.Is(r.err, ErrQueueFull):
+			full++
+		default:
+			t.Fatal(r.err)
+		}
+	}
+	if len(seqs) != 10 || full != senders-10 {
+		t.Fatalf("%d accepted, %d refused as full", len(seqs), full)
+	}
+	for s := int64(1); s <= 10; s++ {
+		if !seqs[s] {
+			t.Fatalf("sequence numbers %v: %d missing", seqs, s)
+		}
+	}
+	q, _ := h.Queue(context.Background(), "dev1")
+	if len(q) != 10 {
+		t.Fatalf("queue holds %d", len(q))
+	}
+}
+
+func TestEvents(t *testing.T) {
+	type ev struct {
+		kind, dev string
+		outcome   iothub.FeedbackStatus
+		connected bool
+	}
+	ch := make(chan ev, 100)
+	cfg := testConfig()
+	h, err := Open(context.Background(), t.TempDir(), cfg, Events{
+		Sent:      func(d string) { ch <- ev{kind: "sent", dev: d} },
+		Delivered: func(d string) { ch <- ev{kind: "delivered", dev: d} },
+		Settled: func(d string, o iothub.FeedbackStatus, took time.Duration) {
+			if took < 0 {
+				t.Errorf("negative send-to-settle %v", took)
+			}
+			ch <- ev{kind: "settled", dev: d, outcome: o}
+		},
+		Abandoned: func(d string) { ch <- ev{kind: "abandoned", dev: d} },
+		Connected: func(d string, c bool) { ch <- ev{kind: "connected", dev: d, connected: c} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	settle(t, h, "dev1", c.next(t), iothub.DispositionAbandon, "")
+	settle(t, h, "dev1", c.next(t), iothub.DispositionReject, "no")
+	waitSettled(t, h, "dev1", "m1")
+	h.Detach(c)
+	want := []ev{
+		{kind: "connected", dev: "dev1", connected: true},
+		{kind: "sent", dev: "dev1"},
+		{kind: "delivered", dev: "dev1"},
+		{kind: "abandoned", dev: "dev1"},
+		{kind: "delivered", dev: "dev1"},
+		{kind: "settled", dev: "dev1", outcome: iothub.StatusRejected},
+		{kind: "connected", dev: "dev1", connected: false},
+	}
+	for i, w := range want {
+		select {
+		case got := <-ch:
+			// "sent" and the first "delivered" may swap: delivery can start before Send returns.
+			if got != w && !(i <= 2 && (got.kind == "sent" || got.kind == "delivered")) {
+				t.Fatalf("event %d = %+v, want %+v", i, got, w)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("event %d (%+v) missing", i, w)
+		}
+	}
+}
