@@ -350,8 +350,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}()
 	}
-	wg.Wait()
-	err := s.closeAll()
+	closed := make(chan error, 1)
+	go func() {
+		wg.Wait()
+		closed <- s.closeAll()
+	}()
+	var err error
+	select {
+	case err = <-closed:
+	case <-ctx.Done():
+		// Better a bounded stop than a hung one: every acknowledged write is already durable.
+		err = fmt.Errorf("shutdown: listeners or store still closing after the deadline: %w", ctx.Err())
+	}
 	_ = os.Remove(filepath.Join(s.cfg.DataDir, EndpointsFile))
 	if err != nil {
 		return err

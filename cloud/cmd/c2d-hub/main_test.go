@@ -411,3 +411,39 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("no shutdown log:\n%s", p.stderr.String())
 	}
 }
+
+// Flags override the config file, which overrides the defaults.
+func TestFlagsOverrideConfig(t *testing.T) {
+	data := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "hub.yaml")
+	body := "hostname: from-config.example\nlisten:\n  mqtt: \"off\"\n  mqtts: \"off\"\n  http: \"off\"\n  https: 127.0.0.1:0\nlog:\n  format: json\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, data, nil, "--data", data, "--config", cfg, "--hostname", "from-flag.example", "--http", "127.0.0.1:0")
+	if p.ep.HostName != "from-flag.example" {
+		t.Errorf("hostname %q: the flag must win over the file", p.ep.HostName)
+	}
+	if p.ep.HTTP == "" || p.ep.HTTPS == "" || p.ep.MQTT != "" || p.ep.MQTTS != "" {
+		t.Errorf("endpoints %+v: want http (flag) and https (file), no MQTT (file)", p.ep)
+	}
+	if !strings.Contains(p.stderr.String(), `"msg":"listening"`) {
+		t.Errorf("log.format json from the file not applied:\n%s", p.stderr.String())
+	}
+	// The generated certificate carries the flag's host name.
+	conn, err := tls.Dial("tcp", p.ep.HTTPS, &tls.Config{RootCAs: p.caPool(), ServerName: "from-flag.example"})
+	if err != nil {
+		t.Fatalf("TLS for the --hostname name: %v", err)
+	}
+	conn.Close()
+	// connection-string uses the running hub's host name.
+	if cs := p.connectionString("service"); cs.HostName != "from-flag.example" {
+		t.Errorf("connection-string HostName %q", cs.HostName)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d after SIGINT", code)
+	}
+}
