@@ -10,15 +10,22 @@
 package periphhw_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"periph.io/x/conn/v3/driver/driverreg"
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/host/v3/gpioioctl"
 
 	"github.com/c2d-project/c2d/hw"
 	"github.com/c2d-project/c2d/hw/hwtest"
@@ -26,7 +33,12 @@ import (
 	"github.com/c2d-project/c2d/scripts/vm/vmsim"
 )
 
-const scenarioEnv = "C2D_VMGPIO_SCENARIO"
+const (
+	scenarioEnv = "C2D_VMGPIO_SCENARIO"
+	// holdEnv makes this binary another consumer of a line: "gpiochipN:offset". It requests the
+	// line, prints "held", and keeps it until its stdin closes.
+	holdEnv = "C2D_VMGPIO_HOLD"
+)
 
 // Timing bounds for what the kernel saw. Timers never fire early, so the lower bound is tight (a
 // few ms for the latency of the Set that starts an interval); the upper bound is generous
@@ -126,7 +138,43 @@ func (r *rig) teardown() error {
 	return errors.Join(errs...)
 }
 
+// hold is the other consumer: it holds a line through periph's driver until stdin closes.
+func hold(spec string) error {
+	name, offText, ok := strings.Cut(spec, ":")
+	off, err := strconv.Atoi(offText)
+	if !ok || err != nil {
+		return fmt.Errorf("bad %s %q", holdEnv, spec)
+	}
+	if _, err := driverreg.Init(); err != nil {
+		return err
+	}
+	for _, c := range gpioioctl.Chips {
+		if c.Name() != name {
+			continue
+		}
+		l := c.ByNumber(off)
+		if l == nil {
+			return fmt.Errorf("%s has no line %d", name, off)
+		}
+		if err := l.Out(gpio.High); err != nil {
+			return err
+		}
+		fmt.Println("held")
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		l.Close()
+		return nil
+	}
+	return fmt.Errorf("no chip %s", name)
+}
+
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(holdEnv); spec != "" {
+		if err := hold(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "hold:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	scenario := os.Getenv(scenarioEnv)
 	if scenario == "" {
 		os.Exit(m.Run())
@@ -533,6 +581,55 @@ func TestVMInPi5(t *testing.T) {
 		}
 		onlyMoved(t, r.events(t)) // lamp resolved fine but must not have moved
 		wantValue(t, lamp, 0)     // still at its pull
+	})
+
+	t.Run("line held by another process: Open fails transiently and releases the rest", func(t *testing.T) {
+		busy := r.line("pinctrl-rp1", 5)
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), holdEnv+"="+busy.chip.ChipName+":5")
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { stdin.Close(); _ = cmd.Wait() }()
+		if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "held\n" {
+			t.Fatalf("holder said %q, %v", line, err)
+		}
+		wantValue(t, busy, 1)
+		r.resetTrace(t)
+		specs := []hw.OutputSpec{
+			{Name: "lamp", Kind: hw.KindGPIO, Pin: "GPIO27", Line: -1, Safe: true},
+			{Name: "valve", Kind: hw.KindGPIO, Pin: "GPIO5", Line: -1},
+		}
+		b, err := periphhw.Open(specs, periphhw.Options{})
+		if err == nil {
+			b.Close()
+			t.Fatal("Open succeeded on a line another process holds")
+		}
+		t.Logf("Open: %v", err)
+		var te *hw.TransientError
+		if !errors.As(err, &te) || !strings.Contains(err.Error(), "valve") {
+			t.Errorf("Open error %v: want a *hw.TransientError (EBUSY) naming valve", err)
+		}
+		// lamp was driven before valve failed; Open released it, so a fresh Open can take it.
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("holder: %v", err)
+		}
+		b2 := open(t, specs)
+		wantValue(t, lamp, 1)
+		wantValue(t, busy, 0)
+		if err := b2.Close(); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("unknown LED fails Open", func(t *testing.T) {
