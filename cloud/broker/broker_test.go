@@ -656,3 +656,20 @@ func TestDeletedDeviceIsDroppedAndEventsReported(t *testing.T) {
 		t.Fatalf("reconnect of a deleted device: %v", err)
 	}
 }
+
+func TestQoS0SubscriptionCompletesOnWrite(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("q0")
+	cl := e.connect(d, clientOpts{})
+	if g := cl.subscribe(iothub.DeviceBoundFilter("q0"), 0); g != 0 {
+		t.Fatalf("granted 0x%02x", g)
+	}
+	res := e.send("q0", iothub.SendRequest{Body: []byte("at most once")})
+	m, msg := cl.next()
+	if m.Qos() != 0 || msg.MessageID != res.MessageID {
+		t.Fatalf("got %q at QoS %d; a QoS 0 subscriber must get QoS 0", msg.MessageID, m.Qos())
+	}
+	if st := e.settled("q0", res.MessageID); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("%+v", st)
+	}
+}

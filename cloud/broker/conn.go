@@ -35,7 +35,7 @@ type conn struct {
 	ext      bool
 	log      *slog.Logger
 
-	out   chan packets.Packet
+	out   chan outbound
 	done  chan struct{}
 	timer *time.Timer // SAS token expiry
 
@@ -43,8 +43,10 @@ type conn struct {
 	pending   map[uint16]string // packet id of a delivery not yet PUBACKed → its lock token
 	lastPID   uint16
 	attached  bool // registered with the core (Attach called, Detach not yet)
+	qos0      bool // the device-bound subscription was granted QoS 0: at most once
 	ended     bool // disconnected or replaced: never attached again
 	attachOn  uint16
+	attachQoS byte
 	attachSet bool // attach once the SUBACK with packet id attachOn has been written
 }
 
@@ -57,7 +59,7 @@ func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
 		deviceID: info.DeviceID,
 		moduleID: info.ModuleID,
 		ext:      info.Extension,
-		out:      make(chan packets.Packet, writeQueue),
+		out:      make(chan outbound, writeQueue),
 		done:     make(chan struct{}),
 		pending:  map[uint16]string{},
 	}
@@ -90,6 +92,17 @@ func (c *conn) Deliver(m *iothub.Message) error {
 	if !c.attached {
 		return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, ErrNotAttached)
 	}
+	if c.qos0 {
+		// A QoS 0 subscriber gets no PUBACK to give: the message is completed once written
+		// (at most once, what the device asked for).
+		pk.FixedHeader.Qos = 0
+		select {
+		case c.out <- outbound{pk: pk, completeOnWrite: m.LockToken}:
+			return nil
+		default:
+			return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, errBacklog)
+		}
+	}
 	pid, ok := c.nextPID()
 	if !ok {
 		return fmt.Errorf("deliver message %q to %s: all 65535 packet ids are awaiting PUBACK", m.MessageID, c.deviceID)
@@ -97,13 +110,19 @@ func (c *conn) Deliver(m *iothub.Message) error {
 	pk.PacketID = pid
 	c.pending[pid] = m.LockToken
 	select {
-	case c.out <- pk:
+	case c.out <- outbound{pk: pk}:
 		c.lastPID = pid
 		return nil
 	default:
 		delete(c.pending, pid)
 		return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, errBacklog)
 	}
+}
+
+// outbound is one queued delivery.
+type outbound struct {
+	pk              packets.Packet
+	completeOnWrite string // QoS 0: the lock token to complete once the packet is written
 }
 
 // nextPID returns a packet id (1–65535) no outstanding delivery uses. c.mu held.
@@ -151,14 +170,21 @@ func (c *conn) writeLoop() {
 		select {
 		case <-c.done:
 			return
-		case pk := <-c.out:
+		case ob := <-c.out:
+			pk := ob.pk
 			err := c.cl.WritePacket(pk)
 			switch {
 			case err == nil:
+				if ob.completeOnWrite != "" {
+					c.b.settle(c, ob.completeOnWrite, iothub.DispositionComplete, "")
+				}
 			case errors.Is(err, packets.ErrPacketTooLarge):
 				// Only an MQTT 5 client announcing a small Maximum Packet Size gets here.
 				// Redelivering cannot help: dead-letter it with the reason.
-				lt, ok := c.acked(pk.PacketID)
+				lt, ok := ob.completeOnWrite, ob.completeOnWrite != ""
+				if !ok {
+					lt, ok = c.acked(pk.PacketID)
+				}
 				c.log.Warn("message larger than the device accepts; rejecting it", "topic_bytes", len(pk.TopicName),
 					"payload_bytes", len(pk.Payload), "device_max", c.cl.Properties.Props.MaximumPacketSize)
 				if ok {
@@ -215,17 +241,22 @@ func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 
 // attach registers the session with the core, unless it is already attached, has ended or has
 // been replaced.
-func (b *Broker) attach(c *conn) {
+func (b *Broker) attach(c *conn, qos byte) {
 	b.life.Lock()
 	defer b.life.Unlock()
 	c.mu.Lock()
-	if c.attached || c.ended || c.cl.Closed() {
+	if c.ended || c.cl.Closed() {
+		c.mu.Unlock()
+		return
+	}
+	c.qos0 = qos == 0 // a repeated SUBSCRIBE may change the QoS of an attached session
+	if c.attached {
 		c.mu.Unlock()
 		return
 	}
 	c.attached = true
 	c.mu.Unlock()
-	c.log.Info("device subscribed; delivering its queue", "extension", c.ext)
+	c.log.Info("device subscribed; delivering its queue", "extension", c.ext, "qos", qos)
 	b.core.Attach(c)
 }
 

@@ -20,7 +20,9 @@
 //     those SDKs connect: c2d never publishes there. Modules may connect and publish their own
 //     events; they get no cloud-to-device messages (as on Azure).
 //   - qosHook: Azure's QoS rules. QoS 2 subscriptions are granted QoS 1 (MaximumQos capability),
-//     and a QoS 2 PUBLISH closes the connection.
+//     and a QoS 2 PUBLISH closes the connection. Deliveries are QoS 1; a device that subscribed
+//     with QoS 0 gets them at QoS 0 (MQTT forbids more than granted) and, having no PUBACK to
+//     give, each is completed once written (at most once, what it asked for).
 //   - sessionHook: a session is attached to the core once its device-bound SUBACK is on the wire,
 //     or at once when a resumed persistent session (CleanSession=0) already holds that
 //     subscription (paho and the SDKs do not subscribe again on reconnect). Unsubscribe and

@@ -72,9 +72,9 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if c.moduleID != "" {
 		return
 	}
-	for filter := range cl.State.Subscriptions.GetAll() {
+	for filter, sub := range cl.State.Subscriptions.GetAll() {
 		if isDeviceBoundFilter(filter, c.deviceID) {
-			b.attach(c)
+			b.attach(c, min(sub.Qos, 1))
 			break
 		}
 	}
@@ -90,7 +90,7 @@ func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []b
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] <= 2 && isDeviceBoundFilter(f.Filter, c.deviceID) {
 			c.mu.Lock()
-			c.attachOn, c.attachSet = pk.PacketID, true
+			c.attachOn, c.attachQoS, c.attachSet = pk.PacketID, codes[i], true
 			c.mu.Unlock()
 			return
 		}
@@ -106,13 +106,13 @@ func (h *sessionHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte)
 		return
 	}
 	c.mu.Lock()
-	due := c.attachSet && c.attachOn == pk.PacketID
+	due, qos := c.attachSet && c.attachOn == pk.PacketID, c.attachQoS
 	if due {
 		c.attachSet = false
 	}
 	c.mu.Unlock()
 	if due {
-		h.b.attach(c)
+		h.b.attach(c, qos)
 	}
 }
 
