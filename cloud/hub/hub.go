@@ -59,7 +59,7 @@ type devState struct {
 	// guarded by Hub.mu
 	detached bool
 	broken   bool             // a Deliver failed: no more deliveries until the device attaches again
-	inflight map[string]int64 // lock token → seq
+	inflight map[string]time.Time // lock token → locked until
 	kicked   bool
 	running  bool
 }

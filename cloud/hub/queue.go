@@ -265,7 +265,7 @@ func (h *Hub) Attach(c Conn) {
 	if old != nil {
 		h.detach(old)
 	}
-	ds := &devState{id: id, conn: c, inflight: map[string]int64{}}
+	ds := &devState{id: id, conn: c, inflight: map[string]time.Time{}}
 	now := h.now()
 	h.mu.Lock()
 	h.devs[id] = ds
@@ -304,7 +304,7 @@ func (h *Hub) detach(ds *devState) {
 	for t := range ds.inflight {
 		tokens = append(tokens, t)
 	}
-	ds.inflight = map[string]int64{}
+	ds.inflight = map[string]time.Time{}
 	if h.devs[ds.id] == ds {
 		delete(h.devs, ds.id)
 		h.conns[ds.id] = connInfo{connected: false, updated: h.now()}
@@ -374,6 +374,14 @@ func (h *Hub) dispatch(ds *devState) {
 			return
 		}
 		ds.kicked = false
+		// An expired lock frees its slot. The timer normally removes it; this also covers a lock
+		// that expired before its delivery was recorded here.
+		now := h.now()
+		for tok, until := range ds.inflight {
+			if !until.After(now) {
+				delete(ds.inflight, tok)
+			}
+		}
 		free := h.cfg.MaxInFlight - len(ds.inflight)
 		h.mu.Unlock()
 		if free <= 0 {
@@ -447,7 +455,7 @@ func (h *Hub) deliver(ds *devState, locked []msgRow) {
 		}
 	} else {
 		for _, m := range locked {
-			ds.inflight[m.LockToken] = m.Seq
+			ds.inflight[m.LockToken] = m.LockedUntil
 		}
 		h.activity[ds.id] = h.now()
 		h.mu.Unlock()
