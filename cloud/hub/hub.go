@@ -58,7 +58,7 @@ type devState struct {
 
 	// guarded by Hub.mu
 	detached bool
-	broken   bool             // a Deliver failed: no more deliveries until the device attaches again
+	broken   bool                 // a Deliver failed: no more deliveries until the device attaches again
 	inflight map[string]time.Time // lock token → locked until
 	kicked   bool
 	running  bool
