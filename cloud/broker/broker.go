@@ -303,6 +303,13 @@ func (b *Broker) Close() error {
 		started := b.srv != nil
 		b.mu.Unlock()
 		b.cancel()
+		// Close the established sessions first: mochi's shutdown would send them a DISCONNECT,
+		// which MQTT 3.1.1 does not allow from a server.
+		b.mu.RLock()
+		for cl := range b.conns {
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+		b.mu.RUnlock()
 		if started {
 			// Closes the listeners, sends DISCONNECT (v5) and closes every client, and waits for
 			// every client goroutine: each one runs OnDisconnect, which detaches its session.
