@@ -269,6 +269,16 @@ func wantValue(t *testing.T, l line, want int) {
 	}
 }
 
+// where names a global GPIO number as the scenario's chip and line.
+func (r *rig) where(gpio int) string {
+	for _, c := range r.chips {
+		if gpio >= c.Base && gpio < c.Base+c.Lines {
+			return fmt.Sprintf("%s line %d", c.Label, gpio-c.Base)
+		}
+	}
+	return fmt.Sprintf("gpio %d", gpio)
+}
+
 // onlyMoved fails if any line other than those given had a value driven since the last reset,
 // and if any output line was read or switched to input (reading an output back re-requests it as
 // an input with pull-up on the character device).
@@ -281,9 +291,9 @@ func onlyMoved(t *testing.T, evs []vmsim.GPIOEvent, lines ...line) {
 	for _, e := range evs {
 		switch {
 		case e.Op == "get" || e.Op == "in":
-			t.Errorf("gpio %d was read or made an input (%v): outputs must never be read back", e.GPIO, e)
+			t.Errorf("%s was read or made an input (%v): outputs must never be read back", sim.where(e.GPIO), e)
 		case !allowed[e.GPIO]:
-			t.Errorf("gpio %d moved (%v) but only %v should have", e.GPIO, e, lines)
+			t.Errorf("%s moved (%s %d at %.6f) but only %v should have", sim.where(e.GPIO), e.Op, e.Value, e.At.Seconds(), lines)
 		}
 	}
 }
