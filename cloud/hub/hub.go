@@ -40,7 +40,8 @@ type Hub struct {
 	fbMu sync.Mutex
 	fbCh chan struct{} // closed (and replaced) when a feedback batch may have become available
 
-	timer *sweeper
+	timer  *sweeper
+	unlock func() // releases DATA/hub.lock
 }
 
 type connInfo struct {
@@ -89,8 +90,13 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openSQLite(ctx, dataDir, log)
 	if err != nil {
+		unlock()
 		return nil, err
 	}
 	h := &Hub{
@@ -103,8 +109,10 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		waiters:  map[waitKey]*waiter{},
 		fbCh:     make(chan struct{}),
 	}
+	h.unlock = unlock
 	if err := h.recover(ctx); err != nil {
 		st.close()
+		unlock()
 		return nil, err
 	}
 	h.timer = newSweeper(h)
@@ -168,6 +176,7 @@ func (h *Hub) Close() error {
 		h.mu.Unlock()
 		h.wg.Wait()
 		err = h.st.close()
+		h.unlock()
 	})
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -209,4 +210,19 @@ func crashChild(dir string) {
 	}
 	time.Sleep(60 * time.Second) // the parent kills us long before; this only bounds a stray child
 	os.Exit(3)
+}
+
+func TestSecondHubOnSameDataDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	h := openHub(t, dir, testConfig())
+	if _, err := Open(context.Background(), dir, testConfig(), Events{}); err == nil || !strings.Contains(err.Error(), "in use by another c2d-hub") {
+		t.Fatalf("second Open: %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "hub.db"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("hub.db mode %v, %v: it holds keys and must be private", fi.Mode(), err)
+	}
+	h.Close()
+	h2 := openHub(t, dir, testConfig())
+	h2.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -246,6 +247,13 @@ var migrations = []string{
 
 func openSQLite(ctx context.Context, dataDir string, log logger) (*sqliteStore, error) {
 	path := filepath.Join(dataDir, "hub.db")
+	// The database holds device and policy keys: create it private (SQLite gives its -wal and
+	// -shm files the database file's permissions).
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	} else {
+		f.Close()
+	}
 	// synchronous=FULL with WAL: every commit fsyncs the WAL before returning, so a returned
 	// commit survives power loss and kill -9.
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
