@@ -197,6 +197,14 @@ phase_begin "kernel modules"
 kmod_key=$(cat "$vmdir/kmod/Kbuild" "$vmdir/kmod/irq_sim-module.patch" | sha256sum | cut -c1-12)
 kmod=$cache/kmod-$abi-$kver-$kmod_key
 if [[ ! -f $kmod/gpio-sim.ko || ! -f $kmod/uleds.ko ]]; then
+	# The compiler the kernel was built with (gcc-12 on bookworm), named in the headers.
+	kcc=$(sed -n 's/^CC = .*[ )]\(gcc-[0-9][0-9]*\)$/\1/p' "$kdir/root/usr/src/linux-headers-$abi/.kernelvariables")
+	if [[ -n $kcc ]] && ! command -v "$kcc" >/dev/null; then
+		log "installing $kcc (the kernel's compiler)"
+		apt_update
+		apt-get "${apt_opts[@]}" install -y --no-install-recommends "$kcc" >"$cache/apt-install.log" 2>&1 ||
+			{ cat "$cache/apt-install.log" >&2; die "apt-get install $kcc"; }
+	fi
 	rm -rf "$kmod" && mkdir -p "$kmod"
 	cp "$vmdir/kmod/Kbuild" "$kmod/"
 	cp "$kdir/src/drivers/gpio/gpio-sim.c" "$kmod/gpio-sim-main.c"
