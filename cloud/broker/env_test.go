@@ -32,7 +32,7 @@ const wait = 10 * time.Second
 
 // env is a real hub core on a temp dir and a real broker on 127.0.0.1 ports.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	hub  *hub.Hub
 	b    *broker.Broker
 	logs *syncBuffer
@@ -43,7 +43,7 @@ type envOpt struct {
 	opts func(*broker.Options)
 }
 
-func newEnv(t *testing.T, o envOpt) *env {
+func newEnv(t testing.TB, o envOpt) *env {
 	t.Helper()
 	cfg := o.cfg
 	cfg.HostName = testHost
@@ -101,7 +101,7 @@ func (e *env) setStatus(d iothub.Device, s iothub.DeviceStatus) {
 	}
 }
 
-func token(t *testing.T, d iothub.Device, key string, ttl time.Duration) string {
+func token(t testing.TB, d iothub.Device, key string, ttl time.Duration) string {
 	t.Helper()
 	if key == "" {
 		key = d.Authentication.SymmetricKey.PrimaryKey
@@ -143,7 +143,7 @@ func (e *env) settled(id, mid string) iothub.MessageStatus {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for !cond() {
@@ -168,7 +168,7 @@ type clientOpts struct {
 }
 
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	c    paho.Client
 	msgs chan paho.Message
 	lost chan error
@@ -320,7 +320,7 @@ func (s *syncBuffer) String() string {
 }
 
 // selfSigned returns a server TLS config for 127.0.0.1 and a client config trusting it.
-func selfSigned(t *testing.T) (server, client *tls.Config) {
+func selfSigned(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
