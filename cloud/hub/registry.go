@@ -2,7 +2,11 @@ package hub
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -336,4 +340,29 @@ func (h *Hub) Status(ctx context.Context) (iothub.HubStatus, error) {
 	st.ConnectedDeviceCount = len(h.devs)
 	h.mu.Unlock()
 	return st, nil
+}
+
+// ReadPolicies reads the shared access policies from dataDir's store without opening the hub:
+// it works while a hub runs there (for `c2d-hub connection-string`). os.ErrNotExist (wrapped) when
+// no hub has started in dataDir yet.
+func ReadPolicies(ctx context.Context, dataDir string) ([]Policy, error) {
+	path := filepath.Join(dataDir, "hub.db")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("read policies: %w", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, fmt.Errorf("read policies from %s: %w", path, err)
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read policies from %s: %w", path, err)
+	}
+	defer tx.Rollback()
+	ps, err := (&sqlTx{ctx: ctx, tx: tx, cache: newStmtCache(db)}).policies()
+	if err != nil {
+		return nil, fmt.Errorf("read policies from %s: %w", path, err)
+	}
+	return ps, nil
 }

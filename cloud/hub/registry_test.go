@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +154,18 @@ func TestBuiltInPoliciesPersist(t *testing.T) {
 		}
 	}
 	owner, _ := h.Policy("iothubowner")
+	read, err := ReadPolicies(context.Background(), dir) // while the hub runs
+	if err != nil || len(read) != 5 || read[0].Name != "device" {
+		t.Fatalf("ReadPolicies = %+v, %v", read, err)
+	}
+	for _, p := range read {
+		if p.Name == "iothubowner" && (p.PrimaryKey != owner.PrimaryKey || !p.Has(DeviceConnect)) {
+			t.Fatalf("ReadPolicies iothubowner = %+v", p)
+		}
+	}
+	if _, err := ReadPolicies(context.Background(), t.TempDir()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ReadPolicies of an empty dir: %v", err)
+	}
 	h.Close()
 	h2 := openHub(t, dir, testConfig())
 	again, ok := h2.Policy("iothubowner")
