@@ -1,0 +1,370 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/apiclient"
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/cloud/server"
+	"github.com/c2d-project/c2d/hw/simhw"
+)
+
+var hubBin, agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "c2d-agent-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	hubBin, agentBin = filepath.Join(dir, "c2d-hub"), filepath.Join(dir, "c2d-agent")
+	for bin, pkg := range map[string]string{hubBin: "../../cloud/cmd/c2d-hub", agentBin: "../cmd/c2d-agent"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type hub struct {
+	ep  server.Endpoints
+	svc *apiclient.Client
+}
+
+func startHub(t *testing.T) *hub {
+	t.Helper()
+	data := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "hub.yaml")
+	must(t, os.WriteFile(cfg, []byte("queue:\n  lock_timeout: 5s\nfeedback:\n  interval: 50ms\n"), 0o644))
+	cmd := exec.Command(hubBin, "serve", "--data", data, "--config", cfg, "--log-level", "warn", "--hostname", "hub.test",
+		"--mqtt", "off", "--mqtts", "127.0.0.1:0", "--http", "off", "--https", "127.0.0.1:0")
+	var out syncBuf
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("c2d-hub output:\n%s", out.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	var ep server.Endpoints
+	for {
+		var err error
+		ep, err = server.ReadEndpoints(data)
+		if err == nil && ep.PID == cmd.Process.Pid {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("c2d-hub exited: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("c2d-hub not ready\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for endpoints.json, with a deadline
+	}
+	cs, err := exec.Command(hubBin, "connection-string", "--data", data, "--policy", "iothubowner").Output()
+	must(t, err)
+	owner, err := iothub.ParseServiceConnectionString(strings.TrimSpace(string(cs)))
+	must(t, err)
+	svc, err := apiclient.New(owner, apiclient.Options{Endpoint: "https://" + ep.HTTPS, CAFile: ep.CA})
+	must(t, err)
+	return &hub{ep: ep, svc: svc}
+}
+
+type board struct {
+	dir, config, state, log string
+}
+
+// newBoard creates the device on the hub and writes the board's files: connection string (0600),
+// config (sim backend, the hub's TLS port and CA).
+func newBoard(t *testing.T, h *hub, id string) *board {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	dev, err := h.svc.CreateDevice(ctx, id, "", "")
+	must(t, err)
+	dir := t.TempDir()
+	b := &board{dir: dir, config: filepath.Join(dir, "agent.yaml"), state: filepath.Join(dir, "outputs.json"), log: filepath.Join(dir, "transitions.jsonl")}
+	conn := iothub.DeviceConnectionString{HostName: h.ep.HostName, DeviceID: id, SharedAccessKey: dev.Authentication.SymmetricKey.PrimaryKey}
+	must(t, os.WriteFile(filepath.Join(dir, "connection-string"), []byte(conn.String()+"\n"), 0o600))
+	must(t, os.WriteFile(b.config, []byte(fmt.Sprintf(`connection:
+  connection_string_file: %s
+  broker_url: ssl://%s
+  ca_file: %s
+  reconnect_min: 50ms
+  reconnect_max: 500ms
+hardware:
+  backend: sim
+  sim: {state_file: %s, transition_log: %s}
+state_dir: %s
+outputs:
+  act: {led: ACT, actions: [on, off, toggle, blink], max_duration: 10s}
+  relay1: {pin: GPIO17, active_low: true, actions: [on, off, pulse], max_duration: 2h, min_interval: 50ms}
+commands:
+  identify:
+    steps:
+      - {target: act, action: blink, count: 2, interval: 20ms}
+      - {target: relay1, action: pulse, duration: 60ms}
+`, filepath.Join(dir, "connection-string"), h.ep.MQTTS, h.ep.CA, b.state, b.log, filepath.Join(dir, "state"))), 0o644))
+	return b
+}
+
+type agentProc struct {
+	cmd    *exec.Cmd
+	out    *syncBuf
+	exited chan error
+}
+
+func startAgent(t *testing.T, b *board) *agentProc {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	ready := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			if s := string(buf[:n]); strings.Contains(s, "READY=1") {
+				ready <- s
+			}
+		}
+	}()
+	p := &agentProc{cmd: exec.Command(agentBin, "--config", b.config), out: &syncBuf{}, exited: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	must(t, p.cmd.Start())
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("c2d-agent output:\n%s", p.out.String())
+		}
+	})
+	select {
+	case s := <-ready:
+		if !strings.Contains(s, "STATUS=connected to ssl://") {
+			t.Fatalf("READY without a connection: %q", s)
+		}
+	case err := <-p.exited:
+		t.Fatalf("c2d-agent exited: %v\n%s", err, p.out.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("c2d-agent not ready\n%s", p.out.String())
+	}
+	return p
+}
+
+func (p *agentProc) stop(t *testing.T) {
+	t.Helper()
+	must(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("c2d-agent exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("c2d-agent did not exit after SIGTERM")
+	}
+}
+
+func send(t *testing.T, h *hub, dev, mid string, props ...string) {
+	t.Helper()
+	req := iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}
+	for i := 0; i+1 < len(props); i += 2 {
+		req.Properties = append(req.Properties, iothub.AppProperty{Name: props[i], Value: props[i+1]})
+	}
+	if _, err := h.svc.Send(ctxT(t, 10*time.Second), dev, req); err != nil {
+		t.Fatalf("send %s: %v", mid, err)
+	}
+}
+
+// settled long-polls the hub for the message's terminal state.
+func settled(t *testing.T, h *hub, dev, mid string) iothub.MessageStatus {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := h.svc.MessageStatus(ctxT(t, 15*time.Second), dev, mid, 10*time.Second)
+		must(t, err)
+		if st.Outcome != "" {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not settled: %+v", mid, st)
+		}
+	}
+}
+
+func transitions(t *testing.T, b *board, output string) string {
+	t.Helper()
+	all, err := simhw.ReadTransitions(b.log)
+	must(t, err)
+	var s []string
+	for _, tr := range all {
+		if tr.Output == output && tr.Cause == simhw.CauseSet {
+			s = append(s, map[bool]string{true: "on", false: "off"}[tr.On])
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+func TestAgentWithHub(t *testing.T) {
+	h := startHub(t)
+	b := newBoard(t, h, "pi-1")
+	a := startAgent(t, b)
+
+	send(t, h, "pi-1", "pulse", "target", "relay1", "action", "pulse", "duration", "100ms")
+	if st := settled(t, h, "pi-1", "pulse"); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 1 {
+		t.Errorf("pulse: %+v", st)
+	}
+	if got := transitions(t, b, "relay1"); got != "on,off" {
+		t.Errorf("relay1 went %s by the time the hub saw the completion", got)
+	}
+	send(t, h, "pi-1", "cmd", "command", "identify")
+	send(t, h, "pi-1", "toggle", "target", "act", "action", "toggle")
+	if st := settled(t, h, "pi-1", "toggle"); st.Outcome != iothub.StatusSuccess {
+		t.Errorf("toggle: %+v", st)
+	}
+	if st := settled(t, h, "pi-1", "cmd"); st.Outcome != iothub.StatusSuccess {
+		t.Errorf("command: %+v", st)
+	}
+	if got := transitions(t, b, "act"); got != "on,off,on,off,on" {
+		t.Errorf("act went %s (identify's 2 blinks, then toggle)", got)
+	}
+
+	// Refusals: rejected (dead-lettered) with the agent's reason in the status and the feedback.
+	send(t, h, "pi-1", "bad-target", "target", "relay9", "action", "on")
+	send(t, h, "pi-1", "bad-action", "target", "relay1", "action", "blink")
+	wantReasons := map[string]string{
+		"bad-target": `unknown target "relay9" (declared: act, relay1)`,
+		"bad-action": `action "blink" not allowed on relay1 (allowed: on, off, pulse)`,
+	}
+	for mid, reason := range wantReasons {
+		st := settled(t, h, "pi-1", mid)
+		if st.Outcome != iothub.StatusRejected || st.Reason != reason {
+			t.Errorf("%s: outcome %s reason %q, want Rejected %q", mid, st.Outcome, st.Reason, reason)
+		}
+	}
+	fb := map[string]iothub.FeedbackRecord{}
+	ctx := ctxT(t, 20*time.Second)
+	for len(fb) < 6 {
+		batch, err := h.svc.ReceiveFeedback(ctx, 5*time.Second)
+		must(t, err)
+		if batch == nil {
+			t.Fatalf("feedback so far %v: missing records", fb)
+		}
+		for _, r := range batch.Records {
+			fb[r.OriginalMessageID] = r
+		}
+		must(t, h.svc.CompleteFeedback(ctx, batch.LockToken))
+	}
+	for mid, reason := range wantReasons {
+		if r := fb[mid]; r.StatusCode != iothub.StatusRejected || r.Reason != reason {
+			t.Errorf("feedback for %s: %+v", mid, r)
+		}
+	}
+	if r := fb["pulse"]; r.StatusCode != iothub.StatusSuccess {
+		t.Errorf("feedback for pulse: %+v", r)
+	}
+
+	// Sent while the agent is down: executed once after it starts.
+	a.stop(t)
+	st, err := simhw.ReadState(b.state)
+	must(t, err)
+	if !st.Closed || st.Outputs["relay1"].On || st.Outputs["act"].On {
+		t.Errorf("outputs after SIGTERM: %+v", st.Outputs)
+	}
+	send(t, h, "pi-1", "offline", "target", "relay1", "action", "on")
+	startAgent(t, b)
+	if st := settled(t, h, "pi-1", "offline"); st.Outcome != iothub.StatusSuccess {
+		t.Errorf("offline: %+v", st)
+	}
+	if got := transitions(t, b, "relay1"); got != "on,off,on,off,on" {
+		t.Errorf("relay1 went %s: want pulse, identify's pulse, then one on", got)
+	}
+}
+
+// The hub redelivers a message whose PUBACK never came (the agent was killed after acting): the
+// executed-id log makes the redelivery a no-op that still completes.
+func TestKilledAfterActingActsOnce(t *testing.T) {
+	h := startHub(t)
+	b := newBoard(t, h, "pi-2")
+	a := startAgent(t, b)
+	send(t, h, "pi-2", "long", "target", "relay1", "action", "pulse", "duration", "1h")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := simhw.ReadState(b.state)
+		if err == nil && st.Outputs["relay1"].On {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("relay1 never switched on")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the state file
+	}
+	must(t, a.cmd.Process.Kill()) // crash mid-pulse: "started" recorded, nothing settled
+	<-a.exited
+	startAgent(t, b) // start-up drives relay1 to safe state; the hub redelivers after the lock expires
+	st := settled(t, h, "pi-2", "long")
+	if st.Outcome != iothub.StatusRejected || !strings.HasPrefix(st.Reason, "interrupted: the agent stopped while running this message") {
+		t.Errorf("redelivered interrupted message: %+v", st)
+	}
+	if got := transitions(t, b, "relay1"); got != "on" {
+		t.Errorf("relay1 transitions by set: %s; it must not run twice", got)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
