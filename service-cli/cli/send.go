@@ -206,9 +206,15 @@ func (a *app) waitOutcome(ctx context.Context, c hubClient, id, mid string, wait
 	defer sp.end()
 	deadline := time.Now().Add(wait)
 	var last iothub.MessageStatus
+	var unreachable *cliError // the hub could not be asked since the last answer
 	for {
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
+			if unreachable != nil {
+				// Not a timeout: nobody could tell whether the message was settled.
+				unreachable.msg = fmt.Sprintf("lost the hub while waiting for message %s, so its outcome is unknown: %s; check later with `c2d queue show %s`", mid, unreachable.msg, id)
+				return last, false, unreachable
+			}
 			return last, false, nil
 		}
 		poll := min(remaining, maxPoll)
@@ -221,13 +227,14 @@ func (a *app) waitOutcome(ctx context.Context, c hubClient, id, mid string, wait
 		}
 		if err != nil {
 			if ce := classify(err, a.subj); ce.exit == ExitUnreachable {
+				unreachable = ce
 				sp.set(fmt.Sprintf("hub unreachable, retrying: waiting for %s to settle message %s", id, mid))
 				sleepCtx(ctx, min(time.Second, max(time.Until(deadline), 0)))
 				continue
 			}
 			return last, false, err
 		}
-		last = st
+		last, unreachable = st, nil
 		if st.Outcome != "" {
 			return st, true, nil
 		}

@@ -17,9 +17,10 @@ import (
 )
 
 func TestProvisioning(t *testing.T) {
+	p1, p2 := uniq("prov-1"), uniq("prov-2")
 	// Text output names the device and hides its keys.
-	r := must(t, 0, "device", "create", "prov-1")
-	for _, want := range []string{"prov-1", "enabled", "Disconnected", "**** (hidden; --show-keys to print)"} {
+	r := must(t, 0, "device", "create", p1)
+	for _, want := range []string{p1, "enabled", "Disconnected", "**** (hidden; --show-keys to print)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("device create output lacks %q:\n%s", want, r)
 		}
@@ -27,20 +28,20 @@ func TestProvisioning(t *testing.T) {
 
 	// JSON: Azure's device shape, keys masked unless --show-keys.
 	var dev iothub.Device
-	jsonOut(t, &dev, 0, "device", "show", "prov-1")
-	if dev.DeviceID != "prov-1" || dev.Status != iothub.DeviceEnabled || dev.ConnectionState != "Disconnected" ||
+	jsonOut(t, &dev, 0, "device", "show", p1)
+	if dev.DeviceID != p1 || dev.Status != iothub.DeviceEnabled || dev.ConnectionState != "Disconnected" ||
 		dev.Authentication.Type != "sas" || dev.Authentication.SymmetricKey.PrimaryKey != "****" ||
 		dev.Authentication.SymmetricKey.SecondaryKey != "****" || dev.ETag == "" || dev.GenerationID == "" {
 		t.Errorf("device show -o json = %+v", dev)
 	}
-	raw := jsonFields(t, must(t, 0, "device", "show", "prov-1", "-o", "json").stdout)
+	raw := jsonFields(t, must(t, 0, "device", "show", p1, "-o", "json").stdout)
 	for _, k := range []string{"deviceId", "generationId", "etag", "status", "connectionState", "cloudToDeviceMessageCount", "authentication"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("device JSON lacks Azure's field %q: %v", k, keys(raw))
 		}
 	}
 	var keyed iothub.Device
-	jsonOut(t, &keyed, 0, "device", "show", "prov-1", "--show-keys")
+	jsonOut(t, &keyed, 0, "device", "show", p1, "--show-keys")
 	pk := keyed.Authentication.SymmetricKey.PrimaryKey
 	if b, err := base64.StdEncoding.DecodeString(pk); err != nil || len(b) < 16 {
 		t.Fatalf("--show-keys primary key %q is not a base64 key", pk)
@@ -49,29 +50,29 @@ func TestProvisioning(t *testing.T) {
 	// Explicit keys are kept; the connection string carries the hub's name and the chosen key.
 	primary := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	secondary := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
-	must(t, 0, "device", "create", "prov-2", "--primary-key", primary, "--secondary-key", secondary)
-	cs := strings.TrimSpace(must(t, 0, "device", "connection-string", "prov-2").stdout)
-	if want := "HostName=hub.test;DeviceId=prov-2;SharedAccessKey=" + primary; cs != want {
+	must(t, 0, "device", "create", p2, "--primary-key", primary, "--secondary-key", secondary)
+	cs := strings.TrimSpace(must(t, 0, "device", "connection-string", p2).stdout)
+	if want := "HostName=hub.test;DeviceId=" + p2 + ";SharedAccessKey=" + primary; cs != want {
 		t.Errorf("connection-string = %q, want %q", cs, want)
 	}
-	cs2 := strings.TrimSpace(must(t, 0, "device", "connection-string", "prov-2", "--secondary").stdout)
+	cs2 := strings.TrimSpace(must(t, 0, "device", "connection-string", p2, "--secondary").stdout)
 	if !strings.HasSuffix(cs2, "SharedAccessKey="+secondary) {
 		t.Errorf("connection-string --secondary = %q", cs2)
 	}
 	var csj map[string]string
-	jsonOut(t, &csj, 0, "device", "connection-string", "prov-2")
-	if csj["deviceId"] != "prov-2" || csj["connectionString"] != "HostName=hub.test;DeviceId=prov-2;SharedAccessKey="+primary {
+	jsonOut(t, &csj, 0, "device", "connection-string", p2)
+	if csj["deviceId"] != p2 || csj["connectionString"] != "HostName=hub.test;DeviceId="+p2+";SharedAccessKey="+primary {
 		t.Errorf("connection-string -o json = %v", csj)
 	}
 
 	// A second create of the same id is refused with advice.
-	r = must(t, 1, "device", "create", "prov-2")
-	if !strings.Contains(r.stderr, "prov-2") || !strings.Contains(r.stderr, "c2d device show prov-2") {
+	r = must(t, 1, "device", "create", p2)
+	if !strings.Contains(r.stderr, p2) || !strings.Contains(r.stderr, "c2d device show "+p2) {
 		t.Errorf("duplicate create: %s", r)
 	}
 
 	// Disable / enable round trip, visible in list.
-	must(t, 0, "device", "disable", "prov-2")
+	must(t, 0, "device", "disable", p2)
 	var list []iothub.Device
 	jsonOut(t, &list, 0, "device", "list")
 	got := map[string]iothub.Device{}
@@ -81,21 +82,21 @@ func TestProvisioning(t *testing.T) {
 			t.Errorf("device list leaks %s's key", d.DeviceID)
 		}
 	}
-	if got["prov-1"].Status != iothub.DeviceEnabled || got["prov-2"].Status != iothub.DeviceDisabled {
-		t.Errorf("device list statuses: prov-1 %q, prov-2 %q", got["prov-1"].Status, got["prov-2"].Status)
+	if got[p1].Status != iothub.DeviceEnabled || got[p2].Status != iothub.DeviceDisabled {
+		t.Errorf("device list statuses: %q, %q", got[p1].Status, got[p2].Status)
 	}
-	r = must(t, 0, "device", "enable", "prov-2")
-	if !strings.Contains(r.stdout, "prov-2 is enabled") {
+	r = must(t, 0, "device", "enable", p2)
+	if !strings.Contains(r.stdout, p2+" is enabled") {
 		t.Errorf("enable: %s", r)
 	}
-	if r := must(t, 0, "device", "list"); !strings.Contains(r.stdout, "DEVICE ID") || !strings.Contains(r.stdout, "prov-2") {
+	if r := must(t, 0, "device", "list"); !strings.Contains(r.stdout, "DEVICE ID") || !strings.Contains(r.stdout, p2) {
 		t.Errorf("device list table: %s", r)
 	}
 
 	// Delete, then the device is gone with a pointer to device list.
-	must(t, 0, "device", "delete", "prov-2")
-	r = must(t, 9, "device", "show", "prov-2")
-	if !strings.Contains(r.stderr, `"prov-2"`) || !strings.Contains(r.stderr, "c2d device list") {
+	must(t, 0, "device", "delete", p2)
+	r = must(t, 9, "device", "show", p2)
+	if !strings.Contains(r.stderr, `"`+p2+`"`) || !strings.Contains(r.stderr, "c2d device list") {
 		t.Errorf("show deleted device: %s", r)
 	}
 }
@@ -488,9 +489,9 @@ func TestCompletionAndHelp(t *testing.T) {
 		}
 	}
 	// Device ids complete from the hub.
-	newDevice(t, "complete-me")
-	r = runEnv(t, hubEnv(), "__complete", "queue", "show", "complete")
-	if !strings.Contains(r.stdout, "complete-me") {
+	cm := newDevice(t, "complete-me")
+	r = runEnv(t, hubEnv(), "__complete", "queue", "show", "complete-me")
+	if !strings.Contains(r.stdout, cm) {
 		t.Errorf("device id completion: %s", r)
 	}
 }
@@ -583,5 +584,45 @@ func TestSendDataFromStdin(t *testing.T) {
 	d := connectDevice(t, id, false)
 	if got := d.next(t); got.msg.MessageID != "stdin-msg" || string(got.body) != "from a pipe" {
 		t.Errorf("device got %+v body %q", got.msg, got.body)
+	}
+}
+
+// A hub that goes away during --wait: a waiter whose time runs out while the hub is gone says the
+// outcome is unknown (exit 10, not a timeout); one with time left carries on once the hub is back.
+func TestWaitAcrossHubRestart(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "hub2")
+	h, err := startHub(hubBin, data, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := h.endpoints.HTTP
+	env := append(baseEnv(), "C2D_CONNECTION_STRING="+h.owner, "C2D_ENDPOINT=http://"+httpAddr)
+	if r := runEnv(t, env, "device", "create", "restart-1"); r.code != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	short := startEnv(t, env, "send", "restart-1", "--prop", "a=1", "--mid", "short", "--wait", "3s")
+	long := startEnv(t, env, "send", "restart-1", "--prop", "a=2", "--mid", "long", "--wait", "40s")
+	eventually(t, 10*time.Second, "both messages queued", func() bool {
+		var q []iothub.MessageStatus
+		r := runEnv(t, append(env, "C2D_OUTPUT=json"), "queue", "show", "restart-1")
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &q) == nil && len(q) == 2
+	})
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	r := short.wait(t)
+	if r.code != 10 || !strings.Contains(r.stderr, "outcome is unknown") || !strings.Contains(r.stderr, "c2d queue show restart-1") {
+		t.Errorf("waiter that ran out of time while the hub was down: %s", r)
+	}
+	h, err = startHub(hubBin, data, httpAddr) // same data, same API address
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.stop()
+	if r := runEnv(t, env, "queue", "purge", "restart-1"); r.code != 0 || !strings.Contains(r.stdout, "Purged 2 message(s)") {
+		t.Fatalf("purge after restart: %s", r)
+	}
+	if r := long.wait(t); r.code != 6 || !strings.Contains(r.stdout, "Purged: message long") {
+		t.Errorf("waiter across the restart: %s", r)
 	}
 }

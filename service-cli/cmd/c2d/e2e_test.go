@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 var (
 	binDir string
 	c2dBin string
+	hubBin string
 	hub    *hubProc
 )
 
@@ -54,11 +56,17 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(binDir)
 	c2dBin = filepath.Join(binDir, "c2d")
-	hubBin := filepath.Join(binDir, "c2d-hub")
-	for _, b := range []struct{ out, pkg string }{
+	hubBin = filepath.Join(binDir, "c2d-hub")
+	builds := []struct{ out, pkg string }{
 		{c2dBin, "github.com/c2d-project/c2d/service-cli/cmd/c2d"},
 		{hubBin, "github.com/c2d-project/c2d/cloud/cmd/c2d-hub"},
-	} {
+	}
+	// C2D_E2E_HUB_BIN runs an already built hub (e.g. bin/c2d-hub after `make build`).
+	if bin := os.Getenv("C2D_E2E_HUB_BIN"); bin != "" {
+		hubBin = bin
+		builds = builds[:1]
+	}
+	for _, b := range builds {
 		cmd := exec.Command(goTool(), "build", "-o", b.out, b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -66,7 +74,7 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
-	hub, err = startHub(hubBin, filepath.Join(binDir, "hub"))
+	hub, err = startHub(hubBin, filepath.Join(binDir, "hub"), "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -114,7 +122,8 @@ type hubProc struct {
 	exited chan error
 }
 
-func startHub(bin, data string) (*hubProc, error) {
+// startHub runs c2d-hub on data with the test config; httpAddr is its plain HTTP API address.
+func startHub(bin, data, httpAddr string) (*hubProc, error) {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return nil, err
 	}
@@ -124,7 +133,8 @@ func startHub(bin, data string) (*hubProc, error) {
 	}
 	h := &hubProc{bin: bin, data: data, exited: make(chan error, 1)}
 	h.cmd = exec.Command(bin, "serve", "--config", cfg, "--data", data, "--hostname", "hub.test",
-		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0")
+		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", httpAddr, "--https", "127.0.0.1:0")
+	_ = os.Remove(filepath.Join(data, "endpoints.json")) // a restart must not read the old one
 	h.cmd.Stdout, h.cmd.Stderr = &h.log, &h.log
 	if err := h.cmd.Start(); err != nil {
 		return nil, err
@@ -323,9 +333,15 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-// newDevice registers a device through c2d and returns its id.
-func newDevice(t *testing.T, id string) string {
+var runs atomic.Int64
+
+// uniq makes a device id unique within the shared hub (go test -count=N reuses it).
+func uniq(base string) string { return fmt.Sprintf("%s-%d", base, runs.Add(1)) }
+
+// newDevice registers a device (its id made unique from base) through c2d and returns its id.
+func newDevice(t *testing.T, base string) string {
 	t.Helper()
+	id := uniq(base)
 	must(t, 0, "device", "create", id)
 	return id
 }
@@ -424,9 +440,14 @@ type bg struct {
 
 func start(t *testing.T, args ...string) *bg {
 	t.Helper()
+	return startEnv(t, hubEnv(), args...)
+}
+
+func startEnv(t *testing.T, env []string, args ...string) *bg {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	b := &bg{cmd: c2dCmd(ctx, hubEnv(), args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan result, 1)}
+	b := &bg{cmd: c2dCmd(ctx, env, args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan result, 1)}
 	b.cmd.Stdout, b.cmd.Stderr = b.stdout, b.stderr
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,10 @@ func main() {
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C kills c2d at once
+	}()
 	fd := os.Stderr.Fd()
 	return cli.Main(ctx, os.Args[1:], cli.Env{
 		Stdin:            os.Stdin,
