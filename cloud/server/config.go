@@ -137,13 +137,28 @@ func Load(path string) (Config, error) {
 		return cfg, fmt.Errorf("load %s: %w", path, err)
 	}
 	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	cfg, err = Parse(f)
+	if err != nil {
+		return cfg, fmt.Errorf("load %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse reads a YAML configuration over the defaults and validates it.
+func Parse(r io.Reader) (Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("load %s: %w", path, yamlError(err))
+		return cfg, yamlError(err)
+	}
+	// One document per file: a second one would be silently ignored otherwise.
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return cfg, errors.New("more than one YAML document; want exactly one")
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("load %s: %w", path, err)
+		return cfg, err
 	}
 	return cfg, nil
 }
