@@ -673,3 +673,14 @@ func TestQoS0SubscriptionCompletesOnWrite(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+func TestLargeEventsUpToAzureLimit(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("big")
+	cl := e.connect(d, clientOpts{})
+	if err := cl.publish(iothub.EventsTopic("big", nil), 1, make([]byte, 256<<10)); err != nil {
+		t.Fatalf("256 KB event: %v", err)
+	}
+	cl.c.Publish(iothub.EventsTopic("big", nil), 1, false, make([]byte, broker.MaxPacketSize))
+	cl.waitLost()
+}
