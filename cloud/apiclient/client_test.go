@@ -601,3 +601,31 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
 	}
 }
+
+// A caller's http.Client with a short Timeout does not cut a long-poll short.
+func TestLongPollOutlivesHTTPClientTimeout(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	if _, err := e.owner.CreateDevice(ctx, "d", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.owner.Send(ctx, "d", iothub.SendRequest{MessageID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	hc := *e.srv.Client()
+	hc.Timeout = 200 * time.Millisecond
+	p, _ := e.hub.Policy("service")
+	c, err := apiclient.New(iothub.ServiceConnectionString{HostName: hostName, SharedAccessKeyName: p.Name, SharedAccessKey: p.PrimaryKey},
+		apiclient.Options{Endpoint: e.srv.URL, HTTPClient: &hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	st, err := c.MessageStatus(ctx, "d", "x", time.Second)
+	if err != nil {
+		t.Fatalf("long-poll cut: %v", err)
+	}
+	if st.State != iothub.StateEnqueued || time.Since(start) < time.Second {
+		t.Fatalf("status %+v after %v: want the full wait and the pending status", st, time.Since(start))
+	}
+}
