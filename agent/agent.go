@@ -253,7 +253,7 @@ func (a *agent) handle(d *conn.Delivery) {
 		a.inflight[id] = ex
 		a.mu.Unlock()
 	}
-	log.Info("running", "plan", plan.String())
+	log.Info("accepted", "plan", plan.String())
 	a.dispatcher.Submit(&dispatch.Job{
 		Plan: plan,
 		Begin: func() error {

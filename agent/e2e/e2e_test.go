@@ -289,7 +289,7 @@ func TestAgentWithHub(t *testing.T) {
 	}
 	fb := map[string]iothub.FeedbackRecord{}
 	ctx := ctxT(t, 20*time.Second)
-	for len(fb) < 6 {
+	for len(fb) < 5 {
 		batch, err := h.svc.ReceiveFeedback(ctx, 5*time.Second)
 		must(t, err)
 		if batch == nil {
