@@ -333,6 +333,17 @@ func TestPersistentSessionResumesWithoutResubscribe(t *testing.T) {
 	if st := e.settled("pi-p", res.MessageID); st.Outcome != iothub.StatusSuccess {
 		t.Fatalf("%+v", st)
 	}
+	// What our agent does: subscribe again on every connection. Still exactly one delivery.
+	c2.subscribeC2D("pi-p")
+	r2 := e.send("pi-p", iothub.SendRequest{Body: []byte("once")})
+	if _, msg := c2.next(); msg.MessageID != r2.MessageID {
+		t.Fatalf("got %q, want %q", msg.MessageID, r2.MessageID)
+	}
+	if st := e.settled("pi-p", r2.MessageID); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 1 {
+		t.Fatalf("%+v", st)
+	}
+	c2.barrier()
+	c2.none(50 * time.Millisecond)
 }
 
 func TestCleanSessionDoesNotInheritSubscription(t *testing.T) {
