@@ -62,25 +62,20 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 		return iothub.SendResult{}, errInvalid("%v", err)
 	}
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
-		d, ok, err := tx.device(deviceID)
+		last, n, ok, err := tx.sendInfo(deviceID)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return errDeviceNotFound(deviceID)
 		}
-		n, err := tx.pendingCount(deviceID)
-		if err != nil {
-			return err
-		}
 		if n >= h.cfg.MaxQueueDepth {
 			return coded(ErrQueueFull, iothub.CodeDeviceMaximumQueueDepthExceeded,
 				"device %s has %d messages pending (limit %d): purge its queue or wait for it to drain",
 				deviceID, n, h.cfg.MaxQueueDepth)
 		}
-		d.NextSeq++
-		m.Seq = d.NextSeq
-		if err := tx.updateDevice(d); err != nil {
+		m.Seq = last + 1
+		if err := tx.setLastSeq(deviceID, m.Seq); err != nil {
 			return err
 		}
 		if err := tx.insertMessage(m); err != nil {

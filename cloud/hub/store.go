@@ -41,7 +41,7 @@ type deviceRow struct {
 	StatusReason string
 	PrimaryKey   string
 	SecondaryKey string
-	NextSeq      int64
+	LastSeq      int64 // the last sequence number given (0: none yet)
 	UpdatedAt    time.Time
 }
 
@@ -92,6 +92,8 @@ type storeTx interface {
 	insertPolicy(p Policy) error
 
 	// pending messages
+	sendInfo(deviceID string) (lastSeq int64, pending int, found bool, err error)
+	setLastSeq(deviceID string, seq int64) error
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error
@@ -171,7 +173,7 @@ var migrations = []string{
 		status_reason TEXT NOT NULL,
 		primary_key   TEXT NOT NULL,
 		secondary_key TEXT NOT NULL,
-		next_seq      BIGINT NOT NULL,
+		last_seq      BIGINT NOT NULL,
 		updated_at    BIGINT NOT NULL
 	);
 	CREATE TABLE messages (
@@ -526,8 +528,8 @@ func (t *sqlTx) device(id string) (deviceRow, bool, error) {
 	var d deviceRow
 	var upd int64
 	err := t.queryRow(`SELECT device_id, generation_id, etag, status, status_reason,
-		primary_key, secondary_key, next_seq, updated_at FROM devices WHERE device_id = ?`, id).
-		Scan(&d.ID, &d.GenerationID, &d.ETag, &d.Status, &d.StatusReason, &d.PrimaryKey, &d.SecondaryKey, &d.NextSeq, &upd)
+		primary_key, secondary_key, last_seq, updated_at FROM devices WHERE device_id = ?`, id).
+		Scan(&d.ID, &d.GenerationID, &d.ETag, &d.Status, &d.StatusReason, &d.PrimaryKey, &d.SecondaryKey, &d.LastSeq, &upd)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, false, nil
 	}
@@ -537,7 +539,7 @@ func (t *sqlTx) device(id string) (deviceRow, bool, error) {
 
 func (t *sqlTx) devices() ([]deviceRow, error) {
 	rows, err := t.query(`SELECT device_id, generation_id, etag, status, status_reason,
-		primary_key, secondary_key, next_seq, updated_at FROM devices ORDER BY device_id`)
+		primary_key, secondary_key, last_seq, updated_at FROM devices ORDER BY device_id`)
 	if err != nil {
 		return nil, err
 	}
@@ -546,7 +548,7 @@ func (t *sqlTx) devices() ([]deviceRow, error) {
 	for rows.Next() {
 		var d deviceRow
 		var upd int64
-		if err := rows.Scan(&d.ID, &d.GenerationID, &d.ETag, &d.Status, &d.StatusReason, &d.PrimaryKey, &d.SecondaryKey, &d.NextSeq, &upd); err != nil {
+		if err := rows.Scan(&d.ID, &d.GenerationID, &d.ETag, &d.Status, &d.StatusReason, &d.PrimaryKey, &d.SecondaryKey, &d.LastSeq, &upd); err != nil {
 			return nil, err
 		}
 		d.UpdatedAt = fromMs(upd)
@@ -557,15 +559,15 @@ func (t *sqlTx) devices() ([]deviceRow, error) {
 
 func (t *sqlTx) insertDevice(d deviceRow) error {
 	_, err := t.exec(`INSERT INTO devices (device_id, generation_id, etag, status, status_reason,
-		primary_key, secondary_key, next_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		d.ID, d.GenerationID, d.ETag, string(d.Status), d.StatusReason, d.PrimaryKey, d.SecondaryKey, d.NextSeq, ms(d.UpdatedAt))
+		primary_key, secondary_key, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		d.ID, d.GenerationID, d.ETag, string(d.Status), d.StatusReason, d.PrimaryKey, d.SecondaryKey, d.LastSeq, ms(d.UpdatedAt))
 	return err
 }
 
 func (t *sqlTx) updateDevice(d deviceRow) error {
 	_, err := t.exec(`UPDATE devices SET generation_id = ?, etag = ?, status = ?, status_reason = ?,
-		primary_key = ?, secondary_key = ?, next_seq = ?, updated_at = ? WHERE device_id = ?`,
-		d.GenerationID, d.ETag, string(d.Status), d.StatusReason, d.PrimaryKey, d.SecondaryKey, d.NextSeq, ms(d.UpdatedAt), d.ID)
+		primary_key = ?, secondary_key = ?, last_seq = ?, updated_at = ? WHERE device_id = ?`,
+		d.GenerationID, d.ETag, string(d.Status), d.StatusReason, d.PrimaryKey, d.SecondaryKey, d.LastSeq, ms(d.UpdatedAt), d.ID)
 	return err
 }
 
@@ -608,6 +610,22 @@ func (t *sqlTx) policies() ([]Policy, error) {
 func (t *sqlTx) insertPolicy(p Policy) error {
 	_, err := t.exec(`INSERT INTO policies (name, primary_key, secondary_key, rights) VALUES (?, ?, ?, ?)`,
 		p.Name, p.PrimaryKey, p.SecondaryKey, formatRights(p.Rights))
+	return err
+}
+
+func (t *sqlTx) sendInfo(deviceID string) (int64, int, bool, error) {
+	var seq int64
+	var n int
+	err := t.queryRow(`SELECT last_seq, (SELECT COUNT(*) FROM messages WHERE device_id = ?)
+		FROM devices WHERE device_id = ?`, deviceID, deviceID).Scan(&seq, &n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, false, nil
+	}
+	return seq, n, err == nil, err
+}
+
+func (t *sqlTx) setLastSeq(deviceID string, seq int64) error {
+	_, err := t.exec(`UPDATE devices SET last_seq = ? WHERE device_id = ?`, seq, deviceID)
 	return err
 }
 
