@@ -252,13 +252,14 @@ outputs:
       - {target: relay1, action: pulse, duration: 200ms}
 `
 
-// writeConfig writes an agent config for device on h, with extra YAML appended to outputs.
-func writeConfig(t *testing.T, h *hub, device, key, extra string) string {
+// writeConfig writes an agent config for device on the broker at addr, with extra YAML appended
+// to outputs.
+func writeConfig(t *testing.T, addr, device, key, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
 	cs := fmt.Sprintf("HostName=hub.local;DeviceId=%s;SharedAccessKey=%s", device, key)
 	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(agentConfig, cs, h.ep.MQTT, filepath.Join(dir, "state"), extra)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(agentConfig, cs, addr, filepath.Join(dir, "state"), extra)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -398,7 +399,7 @@ func TestVMAgentOverHubDrivesKernelLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, h, dev.DeviceID, dev.Authentication.SymmetricKey.PrimaryKey, "")
+	cfg := writeConfig(t, h.ep.MQTT, dev.DeviceID, dev.Authentication.SymmetricKey.PrimaryKey, "")
 	// Undriven lines read their pull: the opposite of each safe level, so a missed drive shows.
 	if err := rp1.SetPull(relayOff, false); err != nil {
 		t.Fatal(err)
@@ -623,8 +624,8 @@ func ledQuietFor(t *testing.T) {
 // A config naming a pin the board does not have stops the agent at start-up, naming the field,
 // before anything moves.
 func TestVMAgentRefusesUnknownPin(t *testing.T) {
-	h := startHub(t)
-	cfg := writeConfig(t, h, "pi-5", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", `  siren:
+	// No hub: the agent must stop before it connects anywhere (nothing listens on port 1).
+	cfg := writeConfig(t, "127.0.0.1:1", "pi-5", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", `  siren:
     pin: GPIO99
     safe: off
     actions: [on, off]
