@@ -212,6 +212,13 @@ func (b *Broker) connOf(cl *mqtt.Client) *conn {
 // Detach(old) before Attach(new) whatever order the two connections' goroutines run in.
 func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 	c := newConn(b, cl, info)
+	if !info.expiry.IsZero() {
+		c.timer = time.AfterFunc(time.Until(info.expiry), func() {
+			c.log.Info("SAS token expired; disconnecting (the device reconnects with a new token)",
+				"expired", info.expiry.UTC().Format(time.RFC3339))
+			b.kick(cl, packets.ErrNotAuthorized)
+		})
+	}
 	b.life.Lock()
 	defer b.life.Unlock()
 	b.mu.Lock()
@@ -229,13 +236,6 @@ func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 	}
 	b.writers.Add(1)
 	go c.writeLoop()
-	if !info.expiry.IsZero() {
-		c.timer = time.AfterFunc(time.Until(info.expiry), func() {
-			c.log.Info("SAS token expired; disconnecting (the device reconnects with a new token)",
-				"expired", info.expiry.UTC().Format(time.RFC3339))
-			b.kick(cl, packets.ErrNotAuthorized)
-		})
-	}
 	return c
 }
 
