@@ -169,6 +169,8 @@ for p in "${pkgs[@]}"; do
 done
 [[ -z ${C2D_VM_DEBUG_SCRIPT:-} ]] || cp "$C2D_VM_DEBUG_SCRIPT" "$stage/tests/debug.sh"
 mkdir -p "$stage/tests/bin"
+# The end-to-end test applies the LED udev rule the packages ship, as udev would.
+cp "$repo/systemd/60-c2d-leds.rules" "$stage/tests/"
 for p in "${bins[@]}"; do
 	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '-s -w' -o "$stage/tests/bin/" "$p") ||
 		die "build $p"

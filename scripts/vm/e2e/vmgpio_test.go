@@ -106,9 +106,18 @@ type proc struct {
 
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startAs(t, nil, name, env, args...)
+}
+
+// startAs runs the program with cred's uid, gid and groups (nil: as the test, root).
+func startAs(t *testing.T, cred *syscall.Credential, name string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, out: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(*binDir, name), args...)
 	p.cmd.Env = append(os.Environ(), env...)
+	if cred != nil {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -648,5 +657,153 @@ func TestVMAgentRefusesUnknownPin(t *testing.T) {
 	}
 	if m := moved(t); len(m) != 0 {
 		t.Errorf("lines moved although the config was refused: %v", m)
+	}
+}
+
+// The deployment's permission model: c2d-agent runs as its own user in group gpio (the systemd
+// unit), Raspberry Pi OS gives /dev/gpiochip* to group gpio, and our udev rule
+// (systemd/60-c2d-leds.rules, copied into the VM) gives the LEDs to it. Without them the agent
+// must stop at start-up saying what is missing.
+func TestVMAgentAsUnprivilegedUser(t *testing.T) {
+	const uid, gpioGID = 1000, 997
+	rules, err := os.ReadFile(filepath.Join(*binDir, "..", "60-c2d-leds.rules"))
+	if err != nil {
+		t.Fatalf("the LED udev rule is not in the VM: %v", err)
+	}
+	h := startHub(t)
+	dev, err := h.api.CreateDevice(ctxT(t, 10*time.Second), "pi-5-user", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, h.ep.MQTT, dev.DeviceID, dev.Authentication.SymmetricKey.PrimaryKey, "")
+	chownR(t, filepath.Dir(cfg), uid, uid)
+	user := &syscall.Credential{Uid: uid, Gid: uid}
+	restore := func() {
+		_ = os.Chown(rp1.Dev(), 0, 0)
+		_ = os.Chmod(rp1.Dev(), 0o600)
+	}
+	t.Cleanup(restore)
+
+	t.Run("no access to /dev/gpiochip*: start-up error says why", func(t *testing.T) {
+		a := startAs(t, user, "c2d-agent", nil, "--config", cfg)
+		if code := a.wait(t, 30*time.Second); code == 0 {
+			t.Fatal("c2d-agent started without access to the GPIO chips")
+		}
+		out := a.out.String()
+		t.Logf("c2d-agent: %s", strings.TrimSpace(out))
+		if !strings.Contains(out, "permission denied") || !strings.Contains(out, "gpio group") {
+			t.Errorf("want an error naming the permission problem and the gpio group:\n%s", out)
+		}
+	})
+
+	// What Raspberry Pi OS's udev rules do for the GPIO chips.
+	if err := os.Chown(rp1.Dev(), 0, gpioGID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(rp1.Dev(), 0o660); err != nil {
+		t.Fatal(err)
+	}
+	user.Groups = []uint32{gpioGID}
+
+	t.Run("GPIO allowed, LED not: start-up error names the LED", func(t *testing.T) {
+		a := startAs(t, user, "c2d-agent", nil, "--config", cfg)
+		if code := a.wait(t, 30*time.Second); code == 0 {
+			t.Fatal("c2d-agent started without write access to the ACT LED")
+		}
+		out := a.out.String()
+		t.Logf("c2d-agent: %s", strings.TrimSpace(out))
+		if !strings.Contains(out, "act") || !strings.Contains(out, "permission denied") {
+			t.Errorf("want an error naming output act and the permission problem:\n%s", out)
+		}
+	})
+
+	t.Run("with the gpio group and our udev rule: runs and drives", func(t *testing.T) {
+		applyLEDRule(t, string(rules), "ACT")
+		sock, notes := notifySocket(t)
+		if err := os.Chmod(filepath.Dir(sock), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(sock, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		a := startAs(t, user, "c2d-agent", []string{"NOTIFY_SOCKET=" + sock}, "--config", cfg)
+		waitReadyNote(t, a, notes)
+		h.sendOK(t, dev.DeviceID, "target", "relay1", "action", "on")
+		wantValue(t, relayOff, 0)
+		h.sendOK(t, dev.DeviceID, "target", "act", "action", "on")
+		if got := ledString(ledEvents(t, 1)); got != "1" {
+			t.Errorf("ACT %q, want \"1\"", got)
+		}
+		if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := a.wait(t, 20*time.Second); code != 0 {
+			t.Errorf("exit code %d after SIGTERM\n%s", code, a.out.String())
+		}
+		if got := ledString(ledEvents(t, 1)); got != "0" {
+			t.Errorf("ACT %q after SIGTERM, want \"0\" (safe)", got)
+		}
+	})
+}
+
+func chownR(t *testing.T, dir string, uid, gid int) {
+	t.Helper()
+	err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, uid, gid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// applyLEDRule runs what the udev rule's RUN+= commands do for the LED's "add" event, with %p
+// (the device path) of /sys/class/leds/<name>.
+func applyLEDRule(t *testing.T, rules, name string) {
+	t.Helper()
+	real, err := filepath.EvalSymlinks("/sys/class/leds/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devpath := strings.TrimPrefix(real, "/sys")
+	ran := 0
+	for _, line := range strings.Split(rules, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") || !strings.Contains(line, `SUBSYSTEM=="leds"`) {
+			continue
+		}
+		for _, part := range strings.Split(line, "RUN+=")[1:] {
+			cmd := strings.Trim(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(part), ",")), `"`)
+			cmd = strings.ReplaceAll(cmd, "%p", devpath)
+			cmd = strings.ReplaceAll(cmd, "gpio ", "997 ") // no /etc/group in the VM
+			if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
+				t.Fatalf("rule command %q: %v\n%s", cmd, err, out)
+			}
+			ran++
+		}
+	}
+	if ran == 0 {
+		t.Fatalf("no RUN+= command for SUBSYSTEM==\"leds\" in the rule:\n%s", rules)
+	}
+}
+
+func waitReadyNote(t *testing.T, a *proc, notes <-chan string) {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case n, ok := <-notes:
+			if !ok {
+				t.Fatal("notify socket closed")
+			}
+			if strings.Contains(n, "READY=1") {
+				return
+			}
+		case <-a.done:
+			t.Fatalf("c2d-agent exited before READY: %v\n%s", a.err, a.out.String())
+		case <-timeout:
+			t.Fatalf("c2d-agent not READY within 60s\n%s", a.out.String())
+		}
 	}
 }
