@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -669,6 +670,67 @@ func TestEvents(t *testing.T) {
 			}
 		case <-time.After(waitLimit):
 			t.Fatalf("event %d (%+v) missing", i, w)
+		}
+	}
+}
+
+// strictConn fails the test if Deliver is called after Detach(c) returned.
+type strictConn struct {
+	*recConn
+	t        *testing.T
+	detached atomic.Bool
+}
+
+func (c *strictConn) Deliver(m *iothub.Message) error {
+	if c.detached.Load() {
+		c.t.Errorf("Deliver(%s) to a detached connection", m.MessageID)
+	}
+	return c.recConn.Deliver(m)
+}
+
+func TestNoDeliveryAfterDetachUnderChurn(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxQueueDepth = 1000
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := h.Send(context.Background(), "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i)}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	// Settle whatever arrives, from another goroutine, as a broker would.
+	settleAll := func(c *strictConn) {
+		for m := range c.ch {
+			_ = h.Settle(context.Background(), "dev1", m.LockToken, iothub.DispositionComplete, "")
+		}
+	}
+	for range 30 {
+		c := &strictConn{recConn: newConn("dev1"), t: t}
+		go settleAll(c)
+		h.Attach(c)
+		c.next(t) // at least one delivery per attachment
+		h.Detach(c)
+		c.detached.Store(true)
+		close(c.ch)
+	}
+	close(stop)
+	<-sent
+	// Everything not completed is back in the queue (nothing stuck Invisible for a gone conn).
+	q, _ := h.Queue(context.Background(), "dev1")
+	for _, m := range q {
+		if m.State != iothub.StateEnqueued {
+			t.Fatalf("%s is %s with no connection", m.MessageID, m.State)
 		}
 	}
 }
