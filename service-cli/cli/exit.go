@@ -196,8 +196,6 @@ func classifyHub(he *iothub.Error, s subject) *cliError {
 	return ce
 }
 
-func asHubError(err error, he **iothub.Error) bool { return errors.As(err, he) }
-
 // mention returns the hub's detail when it names the device, else the detail prefixed with what
 // (formatted with the device id), so every message names the device exactly once.
 func mention(detail, device, what string) string {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -47,7 +48,7 @@ answers but reports itself unhealthy. Needs a policy with ServiceConnect or Regi
 			defer cancel()
 			h, herr := c.Health(ctx)
 			var he *iothub.Error
-			if herr != nil && !asHubError(herr, &he) {
+			if herr != nil && !errors.As(herr, &he) {
 				return herr // not reachable at all
 			}
 			st, err := c.Status(ctx)
