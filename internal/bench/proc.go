@@ -116,7 +116,12 @@ func StartHub(ctx context.Context, o HubOptions) (*HubProc, error) {
 		return nil, err
 	}
 	h.Log = f
-	return h, h.Start(ctx)
+	if err := h.Start(ctx); err != nil {
+		h.Kill()
+		f.Close()
+		return nil, err
+	}
+	return h, nil
 }
 
 // Start (re)starts the process on the same data directory and addresses.
@@ -149,14 +154,21 @@ func (h *HubProc) Start(ctx context.Context) error {
 		case <-exited:
 			return fmt.Errorf("c2d-hub exited during start-up (log: %s)", h.Log.Name())
 		case <-ctx.Done():
+			h.Kill()
 			return ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("c2d-hub did not write endpoints.json within 30s (log: %s)", h.Log.Name())
+			_ = cmd.Process.Signal(syscall.SIGQUIT) // goroutine dump into the log
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+			}
+			h.Kill()
+			return fmt.Errorf("c2d-hub did not write endpoints.json within 30s (goroutine dump in log: %s)", h.Log.Name())
 		}
 	}
-	if h.client == nil {
+	if h.client == nil || h.client.Endpoint() != "http://"+h.Endpoints.HTTP {
 		cs, err := server.ConnectionString(ctx, h.DataDir, HostName, "iothubowner")
 		if err != nil {
 			return err
@@ -171,8 +183,8 @@ func (h *HubProc) Start(ctx context.Context) error {
 	return nil
 }
 
-// Client is a service client (iothubowner) for the hub's HTTP API; it follows restarts when the
-// HTTP address is fixed.
+// Client is a service client (iothubowner) for the hub's HTTP API. A restart on a new HTTP port
+// makes a new one: call Client again after Start.
 func (h *HubProc) Client() *apiclient.Client { return h.client }
 
 // ServiceConnectionString is the iothubowner connection string.

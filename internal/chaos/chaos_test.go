@@ -1,0 +1,263 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/bench"
+)
+
+var toggleOut = []bench.AgentOutput{{Name: "out1", Pin: "GPIO17", Actions: []string{"on", "off", "toggle", "pulse"}}}
+
+func toggleReq() iothub.SendRequest {
+	return iothub.SendRequest{Ack: iothub.AckFull, Properties: props("out1", "toggle")}
+}
+
+// checkToggles: one toggle transition per completed toggle, and nothing but Success. It returns
+// the number of transitions checked.
+func checkToggles(t *testing.T, outs []outcome, setup bench.AgentSetup) int {
+	t.Helper()
+	c := count(outs)
+	for st, n := range c {
+		if st != iothub.StatusSuccess {
+			t.Errorf("%d toggle(s) ended %s; want every one Success (no fault here may refuse a toggle)", n, st)
+		}
+	}
+	on, off := transitions(t, setup, "out1")
+	if on+off != c[iothub.StatusSuccess] {
+		t.Errorf("INVARIANT no message moves a pin twice: %d toggle transitions (%d on, %d off) for %d completed toggles",
+			on+off, on, off, c[iothub.StatusSuccess])
+	}
+	return on + off
+}
+
+// TestChaosHubKill kills the hub with SIGKILL at random moments while toggles flow, restarts it on
+// the same data directory and ports, and checks every invariant at the end.
+func TestChaosHubKill(t *testing.T) {
+	w := newWorld(t, 1000)
+	w.register("pi-hubkill")
+	_, setup := w.agent("pi-hubkill", w.hub.Endpoints.MQTT, toggleOut)
+	var log sendLog
+	stop := make(chan struct{})
+	d1 := log.load(w.c, "pi-hubkill", "toggle", 15*time.Millisecond, toggleReq, stop)
+	d2 := log.load(w.c, "pi-hubkill", "toggle", 15*time.Millisecond, toggleReq, stop)
+	n := faults(3, 40)
+	var worst time.Duration
+	for i := 0; i < n; i++ {
+		time.Sleep(randDelay(200*time.Millisecond, 1500*time.Millisecond)) // fault schedule
+		w.hub.Kill()
+		countFault("hub kill -9")
+		if err := w.hub.Start(context.Background()); err != nil {
+			t.Fatalf("restart %d: %v", i, err)
+		}
+		back := time.Now()
+		worst = max(worst, w.waitConnected("pi-hubkill", back, setup.ReconnectBound()+reconnectAllowance))
+	}
+	close(stop)
+	<-d1
+	<-d2
+	outs := w.settle(log.all(), 90*time.Second)
+	w.checkFeedback(outs)
+	tally(outs, checkToggles(t, outs, setup))
+	t.Logf("summary: %d hub kill -9, %d sends (%d acknowledged), %d completed toggles, agent back within %s at worst (bound %s)",
+		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond), setup.ReconnectBound()+reconnectAllowance)
+}
+
+func acked(ms []*sentMsg) int {
+	n := 0
+	for _, m := range ms {
+		if m.acked {
+			n++
+		}
+	}
+	return n
+}
+
+// TestChaosAgentKill kills the agent with SIGKILL in the middle of pulses and restarts it: a pulse
+// that was cut short is rejected as interrupted and never run again.
+func TestChaosAgentKill(t *testing.T) {
+	w := newWorld(t, 1000)
+	w.register("pi-agentkill")
+	outs := []bench.AgentOutput{{Name: "relay", Pin: "GPIO22", Actions: []string{"pulse"}, MaxDuration: 5 * time.Second}}
+	ag, setup := w.agent("pi-agentkill", w.hub.Endpoints.MQTT, outs)
+	var log sendLog
+	stop := make(chan struct{})
+	pulse := func() iothub.SendRequest {
+		return iothub.SendRequest{Ack: iothub.AckFull, Properties: props("relay", "pulse", iothub.AppProperty{Name: "duration", Value: "150ms"})}
+	}
+	d := log.load(w.c, "pi-agentkill", "pulse", 120*time.Millisecond, pulse, stop)
+	n := faults(3, 40)
+	var worst time.Duration
+	for i := 0; i < n; i++ {
+		time.Sleep(randDelay(300*time.Millisecond, 1200*time.Millisecond)) // fault schedule
+		ag.Kill()
+		countFault("agent kill -9")
+		killed := time.Now()
+		var err error
+		ag, err = bench.StartAgent(context.Background(), agentBin, setup)
+		if err != nil {
+			dumpLog(t, setup.LogPath())
+			t.Fatalf("restart agent %d: %v", i, err)
+		}
+		worst = max(worst, w.waitConnected("pi-agentkill", killed, setup.ReconnectBound()+reconnectAllowance))
+	}
+	close(stop)
+	<-d
+	t.Cleanup(func() { ag.Stop(10 * time.Second) })
+	res := w.settle(log.all(), 90*time.Second)
+	w.checkFeedback(res)
+	c := count(res)
+	interrupted := 0
+	for _, o := range res {
+		switch {
+		case !o.exists:
+		case o.status.Outcome == iothub.StatusSuccess:
+		case o.status.Outcome == iothub.StatusRejected && strings.Contains(o.status.Reason, "interrupted"):
+			interrupted++
+		default:
+			t.Errorf("%s ended %s (%q); want Success, or Rejected as interrupted", o.msg.mid, o.status.Outcome, o.status.Reason)
+		}
+	}
+	on, off := transitions(t, setup, "relay")
+	if on < c[iothub.StatusSuccess] || on > c[iothub.StatusSuccess]+interrupted {
+		t.Errorf("INVARIANT no message moves a pin twice: %d pulses started for %d completed + %d interrupted pulses",
+			on, c[iothub.StatusSuccess], interrupted)
+	}
+	if off > on {
+		t.Errorf("%d relay off transitions for %d on", off, on)
+	}
+	tally(res, on+off)
+	t.Logf("summary: %d agent kill -9, %d sends (%d acknowledged), %d pulses completed, %d interrupted and rejected, %d pulses started; agent back within %s at worst",
+		n, len(log.all()), acked(log.all()), c[iothub.StatusSuccess], interrupted, on, worst.Round(time.Millisecond))
+}
+
+// TestChaosConnectionCut cuts the agent's TCP connection (a proxy between agent and hub drops both
+// sides) at random moments mid-stream, and restarts the hub gracefully now and then.
+func TestChaosConnectionCut(t *testing.T) {
+	w := newWorld(t, 1000)
+	w.register("pi-cut")
+	px := newProxy(t, w.hub.Endpoints.MQTT)
+	_, setup := w.agent("pi-cut", px.addr(), toggleOut)
+	var log sendLog
+	stop := make(chan struct{})
+	d := log.load(w.c, "pi-cut", "toggle", 10*time.Millisecond, toggleReq, stop)
+	n := faults(4, 40)
+	var worst time.Duration
+	for i := 0; i < n; i++ {
+		time.Sleep(randDelay(150*time.Millisecond, 1000*time.Millisecond)) // fault schedule
+		var at time.Time
+		if i%4 == 3 {
+			w.hub.Stop()
+			countFault("hub graceful restart")
+			if err := w.hub.Start(context.Background()); err != nil {
+				t.Fatalf("restart %d: %v", i, err)
+			}
+			at = time.Now()
+		} else {
+			at = time.Now()
+			if px.cut() == 0 {
+				t.Logf("cut %d: no connection was up", i)
+			}
+			countFault("connection cut")
+		}
+		worst = max(worst, w.waitConnected("pi-cut", at, setup.ReconnectBound()+reconnectAllowance))
+	}
+	close(stop)
+	<-d
+	outs := w.settle(log.all(), 90*time.Second)
+	w.checkFeedback(outs)
+	tally(outs, checkToggles(t, outs, setup))
+	t.Logf("summary: %d connection faults, %d sends (%d acknowledged), %d completed toggles, agent back within %s at worst",
+		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond))
+}
+
+// TestChaosQueueFullAndExpiry fills an offline device's queue past its limit (the overflow gets
+// 403004 and nothing else is lost), and lets messages expire while another device is offline
+// (Expired, feedback once, and nothing moves when the device comes back).
+func TestChaosQueueFullAndExpiry(t *testing.T) {
+	const depth = 5
+	w := newWorld(t, depth)
+	w.register("pi-full", "pi-expire")
+	var log sendLog
+	rounds := faults(1, 5)
+	var accepted, refused, expiring int
+	for r := 0; r < rounds; r++ {
+		// Fill pi-full past its limit while it is offline.
+		for i := 0; i < depth+3; i++ {
+			m := log.send(w.c, "pi-full", "toggle", toggleReq())
+			switch {
+			case i < depth && !m.acked:
+				t.Fatalf("send %d of %d to an offline device with room: not acknowledged (code %d)", i+1, depth, m.code)
+			case i >= depth && m.code != 403004:
+				t.Errorf("overflow send %d: acked=%v code %d; want 403004 DeviceMaximumQueueDepthExceeded", i+1, m.acked, m.code)
+			}
+			if m.acked {
+				accepted++
+			} else {
+				refused++
+				countFault("queue overflow (403004)")
+			}
+		}
+		// Messages for pi-expire that expire in 1 s while it is offline.
+		for i := 0; i < 3; i++ {
+			exp := time.Now().Add(time.Second)
+			m := log.send(w.c, "pi-expire", "toggle", iothub.SendRequest{Ack: iothub.AckFull, ExpiryTimeUTC: &exp, Properties: props("out1", "toggle")})
+			if !m.acked {
+				t.Fatalf("send with 1s expiry: not acknowledged (code %d)", m.code)
+			}
+			expiring++
+			countFault("expired while offline")
+		}
+		expOuts := w.settle(filter(log.all(), "pi-expire"), 60*time.Second)
+		for _, o := range expOuts {
+			if o.status.Outcome != iothub.StatusExpired {
+				t.Errorf("%s: %s, want Expired", o.msg.mid, o.status.Outcome)
+			}
+		}
+		// Bring pi-full online: exactly the accepted ones run, then take it offline again.
+		ag, setup := w.agent("pi-full", w.hub.Endpoints.MQTT, toggleOut)
+		fullOuts := w.settle(filter(log.all(), "pi-full"), 60*time.Second)
+		ag.Stop(10 * time.Second)
+		moves := checkToggles(t, fullOuts, setup)
+		if r == rounds-1 {
+			tally(nil, moves)
+		}
+	}
+	// The refused sends were never stored.
+	for _, m := range log.all() {
+		if m.code == 403004 {
+			_, err := w.c.MessageStatus(context.Background(), m.dev, m.mid, 0)
+			var ie *iothub.Error
+			if !errors.As(err, &ie) || ie.Code != 404103 {
+				t.Errorf("INVARIANT refused send %s stored anyway: status err %v", m.mid, err)
+			}
+		}
+	}
+	// pi-expire comes online: nothing moves.
+	_, setup := w.agent("pi-expire", w.hub.Endpoints.MQTT, toggleOut)
+	all := w.settle(log.all(), 60*time.Second)
+	w.checkFeedback(all)
+	if on, off := transitions(t, setup, "out1"); on+off != 0 {
+		t.Errorf("INVARIANT expired messages never run: %d transitions on pi-expire", on+off)
+	}
+	tally(all, 0)
+	c := count(all)
+	if c[iothub.StatusSuccess] != accepted || c[iothub.StatusExpired] != expiring {
+		t.Errorf("outcomes %v; want %d Success and %d Expired", c, accepted, expiring)
+	}
+	t.Logf("summary: %d rounds, %d accepted and completed, %d refused with 403004, %d expired while offline", rounds, accepted, refused, expiring)
+}
+
+func filter(ms []*sentMsg, dev string) []*sentMsg {
+	var out []*sentMsg
+	for _, m := range ms {
+		if m.dev == dev {
+			out = append(out, m)
+		}
+	}
+	return out
+}
