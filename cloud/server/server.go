@@ -123,9 +123,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	metrics := api.NewMetrics()
+	hc := cfg.HubConfig()
+	hc.Logger = log.With("component", "hub")
+	s.hub, err = hub.Open(ctx, cfg.DataDir, hc, metrics.HubEvents(nil))
+	if err != nil {
+		return nil, fmt.Errorf("open hub in %s: %w", cfg.DataDir, err)
+	}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+	metrics.WatchStatus(s.hub.Status)
+
 	epPath := filepath.Join(cfg.DataDir, EndpointsFile)
-	if err := os.Remove(epPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale %s: %w", epPath, err)
+	// Only now, holding the data directory's lock: a second hub refused above must not remove the
+	// running one's endpoints.
+	if rerr := os.Remove(epPath); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale %s: %w", epPath, rerr)
 	}
 	// The first-start notice is shown until one start got as far as printing it (a first start
 	// that failed on a busy port must not swallow it).
@@ -149,20 +165,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 		tlsConf = certs.TLSConfig()
 	}
-
-	metrics := api.NewMetrics()
-	hc := cfg.HubConfig()
-	hc.Logger = log.With("component", "hub")
-	s.hub, err = hub.Open(ctx, cfg.DataDir, hc, metrics.HubEvents(nil))
-	if err != nil {
-		return nil, fmt.Errorf("open hub in %s: %w", cfg.DataDir, err)
-	}
-	defer func() {
-		if err != nil {
-			s.closeAll()
-		}
-	}()
-	metrics.WatchStatus(s.hub.Status)
 
 	if enabled(cfg.Listen.MQTT) || enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.WS) || enabled(cfg.Listen.WSS) {
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{

@@ -387,6 +387,23 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 	}
 
+	// An unknown policy is a clear error.
+	if out, err := exec.Command(hubBin, "connection-string", "--data", data, "--policy", "nope").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), `no such shared access policy "nope"`) || !strings.Contains(string(out), "service") {
+		t.Errorf("connection-string --policy nope: %v %s", err, out)
+	}
+	// A second hub on the same data directory refuses to start (and leaves the first one alone).
+	second := exec.Command(hubBin, append([]string{"serve", "--data", data}, loopback...)...)
+	if out, err := second.CombinedOutput(); err == nil {
+		t.Errorf("a second hub started on the same data directory:\n%s", out)
+	}
+	if _, err := c.Health(ctx); err != nil {
+		t.Fatalf("first hub unhealthy after the second one's attempt: %v", err)
+	}
+	if ep, err := server.ReadEndpoints(data); err != nil || ep.PID != p.cmd.Process.Pid {
+		t.Fatalf("endpoints.json after the second hub's attempt: %+v, %v", ep, err)
+	}
+
 	// A long-poll in progress does not hold up shutdown.
 	pollDone := make(chan error, 1)
 	go func() {
