@@ -677,6 +677,10 @@ func TestVMAgentAsUnprivilegedUser(t *testing.T) {
 	}
 	cfg := writeConfig(t, h.ep.MQTT, dev.DeviceID, dev.Authentication.SymmetricKey.PrimaryKey, "")
 	chownR(t, filepath.Dir(cfg), uid, uid)
+	// t.TempDir's parent is root's 0700: let the agent's user through to its own directories.
+	if err := os.Chmod(filepath.Dir(filepath.Dir(cfg)), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	user := &syscall.Credential{Uid: uid, Gid: uid}
 	restore := func() {
 		_ = os.Chown(rp1.Dev(), 0, 0)
