@@ -284,7 +284,7 @@ func TestBadConfigFailsNamingTheField(t *testing.T) {
 func TestServeEndToEnd(t *testing.T) {
 	state := t.TempDir()
 	data := filepath.Join(state, "c2d-hub") // $XDG_STATE_HOME/c2d-hub: no --data given
-	p := start(t, data, []string{"XDG_STATE_HOME=" + state, "STATE_DIRECTORY="}, loopback...)
+	p := start(t, data, []string{"XDG_STATE_HOME=" + state, "STATE_DIRECTORY="}, append([]string{"--wss", "127.0.0.1:0"}, loopback...)...)
 	ctx := ctxT(t, 60*time.Second)
 
 	host, _ := os.Hostname()
@@ -335,8 +335,11 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	plain.c.Disconnect(100)
 
-	// The extension: reject with a reason.
-	ext := connectDevice(t, "ssl://"+p.ep.MQTTS, tc, p.ep.HostName, dev, true)
+	// The extension, over secure WebSockets (same CA): reject with a reason.
+	if p.ep.WSS == "" {
+		t.Fatalf("no wss endpoint: %+v", p.ep)
+	}
+	ext := connectDevice(t, "wss://"+p.ep.WSS+"/$iothub/websocket", tc, p.ep.HostName, dev, true)
 	if _, err := svc.Send(ctx, "pi-1", iothub.SendRequest{MessageID: "bad-pin", Ack: iothub.AckNegative}); err != nil {
 		t.Fatal(err)
 	}
