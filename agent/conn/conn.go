@@ -86,19 +86,20 @@ type slot struct {
 
 // generation is one MQTT connection: its deliveries' PUBACK order, and a channel closed when it ends.
 type generation struct {
-	id    uint64
-	slots []*slot
-	ended chan struct{}
+	id     uint64
+	client paho.Client
+	slots  []*slot
+	ended  chan struct{} // closed when the connection is over
+	lost   chan error    // paho's connection-lost report
 }
 
 // Client is the agent's connection. Run drives it; Settle and Drop are safe from any goroutine.
 type Client struct {
-	opts   Options
-	log    *slog.Logger
-	client paho.Client
-	filter string
-
-	lost chan error
+	opts     Options
+	log      *slog.Logger
+	filter   string
+	username string
+	broker   string // URL paho dials
 
 	ackMu    sync.Mutex // serialises PUBACK sending (taken before mu)
 	mu       sync.Mutex
@@ -122,8 +123,7 @@ func New(opts Options) (*Client, error) {
 	}
 	c := &Client{
 		opts: opts, log: opts.Logger, filter: iothub.DeviceBoundFilter(opts.Device.DeviceID),
-		lost: make(chan error, 1),
-		gen:  &generation{ended: make(chan struct{})},
+		gen: &generation{ended: make(chan struct{}), lost: make(chan error, 1)},
 	}
 	close(c.gen.ended)
 
@@ -132,15 +132,24 @@ func New(opts Options) (*Client, error) {
 	if opts.Extension {
 		extra.Set(iothub.ExtensionParam, iothub.ExtensionDispositions)
 	}
-	username := iothub.FormatUsername(opts.Device.HostName, opts.Device.DeviceID, "", extra)
+	c.username = iothub.FormatUsername(opts.Device.HostName, opts.Device.DeviceID, "", extra)
 
 	broker := *opts.BrokerURL
 	if (broker.Scheme == "ws" || broker.Scheme == "wss") && (broker.Path == "" || broker.Path == "/") {
-		broker.Path = "/$iothub/websocket"
+		broker.Path = "/$iothub/websocket" // Azure's path; paho sets the "mqtt" subprotocol
 	}
+	c.broker = broker.String()
+	return c, nil
+}
+
+// newPaho builds a fresh paho client for one connection, its handlers bound to g. A client per
+// connection (paho warns that reusing one after Disconnect can race with its goroutines) also means
+// nothing from an old connection can leak into a new one.
+func (c *Client) newPaho(g *generation) paho.Client {
+	handler := func(_ paho.Client, m paho.Message) { c.onPublish(g, m) }
 	o := paho.NewClientOptions().
-		AddBroker(broker.String()).
-		SetClientID(iothub.ClientID(opts.Device.DeviceID, "")).
+		AddBroker(c.broker).
+		SetClientID(iothub.ClientID(c.opts.Device.DeviceID, "")).
 		SetProtocolVersion(4).
 		SetCleanSession(false).
 		SetAutoReconnect(false).
@@ -148,40 +157,31 @@ func New(opts Options) (*Client, error) {
 		SetResumeSubs(true).
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true). // handlers run in arrival order; ours returns at once
-		SetKeepAlive(opts.KeepAlive).
+		SetKeepAlive(c.opts.KeepAlive).
 		SetPingTimeout(10 * time.Second).
-		SetConnectTimeout(opts.ConnectTimeout).
-		SetWriteTimeout(opts.ConnectTimeout).
+		SetConnectTimeout(c.opts.ConnectTimeout).
+		SetWriteTimeout(c.opts.ConnectTimeout).
 		SetCredentialsProvider(func() (string, string) {
-			tok, err := opts.Device.Token(time.Now(), opts.TokenTTL)
+			tok, err := c.opts.Device.Token(time.Now(), c.opts.TokenTTL)
 			if err != nil {
 				c.log.Error("cannot sign SAS token", "err", err)
 			}
-			return username, tok
-		}).
-		SetConnectionAttemptHandler(func(*url.URL, *tls.Config) *tls.Config {
-			// Synchronous, before the connection exists: no delivery of the new connection can
-			// arrive before its generation does.
-			c.newGeneration()
-			return opts.TLS
+			return c.username, tok
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
-			case c.lost <- err:
+			case g.lost <- err:
 			default:
 			}
 		}).
-		SetDefaultPublishHandler(c.onPublish)
-	if opts.TLS != nil {
-		o.SetTLSConfig(opts.TLS)
+		// With a persistent session the broker may deliver before SUBSCRIBE is re-sent.
+		SetDefaultPublishHandler(handler)
+	if c.opts.TLS != nil {
+		o.SetTLSConfig(c.opts.TLS)
 	}
-	if broker.Scheme == "ws" || broker.Scheme == "wss" {
-		o.SetWebsocketOptions(&paho.WebsocketOptions{})
-		o.SetHTTPHeaders(map[string][]string{"Sec-WebSocket-Protocol": {"mqtt"}})
-	}
-	c.client = paho.NewClient(o)
-	c.client.AddRoute(c.filter, c.onPublish)
-	return c, nil
+	pc := paho.NewClient(o)
+	pc.AddRoute(c.filter, handler)
+	return pc
 }
 
 // Connected reports whether the MQTT connection is up.
@@ -195,16 +195,20 @@ func (c *Client) Alive(d time.Duration) bool {
 // Broker is where the client connects.
 func (c *Client) Broker() string { return c.opts.BrokerURL.Redacted() }
 
-func (c *Client) newGeneration() {
+// newGeneration makes the generation (and paho client) of the next connection attempt.
+func (c *Client) newGeneration() *generation {
 	c.mu.Lock()
 	old := c.gen
-	c.gen = &generation{id: old.id + 1, ended: make(chan struct{})}
+	g := &generation{id: old.id + 1, ended: make(chan struct{}), lost: make(chan error, 1)}
+	g.client = c.newPaho(g)
+	c.gen = g
 	c.mu.Unlock()
 	select {
 	case <-old.ended:
 	default:
 		close(old.ended)
 	}
+	return g
 }
 
 func (c *Client) endGeneration() {
@@ -219,7 +223,7 @@ func (c *Client) endGeneration() {
 	}
 }
 
-func (c *Client) onPublish(_ paho.Client, m paho.Message) {
+func (c *Client) onPublish(g *generation, m paho.Message) {
 	d := &Delivery{Topic: m.Topic(), Duplicate: m.Duplicate(), Received: time.Now(), msg: m}
 	dev, msg, err := iothub.ParseDeviceBoundTopic(m.Topic())
 	switch {
@@ -232,9 +236,11 @@ func (c *Client) onPublish(_ paho.Client, m paho.Message) {
 		d.Message = msg
 	}
 	c.mu.Lock()
-	d.gen = c.gen.id
+	d.gen = g.id
 	d.slot = &slot{d: d}
-	c.gen.slots = append(c.gen.slots, d.slot)
+	if g == c.gen {
+		g.slots = append(g.slots, d.slot)
+	}
 	c.mu.Unlock()
 	c.opts.Deliver(d)
 }
@@ -342,7 +348,7 @@ func (c *Client) publish(d *Delivery, topic string, payload []byte) error {
 	if payload == nil {
 		payload = []byte{} // paho rejects a nil payload
 	}
-	tok := c.client.Publish(topic, 1, false, payload)
+	tok := g.client.Publish(topic, 1, false, payload)
 	select {
 	case <-tok.Done():
 		return tok.Error()
@@ -373,9 +379,13 @@ func (c *Client) Run(ctx context.Context) error {
 		c.state(State{Broker: broker})
 		c.log.Info("connecting", "broker", broker, "device", c.opts.Device.DeviceID, "extension", c.opts.Extension)
 		start := time.Now()
-		sessionPresent, err := c.connect(ctx)
+		g := c.newGeneration()
+		sessionPresent, err := c.connect(ctx, g)
 		if err != nil {
 			c.endGeneration()
+			if ctx.Err() != nil {
+				return nil
+			}
 			attempt++
 			wait := Backoff(attempt, c.opts.ReconnectMin, c.opts.ReconnectMax, rand.Float64())
 			c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
@@ -390,23 +400,26 @@ func (c *Client) Run(ctx context.Context) error {
 		c.log.Info("connected", "broker", broker, "session_present", sessionPresent, "took", time.Since(start).Round(time.Millisecond))
 		c.state(State{Connected: true, Broker: broker})
 
-		var renew <-chan time.Time
+		var renew *time.Timer
+		var renewC <-chan time.Time
 		if c.opts.Device.SharedAccessSignature == "" {
-			t := time.NewTimer(c.opts.TokenTTL * 4 / 5)
-			defer t.Stop()
-			renew = t.C
+			renew = time.NewTimer(c.opts.TokenTTL * 4 / 5)
+			renewC = renew.C
 		}
-		reason := c.connectedLoop(ctx, beat, renew)
+		reason := c.connectedLoop(ctx, g, beat, renewC)
+		if renew != nil {
+			renew.Stop()
+		}
 		c.connected.Store(false)
 		c.endGeneration()
 		switch {
 		case ctx.Err() != nil:
-			c.client.Disconnect(250)
+			g.client.Disconnect(250)
 			c.log.Info("disconnected", "broker", broker)
 			c.state(State{Broker: broker})
 			return nil
 		case reason == nil: // token renewal
-			c.client.Disconnect(250)
+			g.client.Disconnect(250)
 			c.log.Info("reconnecting to renew the SAS token", "broker", broker)
 		default:
 			attempt = 1
@@ -422,14 +435,14 @@ func (c *Client) Run(ctx context.Context) error {
 
 // connectedLoop waits while connected; it returns the loss reason, or nil for a token renewal or
 // ctx's end.
-func (c *Client) connectedLoop(ctx context.Context, beat *time.Ticker, renew <-chan time.Time) error {
+func (c *Client) connectedLoop(ctx context.Context, g *generation, beat *time.Ticker, renew <-chan time.Time) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-renew:
 			return nil
-		case err := <-c.lost:
+		case err := <-g.lost:
 			if err == nil {
 				err = errors.New("connection closed")
 			}
@@ -440,45 +453,48 @@ func (c *Client) connectedLoop(ctx context.Context, beat *time.Ticker, renew <-c
 	}
 }
 
-func (c *Client) connect(ctx context.Context) (sessionPresent bool, err error) {
-	select { // a loss report from the previous connection is stale now
-	case <-c.lost:
-	default:
-	}
-	tok := c.client.Connect()
+func (c *Client) connect(ctx context.Context, g *generation) (sessionPresent bool, err error) {
+	tok := g.client.Connect()
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
-		// paho bounds the attempt by ConnectTimeout; wait for it so Disconnect is safe.
-		<-tok.Done()
-		if tok.Error() == nil {
-			c.client.Disconnect(0)
-		}
+		// Stopping: do not wait for the attempt (paho bounds it by ConnectTimeout); this client is
+		// never used again, so close it behind us.
+		go func() {
+			<-tok.Done()
+			if tok.Error() == nil {
+				g.client.Disconnect(0)
+			}
+		}()
 		return false, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
 		return false, err
 	}
-	ct, _ := tok.(*paho.ConnectToken)
-	if ct != nil {
+	if ct, ok := tok.(*paho.ConnectToken); ok {
 		sessionPresent = ct.SessionPresent()
 	}
 	// Subscribe on every connection: a broker that lost the session (or a fresh one) needs it, and
 	// with a persistent session it is harmless.
-	st := c.client.Subscribe(c.filter, 1, nil)
+	st := g.client.Subscribe(c.filter, 1, nil)
+	t := time.NewTimer(c.opts.ConnectTimeout)
+	defer t.Stop()
 	select {
 	case <-st.Done():
-	case <-time.After(c.opts.ConnectTimeout):
-		c.client.Disconnect(0)
+	case <-t.C:
+		g.client.Disconnect(0)
 		return false, fmt.Errorf("subscribe %s: no SUBACK within %s", c.filter, c.opts.ConnectTimeout)
+	case <-ctx.Done():
+		g.client.Disconnect(0)
+		return false, ctx.Err()
 	}
 	if err := st.Error(); err != nil {
-		c.client.Disconnect(0)
+		g.client.Disconnect(0)
 		return false, fmt.Errorf("subscribe %s: %w", c.filter, err)
 	}
 	if sub, ok := st.(*paho.SubscribeToken); ok {
 		if q, ok := sub.Result()[c.filter]; ok && q == 0x80 {
-			c.client.Disconnect(0)
+			g.client.Disconnect(0)
 			return false, fmt.Errorf("subscribe %s: refused by the broker", c.filter)
 		}
 	}
