@@ -358,14 +358,19 @@ func (h *Hub) kick(id string) {
 }
 
 // dispatch delivers a device's Enqueued messages in sequence order while slots are free. One runs
-// per attachment at a time, which keeps deliveries in FIFO order.
+// per attachment at a time, which keeps deliveries in FIFO order. Each round holds the
+// attachment's delivery lock from locking messages in the store to handing them to the Conn, so
+// a Detach (which takes that lock) either comes before the round, or after it and then returns
+// everything the round delivered: a replacing connection never overtakes older messages.
 func (h *Hub) dispatch(ds *devState) {
 	defer h.wg.Done()
 	for {
+		ds.sendMu.Lock()
 		h.mu.Lock()
 		if !ds.kicked || ds.detached || ds.broken || h.closed() {
 			ds.running = false
 			h.mu.Unlock()
+			ds.sendMu.Unlock()
 			return
 		}
 		ds.kicked = false
@@ -380,6 +385,7 @@ func (h *Hub) dispatch(ds *devState) {
 		free := h.cfg.MaxInFlight - len(ds.inflight)
 		h.mu.Unlock()
 		if free <= 0 {
+			ds.sendMu.Unlock()
 			continue
 		}
 		var locked []msgRow
@@ -415,6 +421,7 @@ func (h *Hub) dispatch(ds *devState) {
 			return h.formBatches(tx, now, e)
 		})
 		if err != nil {
+			ds.sendMu.Unlock()
 			if !isClosed(err) {
 				h.log.Error("lock messages for delivery", "device", ds.id, "err", err)
 			}
@@ -428,66 +435,55 @@ func (h *Hub) dispatch(ds *devState) {
 			ds.kicked = true
 			h.mu.Unlock()
 		}
-		if len(locked) == 0 {
-			continue
+		back := h.deliverLocked(ds, locked)
+		ds.sendMu.Unlock()
+		if len(back) > 0 {
+			if err := h.releaseTokens(ds.id, back); err != nil && !isClosed(err) {
+				h.log.Error("return undelivered messages to the queue", "device", ds.id, "err", err)
+			}
 		}
-		h.deliver(ds, locked)
 	}
 }
 
-// deliver hands locked messages to the attachment's Conn, unless it was detached meanwhile; then
-// (and for each failed Deliver) the messages go back to the queue.
-func (h *Hub) deliver(ds *devState, locked []msgRow) {
-	var back []string
-	ds.sendMu.Lock()
+// deliverLocked hands locked messages to the attachment's Conn; ds.sendMu is held, so ds is not
+// detached. It returns the lock tokens of messages that must go back to the queue: the one whose
+// Deliver failed and every one after it (a failed Conn gets nothing more).
+func (h *Hub) deliverLocked(ds *devState, locked []msgRow) (back []string) {
+	if len(locked) == 0 {
+		return nil
+	}
 	h.mu.Lock()
-	if ds.detached {
-		h.mu.Unlock()
-		ds.sendMu.Unlock()
-		back = make([]string, len(locked))
-		for i, m := range locked {
-			back[i] = m.LockToken
-		}
-	} else {
-		for _, m := range locked {
-			ds.inflight[m.LockToken] = m.LockedUntil
-		}
-		h.activity[ds.id] = h.now()
-		h.mu.Unlock()
-		for i := range locked {
-			m := &locked[i]
-			if len(back) > 0 {
-				back = append(back, m.LockToken) // the Conn failed: deliver nothing more to it
-				continue
-			}
-			// Called without h.mu: the broker may Settle from another goroutine at once.
-			if err := ds.conn.Deliver(h.wireMessage(m)); err != nil {
-				h.log.Warn("deliver failed; message goes back to the queue and this connection gets no more deliveries",
-					"device", ds.id, "messageId", m.MessageID, "err", err)
-				h.mu.Lock()
-				ds.broken = true
-				h.mu.Unlock()
-				back = append(back, m.LockToken)
-				continue
-			}
-			if h.ev.Delivered != nil {
-				h.ev.Delivered(ds.id)
-			}
-		}
+	for _, m := range locked {
+		ds.inflight[m.LockToken] = m.LockedUntil
+	}
+	h.activity[ds.id] = h.now()
+	h.mu.Unlock()
+	for i := range locked {
+		m := &locked[i]
 		if len(back) > 0 {
-			h.mu.Lock()
-			for _, t := range back {
-				delete(ds.inflight, t)
-			}
-			h.mu.Unlock()
+			back = append(back, m.LockToken)
+			continue
 		}
-		ds.sendMu.Unlock()
+		// Called without h.mu: the broker may Settle from another goroutine at once.
+		if err := ds.conn.Deliver(h.wireMessage(m)); err != nil {
+			h.log.Warn("deliver failed; message goes back to the queue and this connection gets no more deliveries",
+				"device", ds.id, "messageId", m.MessageID, "err", err)
+			back = append(back, m.LockToken)
+			continue
+		}
+		if h.ev.Delivered != nil {
+			h.ev.Delivered(ds.id)
+		}
 	}
 	if len(back) > 0 {
-		if err := h.releaseTokens(ds.id, back); err != nil && !isClosed(err) {
-			h.log.Error("return undelivered messages to the queue", "device", ds.id, "err", err)
+		h.mu.Lock()
+		ds.broken = true
+		for _, t := range back {
+			delete(ds.inflight, t)
 		}
+		h.mu.Unlock()
 	}
+	return back
 }
 
 // Settle applies a device's disposition to the delivery identified by lockToken. ErrLockLost when
