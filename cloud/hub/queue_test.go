@@ -734,3 +734,44 @@ func TestNoDeliveryAfterDetachUnderChurn(t *testing.T) {
 		}
 	}
 }
+
+func TestSettledOutcomesArePrunedAfterRetention(t *testing.T) {
+	cfg := testConfig()
+	cfg.SettledRetention = time.Second
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	if st := waitSettled(t, h, "dev1", "m1"); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("%+v", st)
+	}
+	ok := waitFor(t, func() bool {
+		_, err := h.MessageStatus(context.Background(), "dev1", "m1")
+		return errors.Is(err, ErrMessageNotFound)
+	})
+	if !ok {
+		t.Fatal("settled outcome still there long after settled_retention")
+	}
+}
+
+func TestLockExpiryCountsTowardMaxDeliveryCount(t *testing.T) {
+	cfg := testConfig()
+	cfg.LockTimeout = 200 * time.Millisecond
+	cfg.MaxDeliveryCount = 1
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckNegative})
+	c := newConn("dev1")
+	h.Attach(c)
+	c.next(t) // never settled: the device "crashed" on it
+	st := waitSettled(t, h, "dev1", "m1")
+	if st.Outcome != iothub.StatusDeliveryCountExceeded || st.DeliveryCount != 1 {
+		t.Fatalf("%+v", st)
+	}
+	if recs := receiveRecords(t, h, 1); recs[0].StatusCode != iothub.StatusDeliveryCountExceeded {
+		t.Fatalf("%+v", recs)
+	}
+	c.none(t, 100*time.Millisecond)
+}

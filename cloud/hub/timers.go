@@ -141,7 +141,7 @@ func (s *sweeper) sweep() (time.Time, error) {
 			if n > 0 {
 				h.log.Debug("pruned settled outcomes", "count", n)
 			}
-			s.prune = now.Add(pruneInterval)
+			s.prune = now.Add(min(pruneInterval, h.cfg.SettledRetention/2))
 		}
 		// What is next.
 		if next, err = tx.nextMessageDeadline(); err != nil {
