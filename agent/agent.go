@@ -379,6 +379,10 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 
 func (a *agent) abandon(ex *execution, reason string, log *slog.Logger) {
 	a.mu.Lock()
+	// Forget the execution first: a redelivery must run afresh, not be abandoned again.
+	if ex.id != "" && a.inflight[ex.id] == ex {
+		delete(a.inflight, ex.id)
+	}
 	ds := ex.deliveries
 	ex.deliveries = nil
 	ex.settled, ex.disp, ex.reason = true, iothub.DispositionAbandon, reason

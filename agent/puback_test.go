@@ -302,3 +302,30 @@ func TestPulseSurvivesReconnect(t *testing.T) {
 		}
 	}
 }
+
+// On a plain hub a transient hardware error cannot be abandoned: the delivery stays
+// unacknowledged (later ones are still acknowledged, in order), and the broker's redelivery after
+// a reconnect runs it.
+func TestPlainHubTransientErrorLeftUnacknowledged(t *testing.T) {
+	srv, rec, addr := startMochi(t)
+	b := newBoard(t, addr, "")
+	sim, logs := runWithBoard(t, b)
+
+	sim.FailNext("act", 1)
+	deliver(t, srv, message("t1", "", "target", "act", "action", "on"))
+	deliver(t, srv, message("n1", "", "target", "relay1", "action", "on"))
+	evs := rec.wait(t, "PUBACK of n1", has("puback", "n1"))
+	waitLog(t, logs, "this hub cannot abandon over MQTT", 1)
+	if _, ok := find(evs, "puback", "t1"); ok {
+		t.Fatal("the failed message was acknowledged (= completed on a plain hub)")
+	}
+	if n := len(transitions(t, b.logFile, "act")); n != 0 {
+		t.Fatalf("act moved %d times", n)
+	}
+	cl, _ := srv.Clients.Get(deviceID)
+	cl.Stop(errors.New("test: reconnect"))
+	rec.wait(t, "PUBACK of the redelivered t1", has("puback", "t1"))
+	if got := ons(transitions(t, b.logFile, "act")); got != "on" {
+		t.Errorf("act went %s after the redelivery", got)
+	}
+}
