@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -157,7 +158,10 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		s.opt.Metrics.observeHTTP(route, sw.code, time.Since(start))
+		d := time.Since(start)
+		s.opt.Metrics.observeHTTP(route, sw.code, d)
+		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "route", route, "code", sw.code,
+			"duration", d, "remote", r.RemoteAddr)
 	})
 }
 
@@ -261,7 +265,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", r.URL.Path+"/"+res.MessageID)
+	w.Header().Set("Location", r.URL.EscapedPath()+"/"+url.PathEscape(res.MessageID))
 	return writeJSON(w, http.StatusCreated, res)
 }
 
