@@ -65,13 +65,17 @@ type hub struct {
 	svc *apiclient.Client
 }
 
-func startHub(t *testing.T) *hub {
+func startHub(t *testing.T, listen ...string) *hub {
 	t.Helper()
 	data := t.TempDir()
 	cfg := filepath.Join(t.TempDir(), "hub.yaml")
 	must(t, os.WriteFile(cfg, []byte("queue:\n  lock_timeout: 5s\nfeedback:\n  interval: 50ms\n"), 0o644))
-	cmd := exec.Command(hubBin, "serve", "--data", data, "--config", cfg, "--log-level", "warn", "--hostname", "hub.test",
-		"--mqtt", "off", "--mqtts", "127.0.0.1:0", "--http", "off", "--https", "127.0.0.1:0")
+	if len(listen) == 0 {
+		listen = []string{"--mqtt", "off", "--mqtts", "127.0.0.1:0"}
+	}
+	args := append([]string{"serve", "--data", data, "--config", cfg, "--log-level", "warn", "--hostname", "hub.test",
+		"--http", "off", "--https", "127.0.0.1:0"}, listen...)
+	cmd := exec.Command(hubBin, args...)
 	var out syncBuf
 	cmd.Stdout, cmd.Stderr = &out, &out
 	must(t, cmd.Start())
@@ -119,6 +123,11 @@ type board struct {
 // config (sim backend, the hub's TLS port and CA).
 func newBoard(t *testing.T, h *hub, id string) *board {
 	t.Helper()
+	return newBoardAt(t, h, id, "ssl://"+h.ep.MQTTS)
+}
+
+func newBoardAt(t *testing.T, h *hub, id, brokerURL string) *board {
+	t.Helper()
 	ctx := ctxT(t, 10*time.Second)
 	dev, err := h.svc.CreateDevice(ctx, id, "", "")
 	must(t, err)
@@ -128,7 +137,7 @@ func newBoard(t *testing.T, h *hub, id string) *board {
 	must(t, os.WriteFile(filepath.Join(dir, "connection-string"), []byte(conn.String()+"\n"), 0o600))
 	must(t, os.WriteFile(b.config, []byte(fmt.Sprintf(`connection:
   connection_string_file: %s
-  broker_url: ssl://%s
+  broker_url: %s
   ca_file: %s
   reconnect_min: 50ms
   reconnect_max: 500ms
@@ -144,7 +153,7 @@ commands:
     steps:
       - {target: act, action: blink, count: 2, interval: 20ms}
       - {target: relay1, action: pulse, duration: 60ms}
-`, filepath.Join(dir, "connection-string"), h.ep.MQTTS, h.ep.CA, b.state, b.log, filepath.Join(dir, "state"))), 0o644))
+`, filepath.Join(dir, "connection-string"), brokerURL, h.ep.CA, b.state, b.log, filepath.Join(dir, "state"))), 0o644))
 	return b
 }
 
@@ -186,7 +195,7 @@ func startAgent(t *testing.T, b *board) *agentProc {
 	})
 	select {
 	case s := <-ready:
-		if !strings.Contains(s, "STATUS=connected to ssl://") {
+		if !strings.Contains(s, "STATUS=connected to ") {
 			t.Fatalf("READY without a connection: %q", s)
 		}
 	case err := <-p.exited:
@@ -367,4 +376,19 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// MQTT over WebSockets (Azure's port-443 transport): the agent's default path /$iothub/websocket
+// is where the hub serves it.
+func TestWebSockets(t *testing.T) {
+	h := startHub(t, "--mqtt", "off", "--mqtts", "off", "--ws", "127.0.0.1:0")
+	b := newBoardAt(t, h, "pi-ws", "ws://"+h.ep.WS)
+	startAgent(t, b)
+	send(t, h, "pi-ws", "ws-1", "target", "relay1", "action", "on")
+	if st := settled(t, h, "pi-ws", "ws-1"); st.Outcome != iothub.StatusSuccess {
+		t.Errorf("over WebSockets: %+v", st)
+	}
+	if got := transitions(t, b, "relay1"); got != "on" {
+		t.Errorf("relay1 went %q", got)
+	}
 }
