@@ -15,7 +15,10 @@
 // is given only after its commit. One writer goroutine owns all writes and group-commits: it takes
 // every request waiting (up to 512), runs each in its own SAVEPOINT of one transaction (a failing
 // request undoes only its own writes) and commits once, so concurrent sends share one fsync.
-// Reads use a separate pool of read-only connections. busy_timeout is 10 s.
+// Reads use a separate pool of read-only connections. busy_timeout is 10 s. Statements are prepared
+// once (parsing costs more than running them). hub.db is created 0600 (it holds keys), and
+// DATA/hub.lock (flock) refuses a second hub on the same data directory; ReadPolicies reads the
+// policies without opening the hub, for `c2d-hub connection-string` while the hub runs.
 //
 // The schema is versioned by PRAGMA user_version and migrated forward at Open; a database from a
 // newer c2d-hub is refused. The SQL is kept to what PostgreSQL also runs, so the same schema can
@@ -59,7 +62,7 @@
 //   - A connection whose Deliver returned an error gets no more deliveries until the device
 //     attaches again (the broker is expected to Detach it); the message goes back to the queue.
 //   - Settled outcomes stay queryable (MessageStatus, WaitSettled) for settled_retention (24 h),
-//     pruned once a minute. With several messages of the same id, the newest answers.
+//     pruned once a minute (or every settled_retention/2 if shorter). With several messages of the same id, the newest answers.
 //     WaitSettled wakes on the settling commit (a channel per waited message), it never polls.
 //
 // # Feedback
