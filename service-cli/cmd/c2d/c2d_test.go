@@ -327,6 +327,8 @@ func TestFeedback(t *testing.T) {
 	_ = follow.cmd.Process.Signal(syscall.SIGINT)
 	if r := follow.wait(t); r.code != 0 {
 		t.Errorf("feedback --follow after SIGINT: want exit 0, got %s", r)
+	} else if !strings.Contains(r.stderr, "records of devices other than "+id+" are consumed without being shown") {
+		t.Errorf("feedback --follow --device does not warn that it consumes other devices' records: %q", r.stderr)
 	}
 
 	// Drain mode: a record is printed once, then it is gone.
