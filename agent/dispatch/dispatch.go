@@ -265,11 +265,11 @@ func (x *execution) step(s action.Step) error {
 			return fmt.Errorf("%s: output missing from the board", s.Target)
 		}
 		prev := out.State()
-		start := time.Now()
 		if err := x.set(s.Target, true); err != nil {
 			return err
 		}
-		if err := x.sleepUntil(start.Add(s.Duration)); err != nil {
+		// Timed from after the switch: the output is on for at least Duration.
+		if err := x.sleepUntil(time.Now().Add(s.Duration)); err != nil {
 			return err
 		}
 		return x.set(s.Target, prev)
@@ -279,11 +279,15 @@ func (x *execution) step(s action.Step) error {
 			return fmt.Errorf("%s: output missing from the board", s.Target)
 		}
 		prev := out.State()
-		// Deadlines from one start time: the cycle does not drift with scheduling latency.
-		t := time.Now()
+		// Deadlines from the first switch-on: every transition happens no earlier than its place
+		// in the rhythm, and late wake-ups do not accumulate into drift.
+		var t time.Time
 		for i := 0; i < s.Count; i++ {
 			if err := x.set(s.Target, true); err != nil {
 				return err
+			}
+			if i == 0 {
+				t = time.Now()
 			}
 			t = t.Add(s.On)
 			if err := x.sleepUntil(t); err != nil {
