@@ -386,6 +386,21 @@ func ledEvents(t *testing.T, n int) []vmsim.LEDEvent {
 	return evs
 }
 
+// waitLED reads ACT's changes until one is to want.
+func waitLED(t *testing.T, want int32) {
+	t.Helper()
+	var seen []int32
+	for {
+		ev, err := act.Next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("ACT never went to %d (changes seen: %v): %v", want, seen, err)
+		}
+		if seen = append(seen, ev.Brightness); ev.Brightness == want {
+			return
+		}
+	}
+}
+
 func ledString(evs []vmsim.LEDEvent) string {
 	var b strings.Builder
 	for _, e := range evs {
@@ -605,6 +620,8 @@ ready:
 		if code := agent.wait(t, 20*time.Second); code != 0 {
 			t.Errorf("c2d-agent exit code %d after SIGTERM, want 0\n%s", code, agent.out.String())
 		}
+		// The cut-short blink ends with ACT off: its last change is to 0, and it stays there.
+		waitLED(t, 0)
 		if b, err := act.Brightness(); err != nil || b != 0 {
 			t.Errorf("ACT brightness %d (%v) after SIGTERM, want 0 (safe off)", b, err)
 		}
@@ -723,6 +740,9 @@ func TestVMAgentAsUnprivilegedUser(t *testing.T) {
 
 	t.Run("with the gpio group and our udev rule: runs and drives", func(t *testing.T) {
 		applyLEDRule(t, string(rules), "ACT")
+		if evs := act.Drain(); len(evs) > 0 {
+			t.Fatalf("ACT changed before this agent started: %v", evs)
+		}
 		sock, notes := notifySocket(t)
 		// The socket, its t.TempDir and that one's root-only parent: open to the agent's user.
 		for _, p := range []string{sock, filepath.Dir(sock), filepath.Dir(filepath.Dir(sock))} {
