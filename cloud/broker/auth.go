@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -125,12 +126,10 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	return true
 }
 
-func (h *authHook) refuse(cl *mqtt.Client, code connackCode, log interface {
-	Info(string, ...any)
-}, reason error) {
+func (h *authHook) refuse(cl *mqtt.Client, code connackCode, log *slog.Logger, reason error) {
 	// The reason comes from the core and names what failed, never the token itself.
 	log.Info("connection refused", "reason", reason.Error(), "connack", fmt.Sprintf("0x%02x", connackByte(cl, code)))
-	if f := h.b.opts.Events.AuthFailed; f != nil {
+	if f := h.b.opts.Events.AuthFailed; f != nil && code != refuseUnavailable {
 		f(cl.ID, reason)
 	}
 	ack := packets.Packet{

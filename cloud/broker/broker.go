@@ -51,8 +51,9 @@ type Events struct {
 	Connected func(deviceID, moduleID string)
 	// Disconnected: that session ended; err is why (nil for a clean DISCONNECT).
 	Disconnected func(deviceID, moduleID string, err error)
-	// AuthFailed: a CONNECT was refused; clientID is what the client claimed, err the reason
-	// (never containing the token).
+	// AuthFailed: a CONNECT was refused (credentials, unknown or disabled device, protocol
+	// version; not while shutting down or when the core fails); clientID is what the client
+	// claimed, err the reason (never containing the token).
 	AuthFailed func(clientID string, err error)
 }
 
