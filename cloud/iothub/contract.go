@@ -61,8 +61,9 @@ type Message struct {
 	Properties      []AppProperty // application properties, in the sender's order
 	Body            []byte
 
-	// LockToken identifies one delivery for the disposition extension ($c2d.lt). The hub sets it
-	// only for connections that opted in; a plain Azure hub never sends it.
+	// LockToken identifies one delivery. The hub sets it on every delivery (the broker maps a
+	// PUBACK back to it); it goes on the wire as $c2d.lt only to connections that opted into the
+	// disposition extension (DeliveryTopic's ext flag). A plain Azure hub never sends it.
 	LockToken string
 }
 
