@@ -329,3 +329,41 @@ func TestPlainHubTransientErrorLeftUnacknowledged(t *testing.T) {
 		t.Errorf("act went %s after the redelivery", got)
 	}
 }
+
+// $.exp is checked on arrival and again when the action would start: a message that expires while
+// queued behind a long action on its output is refused, not run late. A sender reusing a message id
+// for different content gets a new execution.
+func TestExpiryRecheckedAndReusedIDs(t *testing.T) {
+	srv, rec, addr := startMochi(t)
+	b := newBoard(t, addr, "")
+	b.cfg.Connection.Dispositions = config.DispositionsExtension
+	runWithBoard(t, b)
+	prefix := iothub.DispositionPrefix + deviceID + "/messages/devicebound/"
+
+	deliver(t, srv, message("long", "lt-long", "target", "relay1", "action", "pulse", "duration", "400ms"))
+	late := message("late", "lt-late", "target", "relay1", "action", "off")
+	late.ExpiryTime = time.Now().Add(150 * time.Millisecond)
+	deliver(t, srv, late)
+	evs := rec.wait(t, "late settled", has("publish", prefix+"lt-late/"))
+	d, _ := find(evs, "publish", prefix+"lt-late/")
+	var body iothub.DispositionBody
+	must(t, json.Unmarshal([]byte(d.Payload), &body))
+	want := "message expired at " + late.ExpiryTime.UTC().Format(time.RFC3339)
+	if !strings.HasSuffix(d.Topic, "/reject") || body.Reason != want {
+		t.Errorf("late message: %s %q, want reject %q", d.Topic, body.Reason, want)
+	}
+	if got := ons(transitions(t, b.logFile, "relay1")); got != "on,off" {
+		t.Errorf("relay1 went %s: only the pulse may have run", got)
+	}
+
+	// toggles show a second run: a redelivery that ran again would switch act back on.
+	deliver(t, srv, message("same", "lt-a", "target", "act", "action", "toggle"))
+	rec.wait(t, "first 'same'", has("publish", prefix+"lt-a/complete"))
+	deliver(t, srv, message("same", "lt-b", "target", "act", "action", "toggle", "x-note", "again")) // reused id, new content
+	rec.wait(t, "second 'same'", has("publish", prefix+"lt-b/complete"))
+	deliver(t, srv, message("same", "lt-c", "target", "act", "action", "toggle", "x-note", "again")) // a true redelivery
+	rec.wait(t, "redelivered 'same'", has("publish", prefix+"lt-c/complete"))
+	if got := ons(transitions(t, b.logFile, "act")); got != "on,off" {
+		t.Errorf("act went %s", got)
+	}
+}
