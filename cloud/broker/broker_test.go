@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -694,4 +695,25 @@ func TestLargeEventsUpToAzureLimit(t *testing.T) {
 	}
 	cl.c.Publish(iothub.EventsTopic("big", nil), 1, false, make([]byte, broker.MaxPacketSize))
 	cl.waitLost()
+}
+
+func TestMQTT5Refused(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	c, err := net.Dial("tcp", e.b.Addr(broker.ListenerMQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(wait))
+	// CONNECT, protocol level 5, clean start, keep-alive 60, no properties, client id "x".
+	if _, err := c.Write([]byte{0x10, 0x0e, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 0, 0, 1, 'x'}); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil {
+		t.Fatalf("no CONNACK: %v", err)
+	}
+	if ack[0] != 0x20 || ack[3] != 0x84 {
+		t.Fatalf("CONNACK % x, want reason 0x84 (unsupported protocol version)", ack)
+	}
 }
