@@ -160,6 +160,7 @@ phase_begin "test binaries"
 stage=$cache/initramfs
 rm -rf "$stage" && mkdir -p "$stage"/{bin,dev,proc,sys,tmp,root,lib/modules,tests}
 : >"$stage/tests/order"
+(cd "$repo" && go vet -tags vmgpio "${pkgs[@]}") || die "go vet -tags vmgpio ${pkgs[*]}"
 for p in "${pkgs[@]}"; do
 	name=$(echo "${p#./}" | tr / -).test
 	(cd "$repo" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go test -c -tags vmgpio -trimpath -ldflags '-s -w' -o "$stage/tests/$name" "$p") ||
