@@ -729,6 +729,29 @@ func TestVMInPi4(t *testing.T) {
 		}
 	})
 
+	t.Run("chip removed under an open board: Set fails, Healthy says so", func(t *testing.T) {
+		// A driver unbound or reloaded at run time: the agent must notice (Healthy feeds the
+		// systemd watchdog), not carry on reporting success.
+		b := open(t, []hw.OutputSpec{{Name: "cam", Kind: hw.KindGPIO, Chip: "raspberrypi-exp-gpio", Line: 5}})
+		defer b.Close()
+		set(t, b, "cam", true)
+		wantValue(t, line{exp, 5}, 1)
+		delete(r.chips, "raspberrypi-exp-gpio")
+		if err := exp.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		err := b.Output("cam").Set(false)
+		t.Logf("Set after removal: %v", err)
+		if err == nil {
+			t.Error("Set on a removed chip succeeded")
+		}
+		herr := b.Healthy()
+		t.Logf("Healthy after removal: %v", herr)
+		if herr == nil || !strings.Contains(herr.Error(), "cam") {
+			t.Errorf("Healthy after the chip vanished: %v, want an error naming output cam", herr)
+		}
+	})
+
 	t.Run("ACT LED", func(t *testing.T) {
 		act := r.leds["ACT"]
 		b := open(t, []hw.OutputSpec{{Name: "act", Kind: hw.KindLED, LED: "ACT", Safe: true}})
