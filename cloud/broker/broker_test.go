@@ -717,3 +717,35 @@ func TestMQTT5Refused(t *testing.T) {
 		t.Fatalf("CONNACK % x, want reason 0x84 (unsupported protocol version)", ack)
 	}
 }
+
+// TestRapidTakeovers replaces a device's session again and again while its queue is being
+// delivered: whatever order the old and new connections' goroutines run in, the last session must
+// end up attached and every message completed.
+func TestRapidTakeovers(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("flappy")
+	var mids []string
+	for i := range 12 {
+		mids = append(mids, e.send("flappy", iothub.SendRequest{Body: []byte{byte('a' + i)}}).MessageID)
+	}
+	var last *client
+	for i := range 8 {
+		last = e.connect(d, clientOpts{})
+		if i == 0 {
+			last.subscribeC2D("flappy")
+		}
+	}
+	for _, mid := range mids {
+		if st := e.settled("flappy", mid); st.Outcome != iothub.StatusSuccess {
+			t.Fatalf("%s: %+v", mid, st)
+		}
+	}
+	r := e.send("flappy", iothub.SendRequest{Body: []byte("last")})
+	for {
+		_, msg := last.next()
+		if msg.MessageID == r.MessageID {
+			break
+		}
+	}
+	eventually(t, "one session", func() bool { return e.b.Connected() == 1 })
+}
