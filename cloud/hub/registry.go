@@ -121,8 +121,9 @@ func checkKey(field, k string) error {
 	return nil
 }
 
-// PutDevice creates (keys generated when empty, status enabled when empty) or updates a device;
-// ifMatch "" or "*" skips the etag check, otherwise a mismatch is ErrPreconditionFailed. Every
+// PutDevice creates (keys generated when empty, status enabled when empty) or updates a device.
+// As in Azure, ifMatch "" means create: an existing device is ErrDeviceExists; "*" updates
+// unconditionally, an etag updates only that version (a mismatch is ErrPreconditionFailed). Every
 // update changes the etag; generationId is set once at creation. On update, empty keys and an
 // empty status keep the stored ones. Disabling a device drops its session (OnDeviceGone).
 func (h *Hub) PutDevice(ctx context.Context, d iothub.Device, ifMatch string) (dev iothub.Device, created bool, err error) {
@@ -175,6 +176,13 @@ func (h *Hub) PutDevice(ctx context.Context, d iothub.Device, ifMatch string) (d
 			}
 			created = true
 			return tx.insertDevice(row)
+		}
+		// Azure's registry: a PUT without If-Match creates; on an existing device it is refused,
+		// so a create can never reset a device's status or replace the keys its board uses.
+		// Updates say If-Match: "*" (unconditional) or the etag they read.
+		if strings.TrimSpace(ifMatch) == "" {
+			return coded(ErrDeviceExists, iothub.CodeDeviceAlreadyExists,
+				"device %q already exists (update it with If-Match: its etag, or *)", d.DeviceID)
 		}
 		if !etagMatches(ifMatch, cur.ETag) {
 			return coded(ErrPreconditionFailed, iothub.CodePreconditionFailed,

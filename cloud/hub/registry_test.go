@@ -27,6 +27,13 @@ func TestRegistryKeysETagAndIfMatch(t *testing.T) {
 	}
 	_, _, err := h.PutDevice(ctx, iothub.Device{DeviceID: "dev1", Status: iothub.DeviceDisabled}, `"stale"`)
 	wantCode(t, err, ErrPreconditionFailed, iothub.CodePreconditionFailed)
+	// A create (no If-Match) of an existing device must not reset it or replace its keys.
+	_, _, err = h.PutDevice(ctx, iothub.Device{DeviceID: "dev1", Authentication: iothub.Authentication{
+		SymmetricKey: iothub.SymmetricKey{PrimaryKey: "AAAAAAAAAAAAAAAAAAAAAA=="}}}, "")
+	wantCode(t, err, ErrDeviceExists, iothub.CodeDeviceAlreadyExists)
+	if again, _ := h.GetDevice(ctx, "dev1"); again.Authentication != d.Authentication || again.ETag != d.ETag {
+		t.Fatalf("refused create changed the device: %+v", again)
+	}
 
 	u, created, err := h.PutDevice(ctx, iothub.Device{DeviceID: "dev1", StatusReason: "maintenance"}, `"`+d.ETag+`"`)
 	if err != nil || created {

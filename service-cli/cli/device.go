@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -102,13 +101,8 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 			}
 			ctx, cancel := a.call(cmd)
 			defer cancel()
-			// The hub's PUT is an upsert; create must never touch an existing device (it would
-			// reset its status and could replace the keys its board uses), so look first.
-			if _, err := c.GetDevice(ctx, id); err == nil {
-				return classifyHub(iothub.Errorf(iothub.CodeDeviceAlreadyExists, "device %q is already registered", id), a.subj)
-			} else if !errors.Is(err, &iothub.Error{Code: iothub.CodeDeviceNotFound}) {
-				return err
-			}
+			// A create is a PUT without If-Match: the hub refuses it for an existing device
+			// (409001 DeviceAlreadyExists), so it never resets a device or replaces its keys.
 			d, err := c.CreateDevice(ctx, id, primary, secondary)
 			if err != nil {
 				return err
