@@ -45,17 +45,17 @@ func TestChaosHubKill(t *testing.T) {
 	stop := make(chan struct{})
 	d1 := log.load(w.c, "pi-hubkill", "toggle", 15*time.Millisecond, toggleReq, stop)
 	d2 := log.load(w.c, "pi-hubkill", "toggle", 15*time.Millisecond, toggleReq, stop)
-	n := faults(3, 40)
+	n := faults(3, 100)
 	var worst time.Duration
 	for i := 0; i < n; i++ {
 		time.Sleep(randDelay(200*time.Millisecond, 1500*time.Millisecond)) // fault schedule
+		killed := time.Now()
 		w.hub.Kill()
 		countFault("hub kill -9")
 		if err := w.hub.Start(context.Background()); err != nil {
 			t.Fatalf("restart %d: %v", i, err)
 		}
-		back := time.Now()
-		worst = max(worst, w.waitConnected("pi-hubkill", back, setup.ReconnectBound()+reconnectAllowance))
+		worst = max(worst, w.waitConnected("pi-hubkill", killed, setup.ReconnectBound()+reconnectAllowance))
 	}
 	close(stop)
 	<-d1
@@ -90,13 +90,13 @@ func TestChaosAgentKill(t *testing.T) {
 		return iothub.SendRequest{Ack: iothub.AckFull, Properties: props("relay", "pulse", iothub.AppProperty{Name: "duration", Value: "150ms"})}
 	}
 	d := log.load(w.c, "pi-agentkill", "pulse", 120*time.Millisecond, pulse, stop)
-	n := faults(3, 40)
+	n := faults(3, 100)
 	var worst time.Duration
 	for i := 0; i < n; i++ {
 		time.Sleep(randDelay(300*time.Millisecond, 1200*time.Millisecond)) // fault schedule
+		killed := time.Now()
 		ag.Kill()
 		countFault("agent kill -9")
-		killed := time.Now()
 		var err error
 		ag, err = bench.StartAgent(context.Background(), agentBin, setup)
 		if err != nil {
@@ -145,20 +145,18 @@ func TestChaosConnectionCut(t *testing.T) {
 	var log sendLog
 	stop := make(chan struct{})
 	d := log.load(w.c, "pi-cut", "toggle", 10*time.Millisecond, toggleReq, stop)
-	n := faults(4, 40)
+	n := faults(4, 100)
 	var worst time.Duration
 	for i := 0; i < n; i++ {
 		time.Sleep(randDelay(150*time.Millisecond, 1000*time.Millisecond)) // fault schedule
-		var at time.Time
+		at := time.Now()
 		if i%4 == 3 {
 			w.hub.Stop()
 			countFault("hub graceful restart")
 			if err := w.hub.Start(context.Background()); err != nil {
 				t.Fatalf("restart %d: %v", i, err)
 			}
-			at = time.Now()
 		} else {
-			at = time.Now()
 			if px.cut() == 0 {
 				t.Logf("cut %d: no connection was up", i)
 			}
@@ -183,7 +181,7 @@ func TestChaosQueueFullAndExpiry(t *testing.T) {
 	w := newWorld(t, depth)
 	w.register("pi-full", "pi-expire")
 	var log sendLog
-	rounds := faults(1, 5)
+	rounds := faults(1, 10)
 	var accepted, refused, expiring int
 	for r := 0; r < rounds; r++ {
 		// Fill pi-full past its limit while it is offline.

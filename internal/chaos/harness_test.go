@@ -48,22 +48,29 @@ func TestMain(m *testing.M) {
 }
 
 func mainErr(m *testing.M) (int, error) {
-	if testing.Short() {
-		// Still run: the short suite is the default; -short only trims nothing here.
-	}
-	root, err := bench.ModuleRoot()
-	if err != nil {
-		return 0, err
-	}
-	dir, err := os.MkdirTemp("", "c2d-chaos-bin-*")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if hubBin, agentBin, err = bench.BuildBinaries(ctx, root, dir); err != nil {
-		return 0, err
+	if dir := os.Getenv("C2D_CHAOS_BIN"); dir != "" {
+		// Prebuilt binaries (e.g. make's bin/): test exactly what ships.
+		hubBin, agentBin = filepath.Join(dir, "c2d-hub"), filepath.Join(dir, "c2d-agent")
+		for _, b := range []string{hubBin, agentBin} {
+			if _, err := os.Stat(b); err != nil {
+				return 0, fmt.Errorf("C2D_CHAOS_BIN: %w", err)
+			}
+		}
+	} else {
+		root, err := bench.ModuleRoot()
+		if err != nil {
+			return 0, err
+		}
+		dir, err := os.MkdirTemp("", "c2d-chaos-bin-*")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if hubBin, agentBin, err = bench.BuildBinaries(ctx, root, dir); err != nil {
+			return 0, err
+		}
 	}
 	totals.faults = map[string]int{}
 	code := m.Run()
@@ -191,22 +198,25 @@ func (w *world) agent(dev, addr string, outputs []bench.AgentOutput) (*bench.Age
 // a loaded 2-core machine (and the race detector in make test).
 const reconnectAllowance = 4 * time.Second
 
-// waitConnected polls the hub until dev is Connected with a state change after since, within
-// bound; the invariant "the agent is back within its backoff bound".
-func (w *world) waitConnected(dev string, since time.Time, bound time.Duration) time.Duration {
+// waitConnected polls the hub until dev is Connected with a state change after faultAt (so a
+// session from before the fault does not count), within bound from now (the moment the fault is
+// over: hub restarted, agent restarted, connection cut): the invariant "the agent is back within
+// its backoff bound". It returns how long it took from now.
+func (w *world) waitConnected(dev string, faultAt time.Time, bound time.Duration) time.Duration {
 	w.t.Helper()
 	ctx := context.Background()
+	start := time.Now()
 	var last iothub.Device
 	var lastErr error
 	ok := bench.WaitFor(ctx, bound, 20*time.Millisecond, func() bool {
 		d, err := w.c.GetDevice(ctx, dev)
 		last, lastErr = d, err
-		return err == nil && d.ConnectionState == "Connected" && !d.ConnectionStateUpdatedTime.Before(since.Add(-time.Millisecond))
+		return err == nil && d.ConnectionState == "Connected" && d.ConnectionStateUpdatedTime.After(faultAt)
 	})
-	took := time.Since(since)
+	took := time.Since(start)
 	if !ok {
-		w.t.Errorf("INVARIANT agent back within bound: %s not Connected %s after the fault (bound %s); last state %q updated %s, err %v",
-			dev, took.Round(time.Millisecond), bound, last.ConnectionState, last.ConnectionStateUpdatedTime.Format(time.RFC3339Nano), lastErr)
+		w.t.Errorf("INVARIANT agent back within bound: %s not Connected %s after the fault ended (bound %s); last state %q updated %s (fault at %s), err %v",
+			dev, took.Round(time.Millisecond), bound, last.ConnectionState, last.ConnectionStateUpdatedTime.Format(time.RFC3339Nano), faultAt.Format(time.RFC3339Nano), lastErr)
 	}
 	return took
 }
