@@ -19,7 +19,7 @@
 #   7. boots it with qemu-system-x86_64 (TCG) and exits 0 only if the guest printed its PASS line
 #      (no line, a kernel panic or a timeout fail).
 # Prints where the time went. Environment: C2D_VM_CACHE, C2D_VM_TIMEOUT (seconds for the boot,
-# default 150), C2D_VM_PKGS (Go packages with vmgpio tests, in run order), C2D_VM_BINS (commands
+# default 240; each test binary has its own 120 s), C2D_VM_PKGS (Go packages with vmgpio tests, in run order), C2D_VM_BINS (commands
 # built into the guest's /tests/bin for the end-to-end test), C2D_VM_DEBUG_SCRIPT (a sh script the
 # guest runs before the tests, for poking around).
 set -euo pipefail
@@ -27,7 +27,7 @@ shopt -s nullglob
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${C2D_VM_CACHE:-$repo/.cache/vm-gpio}
-boot_timeout=${C2D_VM_TIMEOUT:-150}
+boot_timeout=${C2D_VM_TIMEOUT:-240}
 # Run order: the harness self-check first (a failure there means the VM, not our code, is broken).
 read -r -a pkgs <<<"${C2D_VM_PKGS:-./scripts/vm/vmsim ./hw/periphhw ./scripts/vm/e2e}"
 # Programs the end-to-end test runs in the guest (from /tests/bin).
