@@ -18,10 +18,13 @@
 #      the image package), the test binaries;
 #   7. boots it with qemu-system-x86_64 (TCG) and exits 0 only if the guest printed its PASS line
 #      (no line, a kernel panic or a timeout fail).
-# Prints where the time went. Environment: C2D_VM_CACHE, C2D_VM_TIMEOUT (seconds for the boot,
-# default 240; each test binary has its own 120 s), C2D_VM_PKGS (Go packages with vmgpio tests, in run order), C2D_VM_BINS (commands
-# built into the guest's /tests/bin for the end-to-end test), C2D_VM_DEBUG_SCRIPT (a sh script the
-# guest runs before the tests, for poking around).
+# Prints where the time went, and last "N passed, N failed" over the guest's tests. Environment:
+#   C2D_VM_CACHE         cache directory (default .cache/vm-gpio in the repo)
+#   C2D_VM_TIMEOUT       seconds for the boot and all guest tests (default 240; each test binary
+#                        also has its own 120 s)
+#   C2D_VM_PKGS          Go packages with vmgpio tests, in run order
+#   C2D_VM_BINS          commands built into the guest's /tests/bin for the end-to-end test
+#   C2D_VM_DEBUG_SCRIPT  a sh script the guest runs before the tests, for poking around
 set -euo pipefail
 shopt -s nullglob
 
