@@ -75,26 +75,5 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		return errors.New("usage: c2d-agent check-config [--hardware] FILE")
 	}
-	cfg, err := config.Load(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	res, err := cfg.Resolve()
-	if err != nil {
-		return fmt.Errorf("%s: %w", fs.Arg(0), err)
-	}
-	agent.Describe(stdout, cfg, res)
-	if *hardware {
-		log := slog.New(slog.NewTextHandler(stderr, nil))
-		board, err := agent.OpenBoard(cfg, log)
-		if err != nil {
-			return fmt.Errorf("open hardware (%s): %w", cfg.Hardware.Backend, err)
-		}
-		if err := board.Close(); err != nil {
-			return fmt.Errorf("close hardware: %w", err)
-		}
-		fmt.Fprintln(stdout, "hardware: every output opened and left in its safe state")
-	}
-	fmt.Fprintln(stdout, "config OK")
-	return nil
+	return agent.CheckConfig(stdout, fs.Arg(0), *hardware, slog.New(slog.NewTextHandler(stderr, nil)))
 }
