@@ -119,6 +119,7 @@ type Broker struct {
 
 	mu        sync.RWMutex
 	started   bool
+	serving   bool // srv.Serve succeeded: Close must close srv
 	closed    bool
 	conns     map[*mqtt.Client]*conn    // every established session
 	devices   map[string]*conn          // device id → its latest (non-module) session
@@ -199,6 +200,9 @@ func (b *Broker) Start() error {
 		SysTopicResendInterval: 3600, // $SYS is unreachable for devices (ACL); keep mochi's ticker idle
 		InlineClient:           false,
 	})
+	b.mu.Lock()
+	b.srv = srv
+	b.mu.Unlock()
 	fail := func(err error) error {
 		_ = srv.Close()
 		b.mu.Lock()
@@ -251,7 +255,7 @@ func (b *Broker) Start() error {
 		return fail(fmt.Errorf("broker: serve: %w", err))
 	}
 	b.mu.Lock()
-	b.srv = srv // from here on Close closes it
+	b.serving = true // from here on Close closes srv
 	b.mu.Unlock()
 	b.mu.RLock()
 	for name, l := range b.listeners {
@@ -301,7 +305,7 @@ func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
 		b.closed = true
-		started := b.srv != nil
+		serving := b.serving
 		b.mu.Unlock()
 		b.cancel()
 		// Close the established sessions first: mochi's shutdown would send them a DISCONNECT,
@@ -311,7 +315,7 @@ func (b *Broker) Close() error {
 			cl.Stop(packets.ErrServerShuttingDown)
 		}
 		b.mu.RUnlock()
-		if started {
+		if serving {
 			// Closes the listeners, sends DISCONNECT (v5) and closes every client, and waits for
 			// every client goroutine: each one runs OnDisconnect, which detaches its session.
 			_ = b.srv.Close()

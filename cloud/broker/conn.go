@@ -222,12 +222,25 @@ func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 	b.life.Lock()
 	defer b.life.Unlock()
 	b.mu.Lock()
+	b.conns[cl] = c
+	// Sessions of one client id can reach this point in any order (each runs on its own
+	// connection's goroutine, and this one may have waited for the lock behind a slow Attach):
+	// only the session mochi holds as the client id's current one may take the device over. A
+	// session already replaced is registered (for OnDisconnect) but never attached.
+	if cur, ok := b.srv.Clients.Get(cl.ID); !ok || cur != cl || cl.Closed() {
+		c.ended = true
+		b.mu.Unlock()
+		c.log.Info("session replaced before it was established")
+		cl.Stop(packets.ErrSessionTakenOver)
+		b.writers.Add(1)
+		go c.writeLoop()
+		return c
+	}
 	var old *conn
 	if c.moduleID == "" {
 		old = b.devices[c.deviceID]
 		b.devices[c.deviceID] = c
 	}
-	b.conns[cl] = c
 	b.mu.Unlock()
 	if old != nil {
 		old.log.Info("session replaced by a new connection of the same device", "new_remote", cl.Net.Remote)
