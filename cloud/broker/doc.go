@@ -27,7 +27,9 @@
 //     or at once when a resumed persistent session (CleanSession=0) already holds that
 //     subscription (paho and the SDKs do not subscribe again on reconnect). Unsubscribe and
 //     disconnect detach it. When a second connection takes over a client id, the old session is
-//     detached before the new one is attached, whichever connection's goroutine runs first. When
+//     detached before the new one is attached, whichever connection's goroutine runs first, and
+//     only the session mochi holds as that client id's current one may take the device over (a
+//     session replaced before its hooks ran never attaches). When
 //     the SAS token expires the connection is closed, as Azure does. Core.OnDeviceGone (device
 //     deleted or disabled) drops the device's connections.
 //   - deliveryHook: PUBACKs and disposition publishes become Core.Settle; every device publish is
