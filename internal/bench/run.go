@@ -43,6 +43,8 @@ type Config struct {
 	FleetSizes            []int
 	ConnectConcurrency    int
 	IdleWindow            time.Duration
+	// DistDir holds cross-built agents (dist/c2d-agent_linux_*); default: the module's dist/.
+	DistDir string
 
 	Log io.Writer
 }
@@ -548,16 +550,20 @@ func (r *runner) agentStatic(fp *AgentFootprint) {
 		fp.Stripped = f.Section(".symtab") == nil
 		f.Close()
 	}
-	if root, err := ModuleRoot(); err == nil {
-		matches, _ := filepath.Glob(filepath.Join(root, "dist", "*c2d-agent*"))
-		more, _ := filepath.Glob(filepath.Join(root, "dist", "*", "c2d-agent*"))
-		for _, m := range append(matches, more...) {
-			if st, err := os.Stat(m); err == nil && st.Mode().IsRegular() && !strings.HasSuffix(m, ".deb") {
+	dist := r.cfg.DistDir
+	if dist == "" {
+		if root, err := ModuleRoot(); err == nil {
+			dist = filepath.Join(root, "dist")
+		}
+	}
+	if dist != "" {
+		matches, _ := filepath.Glob(filepath.Join(dist, "c2d-agent_*"))
+		for _, m := range matches {
+			if st, err := os.Stat(m); err == nil && st.Mode().IsRegular() {
 				if fp.Dist == nil {
 					fp.Dist = map[string]int64{}
 				}
-				rel, _ := filepath.Rel(root, m)
-				fp.Dist[rel] = st.Size()
+				fp.Dist[filepath.Base(m)] = st.Size()
 			}
 		}
 	}
@@ -871,6 +877,15 @@ func (r *runner) ratios() {
 			r.rep.Ratios[key] = round2(la.Feedback.P50 / lb.Feedback.P50)
 		}
 	}
+	settled := func(key, a, b string) {
+		la, oka := lat[a]
+		lb, okb := lat[b]
+		if oka && okb && la.Settle != nil && lb.Feedback.P50 > 0 {
+			r.rep.Ratios[key] = round2(la.Settle.P50 / lb.Feedback.P50)
+		}
+	}
+	settled("settled_p50_agent_vs_raw_mochi", "c2d-agent", "raw-mochi")
+	settled("settled_p50_agent_vs_raw_mosquitto", "c2d-agent", "raw-mosquitto")
 	ratio("latency_p50_agent_vs_raw_mochi", "c2d-agent", "raw-mochi")
 	ratio("latency_p50_agent_vs_raw_mosquitto", "c2d-agent", "raw-mosquitto")
 	ratio("latency_p50_lite1_vs_raw_mochi", "lite-1", "raw-mochi")
@@ -878,6 +893,9 @@ func (r *runner) ratios() {
 	if r.rep.Fsync != nil && r.rep.Fsync.P50 > 0 {
 		if l, ok := lat["c2d-agent"]; ok {
 			r.rep.Ratios["latency_p50_agent_in_fsyncs"] = round2(l.Feedback.P50 / r.rep.Fsync.P50)
+			if l.Settle != nil {
+				r.rep.Ratios["settled_p50_agent_in_fsyncs"] = round2(l.Settle.P50 / r.rep.Fsync.P50)
+			}
 		}
 	}
 	tp := map[string]float64{}

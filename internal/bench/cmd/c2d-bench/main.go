@@ -50,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.HubBin, "hub-bin", "", "c2d-hub binary (default: bin/c2d-hub, else built with go build)")
 	fs.StringVar(&cfg.AgentBin, "agent-bin", "", "c2d-agent binary (default: bin/c2d-agent, else built)")
 	fs.StringVar(&cfg.WorkDir, "dir", "", "work directory for data dirs and logs (default: a new temp dir; its disk is the one measured)")
+	fs.StringVar(&cfg.DistDir, "dist", "", "directory of cross-built agents (c2d-agent_linux_*, from scripts/cross-build.sh); default dist/")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) afterwards")
 	sections := fs.String("sections", strings.Join(cfg.Sections, ","), "sections to run: fsync,latency,throughput,fleet,agent")
 	fs.IntVar(&cfg.LatencyCommands, "commands", cfg.LatencyCommands, "commands per latency row")
