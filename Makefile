@@ -15,7 +15,7 @@ PKG_c2d-agent := ./agent/cmd/c2d-agent
 PKG_c2d-hub   := ./cloud/cmd/c2d-hub
 PKG_c2d       := ./service-cli/cmd/c2d
 
-.PHONY: all build test test-go lint demo clean
+.PHONY: all build test test-go test-vm lint demo clean
 
 all: build
 
@@ -32,14 +32,23 @@ FORCE:
 test: build
 	$(GO) vet ./...
 	$(MAKE) test-go
+	$(MAKE) test-vm
 
 # The race detector needs cgo; the binaries we ship and the ones tests build stay CGO_ENABLED=0.
 test-go:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
 
+# The real GPIO path: the periph backend, c2d-agent and c2d-hub driving gpio-sim lines and uleds
+# LEDs of Debian's kernel booted under qemu (needs root; installs what it needs from Debian).
+# See scripts/vm/README.md. Runs last in make test, so its "N passed, N failed" closes the run.
+test-vm:
+	bash scripts/vm-gpio-test.sh
+
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags vmgpio ./hw/periphhw ./scripts/vm/...
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags vmgpio ./hw/periphhw ./scripts/vm/...
 
 # The main job end to end on the embedded defaults: hub, device, agent on simulated hardware,
 # commands (one invalid) with their outcomes and the board as it changes. See internal/demo.

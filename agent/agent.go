@@ -37,14 +37,21 @@ type Options struct {
 }
 
 // OpenBoard opens the config's hardware backend; every output is in its safe state when it returns.
+// An output's failure names it by its config path: `outputs.relay1.pin: no line "GPIO99" (...)`.
 func OpenBoard(cfg *config.Config, log *slog.Logger) (hw.Board, error) {
 	specs := cfg.Specs()
+	var b hw.Board
+	var err error
 	switch cfg.Hardware.Backend {
 	case config.BackendSim:
-		return simhw.Open(specs, simhw.Options{StateFile: cfg.Hardware.Sim.StateFile, TransitionLog: cfg.Hardware.Sim.TransitionLog})
+		b, err = simhw.Open(specs, simhw.Options{StateFile: cfg.Hardware.Sim.StateFile, TransitionLog: cfg.Hardware.Sim.TransitionLog})
 	default:
-		return periphhw.Open(specs, periphhw.Options{Logger: log})
+		b, err = periphhw.Open(specs, periphhw.Options{Logger: log})
 	}
+	if oe, ok := err.(*hw.OutputError); ok {
+		err = fmt.Errorf("outputs.%w", oe)
+	}
+	return b, err
 }
 
 // Run runs the agent until ctx ends (SIGTERM), then stops receiving, cuts running actions short,

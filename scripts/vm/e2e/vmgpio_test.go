@@ -669,8 +669,7 @@ func TestVMAgentRefusesUnknownPin(t *testing.T) {
 		t.Errorf("start-up error should name siren.pin and \"GPIO99\":\n%s", out)
 	}
 	if !strings.Contains(out, "outputs.siren.pin") {
-		// The guide's form is the config path, outputs.siren.pin; reported, not enforced yet.
-		t.Logf("NOTE: the error names siren.pin, not the config path outputs.siren.pin")
+		t.Errorf("start-up error should name the config path outputs.siren.pin:\n%s", out)
 	}
 	if m := moved(t); len(m) != 0 {
 		t.Errorf("lines moved although the config was refused: %v", m)
