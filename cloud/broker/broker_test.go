@@ -756,3 +756,49 @@ func TestRapidTakeovers(t *testing.T) {
 	}
 	eventually(t, "one session", func() bool { return e.b.Connected() == 1 })
 }
+
+// TestConcurrentConnects races several CONNECTs of one device: one session survives, attached.
+func TestConcurrentConnects(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("racer")
+	// One connection first: it warms the hub's prepared-statement cache. (Cold, hub.Authenticate
+	// deadlocks when more calls than its read pool has connections arrive at once: reported.)
+	e.connect(d, clientOpts{}).c.Disconnect(0)
+	eventually(t, "warm-up session gone", func() bool { return e.b.Connected() == 0 })
+
+	pw := token(t, d, "", time.Hour)
+	clients := make([]*client, 6)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clients[i] = e.start(d, clientOpts{password: pw})
+		}()
+	}
+	wg.Wait()
+	for _, c := range clients {
+		if !c.tok.WaitTimeout(wait) {
+			t.Fatal("no CONNACK")
+		}
+	}
+	var live *client
+	eventually(t, "one session on each side", func() bool {
+		live = nil
+		n := 0
+		for _, c := range clients {
+			if c.c.IsConnectionOpen() {
+				live, n = c, n+1
+			}
+		}
+		return n == 1 && e.b.Connected() == 1
+	})
+	live.subscribeC2D("racer")
+	res := e.send("racer", iothub.SendRequest{Body: []byte("x")})
+	if _, msg := live.next(); msg.MessageID != res.MessageID {
+		t.Fatalf("got %q", msg.MessageID)
+	}
+	if st := e.settled("racer", res.MessageID); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("%+v", st)
+	}
+}

@@ -187,6 +187,16 @@ func (e *env) connect(d iothub.Device, o clientOpts) *client {
 // dial connects and returns the client whatever the outcome (cl.tok holds it).
 func (e *env) dial(d iothub.Device, o clientOpts) *client {
 	e.t.Helper()
+	cl := e.start(d, o)
+	if !cl.tok.WaitTimeout(wait) {
+		e.t.Fatalf("connect %s: no CONNACK within %v", d.DeviceID, wait)
+	}
+	return cl
+}
+
+// start begins connecting; cl.tok completes with the CONNACK. Safe from any goroutine when
+// o.password is set.
+func (e *env) start(d iothub.Device, o clientOpts) *client {
 	if o.clientID == "" {
 		o.clientID = d.DeviceID
 	}
@@ -225,9 +235,6 @@ func (e *env) dial(d iothub.Device, o clientOpts) *client {
 	}
 	cl.c = paho.NewClient(po)
 	cl.tok = cl.c.Connect()
-	if !cl.tok.WaitTimeout(wait) {
-		e.t.Fatalf("connect %s: no CONNACK within %v", d.DeviceID, wait)
-	}
 	e.t.Cleanup(func() { cl.c.Disconnect(0) })
 	return cl
 }
