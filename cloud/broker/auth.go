@@ -74,11 +74,19 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.AuthTimeout)
 	defer cancel()
-	res, err := b.core.Authenticate(ctx, hub.AuthRequest{
-		ClientID: clientID,
-		Username: string(pk.Connect.Username),
-		Password: string(pk.Connect.Password),
-	})
+	var res hub.AuthResult
+	var err error
+	select {
+	case b.auths <- struct{}{}:
+		res, err = b.core.Authenticate(ctx, hub.AuthRequest{
+			ClientID: clientID,
+			Username: string(pk.Connect.Username),
+			Password: string(pk.Connect.Password),
+		})
+		<-b.auths
+	case <-ctx.Done():
+		err = fmt.Errorf("waiting to authenticate: %w", ctx.Err())
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, hub.ErrDeviceDisabled), errors.Is(err, hub.ErrDeviceNotFound):

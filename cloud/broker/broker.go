@@ -73,6 +73,10 @@ type Options struct {
 	AuthTimeout time.Duration
 	// SettleTimeout bounds one Core.Settle call. Zero means 10 s.
 	SettleTimeout time.Duration
+	// MaxConcurrentAuth bounds the CONNECTs being authenticated at once (a fleet reconnecting
+	// after a restart must not flood the store); the others wait, within AuthTimeout. Zero
+	// means 2.
+	MaxConcurrentAuth int
 
 	Logger *slog.Logger // nil discards
 	Events Events
@@ -97,6 +101,9 @@ func (o Options) Validate() error {
 			return fmt.Errorf("broker: %s %v is negative", d.name, d.v)
 		}
 	}
+	if o.MaxConcurrentAuth < 0 {
+		return fmt.Errorf("broker: max concurrent auth %d is negative", o.MaxConcurrentAuth)
+	}
 	return nil
 }
 
@@ -112,6 +119,7 @@ type Broker struct {
 
 	ctx    context.Context // cancelled by Close: aborts Authenticate/Settle calls in flight
 	cancel context.CancelFunc
+	auths  chan struct{} // semaphore: Authenticate calls in flight
 
 	// life serialises Attach/Detach decisions so that, for one device, the core always sees
 	// Detach(old) before Attach(new). Never held while waiting on anything but the core.
@@ -147,6 +155,9 @@ func New(core Core, opts Options) (*Broker, error) {
 	if opts.SettleTimeout == 0 {
 		opts.SettleTimeout = 10 * time.Second
 	}
+	if opts.MaxConcurrentAuth == 0 {
+		opts.MaxConcurrentAuth = 2
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -158,6 +169,7 @@ func New(core Core, opts Options) (*Broker, error) {
 		log:       log,
 		ctx:       ctx,
 		cancel:    cancel,
+		auths:     make(chan struct{}, opts.MaxConcurrentAuth),
 		conns:     map[*mqtt.Client]*conn{},
 		devices:   map[string]*conn{},
 		authed:    map[*mqtt.Client]authInfo{},
