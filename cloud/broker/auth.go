@@ -250,6 +250,9 @@ func (c *conn) mayPublish(topic string) bool {
 			topicIDIs(parts[2], c.moduleID) && parts[3] == "messages" &&
 			(parts[4] == "events" || strings.HasPrefix(parts[4], "events/"))
 	}
+	if strings.HasPrefix(topic, "$iothub/twin/") || strings.HasPrefix(topic, "$iothub/methods/res/") {
+		return true // twin requests and method responses of the SDKs: accepted and dropped
+	}
 	if rest, ok := strings.CutPrefix(topic, iothub.DispositionPrefix); ok {
 		// Only the id is checked here: a malformed remainder is logged and dropped by the
 		// delivery hook instead of costing the device its connection.

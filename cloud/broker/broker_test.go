@@ -489,6 +489,10 @@ func TestEventsAcceptedAndRejectReportsLogged(t *testing.T) {
 	if err := cl.publish(iothub.EventsTopic("rep", iothub.PropertyBag{{Name: "temp", Value: "21"}}), 1, []byte("{}")); err != nil {
 		t.Fatalf("telemetry: %v", err)
 	}
+	// What an Azure SDK sends when the application asks for its twin: accepted and dropped.
+	if err := cl.publish("$iothub/twin/GET/?$rid=1", 1, nil); err != nil {
+		t.Fatalf("twin request: %v", err)
+	}
 	topic, payload := iothub.RejectReportEvent("rep", "cmd:42", "pin GPIO99 not declared")
 	if err := cl.publish(topic, 1, payload); err != nil {
 		t.Fatalf("reject report: %v", err)

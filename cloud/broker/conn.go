@@ -178,18 +178,6 @@ func (c *conn) writeLoop() {
 				if ob.completeOnWrite != "" {
 					c.b.settle(c, ob.completeOnWrite, iothub.DispositionComplete, "")
 				}
-			case errors.Is(err, packets.ErrPacketTooLarge):
-				// Only an MQTT 5 client announcing a small Maximum Packet Size gets here.
-				// Redelivering cannot help: dead-letter it with the reason.
-				lt, ok := ob.completeOnWrite, ob.completeOnWrite != ""
-				if !ok {
-					lt, ok = c.acked(pk.PacketID)
-				}
-				c.log.Warn("message larger than the device accepts; rejecting it", "topic_bytes", len(pk.TopicName),
-					"payload_bytes", len(pk.Payload), "device_max", c.cl.Properties.Props.MaximumPacketSize)
-				if ok {
-					c.b.settle(c, lt, iothub.DispositionReject, "message exceeds the device's maximum packet size")
-				}
 			case c.cl.Closed():
 				// The session is ending; OnDisconnect detaches it and the core requeues.
 			default:

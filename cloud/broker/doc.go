@@ -17,7 +17,10 @@
 //     has no negative PUBACK), a refused QoS 0 one is dropped. The filters
 //     the official SDKs subscribe to on every connection (`$iothub/methods/POST/#`,
 //     `$iothub/twin/res/#`, `$iothub/twin/PATCH/properties/desired/#`) are granted as no-ops so
-//     those SDKs connect: c2d never publishes there. Modules may connect and publish their own
+//     those SDKs connect: c2d never publishes there; and their twin requests and method
+//     responses (`$iothub/twin/...`, `$iothub/methods/res/...`) are accepted and dropped, so an
+//     SDK that asks for its twin times out instead of losing its connection (and its C2D
+//     messages) over and over. Modules may connect and publish their own
 //     events; they get no cloud-to-device messages (as on Azure).
 //   - qosHook: Azure's QoS rules. QoS 2 subscriptions are granted QoS 1 (MaximumQos capability),
 //     and a QoS 2 PUBLISH closes the connection. Deliveries are QoS 1; a device that subscribed

@@ -184,9 +184,12 @@ func (h *deliveryHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 	if c == nil {
 		return pk, packets.CodeSuccessIgnore
 	}
-	if strings.HasPrefix(pk.TopicName, iothub.DispositionPrefix) {
+	switch {
+	case strings.HasPrefix(pk.TopicName, iothub.DispositionPrefix):
 		h.disposition(c, pk)
-	} else {
+	case strings.HasPrefix(pk.TopicName, "$iothub/"):
+		c.log.Debug("device twins and direct methods are not implemented; publish dropped", "topic", pk.TopicName)
+	default:
 		h.event(c, pk)
 	}
 	return pk, packets.CodeSuccessIgnore
