@@ -107,7 +107,7 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// ErrClosed is returned by Start after Close, and by Deliver on a connection that is gone.
+// ErrClosed is returned by Start after Close.
 var ErrClosed = errors.New("broker: closed")
 
 // Broker is the embedded MQTT broker of c2d-hub.
