@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,5 +307,42 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 	if _, err := Open(context.Background(), t.TempDir(), Config{MaxDeliveryCount: 500}, Events{}); err == nil ||
 		!strings.Contains(err.Error(), "max_delivery_count") {
 		t.Fatalf("Open with a bad config: %v", err)
+	}
+}
+
+// A fleet reconnecting at once after a restart: as many read transactions as the pool has
+// connections, each running its first (not yet prepared) statement. Preparing on the pool from
+// inside them once deadlocked the hub; the barrier makes the old failure certain.
+func TestReadsOnAColdStatementCacheDoNotDeadlock(t *testing.T) {
+	dir := t.TempDir()
+	h := openHub(t, dir, testConfig())
+	mustDevice(t, h, "dev1")
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h = openHub(t, dir, testConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const n = 4 // the read pool's size
+	var begun sync.WaitGroup
+	begun.Add(n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			errs <- h.view(ctx, func(tx storeTx) error {
+				begun.Done()
+				begun.Wait() // every connection of the pool is now inside a transaction
+				_, ok, err := tx.device("dev1")
+				if err == nil && !ok {
+					err = errors.New("dev1 not found")
+				}
+				return err
+			})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("read on a cold statement cache: %v", err)
+		}
 	}
 }

@@ -265,7 +265,7 @@ func openSQLite(ctx context.Context, dataDir string, log logger) (*sqliteStore, 
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	// Only the writer goroutine uses w, one transaction at a time. The second connection lets a
-	// statement be prepared (stmtCache) while the first holds the open transaction.
+	// statement be prepared in the background (stmtCache) while the first holds the transaction.
 	w.SetMaxOpenConns(2)
 	w.SetMaxIdleConns(2)
 	w.SetConnMaxLifetime(0)
@@ -465,55 +465,82 @@ func fromMs(v int64) time.Time {
 	return time.UnixMilli(v).UTC()
 }
 
+// A statement not prepared yet runs unprepared on the transaction's own connection while it is
+// prepared in the background: preparing inside the transaction would need a second connection
+// from the pool, and with every connection held by a transaction waiting for one, the hub would
+// deadlock (a fleet reconnecting at once after a restart did exactly that).
 func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
-	st, err := t.cache.get(t.ctx, q)
-	if err != nil {
-		return nil, err
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
 	}
-	return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
+	return t.tx.ExecContext(t.ctx, q, args...)
 }
 
 func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
-	st, err := t.cache.get(t.ctx, q)
-	if err != nil {
-		return nil, err
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
 	}
-	return t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
+	return t.tx.QueryContext(t.ctx, q, args...)
 }
 
 func (t *sqlTx) queryRow(q string, args ...any) *sql.Row {
-	st, err := t.cache.get(t.ctx, q)
-	if err != nil {
-		return t.tx.QueryRowContext(t.ctx, q, args...) // reports the same error through Scan
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
 	}
-	return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
+	return t.tx.QueryRowContext(t.ctx, q, args...)
 }
 
 // stmtCache keeps each statement prepared once per pool: parsing SQL costs more CPU than running
-// these small statements, and the writer's CPU bounds the commit rate.
+// most of these queries. get never waits for a connection (see sqlTx.exec).
 type stmtCache struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	db      *sql.DB
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+	closed  bool
 }
 
-func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, m: map[string]*sql.Stmt{}} }
+func newStmtCache(db *sql.DB) *stmtCache {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &stmtCache{db: db, ctx: ctx, cancel: cancel, m: map[string]*sql.Stmt{}, pending: map[string]bool{}}
+}
 
-func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
+// get returns q's prepared statement, or nil after starting to prepare it in the background.
+func (c *stmtCache) get(q string) *sql.Stmt {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.m[q]; st != nil {
-		return st, nil
+	if st := c.m[q]; st != nil || c.closed || c.pending[q] {
+		return st
 	}
-	st, err := c.db.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	c.m[q] = st
-	return st, nil
+	c.pending[q] = true
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		st, err := c.db.PrepareContext(c.ctx, q)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.pending, q)
+		if err != nil {
+			return // the unprepared path reports any real error; the next get retries
+		}
+		if c.closed {
+			st.Close()
+			return
+		}
+		c.m[q] = st
+	}()
+	return nil
 }
 
 func (c *stmtCache) close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
