@@ -15,7 +15,7 @@ PKG_c2d-agent := ./agent/cmd/c2d-agent
 PKG_c2d-hub   := ./cloud/cmd/c2d-hub
 PKG_c2d       := ./service-cli/cmd/c2d
 
-.PHONY: all build test test-go test-vm lint demo clean
+.PHONY: all build test test-go test-vm lint demo bench chaos clean
 
 all: build
 
@@ -54,6 +54,17 @@ lint:
 # commands (one invalid) with their outcomes and the board as it changes. See internal/demo.
 demo: build
 	@$(GO) run ./internal/demo/cmd/c2d-demo -bin bin
+
+# Benchmarks with their baselines measured in the same run (raw MQTT through Mosquitto and through
+# our broker, the disk's fsync); prints a table and writes bin/bench.json. See docs/benchmarks.md.
+bench: build
+	$(GO) build -o bin/c2d-bench ./internal/bench/cmd/c2d-bench
+	bin/c2d-bench -hub-bin bin/c2d-hub -agent-bin bin/c2d-agent -json bin/bench.json
+
+# The long fault-injection run (a short one is part of make test): kill -9 hub and agent, cut
+# connections, overflow and expire queues, then check every invariant.
+chaos: build
+	C2D_CHAOS_LONG=1 C2D_CHAOS_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 30m -v -run Chaos ./internal/chaos
 
 clean:
 	rm -rf bin dist
