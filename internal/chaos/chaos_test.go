@@ -200,9 +200,9 @@ func TestChaosQueueFullAndExpiry(t *testing.T) {
 				countFault("queue overflow (403004)")
 			}
 		}
-		// Messages for pi-expire that expire in 1 s while it is offline.
+		// Messages for pi-expire that expire in 1.3 s while it is offline.
 		for i := 0; i < 3; i++ {
-			exp := time.Now().Add(time.Second)
+			exp := time.Now().Add(1300 * time.Millisecond) // min_ttl 1s, plus headroom for a slow request
 			m := log.send(w.c, "pi-expire", "toggle", iothub.SendRequest{Ack: iothub.AckFull, ExpiryTimeUTC: &exp, Properties: props("out1", "toggle")})
 			if !m.acked {
 				t.Fatalf("send with 1s expiry: not acknowledged (code %d)", m.code)
