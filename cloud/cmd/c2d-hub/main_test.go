@@ -447,8 +447,12 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	if p.ep.HTTP == "" || p.ep.HTTPS == "" || p.ep.MQTT != "" || p.ep.MQTTS != "" {
 		t.Errorf("endpoints %+v: want http (flag) and https (file), no MQTT (file)", p.ep)
 	}
-	if !strings.Contains(p.stderr.String(), `"msg":"listening"`) {
-		t.Errorf("log.format json from the file not applied:\n%s", p.stderr.String())
+	// The log line may reach the pipe after endpoints.json is written: wait for it, bounded.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.stderr.String(), `"msg":"listening"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("log.format json from the file not applied:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the process's log, with a deadline
 	}
 	// The generated certificate carries the flag's host name.
 	conn, err := tls.Dial("tcp", p.ep.HTTPS, &tls.Config{RootCAs: p.caPool(), ServerName: "from-flag.example"})
