@@ -69,7 +69,8 @@
 //
 // Per iothub-ack (AckMode.Wants): positive → Success; negative → Expired, DeliveryCountExceeded,
 // Rejected, Purged; full → all. Records carry Azure's six fields plus c2d's reason, deliveryCount
-// and correlationId. They form batches of feedback_batch_size (64), or whatever is waiting once
+// and correlationId; enqueuedTimeUtc is, as in Azure, when the outcome happened (the settle, the
+// expiry, the purge), not when the message was sent. They form batches of feedback_batch_size (64), or whatever is waiting once
 // the oldest record waited feedback_interval: 1 s by default, short enough for interactive use
 // (Azure: 15 s). A batch is locked for feedback_lock_timeout when received; Complete deletes it,
 // Abandon or lock expiry offers it again until feedback_max_delivery_count deliveries, after which

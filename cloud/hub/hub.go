@@ -280,12 +280,15 @@ func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reaso
 			OriginalMessageID:  m.MessageID,
 			DeviceID:           m.DeviceID,
 			DeviceGenerationID: d.GenerationID,
-			EnqueuedTimeUTC:    m.EnqueuedAt,
-			StatusCode:         outcome,
-			Description:        iothub.FeedbackDescription(outcome),
-			Reason:             reason,
-			DeliveryCount:      m.DeliveryCount,
-			CorrelationID:      m.CorrelationID,
+			// Azure's FeedbackRecord.EnqueuedTimeUtc is "when the outcome of the message happened
+			// (for example, the hub received the feedback message or the original message
+			// expired)", not when the message was sent.
+			EnqueuedTimeUTC: now,
+			StatusCode:      outcome,
+			Description:     iothub.FeedbackDescription(outcome),
+			Reason:          reason,
+			DeliveryCount:   m.DeliveryCount,
+			CorrelationID:   m.CorrelationID,
 		}
 		if err := tx.insertRecord(rec, now); err != nil {
 			return fmt.Errorf("feedback record: %w", err)
