@@ -378,6 +378,24 @@ func (w *world) checkFeedback(outs []outcome) {
 	if !ok {
 		w.t.Errorf("feedback not drained within 60s")
 	}
+	for _, v := range feedbackViolations(outs, got) {
+		w.t.Error(v)
+	}
+	n := 0
+	for _, o := range outs {
+		if o.exists && o.status.Ack == iothub.AckFull {
+			n++
+		}
+	}
+	totals.Lock()
+	totals.feedback += n
+	totals.Unlock()
+}
+
+// feedbackViolations: exactly one record per stored full-ack message, with its outcome, and no
+// record for anything else.
+func feedbackViolations(outs []outcome, got map[string][]iothub.FeedbackRecord) []string {
+	var v []string
 	want := map[string]outcome{}
 	for _, o := range outs {
 		if o.exists && o.status.Ack == iothub.AckFull {
@@ -387,21 +405,20 @@ func (w *world) checkFeedback(outs []outcome) {
 	for mid, o := range want {
 		recs := got[mid]
 		if len(recs) != 1 {
-			w.t.Errorf("INVARIANT exactly one feedback record: %s (%s) has %d", mid, o.status.Outcome, len(recs))
+			v = append(v, fmt.Sprintf("INVARIANT exactly one feedback record: %s (%s) has %d", mid, o.status.Outcome, len(recs)))
 			continue
 		}
 		if recs[0].StatusCode != o.status.Outcome {
-			w.t.Errorf("feedback for %s says %s, message status says %s", mid, recs[0].StatusCode, o.status.Outcome)
+			v = append(v, fmt.Sprintf("feedback for %s says %s, message status says %s", mid, recs[0].StatusCode, o.status.Outcome))
 		}
 	}
 	for mid, recs := range got {
 		if _, ok := want[mid]; !ok {
-			w.t.Errorf("INVARIANT no stray feedback: %d record(s) for %s, which no stored full-ack message has", len(recs), mid)
+			v = append(v, fmt.Sprintf("INVARIANT no stray feedback: %d record(s) for %s, which no stored full-ack message has", len(recs), mid))
 		}
 	}
-	totals.Lock()
-	totals.feedback += len(want)
-	totals.Unlock()
+	sort.Strings(v)
+	return v
 }
 
 // transitions returns the "set" transitions of one output in the agent's sim transition log.
