@@ -278,3 +278,109 @@ func filter(ms []*sentMsg, dev string) []*sentMsg {
 	}
 	return out
 }
+
+// effectViolations checks messages that may be cut by an agent fault: each ends Success, or
+// Rejected as interrupted (kill -9: never run again) or cut short (SIGTERM: outputs returned to
+// safe); the actions started (moves) lie between the completed ones and completed + cut ones.
+func effectViolations(outs []outcome, moves int, what string) (v []string, success, cut int) {
+	for _, o := range outs {
+		switch {
+		case !o.exists:
+		case o.status.Outcome == iothub.StatusSuccess:
+			success++
+		case o.status.Outcome == iothub.StatusRejected &&
+			(strings.Contains(o.status.Reason, "interrupted") || strings.Contains(o.status.Reason, "cut short")):
+			cut++
+		default:
+			v = append(v, fmt.Sprintf("%s %s ended %s (%q); want Success, or Rejected as interrupted/cut short", what, o.msg.mid, o.status.Outcome, o.status.Reason))
+		}
+	}
+	if moves < success || moves > success+cut {
+		v = append(v, fmt.Sprintf("INVARIANT no message moves a pin twice: %d %s moves for %d completed + %d interrupted or cut short",
+			moves, what, success, cut))
+	}
+	return v, success, cut
+}
+
+// TestChaosMixed cycles through every fault — hub kill -9, agent kill -9, connection cut, graceful
+// hub restart, agent SIGTERM — while toggles and pulses run on two outputs of one board.
+func TestChaosMixed(t *testing.T) {
+	w := newWorld(t, 1000)
+	w.register("pi-mixed")
+	px := newProxy(t, w.hub.Endpoints.MQTT)
+	outputs := []bench.AgentOutput{
+		{Name: "out1", Pin: "GPIO17", Actions: []string{"toggle"}},
+		{Name: "relay", Pin: "GPIO22", Actions: []string{"pulse"}, MaxDuration: 5 * time.Second},
+	}
+	ag, setup := w.agent("pi-mixed", px.addr(), outputs)
+	var log sendLog
+	stop := make(chan struct{})
+	pulse := func() iothub.SendRequest {
+		return iothub.SendRequest{Ack: iothub.AckFull, Properties: props("relay", "pulse", iothub.AppProperty{Name: "duration", Value: "250ms"})}
+	}
+	d1 := log.load(w.c, "pi-mixed", "toggle", 20*time.Millisecond, toggleReq, stop)
+	d2 := log.load(w.c, "pi-mixed", "pulse", 300*time.Millisecond, pulse, stop)
+	n := faults(5, 100)
+	bound := setup.ReconnectBound() + reconnectAllowance
+	var worst time.Duration
+	for i := 0; i < n; i++ {
+		time.Sleep(randDelay(200*time.Millisecond, 1200*time.Millisecond)) // fault schedule
+		at := time.Now()
+		switch i % 5 {
+		case 0:
+			w.hub.Kill()
+			countFault("hub kill -9")
+			if err := w.hub.Start(context.Background()); err != nil {
+				t.Fatalf("restart hub: %v", err)
+			}
+		case 1, 4:
+			if i%5 == 1 {
+				ag.Kill()
+				countFault("agent kill -9")
+			} else {
+				ag.Stop(10 * time.Second)
+				countFault("agent SIGTERM")
+			}
+			var err error
+			if ag, err = bench.StartAgent(context.Background(), agentBin, setup); err != nil {
+				dumpLog(t, setup.LogPath())
+				t.Fatalf("restart agent: %v", err)
+			}
+		case 2:
+			px.cut()
+			countFault("connection cut")
+		case 3:
+			w.hub.Stop()
+			countFault("hub graceful restart")
+			if err := w.hub.Start(context.Background()); err != nil {
+				t.Fatalf("restart hub: %v", err)
+			}
+		}
+		worst = max(worst, w.waitConnected("pi-mixed", at, bound))
+	}
+	close(stop)
+	<-d1
+	<-d2
+	t.Cleanup(func() { ag.Stop(10 * time.Second) })
+	all := log.all()
+	res := w.settle(all, 90*time.Second)
+	w.checkFeedback(res)
+	var toggles, pulses []outcome
+	for _, o := range res {
+		if o.msg.kind == "toggle" {
+			toggles = append(toggles, o)
+		} else {
+			pulses = append(pulses, o)
+		}
+	}
+	ton, toff := transitions(t, setup, "out1")
+	pon, _ := transitions(t, setup, "relay")
+	vt, ts, tc := effectViolations(toggles, ton+toff, "toggle")
+	vp, ps, pc := effectViolations(pulses, pon, "pulse")
+	for _, v := range append(vt, vp...) {
+		t.Error(v)
+	}
+	tally(res, ton+toff+pon)
+	t.Logf("summary: %d mixed faults, %d sends (%d acknowledged); toggles %d completed, %d cut, %d moves; pulses %d completed, %d cut, %d started; agent back within %s at worst",
+		n, len(all), acked(all), ts, tc, ton+toff, ps, pc, pon, worst.Round(time.Millisecond))
+}

@@ -67,3 +67,14 @@ func TestPulseViolations(t *testing.T) {
 	vs, _ = pulseViolations(append(outs, out("c", iothub.StatusRejected, "hardware error")), 2, 1)
 	wantViolation(t, vs, `c ended Rejected ("hardware error")`)
 }
+
+func TestEffectViolations(t *testing.T) {
+	outs := []outcome{out("a", iothub.StatusSuccess, ""), out("b", iothub.StatusRejected, "cut short: the agent is stopping")}
+	if vs, s, c := effectViolations(outs, 2, "pulse"); len(vs) != 0 || s != 1 || c != 1 {
+		t.Fatalf("clean history: %q %d %d", vs, s, c)
+	}
+	vs, _, _ := effectViolations(outs, 3, "pulse")
+	wantViolation(t, vs, "3 pulse moves for 1 completed + 1 interrupted or cut short")
+	vs, _, _ = effectViolations(append(outs, out("c", iothub.StatusDeliveryCountExceeded, "")), 2, "pulse")
+	wantViolation(t, vs, "pulse c ended DeliveryCountExceeded")
+}
