@@ -24,6 +24,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/c2d-project/c2d/cloud/apiclient"
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -310,6 +311,15 @@ func (d *itDevice) settle(lockToken string, disp iothub.Disposition, reason stri
 		return errors.New("no PUBACK for the disposition")
 	}
 	return tok.Error()
+}
+
+func (d *itDevice) waitLost() {
+	d.t.Helper()
+	select {
+	case <-d.lost:
+	case <-time.After(deadline):
+		d.t.Fatalf("%s: connection not closed within %v", d.id, deadline)
+	}
 }
 
 type lockedBuf struct {
@@ -613,4 +623,209 @@ func mustGet(t *testing.T, h *itHub, id string) iothub.Device {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestAuthFailuresAndIsolation: what a refused device or service sees, over MQTT (paho) and HTTP,
+// against the whole hub: bad and expired tokens, a disabled device (disabled over the API while
+// connected), wrong policies; a SAS token that expires mid-session; and cross-device isolation.
+func TestAuthFailuresAndIsolation(t *testing.T) {
+	// A long lock: in-flight messages must come back through disconnects here, not lock expiry.
+	h := newITHub(t, func(c *server.Config) { c.Queue.LockTimeout = server.Duration(time.Minute) })
+	a := h.device("dev-a")
+	b := h.device("dev-b")
+	keyOf := func(d iothub.Device) string { return d.Authentication.SymmetricKey.PrimaryKey }
+	devToken := func(d iothub.Device, key string, expiry time.Time) string {
+		tok, err := iothub.NewSASToken(iothub.DeviceResource(itHost, d.DeviceID, ""), key, "", expiry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	polToken := func(policy string) string {
+		tok, err := h.connectionString(policy).Token(time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	hour := time.Now().Add(time.Hour)
+
+	t.Run("mqtt", func(t *testing.T) {
+		for _, tc := range []struct {
+			name     string
+			password string
+			want     error
+		}{
+			{"another device's key", devToken(a, keyOf(b), hour), pahopackets.ErrorRefusedBadUsernameOrPassword},
+			{"expired token", devToken(a, keyOf(a), time.Now().Add(-time.Minute)), pahopackets.ErrorRefusedBadUsernameOrPassword},
+			{"garbage token", "SharedAccessSignature sr=x&sig=y&se=1", pahopackets.ErrorRefusedBadUsernameOrPassword},
+			{"service policy token", polToken("service"), pahopackets.ErrorRefusedBadUsernameOrPassword},
+			{"device policy token", polToken("device"), nil},
+		} {
+			d, err := h.dial(a, devOpts{password: tc.password, noSub: true})
+			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+				t.Errorf("%s: CONNECT %v, want %v", tc.name, err, tc.want)
+			}
+			if d != nil {
+				d.c.Disconnect(0)
+			}
+		}
+		if v := h.metric("c2d_mqtt_auth_failures_total"); v != 4 {
+			t.Errorf("c2d_mqtt_auth_failures_total = %v, want 4", v)
+		}
+	})
+
+	t.Run("http", func(t *testing.T) {
+		own, _ := h.s.Hub().Policy("iothubowner")
+		expired, err := iothub.NewSASToken(itHost, own.PrimaryKey, "iothubowner", time.Now().Add(-time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged, err := iothub.NewSASToken(itHost, keyOf(a), "iothubowner", hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name, auth, method, path, detail string
+		}{
+			{"no header", "", "GET", "/devices", "Authorization"},
+			{"expired", expired, "GET", "/devices", "expired"},
+			{"bad signature", forged, "GET", "/devices", "signature"},
+			{"device token", devToken(a, keyOf(a), hour), "GET", "/devices", "policy"},
+			{"registryRead sends", polToken("registryRead"), "POST", "/devices/dev-a/messages/devicebound", "ServiceConnect"},
+			{"service reads the registry", polToken("service"), "GET", "/devices/dev-a", "RegistryRead"},
+			{"device policy", polToken("device"), "GET", "/messages/serviceBound/feedback", "ServiceConnect"},
+		} {
+			req, _ := http.NewRequest(tc.method, h.base+tc.path, strings.NewReader(`{}`))
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			r := raw{resp.StatusCode, resp.Header, body}
+			if code := r.errorCode(t, http.StatusUnauthorized); code != "IotHubUnauthorizedAccess" || !strings.Contains(string(body), tc.detail) {
+				t.Errorf("%s: %s; want IotHubUnauthorizedAccess naming %q", tc.name, body, tc.detail)
+			}
+		}
+		// Nothing was sent by the refused request.
+		if q, err := h.owner.Queue(h.ctx(), "dev-a"); err != nil || len(q) != 0 {
+			t.Errorf("dev-a's queue after refused sends: %+v, %v", q, err)
+		}
+	})
+
+	t.Run("isolation", func(t *testing.T) {
+		da := h.connect(a, devOpts{ext: true})
+		db := h.connect(b, devOpts{ext: true})
+		for _, f := range []string{iothub.DeviceBoundFilter("dev-b"), "devices/+/messages/devicebound/#", "#"} {
+			st := da.c.Subscribe(f, 1, nil)
+			if !st.WaitTimeout(deadline) || st.Error() != nil {
+				t.Fatalf("subscribe %s: %v", f, st.Error())
+			}
+			if g := st.(*paho.SubscribeToken).Result()[f]; g != 0x80 {
+				t.Errorf("dev-a subscribing to %q granted 0x%02x, want 0x80", f, g)
+			}
+		}
+		rb := h.send("dev-b", iothub.SendRequest{MessageID: "for-b", Ack: iothub.AckFull})
+		mb := db.next()
+		if mb.MessageID != rb.MessageID {
+			t.Fatalf("dev-b got %q", mb.MessageID)
+		}
+		// A tries to reject B's message with B's lock token: refused, and (MQTT 3.1.1 has no
+		// negative PUBACK) its connection closed.
+		da.c.Publish(iothub.DispositionTopic("dev-b", mb.LockToken, iothub.DispositionReject), 1, false, []byte(`{"reason":"hijack"}`))
+		da.waitLost()
+		if st, err := h.owner.MessageStatus(h.ctx(), "dev-b", "for-b", 0); err != nil || st.State != iothub.StateInvisible {
+			t.Fatalf("dev-b's message after dev-a's attempt: %+v, %v", st, err)
+		}
+		// A, back, gets only its own messages.
+		da = h.connect(a, devOpts{ext: true})
+		ra := h.send("dev-a", iothub.SendRequest{MessageID: "for-a"})
+		ma := da.next()
+		if ma.MessageID != ra.MessageID {
+			t.Fatalf("dev-a got %q, want only its own %q", ma.MessageID, ra.MessageID)
+		}
+		if err := da.settle(ma.LockToken, iothub.DispositionComplete, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.settle(mb.LockToken, iothub.DispositionComplete, ""); err != nil {
+			t.Fatal(err)
+		}
+		if st := h.settled("dev-b", "for-b"); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 1 {
+			t.Fatalf("dev-b's message: %+v", st)
+		}
+		da.c.Disconnect(0)
+		db.c.Disconnect(0)
+	})
+
+	t.Run("disabled over the API", func(t *testing.T) {
+		d := h.connect(b, devOpts{ext: true})
+		r := h.send("dev-b", iothub.SendRequest{MessageID: "in-flight"})
+		if m := d.next(); m.MessageID != r.MessageID {
+			t.Fatalf("got %q", m.MessageID)
+		}
+		if _, err := h.owner.SetDeviceStatus(h.ctx(), "dev-b", iothub.DeviceDisabled); err != nil {
+			t.Fatal(err)
+		}
+		d.waitLost()
+		waitFor(t, "the in-flight message back in the queue", func() bool {
+			st, err := h.owner.MessageStatus(h.ctx(), "dev-b", "in-flight", 0)
+			return err == nil && st.State == iothub.StateEnqueued
+		})
+		if _, err := h.dial(b, devOpts{noSub: true}); !errors.Is(err, pahopackets.ErrorRefusedNotAuthorised) {
+			t.Fatalf("disabled device's CONNECT: %v, want not authorised", err)
+		}
+		if _, err := h.owner.SetDeviceStatus(h.ctx(), "dev-b", iothub.DeviceEnabled); err != nil {
+			t.Fatal(err)
+		}
+		d = h.connect(b, devOpts{ext: true})
+		m := d.next()
+		if m.MessageID != "in-flight" {
+			t.Fatalf("re-enabled device got %q", m.MessageID)
+		}
+		if err := d.settle(m.LockToken, iothub.DispositionComplete, ""); err != nil {
+			t.Fatal(err)
+		}
+		if st := h.settled("dev-b", "in-flight"); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 2 {
+			t.Fatalf("%+v", st)
+		}
+		d.c.Disconnect(0)
+	})
+
+	t.Run("token expires mid-session", func(t *testing.T) {
+		// se is whole seconds: this token lives 1–2 s.
+		d := h.connect(a, devOpts{ext: true, password: devToken(a, keyOf(a), time.Now().Add(2*time.Second))})
+		r := h.send("dev-a", iothub.SendRequest{MessageID: "when-token-expires"})
+		if m := d.next(); m.MessageID != r.MessageID {
+			t.Fatalf("got %q", m.MessageID)
+		}
+		d.waitLost()
+		waitFor(t, "the in-flight message back in the queue", func() bool {
+			st, err := h.owner.MessageStatus(h.ctx(), "dev-a", r.MessageID, 0)
+			return err == nil && st.State == iothub.StateEnqueued
+		})
+		d = h.connect(a, devOpts{ext: true})
+		m := d.next()
+		if m.MessageID != r.MessageID {
+			t.Fatalf("after reconnecting with a new token got %q", m.MessageID)
+		}
+		if err := d.settle(m.LockToken, iothub.DispositionComplete, ""); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
 }
