@@ -164,6 +164,9 @@ func (h *Hub) recover(ctx context.Context) error {
 	if requeued+dead > 0 || unlocked > 0 {
 		h.log.Info("recovered after restart", "requeued", requeued, "deadLettered", dead, "feedbackBatchesUnlocked", unlocked)
 	}
+	// The events of what recovery settled or requeued: the metrics count a message dead-lettered
+	// at start-up like any other (no device is attached yet, and the first sweep arms the timer).
+	h.apply(e)
 	return nil
 }
 

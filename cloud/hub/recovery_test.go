@@ -226,3 +226,40 @@ func TestSecondHubOnSameDataDirIsRefused(t *testing.T) {
 	h2 := openHub(t, dir, testConfig())
 	h2.Close()
 }
+
+// Messages that recovery dead-letters (a delivery in flight at the crash was the last allowed one)
+// are reported through Events like any other settle, so /metrics counts them.
+func TestRecoveryReportsItsSettles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.MaxDeliveryCount = 1
+	h := openHub(t, dir, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "last-try"})
+	c := newConn("dev1")
+	h.Attach(c)
+	c.next(t) // its only delivery, in flight when the hub stops
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	settled := make(chan iothub.FeedbackStatus, 4)
+	h2, err := Open(context.Background(), dir, cfg, Events{
+		Settled: func(_ string, o iothub.FeedbackStatus, _ time.Duration) { settled <- o },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	if st := waitSettled(t, h2, "dev1", "last-try"); st.Outcome != iothub.StatusDeliveryCountExceeded {
+		t.Fatalf("after restart: %+v", st)
+	}
+	select {
+	case o := <-settled:
+		if o != iothub.StatusDeliveryCountExceeded {
+			t.Fatalf("Settled(%s), want DeliveryCountExceeded", o)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no Settled event for the message recovery dead-lettered")
+	}
+}
