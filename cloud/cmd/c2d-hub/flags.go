@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -10,7 +11,11 @@ import (
 )
 
 // serveCmd: flags override the config file, which overrides the defaults.
-func serveCmd() *cobra.Command {
+func serveCmd() *cobra.Command { return serveCommand(server.Run) }
+
+// serveCommand resolves the configuration (defaults, then --config, then flags, then the
+// environment's data directory and host name), validates it and hands it to run.
+func serveCommand(run func(context.Context, server.Config) error) *cobra.Command {
 	var configPath string
 	d := server.Default()
 	flags := &server.Config{}
@@ -30,7 +35,7 @@ func serveCmd() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			return server.Run(cmd.Context(), cfg)
+			return run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
