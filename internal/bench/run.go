@@ -62,14 +62,17 @@ func Defaults() Config {
 
 // Report is the JSON the bench writes.
 type Report struct {
-	Machine            Machine            `json:"machine"`
-	Started            time.Time          `json:"started"`
-	Took               string             `json:"took"`
-	Fsync              *Dist              `json:"fsync_4k,omitempty"`
-	Latency            []LatencyRow       `json:"latency,omitempty"`
-	Throughput         []ThroughputRow    `json:"throughput,omitempty"`
-	Fleet              []FleetRow         `json:"fleet,omitempty"`
-	Agent              *AgentFootprint    `json:"agent,omitempty"`
+	Machine    Machine         `json:"machine"`
+	Started    time.Time       `json:"started"`
+	Took       string          `json:"took"`
+	Fsync      *Dist           `json:"fsync_4k,omitempty"`
+	Latency    []LatencyRow    `json:"latency,omitempty"`
+	Throughput []ThroughputRow `json:"throughput,omitempty"`
+	Fleet      []FleetRow      `json:"fleet,omitempty"`
+	Agent      *AgentFootprint `json:"agent,omitempty"`
+	// HubShutdownMS is how long a graceful stop (SIGTERM) of the hub took with the largest fleet
+	// connected, until the process exited.
+	HubShutdownMS      float64            `json:"hub_shutdown_with_fleet_ms,omitempty"`
 	Ratios             map[string]float64 `json:"ratios,omitempty"`
 	AzureS1SendsPerSec float64            `json:"azure_s1_sends_per_sec"`
 	Notes              []string           `json:"notes,omitempty"`
@@ -789,11 +792,16 @@ func (r *runner) fleet(ctx context.Context) error {
 		}
 		return nil
 	}
-	rows, err := r.fleetRun(ctx, "c2d-hub (auth, session attach, queue)", hub.PID(), sizes, dial, waitConnected)
+	rows, conns, err := r.fleetRun(ctx, "c2d-hub (auth, session attach, queue)", hub.PID(), sizes, dial, waitConnected)
 	if err != nil {
 		return err
 	}
 	r.rep.Fleet = append(r.rep.Fleet, rows...)
+	t0 = time.Now()
+	hub.Stop()
+	r.rep.HubShutdownMS = float64(time.Since(t0).Microseconds()) / 1000
+	r.logf("c2d-hub: graceful shutdown with %d devices connected took %s", len(conns), time.Since(t0).Round(time.Millisecond))
+	CloseAll(conns)
 
 	rawP, rawAddr, err := StartRawBrokerProc(r.cfg.Self, filepath.Join(r.cfg.WorkDir, "raw-broker-fleet.log"))
 	if err != nil {
@@ -816,7 +824,8 @@ func (r *runner) fleet(ctx context.Context) error {
 		}
 		return out, nil
 	}
-	rows, err = r.fleetRun(ctx, "plain mochi (no hooks)", rawP.PID(), sizes, rawDial, func(int) error { return nil })
+	rows, conns, err = r.fleetRun(ctx, "plain mochi (no hooks)", rawP.PID(), sizes, rawDial, func(int) error { return nil })
+	CloseAll(conns)
 	if err != nil {
 		return err
 	}
@@ -824,10 +833,15 @@ func (r *runner) fleet(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) fleetRun(ctx context.Context, name string, pid int, sizes []int, dial func(lo, hi int) ([]*LiteClient, error), waitConnected func(int) error) ([]FleetRow, error) {
+// fleetRun connects the fleet in steps and measures; the caller closes the returned clients.
+func (r *runner) fleetRun(ctx context.Context, name string, pid int, sizes []int, dial func(lo, hi int) ([]*LiteClient, error), waitConnected func(int) error) (_ []FleetRow, all []*LiteClient, err error) {
 	rss0 := settledRSS(pid)
-	var all []*LiteClient
-	defer func() { CloseAll(all) }()
+	defer func() {
+		if err != nil {
+			CloseAll(all)
+			all = nil
+		}
+	}()
 	var rows []FleetRow
 	prev := 0
 	var connectTime time.Duration
@@ -835,12 +849,12 @@ func (r *runner) fleetRun(ctx context.Context, name string, pid int, sizes []int
 		t0 := time.Now()
 		cl, err := dial(prev, n)
 		if err != nil {
-			return nil, fmt.Errorf("%s: connect devices %d..%d: %w", name, prev, n, err)
+			return nil, all, fmt.Errorf("%s: connect devices %d..%d: %w", name, prev, n, err)
 		}
 		connectTime += time.Since(t0)
 		all = append(all, cl...)
 		if err := waitConnected(n); err != nil {
-			return nil, err
+			return nil, all, err
 		}
 		prev = n
 		rss := settledRSS(pid)
@@ -849,7 +863,7 @@ func (r *runner) fleetRun(ctx context.Context, name string, pid int, sizes []int
 		rows = append(rows, row)
 		r.logf("%s: %d devices: RSS %.1f → %.1f MiB, %.1f KiB/device, %.0f connects/s", name, n, mib(rss0), mib(rss), row.PerDevice/1024, row.ConnectPerSec)
 	}
-	return rows, nil
+	return rows, all, nil
 }
 
 // settledRSS samples RSS over one second and returns the last sample (Go returns memory lazily;

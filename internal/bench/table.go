@@ -48,6 +48,9 @@ func (rep *Report) PrintTable(w io.Writer) {
 		for _, f := range rep.Fleet {
 			fmt.Fprintf(tw, "%s\t%d\t%.1f MiB\t%.1f MiB\t%.1f KiB\t%.0f\t\n", f.Name, f.Devices, mib(f.RSSBefore), mib(f.RSSAfter), f.PerDevice/1024, f.ConnectPerSec)
 		}
+		if rep.HubShutdownMS > 0 {
+			fmt.Fprintf(tw, "c2d-hub graceful shutdown (SIGTERM → exit) with the largest fleet connected\t%.0f ms\t\n", rep.HubShutdownMS)
+		}
 		fmt.Fprintln(tw)
 	}
 	if a := rep.Agent; a != nil {
