@@ -1,0 +1,448 @@
+package azureinterop
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/apiclient"
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/cloud/server"
+)
+
+// Tested with (keep in step with testdata/sdk-device/package-lock.json):
+//
+//	azure-iot-device      1.18.4  (Client, SharedAccessKey and SharedAccessSignature auth)
+//	azure-iot-device-mqtt 1.16.4  (transports Mqtt: mqtts://, and MqttWs: wss://…/$iothub/websocket)
+//	mqtt (mqtt.js)        4.3.8   (pulled in by azure-iot-mqtt-base)
+const (
+	sdkVersion          = "1.18.4"
+	sdkTransportVersion = "1.16.4"
+)
+
+var (
+	hubBin  string // c2d-hub built for this run
+	nodeDir string // temp dir holding device.js and the SDK's node_modules
+	nodeBin string
+)
+
+// TestMain builds c2d-hub and installs the SDK once: `npm ci` from the committed lock file into a
+// temporary copy of testdata/sdk-device, so the source tree never grows a node_modules.
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	var err error
+	if nodeBin, err = exec.LookPath("node"); err != nil {
+		fmt.Fprintln(os.Stderr, "azureinterop: node not found: install Node.js and npm (Debian packages: nodejs npm)")
+		return 1
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "azureinterop: npm not found: install Node.js and npm (Debian packages: nodejs npm)")
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "c2d-azureinterop")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+
+	hubBin = filepath.Join(tmp, "c2d-hub")
+	build := exec.Command("go", "build", "-o", hubBin, "github.com/c2d-project/c2d/cloud/cmd/c2d-hub")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "azureinterop: build c2d-hub: %v\n%s", err, out)
+		return 1
+	}
+
+	nodeDir = filepath.Join(tmp, "sdk-device")
+	if err := os.Mkdir(nodeDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for _, f := range []string{"package.json", "package-lock.json", "device.js"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "sdk-device", f))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(nodeDir, f), b, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "azureinterop:", err)
+			return 1
+		}
+	}
+	started := time.Now()
+	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	install.Dir = nodeDir
+	if out, err := install.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "azureinterop: npm ci in %s (needs the npm registry): %v\n%s", nodeDir, err, out)
+		return 1
+	}
+	// The lock file is what we claim to have tested: make sure npm installed exactly that.
+	for pkg, want := range map[string]string{"azure-iot-device": sdkVersion, "azure-iot-device-mqtt": sdkTransportVersion} {
+		var pj struct{ Version string }
+		b, err := os.ReadFile(filepath.Join(nodeDir, "node_modules", pkg, "package.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &pj)
+		}
+		if err != nil || pj.Version != want {
+			fmt.Fprintf(os.Stderr, "azureinterop: %s installed %q (%v), want %s\n", pkg, pj.Version, err, want)
+			return 1
+		}
+	}
+	fmt.Fprintf(os.Stderr, "azureinterop: npm ci took %s\n", time.Since(started).Round(time.Millisecond))
+	return m.Run()
+}
+
+// ---- the hub ----
+
+type hub struct {
+	data   string
+	ep     server.Endpoints
+	owner  iothub.ServiceConnectionString
+	api    *apiclient.Client
+	stderr *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startHub runs `c2d-hub serve` on loopback with MQTTS and secure WebSockets on free ports and the
+// HTTP API for the test; host name "localhost", so its generated certificate verifies for the SDK.
+func startHub(t *testing.T) *hub {
+	t.Helper()
+	h := &hub{data: t.TempDir(), stderr: &syncBuf{}}
+	cmd := exec.Command(hubBin, "serve", "--data", h.data, "--hostname", "localhost", "--log-level", "debug",
+		"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0",
+		"--http", "127.0.0.1:0", "--https", "off")
+	cmd.Stdout, cmd.Stderr = io.Discard, h.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("c2d-hub log:\n%s", h.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ep, err := server.ReadEndpoints(h.data)
+		if err == nil && ep.PID == cmd.Process.Pid {
+			h.ep = ep
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("c2d-hub exited before it was ready: %v\n%s", err, h.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("c2d-hub wrote no endpoints.json within 20s\n%s", h.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the file, with a deadline
+	}
+	out, err := exec.Command(hubBin, "connection-string", "--data", h.data).CombinedOutput()
+	if err != nil {
+		t.Fatalf("c2d-hub connection-string: %v: %s", err, out)
+	}
+	if h.owner, err = iothub.ParseServiceConnectionString(strings.TrimSpace(string(out))); err != nil {
+		t.Fatalf("connection-string printed %q: %v", out, err)
+	}
+	if h.api, err = apiclient.New(h.owner, apiclient.Options{Endpoint: "http://" + h.ep.HTTP}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// createDevice registers a device with hub-generated keys.
+func (h *hub) createDevice(t *testing.T, ctx context.Context, id string) iothub.Device {
+	t.Helper()
+	dev, err := h.api.CreateDevice(ctx, id, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}
+
+// deviceConnectionString is what `c2d device connection-string` prints, plus — for Mqtt only —
+// GatewayHostName=localhost:{port}. The SDK dials mqtts://{GatewayHostName or HostName} (its
+// _getBaseTransportConfig concatenates the string into the URI, so a port there is honoured) but
+// signs its SAS token and names the hub in its username with HostName; the hub sees exactly what
+// a device on the default port 8883 sends, and the test needs no fixed port.
+func (h *hub) deviceConnectionString(dev iothub.Device, transport string) string {
+	cs := iothub.DeviceConnectionString{HostName: h.ep.HostName, DeviceID: dev.DeviceID,
+		SharedAccessKey: dev.Authentication.SymmetricKey.PrimaryKey}
+	if transport == "mqtt" {
+		cs.GatewayHostName = "localhost:" + port(h.ep.MQTTS)
+	}
+	return cs.String()
+}
+
+func port(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
+
+// waitConnectionState polls the registry (as `c2d device show` does) until the device's
+// connectionState is want.
+func (h *hub) waitConnectionState(t *testing.T, ctx context.Context, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dev, err := h.api.GetDevice(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dev.ConnectionState == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device %s: connectionState %q after 10s, want %q", id, dev.ConnectionState, want)
+		}
+		time.Sleep(25 * time.Millisecond) // polling the registry, with a deadline
+	}
+}
+
+// settled long-polls a message's status until it is terminal.
+func (h *hub) settled(t *testing.T, ctx context.Context, deviceID, messageID string) iothub.MessageStatus {
+	t.Helper()
+	st, err := h.api.MessageStatus(ctx, deviceID, messageID, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Outcome == "" {
+		t.Fatalf("message %s not settled within 20s: %+v", messageID, st)
+	}
+	return st
+}
+
+// feedbackFor reads feedback batches over raw HTTP (to see Azure's field names as sent) until
+// it finds the record of messageID; it completes every batch it reads through apiclient.
+func (h *hub) feedbackFor(t *testing.T, ctx context.Context, messageID string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		tok, err := h.owner.Token(time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+			"http://"+h.ep.HTTP+"/messages/serviceBound/feedback?wait=10s&api-version="+iothub.APIVersion, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusNoContent {
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET feedback: %s: %s", resp.Status, body)
+		}
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, iothub.FeedbackContentType) {
+			t.Errorf("feedback Content-Type %q, want %s", ct, iothub.FeedbackContentType)
+		}
+		var records []map[string]any
+		if err := json.Unmarshal(body, &records); err != nil {
+			t.Fatalf("feedback body %s: %v", body, err)
+		}
+		if err := h.api.CompleteFeedback(ctx, strings.Trim(resp.Header.Get("ETag"), `"`)); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range records {
+			if r["originalMessageId"] == messageID {
+				return r
+			}
+		}
+	}
+	t.Fatalf("no feedback record for %s within 20s", messageID)
+	return nil
+}
+
+// ---- the SDK device ----
+
+// event is one JSON line of device.js.
+type event struct {
+	Event           string               `json:"event"`
+	MessageID       string               `json:"messageId"`
+	CorrelationID   string               `json:"correlationId"`
+	UserID          string               `json:"userId"`
+	To              string               `json:"to"`
+	ExpiryTimeUTC   string               `json:"expiryTimeUtc"`
+	ExpiryParsed    string               `json:"expiryParsed"`
+	ContentType     string               `json:"contentType"`
+	ContentEncoding string               `json:"contentEncoding"`
+	Ack             string               `json:"ack"`
+	Properties      []iothub.AppProperty `json:"properties"`
+	Body            []byte               `json:"body"` // base64 in JSON
+	Op              string               `json:"op"`
+	Outcome         string               `json:"outcome"`
+	Result          string               `json:"result"`
+	Error           *struct {
+		Name           string `json:"name"`
+		Message        string `json:"message"`
+		TransportError *struct {
+			Message string `json:"message"`
+		} `json:"transportError"`
+	} `json:"error"`
+	raw string
+}
+
+type sdkDevice struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	events chan event
+	stderr *syncBuf
+	exited chan struct{}
+	err    error // cmd.Wait's, once exited is closed
+}
+
+type deviceOpts struct {
+	connectionString string
+	transport        string // mqtt | mqttws
+	settle           string // complete | reject | abandon | none
+}
+
+// startDevice runs device.js; it stays connected until stop closes its stdin.
+func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
+	t.Helper()
+	d := &sdkDevice{t: t, events: make(chan event, 64), stderr: &syncBuf{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(nodeBin, "device.js")
+	d.cmd.Dir = nodeDir
+	d.cmd.Env = append(os.Environ(),
+		"C2D_DEVICE_CONNECTION_STRING="+o.connectionString,
+		"C2D_CA_FILE="+h.ep.CA,
+		"C2D_TRANSPORT="+o.transport,
+		"C2D_WSS_ADDR="+h.ep.WSS,
+		"C2D_SETTLE="+o.settle)
+	d.cmd.Stderr = d.stderr
+	var err error
+	if d.stdin, err = d.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			ev := event{raw: sc.Text()}
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				ev = event{Event: "unparsable", raw: sc.Text()}
+			}
+			d.events <- ev
+		}
+		d.err = d.cmd.Wait()
+		close(d.events)
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		_ = d.stdin.Close()
+		select {
+		case <-d.exited:
+		case <-time.After(10 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("device.js (%s) stderr:\n%s", o.transport, d.stderr.String())
+		}
+	})
+	return d
+}
+
+// next returns the next event, failing on timeout or exit.
+func (d *sdkDevice) next(timeout time.Duration) event {
+	d.t.Helper()
+	select {
+	case ev, ok := <-d.events:
+		if !ok {
+			d.t.Fatalf("device.js exited (%v) while the test waited for an event\nstderr:\n%s", d.err, d.stderr.String())
+		}
+		return ev
+	case <-time.After(timeout):
+		d.t.Fatalf("device.js: no event within %s\nstderr:\n%s", timeout, d.stderr.String())
+		return event{}
+	}
+}
+
+// expect returns the next event and fails unless it is kind.
+func (d *sdkDevice) expect(kind string) event {
+	d.t.Helper()
+	ev := d.next(20 * time.Second)
+	if ev.Event != kind {
+		d.t.Fatalf("device.js: got %s, want a %q event", ev.raw, kind)
+	}
+	return ev
+}
+
+// stop takes the device offline the way an application does (client.close) and waits for exit 0.
+func (d *sdkDevice) stop() {
+	d.t.Helper()
+	if err := d.stdin.Close(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.expect("closed")
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		d.t.Fatal("device.js did not exit within 10s of client.close")
+	}
+	if d.err != nil {
+		d.t.Fatalf("device.js: %v\nstderr:\n%s", d.err, d.stderr.String())
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
