@@ -30,6 +30,9 @@ type AgentSetup struct {
 	ReconnectMin time.Duration // default 100ms
 	ReconnectMax time.Duration // default 1s
 	Outputs      []AgentOutput // default: out1 (GPIO17) with on, off, toggle, pulse
+	// Dispositions is connection.dispositions: "extension" (default: explicit complete/reject over
+	// c2d's extension) or "azure" (Azure's dialect: the PUBACK completes).
+	Dispositions string
 }
 
 // ConfigPath, TransitionLog, StateFile and LogPath are where the agent's files live.
@@ -54,6 +57,9 @@ func (a AgentSetup) WriteConfig() error {
 	if a.ReconnectMax == 0 {
 		a.ReconnectMax = time.Second
 	}
+	if a.Dispositions == "" {
+		a.Dispositions = "extension"
+	}
 	if len(a.Outputs) == 0 {
 		a.Outputs = []AgentOutput{{Name: "out1", Pin: "GPIO17", Actions: []string{"on", "off", "toggle", "pulse"}}}
 	}
@@ -63,7 +69,7 @@ func (a AgentSetup) WriteConfig() error {
 	cs := iothub.DeviceConnectionString{HostName: HostName, DeviceID: a.DeviceID, SharedAccessKey: a.Key}
 	var b strings.Builder
 	fmt.Fprintf(&b, "connection:\n  connection_string: %q\n  broker_url: tcp://%s\n", cs.String(), a.MQTTAddr)
-	fmt.Fprintf(&b, "  keep_alive: 30s\n  connect_timeout: 5s\n  reconnect_min: %s\n  reconnect_max: %s\n  dispositions: extension\n", a.ReconnectMin, a.ReconnectMax)
+	fmt.Fprintf(&b, "  keep_alive: 30s\n  connect_timeout: 5s\n  reconnect_min: %s\n  reconnect_max: %s\n  dispositions: %s\n", a.ReconnectMin, a.ReconnectMax, a.Dispositions)
 	fmt.Fprintf(&b, "hardware:\n  backend: sim\n  sim:\n    state_file: %s\n    transition_log: %s\n", a.StateFile(), a.TransitionLog())
 	fmt.Fprintf(&b, "state_dir: %s\nready_timeout: 30s\noutputs:\n", filepath.Join(a.Dir, "state"))
 	for _, o := range a.Outputs {

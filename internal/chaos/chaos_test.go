@@ -303,8 +303,15 @@ func effectViolations(outs []outcome, moves int, what string) (v []string, succe
 }
 
 // TestChaosMixed cycles through every fault — hub kill -9, agent kill -9, connection cut, graceful
-// hub restart, agent SIGTERM — while toggles and pulses run on two outputs of one board.
-func TestChaosMixed(t *testing.T) {
+// hub restart, agent SIGTERM — while toggles and pulses run on two outputs of one board, with the
+// agent using c2d's disposition extension.
+func TestChaosMixed(t *testing.T) { mixed(t, "extension") }
+
+// TestChaosMixedAzureDialect is TestChaosMixed with the agent in Azure's dialect
+// (connection.dispositions: azure): the PUBACK, sent once the action is over, completes the message.
+func TestChaosMixedAzureDialect(t *testing.T) { mixed(t, "azure") }
+
+func mixed(t *testing.T, dispositions string) {
 	w := newWorld(t, 1000)
 	w.register("pi-mixed")
 	px := newProxy(t, w.hub.Endpoints.MQTT)
@@ -312,7 +319,7 @@ func TestChaosMixed(t *testing.T) {
 		{Name: "out1", Pin: "GPIO17", Actions: []string{"toggle"}},
 		{Name: "relay", Pin: "GPIO22", Actions: []string{"pulse"}, MaxDuration: 5 * time.Second},
 	}
-	ag, setup := w.agent("pi-mixed", px.addr(), outputs)
+	ag, setup := w.agentWith(bench.AgentSetup{DeviceID: "pi-mixed", MQTTAddr: px.addr(), Outputs: outputs, Dispositions: dispositions})
 	var log sendLog
 	stop := make(chan struct{})
 	pulse := func() iothub.SendRequest {
@@ -321,6 +328,9 @@ func TestChaosMixed(t *testing.T) {
 	d1 := log.load(w.c, "pi-mixed", "toggle", 20*time.Millisecond, toggleReq, stop)
 	d2 := log.load(w.c, "pi-mixed", "pulse", 300*time.Millisecond, pulse, stop)
 	n := faults(5, 100)
+	if dispositions == "azure" {
+		n = faults(5, 50)
+	}
 	bound := setup.ReconnectBound() + reconnectAllowance
 	var worst time.Duration
 	for i := 0; i < n; i++ {
@@ -381,6 +391,6 @@ func TestChaosMixed(t *testing.T) {
 		t.Error(v)
 	}
 	tally(res, ton+toff+pon)
-	t.Logf("summary: %d mixed faults, %d sends (%d acknowledged); toggles %d completed, %d cut, %d moves; pulses %d completed, %d cut, %d started; agent back within %s at worst",
-		n, len(all), acked(all), ts, tc, ton+toff, ps, pc, pon, worst.Round(time.Millisecond))
+	t.Logf("summary (%s): %d mixed faults, %d sends (%d acknowledged); toggles %d completed, %d cut, %d moves; pulses %d completed, %d cut, %d started; agent back within %s at worst",
+		dispositions, n, len(all), acked(all), ts, tc, ton+toff, ps, pc, pon, worst.Round(time.Millisecond))
 }

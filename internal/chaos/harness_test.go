@@ -179,7 +179,13 @@ func (w *world) register(ids ...string) {
 // agent starts a c2d-agent for dev, connecting to addr (the hub or a proxy).
 func (w *world) agent(dev, addr string, outputs []bench.AgentOutput) (*bench.AgentProc, bench.AgentSetup) {
 	w.t.Helper()
-	setup := bench.AgentSetup{Dir: filepath.Join(w.dir, "agent-"+dev), MQTTAddr: addr, DeviceID: dev, Key: w.key, Outputs: outputs}
+	return w.agentWith(bench.AgentSetup{DeviceID: dev, MQTTAddr: addr, Outputs: outputs})
+}
+
+// agentWith starts a c2d-agent from setup (Dir and Key filled in).
+func (w *world) agentWith(setup bench.AgentSetup) (*bench.AgentProc, bench.AgentSetup) {
+	w.t.Helper()
+	setup.Dir, setup.Key = filepath.Join(w.dir, "agent-"+setup.DeviceID), w.key
 	p, err := bench.StartAgent(context.Background(), agentBin, setup)
 	if err != nil {
 		dumpLog(w.t, setup.LogPath())
