@@ -300,6 +300,21 @@ func (a *app) call(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), a.timeout)
 }
 
+// forDevice starts every per-device command: the id checked locally (a typo fails before any
+// request), what errors should name, the hub client, and a context bounded by --timeout.
+func (a *app) forDevice(cmd *cobra.Command, id, needs string) (hubClient, context.Context, context.CancelFunc, error) {
+	if err := deviceArg(id); err != nil {
+		return nil, nil, nil, err
+	}
+	a.about(id, "", needs)
+	c, err := a.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := a.call(cmd)
+	return c, ctx, cancel, nil
+}
+
 // deviceArg validates the device id argument locally so a typo fails before any request.
 func deviceArg(id string) error {
 	if err := iothub.ValidateDeviceID(id); err != nil {

@@ -91,15 +91,10 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needRegistryWrite)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryWrite)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			// A create is a PUT without If-Match: the hub refuses it for an existing device
 			// (409001 DeviceAlreadyExists), so it never resets a device or replaces its keys.
@@ -186,15 +181,10 @@ Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needRegistryRead)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryRead)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			d, err := c.GetDevice(ctx, id)
 			if err != nil {
@@ -221,15 +211,10 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needRegistryWrite)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryWrite)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			if err := c.DeleteDevice(ctx, id); err != nil {
 				return err
@@ -262,15 +247,10 @@ Messages can still be queued for it; they wait (and may expire) until it is enab
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needRegistryWrite)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryWrite)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			d, err := c.SetDeviceStatus(ctx, id, status)
 			if err != nil {
@@ -296,20 +276,15 @@ hub's name from your policy connection string.
 
 Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner).`,
 		Example: `  c2d device connection-string pump-7
-  ssh pi@pump-7 "sudo tee /etc/c2d/device.conn >/dev/null" < <(c2d device connection-string pump-7)`,
+  c2d device connection-string pump-7 | ssh pi@pump-7 "sudo install -m 0640 -g c2d-agent /dev/stdin /etc/c2d/connection-string"`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needRegistryRead)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryRead)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			d, err := c.GetDevice(ctx, id)
 			if err != nil {

@@ -35,15 +35,10 @@ Needs a policy with ServiceConnect (service or iothubowner).`,
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needServiceConnect)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needServiceConnect)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			q, err := c.Queue(ctx, id)
 			if err != nil {
@@ -90,15 +85,10 @@ Needs a policy with ServiceConnect (service or iothubowner).`,
 		ValidArgsFunction: a.completeDevices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := deviceArg(id); err != nil {
-				return err
-			}
-			a.about(id, "", needServiceConnect)
-			c, err := a.client()
+			c, ctx, cancel, err := a.forDevice(cmd, id, needServiceConnect)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.call(cmd)
 			defer cancel()
 			r, err := c.Purge(ctx, id)
 			if err != nil {
