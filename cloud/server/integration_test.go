@@ -829,3 +829,69 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 	}
 }
+
+// TestPurgeWhileInFlight: a purge takes the message a device holds (Invisible) too; the device's
+// late PUBACK changes nothing, its delivery slot is free again (max_in_flight 1), and the next
+// message is delivered.
+func TestPurgeWhileInFlight(t *testing.T) {
+	h := newITHub(t, func(c *server.Config) {
+		c.Queue.LockTimeout = server.Duration(time.Minute)
+		c.Queue.MaxInFlight = 1
+	})
+	dev := h.device("busy")
+	// A plain (Azure) device that acknowledges by hand.
+	tok, err := iothub.DeviceConnectionString{HostName: itHost, DeviceID: "busy", SharedAccessKey: dev.Authentication.SymmetricKey.PrimaryKey}.Token(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan paho.Message, 16)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+h.s.Endpoints().MQTT).
+		SetClientID("busy").SetUsername(iothub.FormatUsername(itHost, "busy", "", nil)).SetPassword(tok).
+		SetCleanSession(true).SetProtocolVersion(4).SetAutoReconnect(false).SetAutoAckDisabled(true).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { msgs <- m }))
+	if ct := c.Connect(); !ct.WaitTimeout(deadline) || ct.Error() != nil {
+		t.Fatalf("connect: %v", ct.Error())
+	}
+	defer c.Disconnect(0)
+	if st := c.Subscribe(iothub.DeviceBoundFilter("busy"), 1, nil); !st.WaitTimeout(deadline) || st.Error() != nil {
+		t.Fatalf("subscribe: %v", st.Error())
+	}
+	next := func() paho.Message {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			return m
+		case <-time.After(deadline):
+			t.Fatal("no delivery")
+			return nil
+		}
+	}
+	h.send("busy", iothub.SendRequest{MessageID: "held", Ack: iothub.AckFull})
+	h.send("busy", iothub.SendRequest{MessageID: "waiting", Ack: iothub.AckFull})
+	held := next()
+	if _, m, _ := iothub.ParseDeviceBoundTopic(held.Topic()); m == nil || m.MessageID != "held" {
+		t.Fatalf("first delivery %q", held.Topic())
+	}
+	if q, err := h.owner.Queue(h.ctx(), "busy"); err != nil || len(q) != 2 || q[0].State != iothub.StateInvisible || q[1].State != iothub.StateEnqueued {
+		t.Fatalf("queue with one in flight (max_in_flight 1): %+v, %v", q, err)
+	}
+	pr, err := h.owner.Purge(h.ctx(), "busy")
+	if err != nil || pr.TotalMessagesPurged != 2 {
+		t.Fatalf("purge: %+v, %v", pr, err)
+	}
+	held.Ack() // too late: the message is Purged
+	after := h.send("busy", iothub.SendRequest{MessageID: "after-purge"})
+	m := next()
+	if _, got, _ := iothub.ParseDeviceBoundTopic(m.Topic()); got == nil || got.MessageID != after.MessageID {
+		t.Fatalf("after the purge the device got %q, want %q", m.Topic(), after.MessageID)
+	}
+	m.Ack()
+	if st := h.settled("busy", "after-purge"); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("after-purge: %+v", st)
+	}
+	for _, mid := range []string{"held", "waiting"} {
+		if st := h.settled("busy", mid); st.Outcome != iothub.StatusPurged || st.State != iothub.StatePurged {
+			t.Errorf("%s: %+v", mid, st)
+		}
+	}
+}
