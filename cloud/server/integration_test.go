@@ -845,7 +845,7 @@ func TestPurgeWhileInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	msgs := make(chan paho.Message, 16)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+h.s.Endpoints().MQTT).
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.s.Endpoints().MQTT).
 		SetClientID("busy").SetUsername(iothub.FormatUsername(itHost, "busy", "", nil)).SetPassword(tok).
 		SetCleanSession(true).SetProtocolVersion(4).SetAutoReconnect(false).SetAutoAckDisabled(true).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { msgs <- m }))
