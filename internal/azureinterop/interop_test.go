@@ -301,3 +301,39 @@ func TestSDKAuthentication(t *testing.T) {
 		}
 	})
 }
+
+// A device in the field keeps one connection for months while its SAS tokens expire: the SDK
+// renews its token (every 45 minutes by default) by disconnecting and connecting again with a new
+// one, CleanSession=0. Shortened here to tokens valid 6 s renewed 3 s before expiry: after the
+// first token has expired and the SDK has renewed twice, a message still reaches the device, and
+// the application never saw a disconnect.
+func TestSDKTokenRenewal(t *testing.T) {
+	h := startHub(t)
+	ctx := ctxT(t, 40*time.Second)
+	dev := h.createDevice(t, ctx, "node-sdk-renewal")
+	const valid = 6 * time.Second
+	started := time.Now()
+	d := startDevice(t, h, deviceOpts{connectionString: h.deviceConnectionString(dev, "mqtt"), transport: "mqtt",
+		settle: "complete", tokenRenewal: "6,3"})
+	d.expect("open")
+
+	const connected = `c2d_device_connection_changes_total{event="connected"}`
+	deadline := time.Now().Add(20 * time.Second)
+	for h.metric(t, ctx, connected) < 3 || time.Since(started) < valid+time.Second {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v after 20s, want >= 3 (the first connection and two token renewals)", connected, h.metric(t, ctx, connected))
+		}
+		time.Sleep(100 * time.Millisecond) // polling the hub's metrics, with a deadline
+	}
+	if _, err := h.api.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: "after-renewal", Ack: iothub.AckFull}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := d.expect("message"); ev.MessageID != "after-renewal" { // a "disconnect" event fails here too
+		t.Fatalf("SDK: %s, want message after-renewal", ev.raw)
+	}
+	d.expect("settled")
+	if st := h.settled(t, ctx, dev.DeviceID, "after-renewal"); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 1 {
+		t.Errorf("after-renewal: outcome %s after %d deliveries, want Success after 1", st.Outcome, st.DeliveryCount)
+	}
+	d.stop()
+}

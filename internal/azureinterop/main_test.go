@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -301,6 +302,32 @@ func (h *hub) feedbackFor(t *testing.T, ctx context.Context, messageID string) m
 	return nil
 }
 
+// metric returns the value of one sample line of the hub's /metrics, e.g.
+// `c2d_device_connection_changes_total{event="connected"}`.
+func (h *hub) metric(t *testing.T, ctx context.Context, sample string) float64 {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.ep.HTTP+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metrics: %s: %v", sc.Text(), err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
 // ---- the SDK device ----
 
 // event is one JSON line of device.js.
@@ -344,6 +371,7 @@ type deviceOpts struct {
 	connectionString string
 	transport        string // mqtt | mqttws
 	settle           string // complete | reject | abandon | none
+	tokenRenewal     string // "valid,margin" seconds, "" for the SDK's default (3600,900)
 }
 
 // startDevice runs device.js; it stays connected until stop closes its stdin.
@@ -357,7 +385,8 @@ func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
 		"C2D_CA_FILE="+h.ep.CA,
 		"C2D_TRANSPORT="+o.transport,
 		"C2D_WSS_ADDR="+h.ep.WSS,
-		"C2D_SETTLE="+o.settle)
+		"C2D_SETTLE="+o.settle,
+		"C2D_TOKEN_RENEWAL="+o.tokenRenewal)
 	d.cmd.Stderr = d.stderr
 	var err error
 	if d.stdin, err = d.cmd.StdinPipe(); err != nil {

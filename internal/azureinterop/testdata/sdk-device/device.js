@@ -9,16 +9,19 @@
 //   C2D_TRANSPORT                 mqtt (default) | mqttws
 //   C2D_WSS_ADDR                  mqttws only: host:port of the hub's --wss listener (see wsAgent)
 //   C2D_SETTLE                    complete (default) | reject | abandon | none
+//   C2D_TOKEN_RENEWAL             optional "valid,margin" seconds: SharedAccessKeyAuthenticationProvider's
+//                                 tokenValidTimeInSeconds and tokenRenewalMarginInSeconds (SDK default
+//                                 3600,900: a new token, and a reconnect, every 45 minutes)
 //
 // stdout: one JSON object per line, {"event": ...}: open, open_error, message, settled, closed,
-// error. The process closes the client and exits 0 when stdin reaches EOF (the test's way of taking
-// the device offline), 1 when open fails.
+// disconnect, error. The process closes the client and exits 0 when stdin reaches EOF (the test's
+// way of taking the device offline), 1 when open fails.
 'use strict';
 
 const fs = require('fs');
 const https = require('https');
 const tls = require('tls');
-const { Client } = require('azure-iot-device');
+const { Client, SharedAccessKeyAuthenticationProvider } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 
 function emit(obj) {
@@ -61,7 +64,15 @@ async function main() {
   const transport = process.env.C2D_TRANSPORT || 'mqtt';
   const settle = process.env.C2D_SETTLE || 'complete';
 
-  const client = Client.fromConnectionString(cs, transport === 'mqttws' ? MqttWs : Mqtt);
+  const Transport = transport === 'mqttws' ? MqttWs : Mqtt;
+  let client;
+  if (process.env.C2D_TOKEN_RENEWAL) {
+    const [valid, margin] = process.env.C2D_TOKEN_RENEWAL.split(',').map(Number);
+    client = Client.fromAuthenticationProvider(
+      SharedAccessKeyAuthenticationProvider.fromConnectionString(cs, valid, margin), Transport);
+  } else {
+    client = Client.fromConnectionString(cs, Transport);
+  }
   const options = { ca };
   if (transport === 'mqttws') {
     options.mqtt = { webSocketAgent: wsAgent(process.env.C2D_WSS_ADDR, ca) };
@@ -69,6 +80,7 @@ async function main() {
   await client.setOptions(options);
 
   client.on('error', (err) => emit({ event: 'error', error: describeError(err) }));
+  client.on('disconnect', (err) => emit({ event: 'disconnect', error: describeError(err) }));
   try {
     const res = await client.open();
     emit({ event: 'open', result: res && res.constructor ? res.constructor.name : String(res) });
