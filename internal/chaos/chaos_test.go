@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -375,6 +378,11 @@ func mixed(t *testing.T, dispositions string) {
 	all := log.all()
 	res := w.settle(all, 90*time.Second)
 	w.checkFeedback(res)
+	if dispositions == "azure" {
+		// In Azure's dialect a refusal is a PUBACK (Success to the hub) plus a D2C reject report
+		// (docs/protocol.md §7): take the refusals from the agent's own log.
+		res = withAgentRejections(t, res, setup.LogPath())
+	}
 	var toggles, pulses []outcome
 	for _, o := range res {
 		if o.msg.kind == "toggle" {
@@ -393,4 +401,32 @@ func mixed(t *testing.T, dispositions string) {
 	tally(res, ton+toff+pon)
 	t.Logf("summary (%s): %d mixed faults, %d sends (%d acknowledged); toggles %d completed, %d cut, %d moves; pulses %d completed, %d cut, %d started; agent back within %s at worst",
 		dispositions, n, len(all), acked(all), ts, tc, ton+toff, ps, pc, pon, worst.Round(time.Millisecond))
+}
+
+var rejectedLine = regexp.MustCompile(`msg=rejected mid=(\S+) reason=("(?:[^"\\]|\\.)*"|\S+)`)
+
+// withAgentRejections returns outs with every Success the agent's log says it refused turned into
+// Rejected with the agent's reason (only for checking: the hub's answer stays Success).
+func withAgentRejections(t *testing.T, outs []outcome, logPath string) []outcome {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rej := map[string]string{}
+	for _, m := range rejectedLine.FindAllStringSubmatch(string(b), -1) {
+		reason := m[2]
+		if uq, err := strconv.Unquote(reason); err == nil {
+			reason = uq
+		}
+		rej[m[1]] = reason
+	}
+	out := make([]outcome, len(outs))
+	for i, o := range outs {
+		if r, ok := rej[o.msg.mid]; ok && o.exists && o.status.Outcome == iothub.StatusSuccess {
+			o.status.Outcome, o.status.Reason = iothub.StatusRejected, r
+		}
+		out[i] = o
+	}
+	return out
 }

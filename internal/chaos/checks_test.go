@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -77,4 +78,21 @@ func TestEffectViolations(t *testing.T) {
 	wantViolation(t, vs, "3 pulse moves for 1 completed + 1 interrupted or cut short")
 	vs, _, _ = effectViolations(append(outs, out("c", iothub.StatusDeliveryCountExceeded, "")), 2, "pulse")
 	wantViolation(t, vs, "pulse c ended DeliveryCountExceeded")
+}
+
+func TestWithAgentRejections(t *testing.T) {
+	log := t.TempDir() + "/agent.log"
+	lines := `time=2026-11-25T22:50:11.565Z level=INFO msg=rejected mid=m-2 reason="interrupted: the agent stopped while running this message (started 2026-11-25T22:50:11Z); its outputs were returned to their safe state and it is not run twice"
+time=2026-11-25T22:50:12.565Z level=INFO msg=done mid=m-1 took=1ms
+`
+	if err := os.WriteFile(log, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	outs := withAgentRejections(t, []outcome{out("m-1", iothub.StatusSuccess, ""), out("m-2", iothub.StatusSuccess, "")}, log)
+	if outs[0].status.Outcome != iothub.StatusSuccess {
+		t.Errorf("m-1: %s", outs[0].status.Outcome)
+	}
+	if outs[1].status.Outcome != iothub.StatusRejected || !strings.HasPrefix(outs[1].status.Reason, "interrupted: the agent stopped") {
+		t.Errorf("m-2: %s %q", outs[1].status.Outcome, outs[1].status.Reason)
+	}
 }
