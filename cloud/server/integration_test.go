@@ -895,3 +895,37 @@ func TestPurgeWhileInFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestHubDefaultTTL: a message sent without an expiry gets the hub's default_ttl; it expires while
+// the device is offline (negative feedback), and a device that connects later never sees it. The
+// queue-depth gauge follows.
+func TestHubDefaultTTL(t *testing.T) {
+	h := newITHub(t, func(c *server.Config) { c.Queue.DefaultTTL = server.Duration(time.Second) })
+	dev := h.device("sleepy")
+	res := h.send("sleepy", iothub.SendRequest{MessageID: "no-expiry-given", Ack: iothub.AckNegative})
+	if got := res.ExpiryTimeUTC.Sub(res.EnqueuedTimeUTC); got != time.Second {
+		t.Fatalf("expiry %v after enqueue, want default_ttl 1s", got)
+	}
+	if v := h.metric("c2d_queue_depth"); v != 1 {
+		t.Errorf("c2d_queue_depth = %v with one pending message", v)
+	}
+	if st := h.settled("sleepy", res.MessageID); st.Outcome != iothub.StatusExpired || st.DeliveryCount != 0 {
+		t.Fatalf("%+v", st)
+	}
+	if v := h.metric("c2d_queue_depth"); v != 0 {
+		t.Errorf("c2d_queue_depth = %v after the expiry", v)
+	}
+	b, err := h.owner.ReceiveFeedback(h.ctx(), 10*time.Second)
+	if err != nil || b == nil || len(b.Records) != 1 || b.Records[0].StatusCode != iothub.StatusExpired || b.Records[0].OriginalMessageID != res.MessageID {
+		t.Fatalf("feedback: %+v, %v", b, err)
+	}
+	d := h.connect(dev, devOpts{})
+	next := h.send("sleepy", iothub.SendRequest{MessageID: "fresh"})
+	m := d.next()
+	if m.MessageID != next.MessageID {
+		t.Fatalf("device got %q first", m.MessageID)
+	}
+	if !m.ExpiryTime.IsZero() {
+		t.Errorf("$.exp sent for a message without an explicit expiry: %v", m.ExpiryTime)
+	}
+}
