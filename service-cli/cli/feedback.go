@@ -163,7 +163,7 @@ func (a *app) printRecords(w io.Writer, recs []iothub.FeedbackRecord) error {
 	return t.flush()
 }
 
-var feedbackHeader = []string{"ENQUEUED", "DEVICE ID", "MESSAGE ID", "STATUS", "DELIVERIES", "REASON"}
+var feedbackHeader = []string{"TIME", "DEVICE ID", "MESSAGE ID", "STATUS", "DELIVERIES", "REASON"}
 
 func feedbackRow(r iothub.FeedbackRecord) []string {
 	dc := ""
