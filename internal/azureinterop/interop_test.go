@@ -12,7 +12,8 @@ import (
 
 // A message with every field the service API can set, delivered to a connected SDK device and
 // completed with client.complete: the device sees each field as sent; the hub reports Success in
-// the message's status and in Azure's feedback record. Both SDK transports (azure-iot-device-mqtt
+// the message's status and in Azure's feedback record. The device's telemetry (sendEvent) is
+// acknowledged on the way. Both SDK transports (azure-iot-device-mqtt
 // 1.16.4 Mqtt over c2d-hub's --mqtts, MqttWs over its --wss).
 func TestSDKReceivesAndCompletes(t *testing.T) {
 	h := startHub(t)
@@ -20,9 +21,14 @@ func TestSDKReceivesAndCompletes(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			ctx := ctxT(t, 50*time.Second)
 			dev := h.createDevice(t, ctx, "node-sdk-"+transport)
-			d := startDevice(t, h, deviceOpts{connectionString: h.deviceConnectionString(dev, transport), transport: transport, settle: "complete"})
+			d := startDevice(t, h, deviceOpts{connectionString: h.deviceConnectionString(dev, transport), transport: transport,
+				settle: "complete", sendEvent: true})
 			if ev := d.expect("open"); ev.Result != "Connected" {
 				t.Fatalf("client.open resolved with %s, want Connected", ev.raw)
+			}
+			// Telemetry is accepted (PUBACK) and dropped: sendEvent resolves, the connection stays.
+			if ev := d.expect("sent"); ev.Outcome != "resolved" || ev.Result != "MessageEnqueued" {
+				t.Errorf("client.sendEvent: %s, want resolved with MessageEnqueued", ev.raw)
 			}
 			h.waitConnectionState(t, ctx, dev.DeviceID, "Connected")
 

@@ -372,6 +372,7 @@ type deviceOpts struct {
 	transport        string // mqtt | mqttws
 	settle           string // complete | reject | abandon | none
 	tokenRenewal     string // "valid,margin" seconds, "" for the SDK's default (3600,900)
+	sendEvent        bool   // send one D2C event once open
 }
 
 // startDevice runs device.js; it stays connected until stop closes its stdin.
@@ -387,6 +388,9 @@ func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
 		"C2D_WSS_ADDR="+h.ep.WSS,
 		"C2D_SETTLE="+o.settle,
 		"C2D_TOKEN_RENEWAL="+o.tokenRenewal)
+	if o.sendEvent {
+		d.cmd.Env = append(d.cmd.Env, "C2D_SEND_EVENT=1")
+	}
 	d.cmd.Stderr = d.stderr
 	var err error
 	if d.stdin, err = d.cmd.StdinPipe(); err != nil {

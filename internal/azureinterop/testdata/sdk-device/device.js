@@ -9,19 +9,20 @@
 //   C2D_TRANSPORT                 mqtt (default) | mqttws
 //   C2D_WSS_ADDR                  mqttws only: host:port of the hub's --wss listener (see wsAgent)
 //   C2D_SETTLE                    complete (default) | reject | abandon | none
+//   C2D_SEND_EVENT                1: once open, send one device-to-cloud event (client.sendEvent)
 //   C2D_TOKEN_RENEWAL             optional "valid,margin" seconds: SharedAccessKeyAuthenticationProvider's
 //                                 tokenValidTimeInSeconds and tokenRenewalMarginInSeconds (SDK default
 //                                 3600,900: a new token, and a reconnect, every 45 minutes)
 //
-// stdout: one JSON object per line, {"event": ...}: open, open_error, message, settled, closed,
-// disconnect, error. The process closes the client and exits 0 when stdin reaches EOF (the test's
+// stdout: one JSON object per line, {"event": ...}: open, open_error, sent, message, settled,
+// closed, disconnect, error. The process closes the client and exits 0 when stdin reaches EOF (the test's
 // way of taking the device offline), 1 when open fails.
 'use strict';
 
 const fs = require('fs');
 const https = require('https');
 const tls = require('tls');
-const { Client, SharedAccessKeyAuthenticationProvider } = require('azure-iot-device');
+const { Client, Message, SharedAccessKeyAuthenticationProvider } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 
 function emit(obj) {
@@ -131,6 +132,21 @@ async function main() {
     );
   });
 
+
+  if (process.env.C2D_SEND_EVENT === '1') {
+    // Telemetry, as nearly every SDK application sends: c2d-hub accepts it (PUBACK) and drops it.
+    const ev = new Message(JSON.stringify({ temperature: 21.5 }));
+    ev.messageId = 'telemetry-1';
+    ev.contentType = 'application/json';
+    ev.contentEncoding = 'utf-8';
+    ev.properties.add('kind', 'temperature');
+    try {
+      const res = await client.sendEvent(ev);
+      emit({ event: 'sent', outcome: 'resolved', result: res && res.constructor ? res.constructor.name : String(res) });
+    } catch (err) {
+      emit({ event: 'sent', outcome: 'rejected', error: describeError(err) });
+    }
+  }
 
   process.stdin.resume();
   process.stdin.on('end', async () => {
