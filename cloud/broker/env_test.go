@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,7 +13,6 @@ import (
 	"math/big"
 	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/c2d-project/c2d/cloud/broker"
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 const testHost = "c2d.test"
@@ -35,7 +34,7 @@ type env struct {
 	t    testing.TB
 	hub  *hub.Hub
 	b    *broker.Broker
-	logs *syncBuffer
+	logs *testproc.SyncBuffer
 }
 
 type envOpt struct {
@@ -54,7 +53,7 @@ func newEnv(t testing.TB, o envOpt) *env {
 	if err != nil {
 		t.Fatalf("hub.Open: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testproc.SyncBuffer{}
 	opts := broker.Options{
 		MQTTAddr: "127.0.0.1:0",
 		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -306,24 +305,6 @@ func (cl *client) waitLost() error {
 		cl.t.Fatalf("connection not closed within %v", wait)
 	}
 	return nil
-}
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // selfSigned returns a server TLS config for 127.0.0.1 and a client config trusting it.
