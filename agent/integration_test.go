@@ -25,6 +25,7 @@ import (
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/hw/simhw"
 	"github.com/c2d-project/c2d/internal/sdnotify"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 const (
@@ -250,22 +251,8 @@ func startAgent(t *testing.T, b *board) *running {
 	return &running{stop: stop, logs: logs}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared harness's; the package's other test files use this name.
+type syncBuffer = testproc.SyncBuffer
 
 // service is the test's cloud side: it publishes device-bound messages the way a hub delivers them
 // and listens to the device's D2C events (where reject reports arrive on a plain hub).
@@ -532,7 +519,6 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
-	buildOut  []byte
 )
 
 func buildAgent(t *testing.T) string {
@@ -543,13 +529,10 @@ func buildAgent(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "c2d-agent")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/c2d-agent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		buildOut, buildErr = cmd.CombinedOutput()
+		binPath, buildErr = filepath.Join(dir, "c2d-agent"), testproc.Build(dir, nil, "./cmd/c2d-agent")
 	})
 	if buildErr != nil {
-		t.Fatalf("go build c2d-agent: %v\n%s", buildErr, buildOut)
+		t.Fatal(buildErr)
 	}
 	return binPath
 }
