@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,15 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/c2d-project/c2d/cloud/apiclient"
 	"github.com/c2d-project/c2d/cloud/iothub"
-	"github.com/c2d-project/c2d/cloud/server"
 	"github.com/c2d-project/c2d/hw/simhw"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 var hubBin, agentBin string
@@ -29,90 +26,28 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	hubBin, agentBin = filepath.Join(dir, "c2d-hub"), filepath.Join(dir, "c2d-agent")
-	for bin, pkg := range map[string]string{hubBin: "../../cloud/cmd/c2d-hub", agentBin: "../cmd/c2d-agent"} {
-		build := exec.Command("go", "build", "-o", bin, pkg)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
-			os.Exit(1)
-		}
+	if err := testproc.Build(dir, nil, "../../cloud/cmd/c2d-hub", "../cmd/c2d-agent"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type hub struct {
-	ep  server.Endpoints
-	svc *apiclient.Client
-}
-
-func startHub(t *testing.T, listen ...string) *hub {
+// startHub runs c2d-hub with a short lock timeout and feedback interval; listen replaces the
+// default device listener (MQTT over TLS only). The service API is HTTPS only.
+func startHub(t *testing.T, listen ...string) *testproc.Hub {
 	t.Helper()
-	data := t.TempDir()
-	cfg := filepath.Join(t.TempDir(), "hub.yaml")
-	must(t, os.WriteFile(cfg, []byte("queue:\n  lock_timeout: 5s\nfeedback:\n  interval: 50ms\n"), 0o644))
 	if len(listen) == 0 {
 		listen = []string{"--mqtt", "off", "--mqtts", "127.0.0.1:0"}
 	}
-	args := append([]string{"serve", "--data", data, "--config", cfg, "--log-level", "warn", "--hostname", "hub.test",
-		"--http", "off", "--https", "127.0.0.1:0"}, listen...)
-	cmd := exec.Command(hubBin, args...)
-	var out syncBuf
-	cmd.Stdout, cmd.Stderr = &out, &out
-	must(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("c2d-hub output:\n%s", out.String())
-		}
+	return testproc.StartHub(t, hubBin, testproc.HubOptions{
+		Config: "queue:\n  lock_timeout: 5s\nfeedback:\n  interval: 50ms\n",
+		Args:   append([]string{"--log-level", "warn", "--hostname", "hub.test", "--http", "off", "--https", "127.0.0.1:0"}, listen...),
+		Ready:  20 * time.Second,
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	var ep server.Endpoints
-	for {
-		var err error
-		ep, err = server.ReadEndpoints(data)
-		if err == nil && ep.PID == cmd.Process.Pid {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("c2d-hub exited: %v\n%s", err, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("c2d-hub not ready\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for endpoints.json, with a deadline
-	}
-	cs, err := exec.Command(hubBin, "connection-string", "--data", data, "--policy", "iothubowner").Output()
-	must(t, err)
-	owner, err := iothub.ParseServiceConnectionString(strings.TrimSpace(string(cs)))
-	must(t, err)
-	svc, err := apiclient.New(owner, apiclient.Options{Endpoint: "https://" + ep.HTTPS, CAFile: ep.CA})
-	must(t, err)
-	return &hub{ep: ep, svc: svc}
 }
 
 type board struct {
@@ -121,19 +56,19 @@ type board struct {
 
 // newBoard creates the device on the hub and writes the board's files: connection string (0600),
 // config (sim backend, the hub's TLS port and CA).
-func newBoard(t *testing.T, h *hub, id string) *board {
+func newBoard(t *testing.T, h *testproc.Hub, id string) *board {
 	t.Helper()
-	return newBoardAt(t, h, id, "ssl://"+h.ep.MQTTS)
+	return newBoardAt(t, h, id, "ssl://"+h.Endpoints.MQTTS)
 }
 
-func newBoardAt(t *testing.T, h *hub, id, brokerURL string) *board {
+func newBoardAt(t *testing.T, h *testproc.Hub, id, brokerURL string) *board {
 	t.Helper()
 	ctx := ctxT(t, 10*time.Second)
-	dev, err := h.svc.CreateDevice(ctx, id, "", "")
+	dev, err := h.Client.CreateDevice(ctx, id, "", "")
 	must(t, err)
 	dir := t.TempDir()
 	b := &board{dir: dir, config: filepath.Join(dir, "agent.yaml"), state: filepath.Join(dir, "outputs.json"), log: filepath.Join(dir, "transitions.jsonl")}
-	conn := iothub.DeviceConnectionString{HostName: h.ep.HostName, DeviceID: id, SharedAccessKey: dev.Authentication.SymmetricKey.PrimaryKey}
+	conn := iothub.DeviceConnectionString{HostName: h.Endpoints.HostName, DeviceID: id, SharedAccessKey: dev.Authentication.SymmetricKey.PrimaryKey}
 	must(t, os.WriteFile(filepath.Join(dir, "connection-string"), []byte(conn.String()+"\n"), 0o600))
 	must(t, os.WriteFile(b.config, []byte(fmt.Sprintf(`connection:
   connection_string_file: %s
@@ -153,13 +88,13 @@ commands:
     steps:
       - {target: act, action: blink, count: 2, interval: 20ms}
       - {target: relay1, action: pulse, duration: 60ms}
-`, filepath.Join(dir, "connection-string"), brokerURL, h.ep.CA, b.state, b.log, filepath.Join(dir, "state"))), 0o644))
+`, filepath.Join(dir, "connection-string"), brokerURL, h.Endpoints.CA, b.state, b.log, filepath.Join(dir, "state"))), 0o644))
 	return b
 }
 
 type agentProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuf
+	out    *testproc.SyncBuffer
 	exited chan error
 }
 
@@ -182,7 +117,7 @@ func startAgent(t *testing.T, b *board) *agentProc {
 			}
 		}
 	}()
-	p := &agentProc{cmd: exec.Command(agentBin, "--config", b.config), out: &syncBuf{}, exited: make(chan error, 1)}
+	p := &agentProc{cmd: exec.Command(agentBin, "--config", b.config), out: &testproc.SyncBuffer{}, exited: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	must(t, p.cmd.Start())
@@ -219,23 +154,23 @@ func (p *agentProc) stop(t *testing.T) {
 	}
 }
 
-func send(t *testing.T, h *hub, dev, mid string, props ...string) {
+func send(t *testing.T, h *testproc.Hub, dev, mid string, props ...string) {
 	t.Helper()
 	req := iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}
 	for i := 0; i+1 < len(props); i += 2 {
 		req.Properties = append(req.Properties, iothub.AppProperty{Name: props[i], Value: props[i+1]})
 	}
-	if _, err := h.svc.Send(ctxT(t, 10*time.Second), dev, req); err != nil {
+	if _, err := h.Client.Send(ctxT(t, 10*time.Second), dev, req); err != nil {
 		t.Fatalf("send %s: %v", mid, err)
 	}
 }
 
 // settled long-polls the hub for the message's terminal state.
-func settled(t *testing.T, h *hub, dev, mid string) iothub.MessageStatus {
+func settled(t *testing.T, h *testproc.Hub, dev, mid string) iothub.MessageStatus {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		st, err := h.svc.MessageStatus(ctxT(t, 15*time.Second), dev, mid, 10*time.Second)
+		st, err := h.Client.MessageStatus(ctxT(t, 15*time.Second), dev, mid, 10*time.Second)
 		must(t, err)
 		if st.Outcome != "" {
 			return st
@@ -299,7 +234,7 @@ func TestAgentWithHub(t *testing.T) {
 	fb := map[string]iothub.FeedbackRecord{}
 	ctx := ctxT(t, 20*time.Second)
 	for len(fb) < 5 {
-		batch, err := h.svc.ReceiveFeedback(ctx, 5*time.Second)
+		batch, err := h.Client.ReceiveFeedback(ctx, 5*time.Second)
 		must(t, err)
 		if batch == nil {
 			t.Fatalf("feedback so far %v: missing records", fb)
@@ -307,7 +242,7 @@ func TestAgentWithHub(t *testing.T) {
 		for _, r := range batch.Records {
 			fb[r.OriginalMessageID] = r
 		}
-		must(t, h.svc.CompleteFeedback(ctx, batch.LockToken))
+		must(t, h.Client.CompleteFeedback(ctx, batch.LockToken))
 	}
 	for mid, reason := range wantReasons {
 		if r := fb[mid]; r.StatusCode != iothub.StatusRejected || r.Reason != reason {
@@ -382,7 +317,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // is where the hub serves it.
 func TestWebSockets(t *testing.T) {
 	h := startHub(t, "--mqtt", "off", "--mqtts", "off", "--ws", "127.0.0.1:0")
-	b := newBoardAt(t, h, "pi-ws", "ws://"+h.ep.WS)
+	b := newBoardAt(t, h, "pi-ws", "ws://"+h.Endpoints.WS)
 	startAgent(t, b)
 	send(t, h, "pi-ws", "ws-1", "target", "relay1", "action", "on")
 	if st := settled(t, h, "pi-ws", "ws-1"); st.Outcome != iothub.StatusSuccess {
