@@ -181,7 +181,13 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return c.mayPublish(topic)
 	}
-	return c.maySubscribe(topic)
+	if !c.maySubscribe(topic) {
+		// The device sees only SUBACK 0x80, which some clients (mqtt.js) treat as success: say why.
+		h.b.log.Info("subscription refused: a device may subscribe only to its own device-bound topic "+
+			"(its id percent-encoded as in docs/protocol.md §3.1)", "device", c.deviceID, "filter", topic)
+		return false
+	}
+	return true
 }
 
 // Filters official SDKs subscribe to on every connection (direct methods, twin). c2d implements
