@@ -2,7 +2,6 @@ package shiptest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/c2d-project/c2d/cloud/apiclient"
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/hw/simhw"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 // exampleConfig is configs/agent.yaml with its connection string file moved into dir (the
@@ -57,51 +56,11 @@ func TestARMAgentsCheckTheExampleConfig(t *testing.T) {
 	}
 }
 
-// hubProc is the amd64 hub the ARM agents connect to.
-type hubProc struct {
-	cmd     *exec.Cmd
-	mqtt    string
-	client  *apiclient.Client
-	logPath string
-}
-
-func startHub(t *testing.T, bin string) *hubProc {
+// startHub runs the amd64 hub the ARM agents connect to, plain MQTT and HTTP on loopback.
+func startHub(t *testing.T, bin string) *testproc.Hub {
 	t.Helper()
-	data := t.TempDir()
-	logPath := filepath.Join(t.TempDir(), "hub.log")
-	lf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--data", data, "--hostname", "localhost",
-		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off")
-	cmd.Stdout, cmd.Stderr = lf, lf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		lf.Close()
-	})
-	var ep struct{ MQTT, HTTP string }
-	waitFor(t, 30*time.Second, "hub endpoints.json", func() bool {
-		b, err := os.ReadFile(filepath.Join(data, "endpoints.json"))
-		return err == nil && json.Unmarshal(b, &ep) == nil && ep.HTTP != ""
-	})
-	owner, err := exec.Command(bin, "connection-string", "--data", data).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := iothub.ParseServiceConnectionString(strings.TrimSpace(string(owner)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := apiclient.New(cs, apiclient.Options{Endpoint: "http://" + ep.HTTP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &hubProc{cmd: cmd, mqtt: ep.MQTT, client: c, logPath: logPath}
+	return testproc.StartHub(t, bin, testproc.HubOptions{Args: []string{"--hostname", "localhost",
+		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off"}})
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -145,7 +104,7 @@ func TestARMAgentsEndToEnd(t *testing.T) {
 	for _, tg := range targets[:3] {
 		t.Run(tg.name, func(t *testing.T) {
 			device := "pi-" + tg.name
-			dev, err := hub.client.CreateDevice(ctx, device, "", "")
+			dev, err := hub.Client.CreateDevice(ctx, device, "", "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +114,7 @@ func TestARMAgentsEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := filepath.Join(work, "agent.yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(armAgentConfig, work, hub.mqtt)), 0o644); err != nil {
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(armAgentConfig, work, hub.Endpoints.MQTT)), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			argv := append(append([]string{}, tg.qemu...), binary(dir, "c2d-agent", tg), "--config", cfg)
@@ -179,10 +138,10 @@ func TestARMAgentsEndToEnd(t *testing.T) {
 			agentLog := func() string { b, _ := os.ReadFile(filepath.Join(work, "agent.log")); return string(b) }
 
 			waitFor(t, 60*time.Second, device+" connected", func() bool {
-				d, err := hub.client.GetDevice(ctx, device)
+				d, err := hub.Client.GetDevice(ctx, device)
 				return err == nil && d.ConnectionState == "Connected"
 			})
-			res, err := hub.client.Send(ctx, device, iothub.SendRequest{
+			res, err := hub.Client.Send(ctx, device, iothub.SendRequest{
 				MessageID:  "on-" + tg.name,
 				Ack:        iothub.AckFull,
 				Properties: []iothub.AppProperty{{Name: "target", Value: "relay1"}, {Name: "action", Value: "on"}},
@@ -190,7 +149,7 @@ func TestARMAgentsEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, err := hub.client.MessageStatus(ctx, device, res.MessageID, 30*time.Second)
+			st, err := hub.Client.MessageStatus(ctx, device, res.MessageID, 30*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
