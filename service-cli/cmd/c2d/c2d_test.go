@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/testproc"
 	"github.com/c2d-project/c2d/service-cli/cli"
 )
 
@@ -359,8 +360,8 @@ func TestFeedback(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	id := newDevice(t, "err-1")
-	wrongKey := strings.Replace(hub.owner, "SharedAccessKey=", "SharedAccessKey=AAAA", 1)
-	http := "C2D_ENDPOINT=http://" + hub.endpoints.HTTP
+	wrongKey := strings.Replace(hub.Owner.String(), "SharedAccessKey=", "SharedAccessKey=AAAA", 1)
+	http := "C2D_ENDPOINT=http://" + hub.Endpoints.HTTP
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -371,8 +372,8 @@ func TestErrors(t *testing.T) {
 		{"no credentials", []string{http}, []string{"device", "list"}, 2, []string{"--connection-string", "C2D_CONNECTION_STRING"}},
 		{"malformed connection string", []string{http, "C2D_CONNECTION_STRING=HostName=x;Bogus=1"}, []string{"device", "list"}, 2, []string{"Bogus", "HostName=...;SharedAccessKeyName="}},
 		{"wrong key", []string{http, "C2D_CONNECTION_STRING=" + wrongKey}, []string{"device", "list"}, 8, []string{"unauthorized", "c2d-hub connection-string"}},
-		{"unreachable", []string{"C2D_CONNECTION_STRING=" + hub.owner, "C2D_ENDPOINT=http://127.0.0.1:1"}, []string{"device", "list"}, 10, []string{"127.0.0.1:1", "C2D_ENDPOINT"}},
-		{"self-signed without --ca-file", []string{"C2D_CONNECTION_STRING=" + hub.owner, "C2D_ENDPOINT=https://" + hub.endpoints.HTTPS}, []string{"hub", "status"}, 10, []string{"--ca-file"}},
+		{"unreachable", []string{"C2D_CONNECTION_STRING=" + hub.Owner.String(), "C2D_ENDPOINT=http://127.0.0.1:1"}, []string{"device", "list"}, 10, []string{"127.0.0.1:1", "C2D_ENDPOINT"}},
+		{"self-signed without --ca-file", []string{"C2D_CONNECTION_STRING=" + hub.Owner.String(), "C2D_ENDPOINT=https://" + hub.Endpoints.HTTPS}, []string{"hub", "status"}, 10, []string{"--ca-file"}},
 		{"missing ID", nil, []string{"send"}, 2, []string{"send takes 1 argument"}},
 		{"unknown command", nil, []string{"devices"}, 2, []string{"unknown command"}},
 		{"unknown flag", nil, []string{"send", id, "--priority", "1"}, 2, []string{"--priority"}},
@@ -424,16 +425,16 @@ func TestErrors(t *testing.T) {
 	}
 
 	// A policy without the right: exit 8 and the policies that have it.
-	reg, err := hub.connectionString("registryRead")
+	reg, err := connectionString(hub, "registryRead")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := runEnv(t, append(baseEnv(), "C2D_CONNECTION_STRING="+reg, "C2D_ENDPOINT=http://"+hub.endpoints.HTTP), "send", id, "--prop", "a=1")
+	r := runEnv(t, append(baseEnv(), "C2D_CONNECTION_STRING="+reg, "C2D_ENDPOINT=http://"+hub.Endpoints.HTTP), "send", id, "--prop", "a=1")
 	if r.code != 8 || !strings.Contains(r.stderr, "ServiceConnect") || !strings.Contains(r.stderr, "'service' or 'iothubowner'") {
 		t.Errorf("registryRead policy sending: %s", r)
 	}
 	// ...while it may read the registry.
-	if r := runEnv(t, append(baseEnv(), "C2D_CONNECTION_STRING="+reg, "C2D_ENDPOINT=http://"+hub.endpoints.HTTP), "device", "show", id); r.code != 0 {
+	if r := runEnv(t, append(baseEnv(), "C2D_CONNECTION_STRING="+reg, "C2D_ENDPOINT=http://"+hub.Endpoints.HTTP), "device", "show", id); r.code != 0 {
 		t.Errorf("registryRead policy device show: %s", r)
 	}
 
@@ -453,13 +454,13 @@ func TestErrors(t *testing.T) {
 }
 
 func TestTLSAndHubStatus(t *testing.T) {
-	env := append(baseEnv(), "C2D_CONNECTION_STRING="+hub.owner, "C2D_ENDPOINT=https://"+hub.endpoints.HTTPS)
-	r := runEnv(t, append(env, "C2D_CA_FILE="+hub.endpoints.CA), "hub", "status", "-o", "json")
+	env := append(baseEnv(), "C2D_CONNECTION_STRING="+hub.Owner.String(), "C2D_ENDPOINT=https://"+hub.Endpoints.HTTPS)
+	r := runEnv(t, append(env, "C2D_CA_FILE="+hub.Endpoints.CA), "hub", "status", "-o", "json")
 	if r.code != 0 {
 		t.Fatalf("hub status over HTTPS with the hub's CA: %s", r)
 	}
 	st := jsonFields(t, r.stdout)
-	if str(t, st, "endpoint") != "https://"+hub.endpoints.HTTPS || str(t, st, "hostName") != "hub.test" ||
+	if str(t, st, "endpoint") != "https://"+hub.Endpoints.HTTPS || str(t, st, "hostName") != "hub.test" ||
 		string(st["reachable"]) != "true" || string(st["healthy"]) != "true" || str(t, st, "version") == "" ||
 		num(t, st, "totalDeviceCount") < 1 {
 		t.Errorf("hub status -o json: %s", r.stdout)
@@ -470,7 +471,7 @@ func TestTLSAndHubStatus(t *testing.T) {
 		}
 	}
 	// The flag works as well as the variable.
-	if r := runEnv(t, env, "--ca-file", hub.endpoints.CA, "hub", "status"); r.code != 0 || !strings.Contains(r.stdout, "Health:") || !strings.Contains(r.stdout, "ok") {
+	if r := runEnv(t, env, "--ca-file", hub.Endpoints.CA, "hub", "status"); r.code != 0 || !strings.Contains(r.stdout, "Health:") || !strings.Contains(r.stdout, "ok") {
 		t.Errorf("hub status --ca-file: %s", r)
 	}
 }
@@ -502,8 +503,8 @@ func TestCompletionAndHelp(t *testing.T) {
 // tests above prove that a pipe gets nothing.
 func TestWaitSpinnerOnTerminal(t *testing.T) {
 	id := newDevice(t, "spin-1")
-	var stdout, stderr syncBuffer
-	env := map[string]string{"C2D_CONNECTION_STRING": hub.owner, "C2D_ENDPOINT": "http://" + hub.endpoints.HTTP}
+	var stdout, stderr testproc.SyncBuffer
+	env := map[string]string{"C2D_CONNECTION_STRING": hub.Owner.String(), "C2D_ENDPOINT": "http://" + hub.Endpoints.HTTP}
 	code := cli.Main(context.Background(), []string{"send", id, "--prop", "a=1", "--wait", "700ms"}, cli.Env{
 		Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }, StderrIsTerminal: true,
 	})
@@ -593,12 +594,12 @@ func TestSendDataFromStdin(t *testing.T) {
 // outcome is unknown (exit 10, not a timeout); one with time left carries on once the hub is back.
 func TestWaitAcrossHubRestart(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "hub2")
-	h, err := startHub(hubBin, data, "127.0.0.1:0")
+	h, err := startHub(data, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpAddr := h.endpoints.HTTP
-	env := append(baseEnv(), "C2D_CONNECTION_STRING="+h.owner, "C2D_ENDPOINT=http://"+httpAddr)
+	httpAddr := h.Endpoints.HTTP
+	env := append(baseEnv(), "C2D_CONNECTION_STRING="+h.Owner.String(), "C2D_ENDPOINT=http://"+httpAddr)
 	if r := runEnv(t, env, "device", "create", "restart-1"); r.code != 0 {
 		t.Fatalf("create: %s", r)
 	}
@@ -609,18 +610,18 @@ func TestWaitAcrossHubRestart(t *testing.T) {
 		r := runEnv(t, append(env, "C2D_OUTPUT=json"), "queue", "show", "restart-1")
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &q) == nil && len(q) == 2
 	})
-	if err := h.stop(); err != nil {
+	if err := h.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	r := short.wait(t)
 	if r.code != 10 || !strings.Contains(r.stderr, "outcome is unknown") || !strings.Contains(r.stderr, "c2d queue show restart-1") {
 		t.Errorf("waiter that ran out of time while the hub was down: %s", r)
 	}
-	h, err = startHub(hubBin, data, httpAddr) // same data, same API address
+	h, err = startHub(data, httpAddr) // same data, same API address
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.stop()
+	defer h.Stop()
 	if r := runEnv(t, env, "queue", "purge", "restart-1"); r.code != 0 || !strings.Contains(r.stdout, "Purged 2 message(s)") {
 		t.Fatalf("purge after restart: %s", r)
 	}

@@ -14,22 +14,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 var (
 	binDir string
 	c2dBin string
 	hubBin string
-	hub    *hubProc
+	hub    *testproc.Hub
 )
 
 // hubConfig is the test hub's queue settings: expiries down to 1s (Expired in seconds), a 1s lock
@@ -57,148 +56,45 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(binDir)
 	c2dBin = filepath.Join(binDir, "c2d")
 	hubBin = filepath.Join(binDir, "c2d-hub")
-	builds := []struct{ out, pkg string }{
-		{c2dBin, "github.com/c2d-project/c2d/service-cli/cmd/c2d"},
-		{hubBin, "github.com/c2d-project/c2d/cloud/cmd/c2d-hub"},
-	}
+	pkgs := []string{"github.com/c2d-project/c2d/service-cli/cmd/c2d", "github.com/c2d-project/c2d/cloud/cmd/c2d-hub"}
 	// C2D_E2E_HUB_BIN runs an already built hub (e.g. bin/c2d-hub after `make build`).
 	if bin := os.Getenv("C2D_E2E_HUB_BIN"); bin != "" {
 		hubBin = bin
-		builds = builds[:1]
+		pkgs = pkgs[:1]
 	}
-	for _, b := range builds {
-		cmd := exec.Command(goTool(), "build", "-o", b.out, b.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
-			return 1
-		}
+	if err := testproc.Build(binDir, nil, pkgs...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	hub, err = startHub(hubBin, filepath.Join(binDir, "hub"), "127.0.0.1:0")
+	hub, err = startHub(filepath.Join(binDir, "hub"), "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	code := m.Run()
-	if err := hub.stop(); err != nil {
+	if err := hub.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		code = 1
 	}
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "--- hub log ---\n%s\n", hub.log.String())
+		fmt.Fprintf(os.Stderr, "--- hub log ---\n%s\n", hub.Log.String())
 	}
 	return code
 }
 
-// goTool is the go command running this test (GOROOT is set by go test), else the one on PATH.
-func goTool() string {
-	if root := os.Getenv("GOROOT"); root != "" {
-		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
-			return p
-		}
-	}
-	return "go"
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// hubProc is a running c2d-hub.
-type hubProc struct {
-	cmd       *exec.Cmd
-	log       syncBuffer
-	data      string
-	bin       string
-	endpoints struct {
-		MQTT     string `json:"mqtt"`
-		HTTP     string `json:"http"`
-		HTTPS    string `json:"https"`
-		HostName string `json:"hostname"`
-		CA       string `json:"ca"`
-	}
-	owner  string // iothubowner connection string
-	exited chan error
-}
-
 // startHub runs c2d-hub on data with the test config; httpAddr is its plain HTTP API address.
-func startHub(bin, data, httpAddr string) (*hubProc, error) {
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(data, "hub.yaml")
-	if err := os.WriteFile(cfg, []byte(hubConfig), 0o600); err != nil {
-		return nil, err
-	}
-	h := &hubProc{bin: bin, data: data, exited: make(chan error, 1)}
-	h.cmd = exec.Command(bin, "serve", "--config", cfg, "--data", data, "--hostname", "hub.test",
-		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", httpAddr, "--https", "127.0.0.1:0")
-	_ = os.Remove(filepath.Join(data, "endpoints.json")) // a restart must not read the old one
-	h.cmd.Stdout, h.cmd.Stderr = &h.log, &h.log
-	if err := h.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { h.exited <- h.cmd.Wait() }()
-	// endpoints.json is written atomically once every listener is bound.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, err := os.ReadFile(filepath.Join(data, "endpoints.json"))
-		if err == nil && json.Unmarshal(b, &h.endpoints) == nil && h.endpoints.HTTP != "" {
-			break
-		}
-		select {
-		case err := <-h.exited:
-			return nil, fmt.Errorf("c2d-hub exited before writing endpoints.json: %v\n%s", err, h.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = h.cmd.Process.Kill()
-			return nil, fmt.Errorf("c2d-hub wrote no endpoints.json within 30s\n%s", h.log.String())
-		}
-	}
-	var err error
-	if h.owner, err = h.connectionString("iothubowner"); err != nil {
-		_ = h.stop()
-		return nil, err
-	}
-	return h, nil
+func startHub(data, httpAddr string) (*testproc.Hub, error) {
+	return testproc.RunHub(context.Background(), hubBin, testproc.HubOptions{Data: data, Config: hubConfig, Args: []string{
+		"--hostname", "hub.test", "--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", httpAddr, "--https", "127.0.0.1:0"}})
 }
 
-func (h *hubProc) connectionString(policy string) (string, error) {
-	out, err := exec.Command(h.bin, "connection-string", "--data", h.data, "--policy", policy).Output()
+// connectionString is the policy's, from `c2d-hub connection-string`.
+func connectionString(h *testproc.Hub, policy string) (string, error) {
+	out, err := exec.Command(hubBin, "connection-string", "--data", h.Data, "--policy", policy).Output()
 	if err != nil {
 		return "", fmt.Errorf("c2d-hub connection-string --policy %s: %w", policy, err)
 	}
 	return strings.TrimSpace(string(out)), nil
-}
-
-func (h *hubProc) stop() error {
-	_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-h.exited:
-		return nil
-	case <-time.After(20 * time.Second):
-		_ = h.cmd.Process.Kill()
-		return fmt.Errorf("c2d-hub did not stop within 20s of SIGTERM")
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ---- running c2d ----
@@ -225,7 +121,7 @@ func baseEnv() []string {
 
 // hubEnv points c2d at the test hub with the owner policy over plain HTTP.
 func hubEnv() []string {
-	return append(baseEnv(), "C2D_CONNECTION_STRING="+hub.owner, "C2D_ENDPOINT=http://"+hub.endpoints.HTTP)
+	return append(baseEnv(), "C2D_CONNECTION_STRING="+hub.Owner.String(), "C2D_ENDPOINT=http://"+hub.Endpoints.HTTP)
 }
 
 func c2dCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {
@@ -378,7 +274,7 @@ func connectDevice(t *testing.T, id string, ext bool) *device {
 		extra.Set(iothub.ExtensionParam, iothub.ExtensionDispositions)
 	}
 	d := &device{id: id, msgs: make(chan received, 16)}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + hub.endpoints.MQTT).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + hub.Endpoints.MQTT).
 		SetClientID(iothub.ClientID(id, "")).
 		SetUsername(iothub.FormatUsername(dcs.HostName, id, "", extra)).
 		SetPassword(tok).
@@ -433,8 +329,8 @@ func (d *device) reject(t *testing.T, r received, reason string) {
 
 type bg struct {
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testproc.SyncBuffer
+	stderr *testproc.SyncBuffer
 	done   chan result
 }
 
@@ -447,7 +343,7 @@ func startEnv(t *testing.T, env []string, args ...string) *bg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	b := &bg{cmd: c2dCmd(ctx, env, args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan result, 1)}
+	b := &bg{cmd: c2dCmd(ctx, env, args...), stdout: &testproc.SyncBuffer{}, stderr: &testproc.SyncBuffer{}, done: make(chan result, 1)}
 	b.cmd.Stdout, b.cmd.Stderr = b.stdout, b.stderr
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
