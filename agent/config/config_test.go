@@ -39,7 +39,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	want := []hw.OutputSpec{
 		{Name: "act", Kind: hw.KindLED, LED: "ACT", Line: -1},
 		{Name: "relay1", Kind: hw.KindGPIO, Pin: "GPIO17", Line: -1, ActiveLow: true},
-		{Name: "buzzer", Kind: hw.KindGPIO, Chip: "pinctrl-bcm2711", Line: 27},
+		{Name: "buzzer", Kind: hw.KindGPIO, Pin: "GPIO27", Line: -1},
 	}
 	for i := range want {
 		if specs[i] != want[i] {
