@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"github.com/c2d-project/c2d/cloud/apiclient"
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/cloud/server"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 const testVersion = "9.9.9-test"
@@ -38,11 +37,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	hubBin = filepath.Join(dir, "c2d-hub")
-	build := exec.Command("go", "build", "-o", hubBin,
-		"-ldflags", "-X github.com/c2d-project/c2d/internal/version.Version="+testVersion, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build c2d-hub:", err)
+	if err := testproc.Build(dir, []string{"-ldflags", "-X github.com/c2d-project/c2d/internal/version.Version=" + testVersion}, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -55,27 +52,10 @@ type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	data   string
-	stdout *syncBuf
-	stderr *syncBuf
+	stdout *testproc.SyncBuffer
+	stderr *testproc.SyncBuffer
 	done   chan error
 	ep     server.Endpoints
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var loopback = []string{"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"}
@@ -83,7 +63,7 @@ var loopback = []string{"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--ht
 // start runs `c2d-hub serve args...` and waits for its endpoints.json (the one with its pid).
 func start(t *testing.T, data string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, data: data, stdout: &syncBuf{}, stderr: &syncBuf{}, done: make(chan error, 1)}
+	p := &proc{t: t, data: data, stdout: &testproc.SyncBuffer{}, stderr: &testproc.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(hubBin, append([]string{"serve"}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
