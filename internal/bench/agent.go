@@ -33,6 +33,7 @@ type AgentSetup struct {
 	// Dispositions is connection.dispositions: "extension" (default: explicit complete/reject over
 	// c2d's extension) or "azure" (Azure's dialect: the PUBACK completes).
 	Dispositions string
+	KeepAlive    time.Duration // connection.keep_alive; default 30s (the agent allows 5s and up)
 }
 
 // ConfigPath, TransitionLog, StateFile and LogPath are where the agent's files live.
@@ -57,6 +58,9 @@ func (a AgentSetup) WriteConfig() error {
 	if a.ReconnectMax == 0 {
 		a.ReconnectMax = time.Second
 	}
+	if a.KeepAlive == 0 {
+		a.KeepAlive = 30 * time.Second
+	}
 	if a.Dispositions == "" {
 		a.Dispositions = "extension"
 	}
@@ -69,7 +73,7 @@ func (a AgentSetup) WriteConfig() error {
 	cs := iothub.DeviceConnectionString{HostName: HostName, DeviceID: a.DeviceID, SharedAccessKey: a.Key}
 	var b strings.Builder
 	fmt.Fprintf(&b, "connection:\n  connection_string: %q\n  broker_url: tcp://%s\n", cs.String(), a.MQTTAddr)
-	fmt.Fprintf(&b, "  keep_alive: 30s\n  connect_timeout: 5s\n  reconnect_min: %s\n  reconnect_max: %s\n  dispositions: %s\n", a.ReconnectMin, a.ReconnectMax, a.Dispositions)
+	fmt.Fprintf(&b, "  keep_alive: %s\n  connect_timeout: 5s\n  reconnect_min: %s\n  reconnect_max: %s\n  dispositions: %s\n", a.KeepAlive, a.ReconnectMin, a.ReconnectMax, a.Dispositions)
 	fmt.Fprintf(&b, "hardware:\n  backend: sim\n  sim:\n    state_file: %s\n    transition_log: %s\n", a.StateFile(), a.TransitionLog())
 	fmt.Fprintf(&b, "state_dir: %s\nready_timeout: 30s\noutputs:\n", filepath.Join(a.Dir, "state"))
 	for _, o := range a.Outputs {

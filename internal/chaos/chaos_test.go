@@ -195,6 +195,40 @@ func TestChaosConnectionCut(t *testing.T) {
 		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond))
 }
 
+// TestChaosPartition black-holes the agent's connection (packets dropped, no FIN or RST) mid-stream:
+// only MQTT keep-alives can tell. The agent must notice, reconnect, and lose or repeat nothing.
+func TestChaosPartition(t *testing.T) {
+	w := newWorld(t, 1000)
+	w.register("pi-partition")
+	px := newProxy(t, w.hub.Endpoints.MQTT)
+	const keepAlive = 5 * time.Second
+	_, setup := w.agentWith(bench.AgentSetup{DeviceID: "pi-partition", MQTTAddr: px.addr(), Outputs: toggleOut, KeepAlive: keepAlive})
+	var log sendLog
+	stop := make(chan struct{})
+	d := log.load(w.c, "pi-partition", "toggle", 20*time.Millisecond, toggleReq, stop)
+	// The agent pings once keep_alive passes without traffic (paho checks at keep_alive
+	// granularity: up to 2 × keep_alive) and gives up 10 s (its ping timeout) later.
+	bound := 2*keepAlive + 10*time.Second + setup.ReconnectBound() + reconnectAllowance
+	n := faults(1, 10)
+	var worst time.Duration
+	for i := 0; i < n; i++ {
+		time.Sleep(randDelay(200*time.Millisecond, 1000*time.Millisecond)) // fault schedule
+		at := time.Now()
+		if px.freeze() == 0 {
+			t.Logf("partition %d: no connection was up", i)
+		}
+		countFault("partition (black hole)")
+		worst = max(worst, w.waitConnected("pi-partition", at, bound))
+	}
+	close(stop)
+	<-d
+	outs := w.settle(log.all(), 90*time.Second)
+	w.checkFeedback(outs)
+	tally(outs, checkToggles(t, outs, setup))
+	t.Logf("summary: %d partitions, %d sends (%d acknowledged), %d completed toggles, agent back within %s at worst (bound %s)",
+		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond), bound)
+}
+
 // TestChaosQueueFullAndExpiry fills an offline device's queue past its limit (the overflow gets
 // 403004 and nothing else is lost), and lets messages expire while another device is offline
 // (Expired, feedback once, and nothing moves when the device comes back).

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -468,6 +467,7 @@ type proxy struct {
 	target string
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	frozen map[net.Conn]bool
 	wg     sync.WaitGroup
 }
 
@@ -476,7 +476,7 @@ func newProxy(t *testing.T, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, frozen: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.close)
@@ -502,13 +502,30 @@ func (p *proxy) serve() {
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
 			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 && !p.isFrozen(src) {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.frozen[src] {
+				// Black hole: the peer on the other side never learns that this side went away.
+				src.Close()
+				delete(p.conns, src)
+				return
+			}
 			dst.Close()
 			src.Close()
-			p.mu.Lock()
 			delete(p.conns, dst)
 			delete(p.conns, src)
-			p.mu.Unlock()
 		}
 		p.wg.Add(2)
 		go pipe(out, in)
@@ -525,6 +542,24 @@ func (p *proxy) cut() int {
 		c.Close()
 	}
 	return n
+}
+
+// freeze turns every proxied connection into a black hole: bytes are read and dropped in both
+// directions and no FIN or RST is passed on, as when a Wi-Fi link dies; only keep-alives can tell.
+// New connections are forwarded normally.
+func (p *proxy) freeze() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.frozen[c] = true
+	}
+	return len(p.conns) / 2
+}
+
+func (p *proxy) isFrozen(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen[c]
 }
 
 func (p *proxy) close() {
