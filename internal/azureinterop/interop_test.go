@@ -51,7 +51,7 @@ func TestSDKReceivesAndCompletes(t *testing.T) {
 				ContentType: "application/json", ContentEncoding: "utf-8",
 				Properties: props, Body: body,
 			}
-			if _, err := h.api.Send(ctx, dev.DeviceID, req); err != nil {
+			if _, err := h.Client.Send(ctx, dev.DeviceID, req); err != nil {
 				t.Fatal(err)
 			}
 
@@ -138,7 +138,7 @@ func TestSDKReceivesWhatWasSentWhileOffline(t *testing.T) {
 	cs := h.deviceConnectionString(dev, "mqtt")
 	send := func(mid string) {
 		t.Helper()
-		if _, err := h.api.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull,
+		if _, err := h.Client.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull,
 			Properties: []iothub.AppProperty{{Name: "n", Value: mid}}, Body: []byte(mid)}); err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +165,7 @@ func TestSDKReceivesWhatWasSentWhileOffline(t *testing.T) {
 
 	send("while-offline-1")
 	send("while-offline-2")
-	q, err := h.api.Queue(ctx, dev.DeviceID)
+	q, err := h.Client.Queue(ctx, dev.DeviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestSDKRejectAndAbandonOverMQTT(t *testing.T) {
 			d := startDevice(t, h, deviceOpts{connectionString: h.deviceConnectionString(dev, "mqtt"), transport: "mqtt", settle: op})
 			d.expect("open")
 			mid := op + "-me"
-			if _, err := h.api.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}); err != nil {
+			if _, err := h.Client.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}); err != nil {
 				t.Fatal(err)
 			}
 			if ev := d.expect("message"); ev.MessageID != mid {
@@ -216,7 +216,7 @@ func TestSDKRejectAndAbandonOverMQTT(t *testing.T) {
 			if rec := h.feedbackFor(t, ctx, mid); rec["statusCode"] != "Success" {
 				t.Errorf("feedback %v, want statusCode Success", rec)
 			}
-			q, err := h.api.Queue(ctx, dev.DeviceID)
+			q, err := h.Client.Queue(ctx, dev.DeviceID)
 			if err != nil || len(q) != 0 {
 				t.Errorf("queue after settling: %+v, %v; want empty (no redelivery)", q, err)
 			}
@@ -244,16 +244,16 @@ func TestSDKAuthentication(t *testing.T) {
 	dev := h.createDevice(t, ctx, "node-sdk-auth")
 	key := dev.Authentication.SymmetricKey.PrimaryKey
 	withKey := func(id, key string) string {
-		return iothub.DeviceConnectionString{HostName: h.ep.HostName, DeviceID: id, SharedAccessKey: key,
-			GatewayHostName: "localhost:" + port(h.ep.MQTTS)}.String()
+		return iothub.DeviceConnectionString{HostName: h.Endpoints.HostName, DeviceID: id, SharedAccessKey: key,
+			GatewayHostName: "localhost:" + port(h.Endpoints.MQTTS)}.String()
 	}
 	withToken := func(key string, expiry time.Time) string {
 		t.Helper()
-		tok, err := iothub.NewSASToken(h.ep.HostName+"/devices/"+dev.DeviceID, key, "", expiry)
+		tok, err := iothub.NewSASToken(h.Endpoints.HostName+"/devices/"+dev.DeviceID, key, "", expiry)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return iothub.DeviceConnectionString{HostName: h.ep.HostName, DeviceID: dev.DeviceID, SharedAccessSignature: tok}.String()
+		return iothub.DeviceConnectionString{HostName: h.Endpoints.HostName, DeviceID: dev.DeviceID, SharedAccessSignature: tok}.String()
 	}
 	type tc struct{ name, cs, transport string }
 
@@ -298,7 +298,7 @@ func TestSDKAuthentication(t *testing.T) {
 			}
 			t.Logf("%s: %s: %s (after %s)", tc.name, ev.Error.Name, ev.Error.Message, took.Round(time.Millisecond))
 		}
-		st, err := h.api.Status(ctx)
+		st, err := h.Client.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,7 +331,7 @@ func TestSDKTokenRenewal(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling the hub's metrics, with a deadline
 	}
-	if _, err := h.api.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: "after-renewal", Ack: iothub.AckFull}); err != nil {
+	if _, err := h.Client.Send(ctx, dev.DeviceID, iothub.SendRequest{MessageID: "after-renewal", Ack: iothub.AckFull}); err != nil {
 		t.Fatal(err)
 	}
 	if ev := d.expect("message"); ev.MessageID != "after-renewal" { // a "disconnect" event fails here too
@@ -358,7 +358,7 @@ func TestSDKDeviceIDPunctuation(t *testing.T) {
 		t.Run(id, func(t *testing.T) {
 			ctx := ctxT(t, 30*time.Second)
 			dev := h.createDevice(t, ctx, id)
-			if _, err := h.api.Send(ctx, id, iothub.SendRequest{MessageID: "hello", Ack: iothub.AckFull}); err != nil {
+			if _, err := h.Client.Send(ctx, id, iothub.SendRequest{MessageID: "hello", Ack: iothub.AckFull}); err != nil {
 				t.Fatal(err)
 			}
 			d := startDevice(t, h, deviceOpts{connectionString: h.deviceConnectionString(dev, "mqtt"), transport: "mqtt", settle: "complete"})

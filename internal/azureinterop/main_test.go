@@ -2,7 +2,6 @@ package azureinterop
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,14 +12,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/c2d-project/c2d/cloud/apiclient"
 	"github.com/c2d-project/c2d/cloud/iothub"
-	"github.com/c2d-project/c2d/cloud/server"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 // Tested with (keep in step with testdata/sdk-device/package-lock.json):
@@ -64,10 +60,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(tmp)
 
 	hubBin = filepath.Join(tmp, "c2d-hub")
-	build := exec.Command("go", "build", "-o", hubBin, "github.com/c2d-project/c2d/cloud/cmd/c2d-hub")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "azureinterop: build c2d-hub: %v\n%s", err, out)
+	if err := testproc.Build(tmp, nil, "github.com/c2d-project/c2d/cloud/cmd/c2d-hub"); err != nil {
+		fmt.Fprintf(os.Stderr, "azureinterop: build c2d-hub: %v\n", err)
 		return 1
 	}
 
@@ -111,91 +105,23 @@ func run(m *testing.M) int {
 
 // ---- the hub ----
 
-type hub struct {
-	data   string
-	ep     server.Endpoints
-	owner  iothub.ServiceConnectionString
-	api    *apiclient.Client
-	stderr *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// hub is a running c2d-hub serve (internal/testproc) with the helpers these tests share.
+type hub struct{ *testproc.Hub }
 
 // startHub runs `c2d-hub serve` on loopback with MQTTS and secure WebSockets on free ports and the
 // HTTP API for the test; host name "localhost", so its generated certificate verifies for the SDK.
 func startHub(t *testing.T) *hub {
 	t.Helper()
-	h := &hub{data: t.TempDir(), stderr: &syncBuf{}}
-	cmd := exec.Command(hubBin, "serve", "--data", h.data, "--hostname", "localhost", "--log-level", "debug",
+	return &hub{testproc.StartHub(t, hubBin, testproc.HubOptions{Args: []string{
+		"--hostname", "localhost", "--log-level", "debug",
 		"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0",
-		"--http", "127.0.0.1:0", "--https", "off")
-	cmd.Stdout, cmd.Stderr = io.Discard, h.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("c2d-hub log:\n%s", h.stderr.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ep, err := server.ReadEndpoints(h.data)
-		if err == nil && ep.PID == cmd.Process.Pid {
-			h.ep = ep
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("c2d-hub exited before it was ready: %v\n%s", err, h.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("c2d-hub wrote no endpoints.json within 20s\n%s", h.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the file, with a deadline
-	}
-	out, err := exec.Command(hubBin, "connection-string", "--data", h.data).CombinedOutput()
-	if err != nil {
-		t.Fatalf("c2d-hub connection-string: %v: %s", err, out)
-	}
-	if h.owner, err = iothub.ParseServiceConnectionString(strings.TrimSpace(string(out))); err != nil {
-		t.Fatalf("connection-string printed %q: %v", out, err)
-	}
-	if h.api, err = apiclient.New(h.owner, apiclient.Options{Endpoint: "http://" + h.ep.HTTP}); err != nil {
-		t.Fatal(err)
-	}
-	return h
+		"--http", "127.0.0.1:0", "--https", "off"}})}
 }
 
 // createDevice registers a device with hub-generated keys.
 func (h *hub) createDevice(t *testing.T, ctx context.Context, id string) iothub.Device {
 	t.Helper()
-	dev, err := h.api.CreateDevice(ctx, id, "", "")
+	dev, err := h.Client.CreateDevice(ctx, id, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +134,10 @@ func (h *hub) createDevice(t *testing.T, ctx context.Context, id string) iothub.
 // signs its SAS token and names the hub in its username with HostName; the hub sees exactly what
 // a device on the default port 8883 sends, and the test needs no fixed port.
 func (h *hub) deviceConnectionString(dev iothub.Device, transport string) string {
-	cs := iothub.DeviceConnectionString{HostName: h.ep.HostName, DeviceID: dev.DeviceID,
+	cs := iothub.DeviceConnectionString{HostName: h.Endpoints.HostName, DeviceID: dev.DeviceID,
 		SharedAccessKey: dev.Authentication.SymmetricKey.PrimaryKey}
 	if transport == "mqtt" {
-		cs.GatewayHostName = "localhost:" + port(h.ep.MQTTS)
+		cs.GatewayHostName = "localhost:" + port(h.Endpoints.MQTTS)
 	}
 	return cs.String()
 }
@@ -224,7 +150,7 @@ func (h *hub) waitConnectionState(t *testing.T, ctx context.Context, id, want st
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		dev, err := h.api.GetDevice(ctx, id)
+		dev, err := h.Client.GetDevice(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +167,7 @@ func (h *hub) waitConnectionState(t *testing.T, ctx context.Context, id, want st
 // settled long-polls a message's status until it is terminal.
 func (h *hub) settled(t *testing.T, ctx context.Context, deviceID, messageID string) iothub.MessageStatus {
 	t.Helper()
-	st, err := h.api.MessageStatus(ctx, deviceID, messageID, 20*time.Second)
+	st, err := h.Client.MessageStatus(ctx, deviceID, messageID, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,12 +183,12 @@ func (h *hub) feedbackFor(t *testing.T, ctx context.Context, messageID string) m
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		tok, err := h.owner.Token(time.Now(), time.Hour)
+		tok, err := h.Owner.Token(time.Now(), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-			"http://"+h.ep.HTTP+"/messages/serviceBound/feedback?wait=10s&api-version="+iothub.APIVersion, nil)
+			"http://"+h.Endpoints.HTTP+"/messages/serviceBound/feedback?wait=10s&api-version="+iothub.APIVersion, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +215,7 @@ func (h *hub) feedbackFor(t *testing.T, ctx context.Context, messageID string) m
 		if err := json.Unmarshal(body, &records); err != nil {
 			t.Fatalf("feedback body %s: %v", body, err)
 		}
-		if err := h.api.CompleteFeedback(ctx, strings.Trim(resp.Header.Get("ETag"), `"`)); err != nil {
+		if err := h.Client.CompleteFeedback(ctx, strings.Trim(resp.Header.Get("ETag"), `"`)); err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range records {
@@ -306,7 +232,7 @@ func (h *hub) feedbackFor(t *testing.T, ctx context.Context, messageID string) m
 // `c2d_device_connection_changes_total{event="connected"}`.
 func (h *hub) metric(t *testing.T, ctx context.Context, sample string) float64 {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.ep.HTTP+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.Endpoints.HTTP+"/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +288,7 @@ type sdkDevice struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	events chan event
-	stderr *syncBuf
+	stderr *testproc.SyncBuffer
 	exited chan struct{}
 	err    error // cmd.Wait's, once exited is closed
 }
@@ -378,14 +304,14 @@ type deviceOpts struct {
 // startDevice runs device.js; it stays connected until stop closes its stdin.
 func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
 	t.Helper()
-	d := &sdkDevice{t: t, events: make(chan event, 64), stderr: &syncBuf{}, exited: make(chan struct{})}
+	d := &sdkDevice{t: t, events: make(chan event, 64), stderr: &testproc.SyncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(nodeBin, "device.js")
 	d.cmd.Dir = nodeDir
 	d.cmd.Env = append(os.Environ(),
 		"C2D_DEVICE_CONNECTION_STRING="+o.connectionString,
-		"C2D_CA_FILE="+h.ep.CA,
+		"C2D_CA_FILE="+h.Endpoints.CA,
 		"C2D_TRANSPORT="+o.transport,
-		"C2D_WSS_ADDR="+h.ep.WSS,
+		"C2D_WSS_ADDR="+h.Endpoints.WSS,
 		"C2D_SETTLE="+o.settle,
 		"C2D_TOKEN_RENEWAL="+o.tokenRenewal)
 	if o.sendEvent {
