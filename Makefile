@@ -1,6 +1,7 @@
 # c2d — build, test, demo. Every target works on a fresh Debian machine with Go (see .ci/run for the
 # Debian packages the tests use).
 SHELL := /bin/bash
+MAKEFLAGS += --no-print-directory
 GO ?= go
 export CGO_ENABLED := 0
 
