@@ -99,8 +99,8 @@ func TestChaosHubKill(t *testing.T) {
 	outs := w.settle(log.all(), 90*time.Second)
 	w.checkFeedback(outs)
 	tally(outs, checkToggles(t, outs, setup))
-	t.Logf("summary: %d hub kill -9, %d sends (%d acknowledged), %d completed toggles, agent back within %s at worst (bound %s)",
-		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond), setup.ReconnectBound()+reconnectAllowance)
+	t.Logf("summary: %d hub kill -9, %d sends (%d acknowledged; refused: %s), %d completed toggles, agent back within %s at worst (bound %s)",
+		n, len(log.all()), acked(log.all()), refusals(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond), setup.ReconnectBound()+reconnectAllowance)
 }
 
 func acked(ms []*sentMsg) int {
@@ -191,8 +191,8 @@ func TestChaosConnectionCut(t *testing.T) {
 	outs := w.settle(log.all(), 90*time.Second)
 	w.checkFeedback(outs)
 	tally(outs, checkToggles(t, outs, setup))
-	t.Logf("summary: %d connection faults, %d sends (%d acknowledged), %d completed toggles, agent back within %s at worst",
-		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond))
+	t.Logf("summary: %d connection faults, %d sends (%d acknowledged; refused: %s), %d completed toggles, agent back within %s at worst",
+		n, len(log.all()), acked(log.all()), refusals(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond))
 }
 
 // TestChaosPartition black-holes the agent's connection (packets dropped, no FIN or RST) mid-stream:
@@ -225,8 +225,8 @@ func TestChaosPartition(t *testing.T) {
 	outs := w.settle(log.all(), 90*time.Second)
 	w.checkFeedback(outs)
 	tally(outs, checkToggles(t, outs, setup))
-	t.Logf("summary: %d partitions, %d sends (%d acknowledged), %d completed toggles, agent back within %s at worst (bound %s)",
-		n, len(log.all()), acked(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond), bound)
+	t.Logf("summary: %d partitions, %d sends (%d acknowledged; refused: %s), %d completed toggles, agent back within %s at worst (bound %s)",
+		n, len(log.all()), acked(log.all()), refusals(log.all()), count(outs)[iothub.StatusSuccess], worst.Round(time.Millisecond), bound)
 }
 
 // TestChaosQueueFullAndExpiry fills an offline device's queue past its limit (the overflow gets

@@ -272,6 +272,29 @@ func (l *sendLog) all() []*sentMsg {
 	return append([]*sentMsg(nil), l.msgs...)
 }
 
+// refusals summarises the sends the hub refused, by error code ("403004×12"), and those whose
+// answer was lost.
+func refusals(ms []*sentMsg) string {
+	codes := map[string]int{}
+	for _, m := range ms {
+		switch {
+		case m.unknown:
+			codes["no answer"]++
+		case !m.acked:
+			codes[fmt.Sprint(int(m.code))]++
+		}
+	}
+	var parts []string
+	for k, v := range codes {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, v))
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
 func props(target, action string, extra ...iothub.AppProperty) []iothub.AppProperty {
 	return append([]iothub.AppProperty{{Name: "target", Value: target}, {Name: "action", Value: action}}, extra...)
 }
