@@ -22,7 +22,11 @@ import (
 // tcpListener serves MQTT over TCP, or TLS when tlsConf is set. Every accepted connection must
 // finish its TLS handshake and send CONNECT within connectTimeout; mochi then replaces the
 // deadline with 1.5 × the client's keep-alive.
-type tcpListener struct {
+type tcpListener struct{ socket }
+
+// socket is what both listeners share: where they bind, with or without TLS, the bound listener
+// and the connections it accepted.
+type socket struct {
 	id, address    string
 	tlsConf        *tls.Config
 	connectTimeout time.Duration
@@ -34,20 +38,18 @@ type tcpListener struct {
 	conns  tracker
 }
 
-func newTCPListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *tcpListener {
-	return &tcpListener{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout}
-}
+func (l *socket) ID() string { return l.id }
 
-func (l *tcpListener) ID() string { return l.id }
-
-func (l *tcpListener) Protocol() string {
+// protocol names the listener for mochi's logs: plain, or secure with TLS.
+func (l *socket) protocol(plain, secure string) string {
 	if l.tlsConf != nil {
-		return "mqtts"
+		return secure
 	}
-	return "mqtt"
+	return plain
 }
 
-func (l *tcpListener) Address() string {
+// Address is the bound address once Init ran (the real port for ":0"), else the configured one.
+func (l *socket) Address() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ln != nil {
@@ -56,7 +58,8 @@ func (l *tcpListener) Address() string {
 	return l.address
 }
 
-func (l *tcpListener) Init(log *slog.Logger) error {
+// Init binds, so that Start returns with every port known.
+func (l *socket) Init(log *slog.Logger) error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
@@ -69,6 +72,12 @@ func (l *tcpListener) Init(log *slog.Logger) error {
 	l.mu.Unlock()
 	return nil
 }
+
+func newTCPListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *tcpListener {
+	return &tcpListener{socket{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout}}
+}
+
+func (l *tcpListener) Protocol() string { return l.protocol("mqtt", "mqtts") }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 	for {
@@ -110,22 +119,14 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 // wsListener serves MQTT over WebSockets (binary frames, subprotocol "mqtt") at WebSocketPath,
 // Azure's `wss://{host}:443/$iothub/websocket`.
 type wsListener struct {
-	id, address    string
-	tlsConf        *tls.Config
-	connectTimeout time.Duration
-
-	mu       sync.Mutex
-	ln       net.Listener
-	srv      *http.Server
-	log      *slog.Logger
+	socket
+	srv      *http.Server // guarded by socket.mu
 	upgrader websocket.Upgrader
-	closed   bool
-	conns    tracker
 }
 
 func newWSListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *wsListener {
 	return &wsListener{
-		id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout,
+		socket: socket{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout},
 		upgrader: websocket.Upgrader{
 			Subprotocols:     []string{"mqtt"},
 			HandshakeTimeout: connectTimeout,
@@ -136,37 +137,7 @@ func newWSListener(id, address string, tlsConf *tls.Config, connectTimeout time.
 	}
 }
 
-func (l *wsListener) ID() string { return l.id }
-
-func (l *wsListener) Protocol() string {
-	if l.tlsConf != nil {
-		return "wss"
-	}
-	return "ws"
-}
-
-func (l *wsListener) Address() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.address
-}
-
-func (l *wsListener) Init(log *slog.Logger) error {
-	ln, err := net.Listen("tcp", l.address)
-	if err != nil {
-		return err
-	}
-	if l.tlsConf != nil {
-		ln = tls.NewListener(ln, l.tlsConf)
-	}
-	l.mu.Lock()
-	l.ln, l.log = ln, log
-	l.mu.Unlock()
-	return nil
-}
+func (l *wsListener) Protocol() string { return l.protocol("ws", "wss") }
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	mux := http.NewServeMux()
