@@ -20,13 +20,11 @@ PKG_c2d       := ./service-cli/cmd/c2d
 
 all: build
 
-build: $(addprefix bin/,$(BINARIES))
-
-bin/%: FORCE
+# One go build for all three: while the hub's SQLite (one huge package) compiles on one core, the
+# rest compiles on the other.
+build:
 	@mkdir -p bin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ $(PKG_$*)
-
-FORCE:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(foreach b,$(BINARIES),$(PKG_$(b)))
 
 # Every test: vet, the Go suite under the race detector (unit, integration against real brokers and
 # processes, fuzz seed corpora), then the shipping and hardware checks.
