@@ -1,4 +1,3 @@
-// Command c2d-demo is `make demo`: see package demo.
 package main
 
 import (

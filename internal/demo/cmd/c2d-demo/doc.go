@@ -1,0 +1,2 @@
+// Command c2d-demo is `make demo`: see package demo.
+package main
