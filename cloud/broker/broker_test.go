@@ -159,6 +159,43 @@ func TestDeliverAndCompleteOnPuback(t *testing.T) {
 	}
 }
 
+// A device in Azure's dialect cannot reject over MQTT; c2d-agent then reports the refusal as a D2C
+// event before its PUBACK (docs/protocol.md §7). c2d-hub records what happened: Rejected, with
+// the reason, and the PUBACK that follows changes nothing. A report after the PUBACK is too late.
+func TestRejectReportBeforePubackRejects(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("pi-az")
+	cl := e.connect(d, clientOpts{manualAck: true})
+	cl.subscribeC2D("pi-az")
+	refused := e.send("pi-az", iothub.SendRequest{Ack: iothub.AckFull})
+	later := e.send("pi-az", iothub.SendRequest{Ack: iothub.AckFull})
+
+	m1, msg1 := cl.next()
+	topic, payload := iothub.RejectReportEvent("pi-az", msg1.MessageID, `unknown target "relay9"`)
+	if err := cl.publish(topic, 1, payload); err != nil {
+		t.Fatal(err)
+	}
+	m1.Ack()
+	st := e.settled("pi-az", refused.MessageID)
+	if st.Outcome != iothub.StatusRejected || st.Reason != `unknown target "relay9"` || st.DeliveryCount != 1 {
+		t.Fatalf("reported before its PUBACK: %+v", st)
+	}
+
+	m2, msg2 := cl.next()
+	m2.Ack()
+	if st := e.settled("pi-az", later.MessageID); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("second message: %+v", st)
+	}
+	topic, payload = iothub.RejectReportEvent("pi-az", msg2.MessageID, "too late")
+	if err := cl.publish(topic, 1, payload); err != nil {
+		t.Fatal(err)
+	}
+	cl.barrier()
+	if st := e.status("pi-az", later.MessageID); st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("a report after the PUBACK changed the outcome: %+v", st)
+	}
+}
+
 func TestPubacksInAnyOrder(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	d := e.device("pi-2")

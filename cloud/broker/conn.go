@@ -40,7 +40,7 @@ type conn struct {
 	timer *time.Timer // SAS token expiry
 
 	mu        sync.Mutex
-	pending   map[uint16]string // packet id of a delivery not yet PUBACKed → its lock token
+	pending   map[uint16]pendingDelivery // packet id of a delivery not yet PUBACKed
 	lastPID   uint16
 	attached  bool // registered with the core (Attach called, Detach not yet)
 	qos0      bool // the device-bound subscription was granted QoS 0: at most once
@@ -61,7 +61,7 @@ func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
 		ext:      info.Extension,
 		out:      make(chan outbound, writeQueue),
 		done:     make(chan struct{}),
-		pending:  map[uint16]string{},
+		pending:  map[uint16]pendingDelivery{},
 	}
 	c.log = b.log.With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
 	if c.moduleID != "" {
@@ -108,7 +108,7 @@ func (c *conn) Deliver(m *iothub.Message) error {
 		return fmt.Errorf("deliver message %q to %s: all 65535 packet ids are awaiting PUBACK", m.MessageID, c.deviceID)
 	}
 	pk.PacketID = pid
-	c.pending[pid] = m.LockToken
+	c.pending[pid] = pendingDelivery{lockToken: m.LockToken, messageID: m.MessageID}
 	select {
 	case c.out <- outbound{pk: pk}:
 		c.lastPID = pid
@@ -117,6 +117,12 @@ func (c *conn) Deliver(m *iothub.Message) error {
 		delete(c.pending, pid)
 		return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, errBacklog)
 	}
+}
+
+// pendingDelivery is a delivery awaiting its PUBACK.
+type pendingDelivery struct {
+	lockToken string
+	messageID string // for a reject report (docs/protocol.md §7) that names it
 }
 
 // outbound is one queued delivery.
@@ -144,9 +150,23 @@ func (c *conn) nextPID() (uint16, bool) {
 func (c *conn) acked(pid uint16) (lockToken string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	lockToken, ok = c.pending[pid]
+	p, ok := c.pending[pid]
 	delete(c.pending, pid)
-	return lockToken, ok
+	return p.lockToken, ok
+}
+
+// reported takes the unacknowledged delivery of message id mid, which the device reports it
+// refused; its PUBACK, which follows the report, is then ignored.
+func (c *conn) reported(mid string) (lockToken string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pid, p := range c.pending {
+		if mid != "" && p.messageID == mid {
+			delete(c.pending, pid)
+			return p.lockToken, true
+		}
+	}
+	return "", false
 }
 
 // forget drops the deliveries of a lock token the device settled explicitly (a later PUBACK of
@@ -154,8 +174,8 @@ func (c *conn) acked(pid uint16) (lockToken string, ok bool) {
 func (c *conn) forget(lockToken string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for pid, lt := range c.pending {
-		if lt == lockToken {
+	for pid, p := range c.pending {
+		if p.lockToken == lockToken {
 			delete(c.pending, pid)
 		}
 	}

@@ -228,8 +228,19 @@ func (h *deliveryHook) event(c *conn, pk packets.Packet) {
 	switch {
 	case isReport && err != nil:
 		c.log.Warn("malformed reject report from device", "error", err)
+	case isReport && !c.ext:
+		// A device in Azure's dialect reports a refusal before the PUBACK that would complete the
+		// message (docs/protocol.md §7): c2d-hub records the truth, Rejected with the reason.
+		if lt, ok := c.reported(report.OriginalMessageID); ok {
+			c.log.Info("device reports it refused a message before acknowledging it: rejected",
+				"original_message_id", report.OriginalMessageID, "reason", report.Reason)
+			h.b.settle(c, lt, iothub.DispositionReject, iothub.TruncateReason(report.Reason))
+			return
+		}
+		c.log.Info("device reports it refused a message it had already acknowledged (completed by PUBACK)",
+			"original_message_id", report.OriginalMessageID, "reason", report.Reason)
 	case isReport:
-		c.log.Info("device reports it refused a message (completed by PUBACK: the device did not use the disposition extension)",
+		c.log.Info("reject report from a device using the disposition extension ignored (its disposition settles)",
 			"original_message_id", report.OriginalMessageID, "reason", report.Reason)
 	default:
 		c.log.Debug("event accepted and dropped (c2d-hub does not route telemetry)", "bytes", len(pk.Payload))
