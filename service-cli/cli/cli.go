@@ -300,19 +300,24 @@ func (a *app) call(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), a.timeout)
 }
 
-// forDevice starts every per-device command: the id checked locally (a typo fails before any
-// request), what errors should name, the hub client, and a context bounded by --timeout.
-func (a *app) forDevice(cmd *cobra.Command, id, needs string) (hubClient, context.Context, context.CancelFunc, error) {
-	if err := deviceArg(id); err != nil {
-		return nil, nil, nil, err
+// deviceRunE is the RunE of a command on one device (its only argument): the id checked locally
+// (a typo fails before any request), what errors should name, the hub client and a context bounded
+// by --timeout, then run.
+func (a *app) deviceRunE(needs string, run func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		id := args[0]
+		if err := deviceArg(id); err != nil {
+			return err
+		}
+		a.about(id, "", needs)
+		c, err := a.client()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := a.call(cmd)
+		defer cancel()
+		return run(cmd, ctx, c, id)
 	}
-	a.about(id, "", needs)
-	c, err := a.client()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := a.call(cmd)
-	return c, ctx, cancel, nil
 }
 
 // deviceArg validates the device id argument locally so a typo fails before any request.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
@@ -89,13 +90,7 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
   c2d device create pump-7 --primary-key "$(head -c32 /dev/urandom | base64)"
   c2d device create pump-7 -o json`,
 		Args: exactArgs("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryWrite)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needRegistryWrite, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			// A create is a PUT without If-Match: the hub refuses it for an existing device
 			// (409001 DeviceAlreadyExists), so it never resets a device or replaces its keys.
 			d, err := c.CreateDevice(ctx, id, primary, secondary)
@@ -109,7 +104,7 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 				fmt.Fprintf(a.env.Stderr, "\nNext: put the device's connection string on the board: c2d device connection-string %s\n", id)
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&primary, "primary-key", "", "base64 primary SAS key (default: generated)")
 	cmd.Flags().StringVar(&secondary, "secondary-key", "", "base64 secondary SAS key (default: generated)")
@@ -179,19 +174,13 @@ Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner
   c2d device show pump-7 -o json | jq .connectionState`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryRead)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needRegistryRead, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			d, err := c.GetDevice(ctx, id)
 			if err != nil {
 				return err
 			}
 			return a.printDevice(cmd, d, showKeys)
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&showKeys, "show-keys", false, "print the device's keys")
 	return cmd
@@ -209,13 +198,7 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 		Example:           `  c2d device delete pump-7`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryWrite)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needRegistryWrite, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			if err := c.DeleteDevice(ctx, id); err != nil {
 				return err
 			}
@@ -227,7 +210,7 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Deleted device %s.\n", id)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -245,13 +228,7 @@ Messages can still be queued for it; they wait (and may expire) until it is enab
 		Example:           "  c2d device " + verb + " pump-7",
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryWrite)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needRegistryWrite, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			d, err := c.SetDeviceStatus(ctx, id, status)
 			if err != nil {
 				return err
@@ -261,7 +238,7 @@ Messages can still be queued for it; they wait (and may expire) until it is enab
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Device %s is %s.\n", id, d.Status)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -279,13 +256,7 @@ Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner
   c2d device connection-string pump-7 | ssh pi@pump-7 "sudo install -m 0640 -g c2d-agent /dev/stdin /etc/c2d/connection-string"`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needRegistryRead)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needRegistryRead, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			d, err := c.GetDevice(ctx, id)
 			if err != nil {
 				return err
@@ -307,7 +278,7 @@ Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), s)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&secondary, "secondary", false, "use the secondary key (for key rotation)")
 	return cmd

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -33,13 +34,7 @@ Needs a policy with ServiceConnect (service or iothubowner).`,
   c2d queue show pump-7 -o json | jq length`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needServiceConnect)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needServiceConnect, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			q, err := c.Queue(ctx, id)
 			if err != nil {
 				return err
@@ -60,7 +55,7 @@ Needs a policy with ServiceConnect (service or iothubowner).`,
 					string(m.Ack), when(m.EnqueuedTimeUTC), when(m.ExpiryTimeUTC), whenPtr(m.LockedUntilUTC), propsText(m.Properties))
 			}
 			return t.flush()
-		},
+		}),
 	}
 }
 
@@ -83,13 +78,7 @@ Needs a policy with ServiceConnect (service or iothubowner).`,
 		Example:           `  c2d queue purge pump-7`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			c, ctx, cancel, err := a.forDevice(cmd, id, needServiceConnect)
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: a.deviceRunE(needServiceConnect, func(cmd *cobra.Command, ctx context.Context, c hubClient, id string) error {
 			r, err := c.Purge(ctx, id)
 			if err != nil {
 				return err
@@ -102,6 +91,6 @@ Needs a policy with ServiceConnect (service or iothubowner).`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Purged %d message(s) from %s's queue.\n", r.TotalMessagesPurged, id)
 			return nil
-		},
+		}),
 	}
 }
