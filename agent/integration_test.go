@@ -156,33 +156,6 @@ commands:
 	return b
 }
 
-// notifySocket listens where the agent sends sd_notify datagrams and returns them on a channel.
-func notifySocket(t *testing.T) (path string, msgs <-chan string) {
-	t.Helper()
-	path = filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan string, 256)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				close(ch)
-				return
-			}
-			select {
-			case ch <- string(buf[:n]):
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
-	return path, ch
-}
-
 func waitReady(t *testing.T, msgs <-chan string) string {
 	t.Helper()
 	timeout := time.After(20 * time.Second)
@@ -209,7 +182,7 @@ type running struct {
 
 func startAgent(t *testing.T, b *board) *running {
 	t.Helper()
-	sock, msgs := notifySocket(t)
+	sock, msgs := testproc.NotifySocket(t)
 	t.Setenv("NOTIFY_SOCKET", sock)
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -476,7 +449,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	svc := newService(t, addr)
 	bin := buildAgent(t)
 
-	sock, msgs := notifySocket(t)
+	sock, msgs := testproc.NotifySocket(t)
 	cmd := exec.Command(bin, "--config", b.configFile)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	var out syncBuffer
@@ -548,7 +521,7 @@ func TestOfflineAtBoot(t *testing.T) {
 	port := freePort(t)
 	b := newBoard(t, fmt.Sprintf("127.0.0.1:%d", port), "")
 	b.cfg.ReadyTimeout.Duration = 200 * time.Millisecond
-	sock, msgs := notifySocket(t)
+	sock, msgs := testproc.NotifySocket(t)
 	t.Setenv("NOTIFY_SOCKET", sock)
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/c2d-project/c2d/internal/testproc"
 	"log/slog"
 	"strings"
 	"sync"
@@ -145,7 +146,7 @@ func has(kind, topicPart string) func([]wireEvent) bool {
 // and waits for readiness.
 func runWithBoard(t *testing.T, b *board) (*simhw.Board, *syncBuffer) {
 	t.Helper()
-	sock, msgs := notifySocket(t)
+	sock, msgs := testproc.NotifySocket(t)
 	t.Setenv("NOTIFY_SOCKET", sock)
 	var sim *simhw.Board
 	opened := make(chan struct{})

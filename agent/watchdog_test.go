@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"github.com/c2d-project/c2d/internal/testproc"
 	"log/slog"
 	"net"
 	"strings"
@@ -43,7 +44,7 @@ func (b *sickBoard) set(err error) {
 func TestWatchdogAndStatus(t *testing.T) {
 	srv, rec, addr := startMochi(t)
 	b := newBoard(t, addr, "")
-	sock, msgs := notifySocket(t)
+	sock, msgs := testproc.NotifySocket(t)
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "100000") // ping every 50ms
 	t.Setenv("WATCHDOG_PID", "")

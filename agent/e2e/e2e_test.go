@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,23 +99,7 @@ type agentProc struct {
 
 func startAgent(t *testing.T, b *board) *agentProc {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	must(t, err)
-	t.Cleanup(func() { conn.Close() })
-	ready := make(chan string, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				return
-			}
-			if s := string(buf[:n]); strings.Contains(s, "READY=1") {
-				ready <- s
-			}
-		}
-	}()
+	sock, notes := testproc.NotifySocket(t)
 	p := &agentProc{cmd: exec.Command(agentBin, "--config", b.config), out: &testproc.SyncBuffer{}, exited: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -128,17 +111,23 @@ func startAgent(t *testing.T, b *board) *agentProc {
 			t.Logf("c2d-agent output:\n%s", p.out.String())
 		}
 	})
-	select {
-	case s := <-ready:
-		if !strings.Contains(s, "STATUS=connected to ") {
-			t.Fatalf("READY without a connection: %q", s)
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case s := <-notes:
+			if !strings.Contains(s, "READY=1") {
+				continue
+			}
+			if !strings.Contains(s, "STATUS=connected to ") {
+				t.Fatalf("READY without a connection: %q", s)
+			}
+			return p
+		case err := <-p.exited:
+			t.Fatalf("c2d-agent exited: %v\n%s", err, p.out.String())
+		case <-timeout:
+			t.Fatalf("c2d-agent not ready\n%s", p.out.String())
 		}
-	case err := <-p.exited:
-		t.Fatalf("c2d-agent exited: %v\n%s", err, p.out.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("c2d-agent not ready\n%s", p.out.String())
 	}
-	return p
 }
 
 func (p *agentProc) stop(t *testing.T) {

@@ -1,7 +1,7 @@
 package main_test
 
 import (
-	"net"
+	"github.com/c2d-project/c2d/internal/testproc"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,24 +15,7 @@ import (
 // Under systemd (Type=notify) the hub says READY=1 with a status line only once endpoints.json is
 // written, and STOPPING=1 when SIGTERM arrives.
 func TestSystemdNotify(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	msgs := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
+	sock, msgs := testproc.NotifySocket(t)
 	next := func() string {
 		t.Helper()
 		select {

@@ -3,17 +3,15 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"net"
+	"github.com/c2d-project/c2d/internal/testproc"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,27 +77,10 @@ func TestMain(m *testing.M) {
 
 // --- processes -----------------------------------------------------------------------------
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuf
+	out  *testproc.SyncBuffer
 	done chan struct{}
 	err  error
 }
@@ -112,7 +93,7 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 // startAs runs the program with cred's uid, gid and groups (nil: as the test, root).
 func startAs(t *testing.T, cred *syscall.Credential, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{name: name, out: &testproc.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(*binDir, name), args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	if cred != nil {
@@ -274,33 +255,6 @@ func writeConfig(t *testing.T, addr, device, key, extra string) string {
 	return path
 }
 
-// notifySocket receives the agent's sd_notify datagrams.
-func notifySocket(t *testing.T) (string, <-chan string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan string, 256)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				close(ch)
-				return
-			}
-			select {
-			case ch <- string(buf[:n]):
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
-	return path, ch
-}
-
 // --- kernel side ---------------------------------------------------------------------------
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -434,7 +388,7 @@ func TestVMAgentOverHubDrivesKernelLines(t *testing.T) {
 	if err := trace.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	sock, notes := notifySocket(t)
+	sock, notes := testproc.NotifySocket(t)
 	agent := start(t, "c2d-agent", []string{"NOTIFY_SOCKET=" + sock}, "--config", cfg)
 	waitReady := time.After(60 * time.Second)
 ready:
@@ -742,7 +696,7 @@ func TestVMAgentAsUnprivilegedUser(t *testing.T) {
 		if evs := act.Drain(); len(evs) > 0 {
 			t.Fatalf("ACT changed before this agent started: %v", evs)
 		}
-		sock, notes := notifySocket(t)
+		sock, notes := testproc.NotifySocket(t)
 		// The socket, its t.TempDir and that one's root-only parent: open to the agent's user.
 		for _, p := range []string{sock, filepath.Dir(sock), filepath.Dir(filepath.Dir(sock))} {
 			if err := os.Chmod(p, 0o777); err != nil {
