@@ -79,6 +79,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		log.Warn(w)
 	}
 
+	unlock, err := lockStateDir(res.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	ledgerPath := filepath.Join(res.StateDir, ledger.FileName)
 	led, err := ledger.Open(ledgerPath, ledger.Options{MaxIDs: cfg.ExecutedIDs, Logger: log})
 	if err != nil {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages from the cross-built binaries (nfpm, run as a Go tool; no Docker):
 #   c2d-agent for armhf (the GOARM=6 build, so it runs on Pi Zero/1 too), arm64, amd64;
-#   c2d-hub and c2d for arm64 and amd64.   Output: dist/*.deb
+#   c2d-hub and c2d for armhf (GOARM=6), arm64 and amd64.   Output: dist/*.deb
 # Usage: scripts/package-deb.sh [-o DIR]   (runs scripts/cross-build.sh first when binaries are missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +10,9 @@ while getopts "o:" opt; do
   case $opt in o) out=$OPTARG ;; *) echo "usage: $0 [-o DIR]" >&2; exit 2 ;; esac
 done
 
-# Debian versions must start with a digit: v1.2.3 → 1.2.3; an untagged tree → 0.1.0~git<sha>.
-describe=$(git describe --tags --always --dirty 2>/dev/null || echo unknown)
-if [[ $describe =~ ^v?([0-9].*)$ ]]; then debver=${BASH_REMATCH[1]}; else debver="0.1.0~git${describe}"; fi
-debver=${debver//-/\~}
-export VERSION="$debver"
+# The Debian version (scripts/deb/version.sh says how every later build sorts higher).
+VERSION=$(scripts/deb/version.sh)
+export VERSION
 
 need_build=()
 for p in c2d-agent c2d-hub c2d; do
@@ -43,6 +41,7 @@ build c2d-agent armhf armv6
 build c2d-agent arm64 arm64
 build c2d-agent amd64 amd64
 for p in c2d-hub c2d; do
+  build "$p" armhf armv6
   build "$p" arm64 arm64
   build "$p" amd64 amd64
 done

@@ -156,12 +156,13 @@ type State bool
 
 func (s *State) setScalar(v string) error {
 	switch v {
-	case "on", "true":
+	case "on":
 		*s = true
-	case "off", "false":
+	case "off":
 		*s = false
 	default:
-		return fmt.Errorf("%q is not on or off", v)
+		// Only on/off: true/false/yes/1 would each be a guess about which one the owner meant.
+		return fmt.Errorf("%q is not on or off (write on or off)", v)
 	}
 	return nil
 }
@@ -191,7 +192,7 @@ func Load(path string) (*Config, error) {
 func Parse(data []byte) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, err
+		return nil, yamlSyntaxError(data, err)
 	}
 	if len(doc.Content) == 0 {
 		return nil, errors.New("empty config")
@@ -207,7 +208,7 @@ func Parse(data []byte) (*Config, error) {
 	c.OutputOrder = mappingKeys(&doc, "outputs")
 	c.CommandOrder = mappingKeys(&doc, "commands")
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, withLines(&doc, err)
 	}
 	return c, nil
 }

@@ -108,6 +108,9 @@ type Client struct {
 
 	connected atomic.Bool
 	heartbeat atomic.Int64 // unix nanos of the run loop's last turn
+
+	peer  *peerCert // the hub's certificate as last seen, for Hint
+	probe bool      // Probe's client: clean session, no SUBSCRIBE
 }
 
 // New prepares a client; nothing connects until Run.
@@ -126,6 +129,10 @@ func New(opts Options) (*Client, error) {
 		gen: &generation{ended: make(chan struct{}), lost: make(chan error, 1)},
 	}
 	close(c.gen.ended)
+	if opts.TLS != nil {
+		c.peer = &peerCert{}
+		c.opts.TLS = c.peer.wrap(opts.TLS)
+	}
 
 	extra := url.Values{}
 	extra.Set(iothub.ParamDeviceClientType, opts.ClientType)
@@ -151,7 +158,7 @@ func (c *Client) newPaho(g *generation) paho.Client {
 		AddBroker(c.broker).
 		SetClientID(iothub.ClientID(c.opts.Device.DeviceID, "")).
 		SetProtocolVersion(4).
-		SetCleanSession(false).
+		SetCleanSession(c.probe).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetResumeSubs(true).
@@ -388,7 +395,11 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			attempt++
 			wait := Backoff(attempt, c.opts.ReconnectMin, c.opts.ReconnectMax, rand.Float64())
-			c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+			if hint := c.Hint(err); hint != "" {
+				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err, "likely", hint)
+			} else {
+				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+			}
 			c.state(State{Broker: broker, Err: err})
 			if !c.sleep(ctx, beat, wait) {
 				return nil

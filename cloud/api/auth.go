@@ -50,7 +50,7 @@ func (s *Server) authorize(r *http.Request, rights []hub.Permission) error {
 	case errors.Is(err, iothub.ErrTokenResource):
 		return unauthorized("%v (this hub is %q; sign for HostName=%s)", err, s.opt.HostName, s.opt.HostName)
 	case errors.Is(err, iothub.ErrTokenSignature):
-		return unauthorized("%v: not signed with policy %q's primary or secondary key", err, pol.Name)
+		return unauthorized("%v: not signed with policy %q's primary or secondary key (wrong or rotated key?)", iothub.ErrTokenSignature, pol.Name)
 	default:
 		return unauthorized("%v", err)
 	}

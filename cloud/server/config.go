@@ -167,9 +167,13 @@ func Parse(r io.Reader) (Config, error) {
 func yamlError(err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		return errors.New(strings.Join(te.Errors, "; "))
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			msgs[i] = yamlMessage(m)
+		}
+		return errors.New(strings.Join(msgs, "; "))
 	}
-	return err
+	return errors.New(yamlMessage(err.Error()))
 }
 
 // Resolve fills the settings whose defaults come from the environment: the data directory and

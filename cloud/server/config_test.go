@@ -73,8 +73,8 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"feedback batch", "feedback:\n  batch_size: 0\n", "feedback.batch_size: 0"},
 		{"feedback interval", "feedback:\n  interval: 1ms\n", "feedback.interval: 1ms"},
 		{"default ttl above max", "queue:\n  default_ttl: 72h\n", "queue.default_ttl: 72h"},
-		{"unknown key", "queue:\n  max_delivery: 5\n", "field max_delivery not found"},
-		{"unknown top key", "listeners:\n  mqtt: x\n", "field listeners not found"},
+		{"unknown key", "queue:\n  max_delivery: 5\n", "line 2: queue.max_delivery: unknown key (keys here: default_ttl, min_ttl, max_ttl, lock_timeout, max_delivery_count"},
+		{"unknown top key", "listeners:\n  mqtt: x\n", "line 1: listeners: unknown key (keys here: data_dir, hostname, listen"},
 		{"bare number duration", "queue:\n  lock_timeout: 60\n", `"60" is not a duration`},
 		{"bad address", "listen:\n  mqtt: localhost\n", "listen.mqtt"},
 		{"bad port", "listen:\n  http: 127.0.0.1:99999\n", "listen.http"},
@@ -140,5 +140,23 @@ func TestResolveFillsHostName(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hub.yaml errors speak YAML, not Go: no Go type names, the key's path and what is wanted.
+func TestYAMLErrorsSpeakYAML(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{"queue:\n  lock_timout: 1m\n", "line 2: queue.lock_timout: unknown key (keys here: default_ttl, min_ttl, max_ttl, lock_timeout, max_delivery_count, max_queue_depth, max_in_flight, settled_retention; configs/hub.yaml documents them all)"},
+		{"queue:\n  max_queue_depth: ten\n", `line 2: "ten" is not a whole number`},
+		{"queue:\n\tmin_ttl: 1m\n", "line 2: a character YAML cannot start a value with; if the line is indented with a tab, indent with spaces only"},
+	} {
+		p := writeFile(t, tc.body)
+		_, err := Load(p)
+		if err == nil || err.Error() != "load "+p+": "+tc.want {
+			t.Errorf("%q: err = %v\nwant %s", tc.body, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "server.") {
+			t.Errorf("error names a Go type: %v", err)
+		}
 	}
 }

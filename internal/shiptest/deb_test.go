@@ -53,8 +53,8 @@ func TestPackagesForEveryBoard(t *testing.T) {
 	dir := debs(t)
 	want := map[string][]string{
 		"c2d-agent": {"armhf", "arm64", "amd64"},
-		"c2d-hub":   {"arm64", "amd64"},
-		"c2d":       {"arm64", "amd64"},
+		"c2d-hub":   {"armhf", "arm64", "amd64"},
+		"c2d":       {"armhf", "arm64", "amd64"},
 	}
 	for pkg, arches := range want {
 		for _, arch := range arches {

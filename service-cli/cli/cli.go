@@ -44,6 +44,7 @@ type app struct {
 	caFile   string
 	output   string // "text" or "json"
 	timeout  time.Duration
+	verbose  bool // --verbose: each HTTP request and its answer on stderr
 
 	started bool    // a command's RunE is running: earlier errors are usage errors
 	subj    subject // what the running command is about, for error advice
@@ -173,7 +174,7 @@ Exit codes:
 ` // exit codes appended at build time
 
 func (a *app) rootCommand() *cobra.Command {
-	root := &cobra.Command{
+	root := group(&cobra.Command{
 		Use:           "c2d",
 		Short:         "Send commands to devices through a c2d hub and see whether they were carried out",
 		Long:          rootLong + exitCodeTable(),
@@ -189,7 +190,7 @@ func (a *app) rootCommand() *cobra.Command {
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			return a.resolveGlobals(cmd)
 		},
-	}
+	})
 	root.SetVersionTemplate("{{.Version}}\n")
 	f := root.PersistentFlags()
 	f.StringVar(&a.connStr, "connection-string", "", "policy connection string (default $"+EnvConnectionString+")")
@@ -197,10 +198,11 @@ func (a *app) rootCommand() *cobra.Command {
 	f.StringVar(&a.caFile, "ca-file", "", "PEM CA certificate to trust for the hub (default $"+EnvCAFile+")")
 	f.StringVarP(&a.output, "output", "o", "", "output format: text or json (default $"+EnvOutput+", else text)")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "time limit for each request to the hub (not for --wait/--follow)")
+	f.BoolVar(&a.verbose, "verbose", false, "print each HTTP request to the hub and its answer on stderr (never the token)")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.MarkPersistentFlagFilename("ca-file", "pem", "crt")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageErrorf("%v; see `%s --help`", err, c.CommandPath())
+		return usageErrorf("%s; see `%s --help`", flagError(err), c.CommandPath())
 	})
 
 	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand())
@@ -260,6 +262,11 @@ func (a *app) client() (hubClient, error) {
 				" (on the hub's machine: `c2d-hub connection-string --data DIR --policy iothubowner`)"}
 	}
 	cs, err := iothub.ParseServiceConnectionString(strings.TrimSpace(a.connStr))
+	if dcs, derr := iothub.ParseDeviceConnectionString(strings.TrimSpace(a.connStr)); err != nil && derr == nil {
+		return nil, &cliError{exit: ExitUsage, code: "BadConnectionString", err: err,
+			msg: fmt.Sprintf("the connection string in --connection-string / %s is device %q's (it has DeviceId=): that one belongs on the board; c2d needs a shared access policy's connection string (HostName=...;SharedAccessKeyName=...;SharedAccessKey=...): on the hub's machine run `c2d-hub connection-string --data DIR --policy iothubowner`",
+				EnvConnectionString, dcs.DeviceID)}
+	}
 	if err != nil {
 		return nil, &cliError{exit: ExitUsage, code: "BadConnectionString", err: err,
 			msg: fmt.Sprintf("the policy connection string (--connection-string / %s) is not usable: %v; it looks like HostName=...;SharedAccessKeyName=...;SharedAccessKey=...", EnvConnectionString, err)}
@@ -287,7 +294,11 @@ func (a *app) client() (hubClient, error) {
 			return nil, usageErrorf("--ca-file %s: no PEM certificate in it (want the hub's CA, DATA/tls/ca.pem)", a.caFile)
 		}
 	}
-	c, err := newAPIClient(cs, endpoint, roots)
+	var trace io.Writer
+	if a.verbose {
+		trace = a.env.Stderr
+	}
+	c, err := newAPIClient(cs, endpoint, roots, trace)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
@@ -342,9 +353,14 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 // group is a command that only holds subcommands: bare, it prints its help; with an unknown
 // subcommand it fails as a usage error.
 func group(cmd *cobra.Command) *cobra.Command {
+	cmd.SuggestionsMinimumDistance = 2
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return usageErrorf("unknown command %q for %q; see `%s --help`", args[0], c.CommandPath(), c.CommandPath())
+			hint := ""
+			if sug := c.SuggestionsFor(args[0]); len(sug) > 0 {
+				hint = fmt.Sprintf(" (did you mean %q?)", sug[0])
+			}
+			return usageErrorf("unknown command %q for %q%s; see `%s --help`", args[0], c.CommandPath(), hint, c.CommandPath())
 		}
 		return nil
 	}

@@ -16,6 +16,7 @@ type hubClient interface {
 	ListDevices(ctx context.Context) ([]iothub.Device, error)
 	DeleteDevice(ctx context.Context, id string) error
 	SetDeviceStatus(ctx context.Context, id string, status iothub.DeviceStatus) (iothub.Device, error)
+	PutDevice(ctx context.Context, dev iothub.Device, ifMatch string) (iothub.Device, error)
 	Send(ctx context.Context, id string, req iothub.SendRequest) (iothub.SendResult, error)
 	Queue(ctx context.Context, id string) ([]iothub.MessageStatus, error)
 	MessageStatus(ctx context.Context, id, mid string, wait time.Duration) (iothub.MessageStatus, error)

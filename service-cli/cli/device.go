@@ -20,7 +20,8 @@ A device must be registered before it can connect. Each device has two SAS keys;
 string (c2d device connection-string ID) goes into the board's agent configuration.`,
 	})
 	cmd.AddCommand(a.deviceCreate(), a.deviceList(), a.deviceShow(), a.deviceDelete(),
-		a.deviceSetStatus(iothub.DeviceEnabled), a.deviceSetStatus(iothub.DeviceDisabled), a.deviceConnectionString())
+		a.deviceSetStatus(iothub.DeviceEnabled), a.deviceSetStatus(iothub.DeviceDisabled), a.deviceConnectionString(),
+		a.deviceUpdate(), a.deviceRenewKey(), a.deviceSASToken())
 	return cmd
 }
 
@@ -113,7 +114,8 @@ Needs a policy with RegistryWrite (registryReadWrite or iothubowner).`,
 }
 
 func (a *app) deviceList() *cobra.Command {
-	var showKeys bool
+	var showKeys, connected bool
+	var status string
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -122,9 +124,18 @@ func (a *app) deviceList() *cobra.Command {
 
 Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner).`,
 		Example: `  c2d device list
-  c2d device list -o json | jq -r '.[] | select(.connectionState=="Connected") | .deviceId'`,
+  c2d device list --connected
+  c2d device list --status disabled -o json | jq -r '.[].deviceId'`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var want iothub.DeviceStatus
+			if status != "" {
+				st, err := parseDeviceStatus(status)
+				if err != nil {
+					return err
+				}
+				want = st
+			}
 			a.about("", "", needRegistryRead)
 			c, err := a.client()
 			if err != nil {
@@ -138,10 +149,17 @@ Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner
 			}
 			shown := make([]iothub.Device, 0, len(devs))
 			for _, d := range devs {
+				if (want != "" && d.Status != want) || (connected && d.ConnectionState != "Connected") {
+					continue
+				}
 				shown = append(shown, shownDevice(d, showKeys))
 			}
 			if a.json() {
 				return writeJSON(cmd.OutOrStdout(), shown)
+			}
+			if len(shown) == 0 && len(devs) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "No device matches (%d registered; `c2d device list` shows them all).\n", len(devs))
+				return nil
 			}
 			if len(shown) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "No devices registered. Register one with: c2d device create ID")
@@ -159,6 +177,9 @@ Needs a policy with RegistryRead (registryRead, registryReadWrite or iothubowner
 		},
 	}
 	cmd.Flags().BoolVar(&showKeys, "show-keys", false, "include the devices' keys in JSON output")
+	cmd.Flags().StringVar(&status, "status", "", "only devices with this status: enabled or disabled")
+	cmd.Flags().BoolVar(&connected, "connected", false, "only devices connected now")
+	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions([]string{"enabled", "disabled"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

@@ -164,14 +164,7 @@ func classifyHub(he *iothub.Error, s subject) *cliError {
 	switch he.Code {
 	case iothub.CodeIotHubUnauthorizedAccess:
 		ce.exit = ExitUnauthorized
-		ce.msg = "unauthorized: " + detail
-		if s.policy != "" && !strings.Contains(detail, s.policy) {
-			ce.msg += fmt.Sprintf(" (connection string policy %q)", s.policy)
-		}
-		if s.needs != "" {
-			ce.msg += fmt.Sprintf("; this command needs %s (%s): get a current connection string on the hub's machine with `c2d-hub connection-string --data DIR --policy NAME` and pass it with --connection-string or %s",
-				s.needs, s.policies, EnvConnectionString)
-		}
+		ce.msg = unauthorizedAdvice(detail, s)
 	case iothub.CodeDeviceNotFound:
 		ce.exit = ExitNotFound
 		ce.msg = mention(detail, s.device, "device %q not found") + "; list the registered devices with `c2d device list`"
@@ -179,10 +172,12 @@ func classifyHub(he *iothub.Error, s subject) *cliError {
 		ce.exit = ExitNotFound
 		ce.msg = fmt.Sprintf("message %q of device %q not found: %s; see what is queued with `c2d queue show %s`", s.message, s.device, detail, s.device)
 	case iothub.CodeDeviceMaximumQueueDepthExceeded:
-		ce.msg = mention(detail, s.device, "device %q's queue is full") +
+		// The hub's detail ends with its own generic advice; keep only the facts before it.
+		facts, _, _ := strings.Cut(detail, ": ")
+		ce.msg = mention(facts, s.device, "device %q's queue is full") +
 			fmt.Sprintf("; the device is not taking its messages (is it connected? `c2d device show %s`): wait, or empty its queue with `c2d queue purge %s`", s.device, s.device)
 	case iothub.CodeDeviceAlreadyExists:
-		ce.msg = mention(detail, s.device, "device %q already exists") + fmt.Sprintf("; see it with `c2d device show %s`", s.device)
+		ce.msg = fmt.Sprintf("device %q already exists, so nothing was changed; see it with `c2d device show %s`, change it with `c2d device update %s`", s.device, s.device, s.device)
 	case iothub.CodeArgumentInvalid, iothub.CodeMessageTooLarge:
 		ce.exit = ExitUsage
 		ce.msg = fmt.Sprintf("the hub refused the request: %s", detail)
@@ -203,4 +198,33 @@ func mention(detail, device, what string) string {
 		return detail
 	}
 	return fmt.Sprintf(what, device) + ": " + detail
+}
+
+// unauthorizedAdvice says why the hub refused the credentials and the one next step that fixes it:
+// a wrong key and a missing permission need different fixes, so only the relevant one is named.
+func unauthorizedAdvice(detail string, s subject) string {
+	policy := s.policy
+	if policy == "" {
+		policy = "NAME"
+	}
+	fresh := fmt.Sprintf("get a current connection string on the hub's machine with `c2d-hub connection-string --data DIR --policy %s` and pass it with --connection-string or %s", policy, EnvConnectionString)
+	switch {
+	case strings.Contains(detail, "signature does not match"):
+		return fmt.Sprintf("unauthorized: the hub does not accept the key in the connection string of policy %q (wrong, or rotated since it was printed); %s", s.policy, fresh)
+	case strings.Contains(detail, " lacks "):
+		msg := "unauthorized: " + detail
+		if s.needs != "" {
+			msg += fmt.Sprintf("; this command needs %s (%s): get one on the hub's machine with `c2d-hub connection-string --data DIR --policy NAME`", s.needs, s.policies)
+		}
+		return msg
+	case strings.Contains(detail, "expired"):
+		return "unauthorized: " + detail + "; check this machine's clock (`timedatectl`): c2d signs a fresh token for every run"
+	case strings.Contains(detail, "unknown shared access policy"):
+		return "unauthorized: " + detail + "; the built-in policies are iothubowner, service, registryRead and registryReadWrite: `c2d-hub connection-string --data DIR --policy NAME`"
+	}
+	msg := "unauthorized: " + detail
+	if s.policy != "" && !strings.Contains(detail, s.policy) {
+		msg += fmt.Sprintf(" (connection string policy %q)", s.policy)
+	}
+	return msg + "; " + fresh
 }

@@ -153,7 +153,7 @@ func (a *app) printRecords(w io.Writer, recs []iothub.FeedbackRecord) error {
 		return writeJSON(w, recs)
 	}
 	if len(recs) == 0 {
-		_, err := fmt.Fprintln(w, "No feedback waiting.")
+		_, err := fmt.Fprintln(w, "No feedback waiting. The hub batches outcomes (feedback.interval, 1s by default) before they can be read: wait for the next batch with `c2d feedback --wait 10s`, or keep reading with `c2d feedback --follow`.")
 		return err
 	}
 	t := newTable(w, feedbackHeader...)

@@ -49,7 +49,18 @@ answers but reports itself unhealthy. Needs a policy with ServiceConnect or Regi
 			h, herr := c.Health(ctx)
 			var he *iothub.Error
 			if herr != nil && !errors.As(herr, &he) {
-				return herr // not reachable at all
+				// Not reachable at all: scripts still get the documented object on stdout.
+				if a.json() {
+					ce := classify(herr, a.subj)
+					_ = writeJSON(cmd.OutOrStdout(), struct {
+						Endpoint  string `json:"endpoint"`
+						HostName  string `json:"hostName"`
+						Reachable bool   `json:"reachable"`
+						Healthy   bool   `json:"healthy"`
+						Error     string `json:"error"`
+					}{a.subj.endpoint, a.cs.HostName, false, false, ce.msg})
+				}
+				return herr
 			}
 			st, err := c.Status(ctx)
 			if err != nil {

@@ -82,24 +82,26 @@ func parsePair(s string) (iothub.AppProperty, error) {
 }
 
 // ParseExpiry reads --expiry: a Go duration from now ("90s", "10m", "1h30m") or an absolute RFC 3339
-// time ("2026-11-26T08:00:00Z"). The result is in UTC and must lie in the future.
+// time ("2030-01-01T08:00:00Z"). The result is in UTC and must lie in the future. Examples in its
+// errors are durations a default hub accepts (its TTL is 1m..48h) and a time two hours from now.
 func ParseExpiry(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
+	example := now.Add(2 * time.Hour).UTC().Truncate(time.Minute).Format(time.RFC3339)
 	if s == "" {
-		return time.Time{}, fmt.Errorf("--expiry is empty: want a duration like 10m or a time like 2026-11-26T08:00:00Z")
+		return time.Time{}, fmt.Errorf("--expiry is empty: want a duration from now such as 10m or 2h, or a time such as %s", example)
 	}
 	if d, err := time.ParseDuration(s); err == nil {
 		if d <= 0 {
-			return time.Time{}, fmt.Errorf("--expiry %s: the duration must be positive", s)
+			return time.Time{}, fmt.Errorf("--expiry %s: the duration must be positive, e.g. 10m", s)
 		}
 		return now.Add(d).UTC(), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("--expiry %q: want a duration from now (30s, 10m, 2h) or an RFC 3339 time (2026-11-26T08:00:00Z)", s)
+		return time.Time{}, fmt.Errorf("--expiry %q: want a duration from now (10m, 2h; a whole number needs a unit) or an RFC 3339 time (%s)", s, example)
 	}
 	if !t.After(now) {
-		return time.Time{}, fmt.Errorf("--expiry %s is in the past (now is %s)", s, now.UTC().Format(time.RFC3339))
+		return time.Time{}, fmt.Errorf("--expiry %s is in the past (now is %s); for two hours from now: --expiry 2h or --expiry %s", s, now.UTC().Format(time.RFC3339), example)
 	}
 	return t.UTC(), nil
 }

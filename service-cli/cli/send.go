@@ -71,7 +71,7 @@ func (a *app) sendCommand() *cobra.Command {
   c2d send pump-7 --prop command=identify --wait 1m
   c2d send pump-7 --prop target=act --prop action=blink --prop count=3 --expiry 10m --ack full
   c2d send pump-7 --data-file job.json --content-type application/json --mid job-42 --cid batch-9
-  c2d send pump-7 --prop target=relay1 --prop action=off --expiry 2026-11-26T08:00:00Z
+  c2d send pump-7 --prop target=relay1 --prop action=off --expiry "$(date -u -d 'tomorrow 08:00' +%FT%TZ)"
   c2d send pump-7 --prop command=identify --wait 1m -o json | jq -r '.statusCode, .reason'`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: a.completeDevices,
@@ -85,6 +85,9 @@ func (a *app) sendCommand() *cobra.Command {
 				mid = uuid.NewString()
 			}
 			a.about(id, mid, needServiceConnect)
+			if cmd.Flags().Changed("data") && cmd.Flags().Changed("data-file") {
+				return usageErrorf("--data and --data-file both give the message body: use one of them")
+			}
 			if wait < 0 {
 				return usageErrorf("--wait %s must be positive", wait)
 			}
@@ -132,6 +135,7 @@ func (a *app) sendCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.warnIfDisabled(cmd.Context(), c, id)
 			out := sendOutput{DeviceID: res.DeviceID, MessageID: res.MessageID, CorrelationID: cid,
 				SequenceNumber: res.SequenceNumber, Ack: req.Ack, EnqueuedTimeUTC: res.EnqueuedTimeUTC,
 				ExpiryTimeUTC: res.ExpiryTimeUTC}
@@ -175,7 +179,6 @@ func (a *app) sendCommand() *cobra.Command {
 	f.StringVar(&ack, "ack", "", "feedback to request: none, positive, negative or full (default none; full with --wait)")
 	f.StringVar(&expiry, "expiry", "", "expire after a duration (10m) or at an RFC 3339 time (default: the hub's TTL)")
 	f.DurationVar(&wait, "wait", 0, "wait up to this long for the outcome (e.g. 30s) and exit with its code")
-	cmd.MarkFlagsMutuallyExclusive("data", "data-file")
 	_ = cmd.RegisterFlagCompletionFunc("ack", cobra.FixedCompletions([]string{"none", "positive", "negative", "full"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -195,7 +198,29 @@ func readBody(path string, stdin io.Reader) ([]byte, error) {
 	if err != nil {
 		return nil, usageErrorf("--data-file %s: %v", path, err)
 	}
+	if len(b) > iothub.MaxMessageSize {
+		size := fmt.Sprintf("more than %d bytes", iothub.MaxMessageSize)
+		if fi, err := os.Stat(path); path != "-" && err == nil && fi.Mode().IsRegular() {
+			size = fmt.Sprintf("%d bytes", fi.Size())
+		}
+		return nil, usageErrorf("message not sent: --data-file %s is %s; a message is at most %d bytes (64 KiB: body + properties + ids): send a smaller body or a reference to the data", path, size, iothub.MaxMessageSize)
+	}
 	return b, nil
+}
+
+// warnIfDisabled tells the operator on stderr that a message was queued for a disabled device: the
+// hub accepts it (as Azure does) but it waits, and may expire, until the device is enabled. The
+// check needs RegistryRead; a policy without it (service) just gets no warning.
+func (a *app) warnIfDisabled(ctx context.Context, c hubClient, id string) {
+	if a.json() {
+		return // stderr carries only error objects in JSON mode
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(a.timeout, 5*time.Second))
+	defer cancel()
+	d, err := c.GetDevice(ctx, id)
+	if err == nil && d.Status == iothub.DeviceDisabled {
+		fmt.Fprintf(a.env.Stderr, "c2d: warning: device %s is disabled: the message is queued but is not delivered (and may expire) until `c2d device enable %s`\n", id, id)
+	}
 }
 
 // waitOutcome long-polls the message's status until it is terminal or wait elapses. It reads the
@@ -270,8 +295,8 @@ func (a *app) printOutcome(cmd *cobra.Command, out sendOutput, st iothub.Message
 			text = fmt.Sprintf("Expired: message %s expired at %s before %s settled it (%s). Is the device connected? c2d device show %s",
 				mid, when(st.ExpiryTimeUTC), id, deliveries(st.DeliveryCount), id)
 		case iothub.StatusDeliveryCountExceeded:
-			text = fmt.Sprintf("DeliveryCountExceeded: message %s was delivered to %s %s without being settled; the hub gave up. Check the board's agent log.",
-				mid, id, deliveries(st.DeliveryCount))
+			text = fmt.Sprintf("DeliveryCountExceeded: message %s was delivered to %s %s and never settled, so the hub gave up. Check the board's agent log: journalctl -u c2d-agent",
+				mid, id, times(st.DeliveryCount))
 		case iothub.StatusPurged:
 			text = fmt.Sprintf("Purged: message %s was purged from %s's queue before it was settled.", mid, id)
 		default:
@@ -306,4 +331,11 @@ func deliveries(n int) string {
 		return "1 delivery"
 	}
 	return fmt.Sprintf("%d deliveries", n)
+}
+
+func times(n int) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
 }
