@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -44,6 +45,9 @@ func (o Options) withDefaults() Options {
 // later (hot-plugged, or gpio-sim chips in a test VM) are not seen.
 func Open(specs []hw.OutputSpec, opts Options) (hw.Board, error) {
 	sys, err := Kernel(specs)
+	for _, l := range initLog {
+		opts.withDefaults().Logger.Debug("periph: "+l, "component", "periph")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +70,29 @@ func Resolve(specs []hw.OutputSpec, opts Options) ([]Resolution, error) {
 var (
 	initOnce sync.Once
 	initErr  error
+	initLog  []string // what periph printed with the standard log package during its init
 )
+
+// periphInit runs periph's driver init with the standard log package captured: gpioioctl
+// log.Println()s every chip it cannot open ("opening gpio chip … failed"), which would land on
+// stderr unformatted (and in every error-case test's output). The cause reaches the user through
+// our own errors (noChips, diagnose); the lines are kept for Open's debug log.
+func periphInit() ([]string, error) {
+	var buf strings.Builder
+	w, flags := log.Writer(), log.Flags()
+	log.SetOutput(&buf)
+	log.SetFlags(0)
+	_, err := driverreg.Init()
+	log.SetOutput(w)
+	log.SetFlags(flags)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines, err
+}
 
 // Kernel initialises periph's gpioioctl driver (once per process) and returns the running
 // kernel's GPIO chips as a System with sysfs LEDs. specs only decide whether a missing GPIO
@@ -75,7 +101,7 @@ func Kernel(specs []hw.OutputSpec) (System, error) {
 	initOnce.Do(func() {
 		// Only gpioioctl is linked in (see doc.go), so this loads nothing else: no bcm283x
 		// register access, no legacy sysfs GPIO names in gpioreg.
-		_, initErr = driverreg.Init()
+		initLog, initErr = periphInit()
 	})
 	if initErr != nil {
 		return System{}, fmt.Errorf("periph driver init: %w", initErr)
