@@ -29,6 +29,7 @@ type Hub struct {
 	devs     map[string]*devState // attached connections, by device id
 	conns    map[string]connInfo  // connection state shown by GetDevice (in memory)
 	activity map[string]time.Time // lastActivityTime (in memory)
+	flushed  map[string]connRecord // connection history as last written (connhistory.go)
 	gone     func(deviceID string)
 
 	polMu sync.RWMutex
@@ -115,9 +116,15 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		unlock()
 		return nil, err
 	}
+	if err := h.loadConnHistory(ctx); err != nil {
+		st.close()
+		unlock()
+		return nil, fmt.Errorf("load connection history: %w", err)
+	}
 	h.timer = newSweeper(h)
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.timer.run()
+	go h.runConnHistory()
 	return h, nil
 }
 

@@ -280,6 +280,9 @@ func (h *Hub) DeleteDevice(ctx context.Context, id, ifMatch string) error {
 			return coded(ErrPreconditionFailed, iothub.CodePreconditionFailed,
 				"device %q has etag %q, If-Match was %s: read it again and retry", id, cur.ETag, ifMatch)
 		}
+		if err := tx.deleteConnHistory(id); err != nil {
+			return err
+		}
 		return tx.deleteDevice(id)
 	})
 	if err != nil {

@@ -126,6 +126,8 @@ type storeTx interface {
 	nextBatchDeadline() (time.Time, error)
 	unlockAllBatches() (int64, error)
 	pendingFeedback() (int, error)
+
+	connHistoryTx
 }
 
 // ---- SQLite ----
@@ -245,6 +247,14 @@ var migrations = []string{
 	CREATE UNIQUE INDEX feedback_batches_lock_token ON feedback_batches (lock_token);
 	CREATE INDEX feedback_batches_locked_until ON feedback_batches (locked_until);
 	CREATE INDEX feedback_batches_expires_at ON feedback_batches (expires_at);`,
+	// Connection history (connhistory.go): written coalesced, never per message.
+	`CREATE TABLE device_connections (
+		device_id        TEXT PRIMARY KEY,
+		connected        INTEGER NOT NULL,
+		state_updated_at BIGINT NOT NULL,
+		last_activity_at BIGINT NOT NULL,
+		flushed_at       BIGINT NOT NULL
+	);`,
 }
 
 func openSQLite(ctx context.Context, dataDir string, log logger) (*sqliteStore, error) {
