@@ -26,9 +26,9 @@ type Hub struct {
 	attachMu sync.Mutex // serialises Attach/Detach so a device's hand-over is ordered
 
 	mu       sync.Mutex
-	devs     map[string]*devState // attached connections, by device id
-	conns    map[string]connInfo  // connection state shown by GetDevice (in memory)
-	activity map[string]time.Time // lastActivityTime (in memory)
+	devs     map[string]*devState  // attached connections, by device id
+	conns    map[string]connInfo   // connection state shown by GetDevice (in memory)
+	activity map[string]time.Time  // lastActivityTime (in memory)
 	flushed  map[string]connRecord // connection history as last written (connhistory.go)
 	gone     func(deviceID string)
 
