@@ -7,8 +7,9 @@
 //
 //	<!-- golden: NAME -->        before a fenced block: the block is the output of scenario NAME,
 //	                             line for line
-//	<!-- golden-table: NAME -->  before a table: the first `quoted` text of every row's first
-//	                             column is a message some scenario of table NAME prints
+//	<!-- golden-table: NAME -->  before a table: every `quoted` text in each row's first column
+//	                             (column=N: its Nth) is a message some scenario of table NAME
+//	                             prints
 //
 // In quoted text "..." stands for any run of characters within a line (ids, times, paths);
 // everything else must match exactly. A marked quote without a scenario fails the test, as does a

@@ -17,8 +17,8 @@ type Quote struct {
 }
 
 var (
-	markerRE  = regexp.MustCompile(`^<!-- golden(-table)?: ([a-z0-9-]+) -->\s*$`)
-	firstTick = regexp.MustCompile("^\\|\\s*`([^`]+)`")
+	markerRE = regexp.MustCompile(`^<!-- golden(-table)?: ([a-z0-9-]+)(?: column=([1-9]))? -->\s*$`)
+	tickRE   = regexp.MustCompile("`([^`]+)`")
 )
 
 // Parse finds every marked block and table row in a Markdown document.
@@ -30,7 +30,10 @@ func Parse(file, text string) ([]Quote, error) {
 		if m == nil {
 			continue
 		}
-		table, name := m[1] != "", m[2]
+		table, name, col := m[1] != "", m[2], 1
+		if m[3] != "" {
+			col = int(m[3][0] - '0')
+		}
 		j := i + 1
 		for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
 			j++
@@ -61,7 +64,11 @@ func Parse(file, text string) ([]Quote, error) {
 		}
 		k := j + 2 // header and separator
 		for ; k < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[k]), "|"); k++ {
-			if q := firstTick.FindStringSubmatch(strings.TrimSpace(lines[k])); q != nil {
+			cells := strings.Split(strings.TrimSpace(lines[k]), "|")
+			if col >= len(cells) {
+				continue
+			}
+			for _, q := range tickRE.FindAllStringSubmatch(cells[col], -1) {
 				out = append(out, Quote{File: file, Line: k + 1, Name: name, Table: true, Lines: []string{q[1]}})
 			}
 		}
