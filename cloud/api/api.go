@@ -60,6 +60,9 @@ type Options struct {
 	Ready func() error
 	// Now is the clock used to check token expiry; nil means time.Now.
 	Now func() time.Time
+	// Events is the log of device-to-cloud events served at GET /messages/events (events.go);
+	// nil: that route answers 404.
+	Events *hub.EventLog
 }
 
 // Server is the service API as an http.Handler.
@@ -125,6 +128,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /messages/serviceBound/feedback/{lockToken}", svc, s.completeFeedback)
 	s.handle("POST /messages/serviceBound/feedback/{lockToken}/abandon", svc, s.abandonFeedback)
 	s.handle("GET /statistics/service", stats, s.status)
+	s.handle("GET /messages/events", svc, s.events)
 	s.handle("GET /healthz", nil, s.healthz)
 	s.mux.Handle("GET /metrics", s.instrument("GET /metrics", s.opt.Metrics.Handler()))
 	s.handle("/", nil, func(w http.ResponseWriter, r *http.Request) error {

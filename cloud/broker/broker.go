@@ -55,6 +55,9 @@ type Events struct {
 	// version; not while shutting down or when the core fails); clientID is what the client
 	// claimed, err the reason (never containing the token).
 	AuthFailed func(clientID string, err error)
+	// DeviceEvent: a device published a device-to-cloud event (reject reports included) with
+	// this topic property bag and payload; the hub's event log keeps them for `c2d events`.
+	DeviceEvent func(deviceID string, bag iothub.PropertyBag, payload []byte)
 }
 
 // Options configure a Broker. An empty address turns that listener off; ":0" picks a free port.

@@ -224,6 +224,9 @@ func (h *deliveryHook) event(c *conn, pk packets.Packet) {
 		c.log.Debug("event with a malformed topic accepted and dropped", "error", err)
 		return
 	}
+	if f := h.b.opts.Events.DeviceEvent; f != nil {
+		f(c.deviceID, bag, pk.Payload)
+	}
 	report, isReport, err := iothub.ParseRejectReport(bag, pk.Payload)
 	switch {
 	case isReport && err != nil:

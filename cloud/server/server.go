@@ -166,17 +166,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		tlsConf = certs.TLSConfig()
 	}
 
+	var events *hub.EventLog // device-to-cloud events, when devices can connect
 	if enabled(cfg.Listen.MQTT) || enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.WS) || enabled(cfg.Listen.WSS) {
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
 		})
 		metrics.Registry().MustRegister(authFailures)
+		events = hub.NewEventLog(0, 0) // served at GET /messages/events (c2d events)
 		bo := broker.Options{
 			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
 			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
 			TLS:    tlsConf,
 			Logger: log.With("component", "broker"),
-			Events: broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }},
+			Events: broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }, DeviceEvent: events.Add},
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
@@ -192,7 +194,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 
 	s.api = api.New(api.Options{
-		Hub: s.hub, HostName: cfg.HostName, Version: version.Version, Metrics: metrics,
+		Hub: s.hub, HostName: cfg.HostName, Version: version.Version, Metrics: metrics, Events: events,
 		Logger: log.With("component", "api"),
 		Ready: func() error {
 			if s.stopping.Load() {

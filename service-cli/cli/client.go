@@ -25,6 +25,7 @@ type hubClient interface {
 	CompleteFeedback(ctx context.Context, lockToken string) error
 	AbandonFeedback(ctx context.Context, lockToken string) error
 	Status(ctx context.Context) (iothub.HubStatus, error)
+	Events(ctx context.Context, after int64, deviceID string, wait time.Duration) (iothub.EventsAnswer, error)
 	Health(ctx context.Context) (health, error)
 }
 

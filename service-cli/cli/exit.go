@@ -212,8 +212,13 @@ func unauthorizedAdvice(detail string, s subject) string {
 	case strings.Contains(detail, "signature does not match"):
 		return fmt.Sprintf("unauthorized: the hub does not accept the key in the connection string of policy %q (wrong, or rotated since it was printed); %s", s.policy, fresh)
 	case strings.Contains(detail, " lacks "):
-		// The hub's detail names the right and the policies that have it; add only how to get one.
-		return "unauthorized: " + detail + ": get a connection string of one of them on the hub's machine with `c2d-hub connection-string --data DIR --policy NAME`"
+		// c2d-hub's detail names the right and the policies that have it; add them only when the
+		// detail does not, then how to get a connection string of one.
+		msg := "unauthorized: " + detail
+		if !strings.Contains(detail, "; use ") && s.needs != "" {
+			msg += fmt.Sprintf("; this command needs %s (%s)", s.needs, s.policies)
+		}
+		return msg + ": get a connection string of one of them on the hub's machine with `c2d-hub connection-string --data DIR --policy NAME`"
 	case strings.Contains(detail, "expired"):
 		return "unauthorized: " + detail + "; check this machine's clock (`timedatectl`): c2d signs a fresh token for every run"
 	case strings.Contains(detail, "unknown shared access policy"):
