@@ -22,6 +22,19 @@ if ((${#need_build[@]})); then
   scripts/cross-build.sh -o "$out" $(printf '%s\n' "${need_build[@]}" | sort -u)
 fi
 
+# Man pages (from each program's --help) and shell completions, made by binaries for this machine.
+case $(uname -m) in x86_64) host=amd64 ;; aarch64) host=arm64 ;; *) host="" ;; esac
+hostbin=$out
+if [[ -z $host ]]; then
+  hostbin=$out/.host && host=host && mkdir -p "$hostbin"
+  for p in c2d-agent c2d-hub c2d; do
+    CGO_ENABLED=0 go build -trimpath -o "$hostbin/${p}_linux_host" "./$(case $p in c2d-agent) echo agent/cmd/c2d-agent ;; c2d-hub) echo cloud/cmd/c2d-hub ;; c2d) echo service-cli/cmd/c2d ;; esac)"
+  done
+fi
+mandate=$(date -u -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)" +%Y-%m-%d)
+go run ./scripts/mangen -o "$out/share" -version "$VERSION" -date "$mandate" \
+  c2d="$hostbin/c2d_linux_$host" c2d-hub="$hostbin/c2d-hub_linux_$host" c2d-agent="$hostbin/c2d-agent_linux_$host"
+
 nfpm() { go tool -modfile=tools/go.mod nfpm "$@"; }
 bindir=$(realpath "$out")
 build() { # package debarch gotarget
