@@ -49,6 +49,20 @@ var blocks = map[string]scenario{
 		return strings.ReplaceAll(r.stderr, cfg, "/etc/c2d/hub.yaml")
 	},
 	"error-json": func(t *testing.T) string { return fullQueue(t, "-o", "json").stderr },
+	"connect-disabled": func(t *testing.T) string {
+		want(t, c2d(nil, "device", "create", "pump-8"), 0)
+		want(t, c2d(nil, "device", "disable", "pump-8"), 0)
+		dir := t.TempDir()
+		conn := filepath.Join(dir, "connection-string")
+		if err := os.WriteFile(conn, []byte(want(t, c2d(nil, "device", "connection-string", "pump-8"), 0).stdout), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := boardConfig(dir, conn, "tcp://"+hub.Endpoints.MQTT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return want(t, runBin("c2d-agent", env, "check-config", "--connect", cfg), 1).stderr
+	},
 }
 
 // tables are the rows of tables marked `<!-- golden-table: NAME -->`, by the quote in their first
