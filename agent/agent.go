@@ -205,6 +205,7 @@ type agent struct {
 	completed int
 	rejected  int
 	lastErr   string
+	lastHint  string // conn.State.Hint of the last failed attempt, until connected
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.
@@ -440,6 +441,10 @@ func (a *agent) setConn(s conn.State) {
 	a.connState = s
 	if s.Err != nil {
 		a.lastErr = s.Err.Error()
+		a.lastHint = s.Hint // systemctl status shows it: the technician's first screen
+	}
+	if s.Connected {
+		a.lastHint = ""
 	}
 	a.mu.Unlock()
 	a.updateStatus()
@@ -461,6 +466,9 @@ func (a *agent) status() string {
 			e = e[:120] + "…"
 		}
 		fmt.Fprintf(&sb, "; last error: %s", e)
+		if a.lastHint != "" {
+			fmt.Fprintf(&sb, "; likely: %s", a.lastHint)
+		}
 	}
 	return sb.String()
 }

@@ -46,7 +46,8 @@ type Options struct {
 type State struct {
 	Connected bool
 	Broker    string
-	Err       error // why the last attempt failed or the connection was lost
+	Err       error  // why the last attempt failed or the connection was lost
+	Hint      string // for a failed attempt: the likely cause and the command that checks it (Hint)
 }
 
 // Delivery is one device-bound PUBLISH.
@@ -395,12 +396,13 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			attempt++
 			wait := Backoff(attempt, c.opts.ReconnectMin, c.opts.ReconnectMax, rand.Float64())
-			if hint := c.Hint(err); hint != "" {
+			hint := c.Hint(err)
+			if hint != "" {
 				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err, "likely", hint)
 			} else {
 				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
 			}
-			c.state(State{Broker: broker, Err: err})
+			c.state(State{Broker: broker, Err: err, Hint: hint})
 			if !c.sleep(ctx, beat, wait) {
 				return nil
 			}

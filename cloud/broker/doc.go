@@ -37,7 +37,9 @@
 //     deleted or disabled) drops the device's connections.
 //   - deliveryHook: PUBACKs and disposition publishes become Core.Settle; every device publish is
 //     acknowledged and dropped (c2d-hub does not route telemetry; a reject report — a D2C event
-//     with `c2d-report=reject` — is logged with the original message id and reason).
+//     with `c2d-report=reject` — is logged with the original message id and reason). Every
+//     device event is also handed to Events.DeviceEvent, which c2d-hub points at its bounded
+//     in-memory event log for `c2d events`.
 //
 // # Why deliveries bypass mochi's routing
 //
