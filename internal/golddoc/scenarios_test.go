@@ -49,6 +49,21 @@ var blocks = map[string]scenario{
 		return strings.ReplaceAll(r.stderr, cfg, "/etc/c2d/hub.yaml")
 	},
 	"error-json": func(t *testing.T) string { return fullQueue(t, "-o", "json").stderr },
+	"property-examples": func(t *testing.T) string {
+		examples := []string{
+			"target=relay1 action=pulse duration=2s",
+			"target=act action=blink count=5 interval=100ms",
+			"target=act action=blink count=3 on=50 off=950",
+			"target=relay1 action=off",
+			"command=identify",
+		}
+		for _, e := range examples {
+			if r := runBin("c2d-agent", env, "try", "--config", board, e); r.code != 0 || !strings.HasPrefix(r.stdout, "Accepted: ") {
+				t.Errorf("the documented example %q is not accepted by configs/agent.yaml: %s", e, r)
+			}
+		}
+		return strings.Join(examples, "\n") + "\n"
+	},
 	"connect-disabled": func(t *testing.T) string {
 		want(t, c2d(nil, "device", "create", "pump-8"), 0)
 		want(t, c2d(nil, "device", "disable", "pump-8"), 0)
