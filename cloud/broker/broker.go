@@ -55,6 +55,9 @@ type Events struct {
 	// version; not while shutting down or when the core fails); clientID is what the client
 	// claimed, err the reason (never containing the token).
 	AuthFailed func(clientID string, err error)
+	// AcceptError: a listener's Accept failed (out of file descriptors, say); it retries with
+	// backoff. listener is ListenerMQTT, ...
+	AcceptError func(listener string, err error)
 }
 
 // Options configure a Broker. An empty address turns that listener off; ":0" picks a free port.
@@ -246,10 +249,19 @@ func (b *Broker) Start() error {
 			tlsConf = b.opts.TLS
 		}
 		var l listeners.Listener
+		var onErr func(error)
+		if f := b.opts.Events.AcceptError; f != nil {
+			name := s.name
+			onErr = func(err error) { f(name, err) }
+		}
 		if s.ws {
-			l = newWSListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			wl := newWSListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			wl.health.onError = onErr
+			l = wl
 		} else {
-			l = newTCPListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			tl := newTCPListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			tl.health.onError = onErr
+			l = tl
 		}
 		if err := srv.AddListener(l); err != nil {
 			return fail(fmt.Errorf("broker: listen %s on %s: %w", s.name, s.addr, err))

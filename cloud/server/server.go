@@ -88,6 +88,7 @@ type Server struct {
 	notifier     *sdnotify.Notifier
 	errc         chan error
 	stopping     atomic.Bool
+	httpFailed   atomic.Pointer[error] // an HTTP Serve returned
 	wg           sync.WaitGroup
 	closeWD      chan struct{}
 }
@@ -170,13 +171,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
 		})
-		metrics.Registry().MustRegister(authFailures)
+		acceptErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "c2d_mqtt_accept_errors_total", Help: "Failed Accepts on an MQTT listener (retried with backoff; EMFILE means out of file descriptors).",
+		}, []string{"listener"})
+		metrics.Registry().MustRegister(authFailures, acceptErrors)
 		bo := broker.Options{
 			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
 			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
 			TLS:    tlsConf,
 			Logger: log.With("component", "broker"),
-			Events: broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }},
+			Events: broker.Events{
+				AuthFailed:  func(string, error) { authFailures.Inc() },
+				AcceptError: func(l string, _ error) { acceptErrors.WithLabelValues(l).Inc() },
+			},
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
@@ -198,7 +205,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			if s.stopping.Load() {
 				return errors.New("shutting down")
 			}
-			return nil
+			return s.listenersHealthy()
 		},
 	})
 	s.ep = Endpoints{HostName: cfg.HostName, PID: os.Getpid(), Version: version.Version, Started: time.Now().UTC()}
@@ -284,7 +291,9 @@ func (s *Server) serveHTTP(addr string, tc *tls.Config) (string, error) {
 	go func() {
 		defer s.wg.Done()
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("http %s: %w", ln.Addr(), err)
+			err = fmt.Errorf("http %s: %w", ln.Addr(), err)
+			s.httpFailed.Store(&err)
+			s.errc <- err
 		}
 	}()
 	return ln.Addr().String(), nil
@@ -388,7 +397,19 @@ func (s *Server) closeAll() error {
 	return nil
 }
 
-// watchdog pings systemd while the store answers.
+// listenersHealthy reports a listener that is not serving: an MQTT listener failing to accept
+// or stopped, or an HTTP server whose Serve returned.
+func (s *Server) listenersHealthy() error {
+	if err := s.httpFailed.Load(); err != nil {
+		return *err
+	}
+	if s.broker != nil {
+		return s.broker.Healthy()
+	}
+	return nil
+}
+
+// watchdog pings systemd while the store answers and every listener serves.
 func (s *Server) watchdog(every time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(every)
@@ -403,6 +424,12 @@ func (s *Server) watchdog(every time.Duration) {
 			cancel()
 			if err != nil {
 				s.log.Error("watchdog: store does not answer; not pinging systemd", "err", err)
+				continue
+			}
+			// A listener that cannot accept for WatchdogSec gets the hub restarted, which frees
+			// whatever exhausted it.
+			if err := s.listenersHealthy(); err != nil {
+				s.log.Error("watchdog: a listener is not serving; not pinging systemd", "err", err)
 				continue
 			}
 			_ = s.notifier.Watchdog()
