@@ -81,9 +81,14 @@ func (c *conn) Extension() bool { return c.ext }
 // The lock token travels in the topic only for extension connections; for the others it is kept
 // here, packet id → lock token, so that the PUBACK completes the message.
 func (c *conn) Deliver(m *iothub.Message) error {
+	topic := iothub.DeliveryTopic(c.deviceID, m, c.ext)
+	if len(topic) > iothub.MaxTopicLength {
+		// The hub refuses such messages at send; never write a 16-bit length that wraps.
+		return fmt.Errorf("deliver message %q to %s: topic is %d bytes, beyond MQTT's %d", m.MessageID, c.deviceID, len(topic), iothub.MaxTopicLength)
+	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-		TopicName:   iothub.DeliveryTopic(c.deviceID, m, c.ext),
+		TopicName:   topic,
 		Payload:     m.Body,
 		Created:     time.Now().Unix(),
 	}

@@ -61,6 +61,13 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	if err := wire.Validate(); err != nil {
 		return iothub.SendResult{}, errInvalid("%v", err)
 	}
+	// Percent-encoding can triple a property's size: refuse now what could never be put on the
+	// wire, rather than store it and fail every delivery (the longest form: with a lock token).
+	wire.LockToken = newLockToken()
+	if n := len(iothub.DeliveryTopic(deviceID, wire, true)); n > iothub.MaxTopicLength {
+		return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
+			n, iothub.MaxTopicLength)
+	}
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
 		last, n, ok, err := tx.sendInfo(deviceID)
 		if err != nil {
