@@ -58,6 +58,9 @@ type Events struct {
 	// AcceptError: a listener's Accept failed (out of file descriptors, say); it retries with
 	// backoff. listener is ListenerMQTT, ...
 	AcceptError func(listener string, err error)
+	// Refused: a connection was closed before authentication: RefusedUnauthenticatedLimit or
+	// RefusedConnectTooLarge.
+	Refused func(reason string)
 }
 
 // Options configure a Broker. An empty address turns that listener off; ":0" picks a free port.
@@ -80,6 +83,10 @@ type Options struct {
 	// after a restart must not flood the store); the others wait, within AuthTimeout. Zero
 	// means 2.
 	MaxConcurrentAuth int
+	// MaxUnauthenticated bounds the connections that have not sent their whole CONNECT yet;
+	// beyond it new connections are closed at once (logged, Events.Refused). Zero means
+	// DefaultMaxUnauthenticated.
+	MaxUnauthenticated int
 
 	Logger *slog.Logger // nil discards
 	Events Events
@@ -104,6 +111,9 @@ func (o Options) Validate() error {
 			return fmt.Errorf("broker: %s %v is negative", d.name, d.v)
 		}
 	}
+	if o.MaxUnauthenticated < 0 {
+		return fmt.Errorf("broker: max unauthenticated connections %d is negative", o.MaxUnauthenticated)
+	}
 	if o.MaxConcurrentAuth < 0 {
 		return fmt.Errorf("broker: max concurrent auth %d is negative", o.MaxConcurrentAuth)
 	}
@@ -123,6 +133,7 @@ type Broker struct {
 	ctx    context.Context // cancelled by Close: aborts Authenticate/Settle calls in flight
 	cancel context.CancelFunc
 	auths  chan struct{} // semaphore: Authenticate calls in flight
+	pre    *preAuth      // connections before CONNECT, shared by every listener
 
 	// life serialises Attach/Detach decisions so that, for one device, the core always sees
 	// Detach(old) before Attach(new). Never held while waiting on anything but the core.
@@ -161,12 +172,16 @@ func New(core Core, opts Options) (*Broker, error) {
 	if opts.MaxConcurrentAuth == 0 {
 		opts.MaxConcurrentAuth = 2
 	}
+	if opts.MaxUnauthenticated == 0 {
+		opts.MaxUnauthenticated = DefaultMaxUnauthenticated
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
+		pre:       &preAuth{max: opts.MaxUnauthenticated, log: log, onRefuse: opts.Events.Refused},
 		core:      core,
 		opts:      opts,
 		log:       log,
@@ -256,11 +271,11 @@ func (b *Broker) Start() error {
 		}
 		if s.ws {
 			wl := newWSListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
-			wl.health.onError = onErr
+			wl.health.onError, wl.pre = onErr, b.pre
 			l = wl
 		} else {
 			tl := newTCPListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
-			tl.health.onError = onErr
+			tl.health.onError, tl.pre = onErr, b.pre
 			l = tl
 		}
 		if err := srv.AddListener(l); err != nil {

@@ -32,6 +32,7 @@ type socket struct {
 	connectTimeout time.Duration
 
 	health acceptHealth
+	pre    *preAuth // bounds connections before CONNECT; nil: none
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -121,8 +122,8 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 				return
 			}
 			if !retryable(err) {
-				l.health.stopped(err)
 				l.log.Error("mqtt listener stopped: accept failed", "listener", l.id, "error", err)
+				l.health.stopped(err)
 				return
 			}
 			// What net/http's Server does: a temporary error (EMFILE when the process is out of
@@ -138,6 +139,14 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		}
 		backoff = 0
 		l.health.accepted()
+		if l.pre != nil {
+			gc, ok := l.pre.admit(c)
+			if !ok {
+				_ = c.Close()
+				continue
+			}
+			c = gc
+		}
 		if !l.conns.add(c) {
 			_ = c.Close()
 			return
@@ -195,8 +204,16 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 			return // the upgrader has answered with an HTTP error
 		}
 		defer ws.Close()
-		nc := &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+		var nc net.Conn = &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+		if l.pre != nil {
+			gc, ok := l.pre.admit(nc)
+			if !ok {
+				return
+			}
+			nc = gc
+		}
 		if !l.conns.add(nc) {
+			_ = nc.Close()
 			return
 		}
 		defer l.conns.done(nc)
@@ -221,8 +238,8 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	ln := &watchedListener{Listener: l.ln, l: &l.socket}
 	l.mu.Unlock()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.isClosed() {
-		l.health.stopped(err)
 		l.log.Error("mqtt listener stopped: accept failed", "listener", l.id, "error", err)
+		l.health.stopped(err)
 	}
 }
 

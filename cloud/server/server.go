@@ -174,7 +174,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		acceptErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "c2d_mqtt_accept_errors_total", Help: "Failed Accepts on an MQTT listener (retried with backoff; EMFILE means out of file descriptors).",
 		}, []string{"listener"})
-		metrics.Registry().MustRegister(authFailures, acceptErrors)
+		refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "c2d_mqtt_refused_total", Help: "MQTT connections closed before authentication: unauthenticated_limit (auth.max_unauthenticated reached) or connect_too_large.",
+		}, []string{"reason"})
+		metrics.Registry().MustRegister(authFailures, acceptErrors, refused)
 		bo := broker.Options{
 			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
 			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
@@ -183,7 +186,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			Events: broker.Events{
 				AuthFailed:  func(string, error) { authFailures.Inc() },
 				AcceptError: func(l string, _ error) { acceptErrors.WithLabelValues(l).Inc() },
+				Refused:     func(reason string) { refused.WithLabelValues(reason).Inc() },
 			},
+			MaxUnauthenticated: cfg.Auth.MaxUnauthenticated,
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
@@ -193,7 +198,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 		metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "c2d_mqtt_sessions", Help: "Live MQTT sessions on the embedded broker.",
-		}, func() float64 { return float64(s.broker.Connected()) }))
+		}, func() float64 { return float64(s.broker.Connected()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "c2d_mqtt_unauthenticated_connections", Help: "MQTT connections that have not sent their whole CONNECT yet (bounded by auth.max_unauthenticated).",
+		}, func() float64 { return float64(s.broker.Unauthenticated()) }))
 	} else {
 		log.Warn("every MQTT listener is off: devices cannot connect")
 	}
