@@ -143,4 +143,3 @@ func TestFarFutureTokenRefused(t *testing.T) {
 		c.Close()
 	}
 }
-
