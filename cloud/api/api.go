@@ -33,6 +33,7 @@ type Core interface {
 	DeleteDevice(ctx context.Context, id, ifMatch string) error
 	ListDevices(ctx context.Context) ([]iothub.Device, error)
 	Policy(name string) (hub.Policy, bool)
+	RenewPolicyKey(ctx context.Context, name string, which hub.RenewKey) (hub.Policy, error)
 	Status(ctx context.Context) (iothub.HubStatus, error)
 }
 
@@ -125,6 +126,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /messages/serviceBound/feedback/{lockToken}", svc, s.completeFeedback)
 	s.handle("POST /messages/serviceBound/feedback/{lockToken}/abandon", svc, s.abandonFeedback)
 	s.handle("GET /statistics/service", stats, s.status)
+	s.handle("POST /policies/{name}/renew-key", write, s.renewPolicyKey)
 	s.handle("GET /healthz", nil, s.healthz)
 	s.mux.Handle("GET /metrics", s.instrument("GET /metrics", s.opt.Metrics.Handler()))
 	s.handle("/", nil, func(w http.ResponseWriter, r *http.Request) error {

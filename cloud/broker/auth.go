@@ -21,7 +21,8 @@ const MaxKeepAlive = 1767
 // authInfo is what a successful CONNECT established about a client.
 type authInfo struct {
 	hub.AuthResult
-	expiry time.Time // the SAS token's se: Azure drops the connection then
+	expiry time.Time       // the SAS token's se: Azure drops the connection then
+	req    hub.AuthRequest // the CONNECT's credentials, checked again when keys change
 }
 
 // authHook authenticates CONNECTs against the core and enforces per-device topic isolation.
@@ -74,15 +75,12 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.AuthTimeout)
 	defer cancel()
+	req := hub.AuthRequest{ClientID: clientID, Username: string(pk.Connect.Username), Password: string(pk.Connect.Password)}
 	var res hub.AuthResult
 	var err error
 	select {
 	case b.auths <- struct{}{}:
-		res, err = b.core.Authenticate(ctx, hub.AuthRequest{
-			ClientID: clientID,
-			Username: string(pk.Connect.Username),
-			Password: string(pk.Connect.Password),
-		})
+		res, err = b.core.Authenticate(ctx, req)
 		<-b.auths
 	case <-ctx.Done():
 		err = fmt.Errorf("waiting to authenticate: %w", ctx.Err())
@@ -109,7 +107,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return false
 	}
 
-	info := authInfo{AuthResult: res, expiry: res.TokenExpiry}
+	info := authInfo{AuthResult: res, expiry: res.TokenExpiry, req: req}
 	if info.expiry.IsZero() {
 		// The core verified the token; Azure drops a connection when its token expires.
 		if tok, err := iothub.ParseSASToken(string(pk.Connect.Password)); err == nil {

@@ -25,6 +25,7 @@ type Core interface {
 	Detach(c hub.Conn)
 	Settle(ctx context.Context, deviceID, lockToken string, d iothub.Disposition, reason string) error
 	OnDeviceGone(fn func(deviceID string))
+	OnCredentialsChanged(fn func(deviceID string))
 }
 
 var _ Core = (*hub.Hub)(nil)
@@ -290,6 +291,7 @@ func (b *Broker) Start() error {
 		// ends in Core.Detach.
 		go b.DisconnectDevice(deviceID, "device deleted or disabled")
 	})
+	b.core.OnCredentialsChanged(func(deviceID string) { go b.reverify(deviceID) })
 	if err := srv.Serve(); err != nil {
 		return fail(fmt.Errorf("broker: serve: %w", err))
 	}

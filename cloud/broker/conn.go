@@ -33,6 +33,7 @@ type conn struct {
 	deviceID string
 	moduleID string
 	ext      bool
+	auth     hub.AuthRequest // the CONNECT's credentials (reverify)
 	log      *slog.Logger
 
 	out   chan outbound
@@ -58,6 +59,7 @@ func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
 		cl:       cl,
 		deviceID: info.DeviceID,
 		moduleID: info.ModuleID,
+		auth:     info.req,
 		ext:      info.Extension,
 		out:      make(chan outbound, writeQueue),
 		done:     make(chan struct{}),

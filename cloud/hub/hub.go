@@ -30,6 +30,7 @@ type Hub struct {
 	conns    map[string]connInfo  // connection state shown by GetDevice (in memory)
 	activity map[string]time.Time // lastActivityTime (in memory)
 	gone     func(deviceID string)
+	creds    func(deviceID string) // OnCredentialsChanged
 
 	polMu sync.RWMutex
 	pols  map[string]Policy

@@ -9,15 +9,20 @@ import (
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
 
-// closedWithin reports whether the hub closes c (EOF or reset, no data) within d.
+// closedWithin reports whether the hub closes c (EOF or reset) within d.
 func closedWithin(c net.Conn, d time.Duration) bool {
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	var b [1]byte
-	_, err := c.Read(b[:])
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
+	for {
+		n, err := c.Read(b[:])
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return false
+		}
+		if err != nil {
+			return true
+		}
+		_ = n // a packet (a DISCONNECT, say): keep reading until the close
 	}
-	return err != nil
 }
 
 // Issue #17, Medium: mochi allocated a CONNECT's declared length before authentication (3,000

@@ -203,7 +203,7 @@ func (a *app) rootCommand() *cobra.Command {
 		return usageErrorf("%v; see `%s --help`", err, c.CommandPath())
 	})
 
-	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand())
+	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand(), a.policyCommand())
 	a.markStart(root)
 	return root
 }
