@@ -87,8 +87,14 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	if err != nil {
 		switch {
-		case errors.Is(err, hub.ErrDeviceDisabled), errors.Is(err, hub.ErrDeviceNotFound):
+		case errors.Is(err, hub.ErrDeviceDisabled):
+			// Only a valid token learns that its device is disabled (the core checks the token
+			// first).
 			h.refuse(cl, refuseNotAuthorized, log, err)
+		case errors.Is(err, hub.ErrDeviceNotFound):
+			// The same answer as a wrong key: a stranger cannot tell registered device ids
+			// from others (issue #17).
+			h.refuse(cl, refuseBadCredentials, log, err)
 		case errors.Is(err, hub.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			h.refuse(cl, refuseUnavailable, log, err)
 		case errors.Is(err, hub.ErrUnauthorized), errors.Is(err, iothub.ErrTokenMalformed),

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -314,11 +315,26 @@ func (s *Server) printFirstStart(w io.Writer) {
 	}
 	cs := iothub.ServiceConnectionString{HostName: s.cfg.HostName, SharedAccessKeyName: pol.Name, SharedAccessKey: pol.PrimaryKey}
 	fmt.Fprintf(w, "c2d-hub: first start in %s\n", s.cfg.DataDir)
-	fmt.Fprintf(w, "  iothubowner connection string (keep it secret; it can do everything):\n    %s\n", cs)
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		// Under systemd stdout is the journal, readable by more than root (adm, systemd-journal):
+		// say how to read the secret instead of writing it there (issue #17).
+		fmt.Fprintf(w, "  the iothubowner connection string (a secret: it can do everything) is not logged; read it with\n"+
+			"    sudo -u %s c2d-hub connection-string --data %s\n", currentUser(), s.cfg.DataDir)
+	} else {
+		fmt.Fprintf(w, "  iothubowner connection string (keep it secret; it can do everything):\n    %s\n", cs)
+	}
 	if s.ep.CA != "" {
 		fmt.Fprintf(w, "  CA certificate for devices and clients to trust: %s\n", s.ep.CA)
 	}
 	fmt.Fprintf(w, "  print a connection string again: c2d-hub connection-string --data %s [--policy service]\n", s.cfg.DataDir)
+}
+
+// currentUser names the user the hub runs as, for the "read it with sudo -u" hint.
+func currentUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "c2d-hub"
 }
 
 // Endpoints returns where the hub listens (as written to endpoints.json).

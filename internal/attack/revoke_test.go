@@ -143,3 +143,24 @@ func TestPolicyKeyRenewal(t *testing.T) {
 		t.Fatalf("new service key: %v", err)
 	}
 }
+
+// Issue #17, Low: an unknown device got CONNACK 0x05 and a known one with a bad token 0x04, so a
+// stranger could list registered device ids. Both now get 0x04.
+func TestNoDeviceIDEnumeration(t *testing.T) {
+	h := startHub(t, "")
+	known := device(t, h, "enum-known")
+	wrongKey := "d3Jvbmcga2V5IGZvciBlbnVtZXJhdGlvbg=="
+	codes := map[string]byte{}
+	for _, id := range []string{known.DeviceID, "enum-unknown"} {
+		cs := iothub.DeviceConnectionString{HostName: hostName, DeviceID: id, SharedAccessKey: wrongKey}
+		rc, c, err := deviceConnect(t, h.Endpoints.MQTT, cs)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		c.Close()
+		codes[id] = rc
+	}
+	if codes[known.DeviceID] != 0x04 || codes["enum-unknown"] != 0x04 {
+		t.Fatalf("CONNACK codes %v: want 0x04 for both a known device with a wrong key and an unknown one", codes)
+	}
+}
