@@ -715,8 +715,8 @@ func TestDeletedDeviceIsDroppedAndEventsReported(t *testing.T) {
 		}
 	}
 	again := e.dial(d, clientOpts{})
-	if err := again.tok.Error(); !errors.Is(err, pahopackets.ErrorRefusedNotAuthorised) {
-		t.Fatalf("reconnect of a deleted device: %v", err)
+	if err := again.tok.Error(); !errors.Is(err, pahopackets.ErrorRefusedBadUsernameOrPassword) {
+		t.Fatalf("reconnect of a deleted device: %v, want bad username or password (as for any unknown id)", err)
 	}
 }
 
