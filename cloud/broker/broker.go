@@ -241,7 +241,7 @@ func (b *Broker) Start() error {
 		b.mu.Unlock()
 		return err
 	}
-	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &sessionHook{b: b}, &deliveryHook{b: b}} {
+	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &v311Hook{b: b}, &sessionHook{b: b}, &deliveryHook{b: b}} {
 		if err := srv.AddHook(h, nil); err != nil {
 			return fail(fmt.Errorf("broker: add hook %s: %w", h.ID(), err))
 		}
