@@ -57,7 +57,8 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	b := h.b
 	b.sweepAuthed()
 	clientID := cl.ID
-	log := b.log.With("client", clientID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+	// Before authentication anyone may send CONNECTs: their log lines share one rate limit.
+	log := b.unauthLog.With("client", clientID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
 
 	b.mu.RLock()
 	closed := b.closed

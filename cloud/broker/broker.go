@@ -135,6 +135,8 @@ type Broker struct {
 	cancel context.CancelFunc
 	auths  chan struct{} // semaphore: Authenticate calls in flight
 	pre    *preAuth      // connections before CONNECT, shared by every listener
+	// unauthLog logs CONNECTs under one rate limit (ratelog.go): strangers cannot flood the journal.
+	unauthLog *slog.Logger
 
 	// life serialises Attach/Detach decisions so that, for one device, the core always sees
 	// Detach(old) before Attach(new). Never held while waiting on anything but the core.
@@ -183,6 +185,7 @@ func New(core Core, opts Options) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
 		pre:       &preAuth{max: opts.MaxUnauthenticated, log: log, onRefuse: opts.Events.Refused},
+		unauthLog: slog.New(limitedHandler{log.Handler(), newLogLimit(time.Now)}),
 		core:      core,
 		opts:      opts,
 		log:       log,

@@ -191,3 +191,27 @@ func TestRetryable(t *testing.T) {
 		}
 	}
 }
+
+// Issue #17: one flooding device produced 100,001 INFO lines. A session's lines are limited to a
+// burst, then one per second, and the next line says how many were suppressed.
+func TestSessionLogIsRateLimited(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var out syncBuffer
+	log := slog.New(limitedHandler{slog.NewTextHandler(&out, nil), newLogLimit(clock)}).With("device", "flood")
+	for range 100001 {
+		log.Info("malformed disposition")
+	}
+	log.Error("errors always pass")
+	if n := strings.Count(out.String(), "malformed disposition"); n != logBurst {
+		t.Fatalf("%d lines of 100,001 logged at once, want the burst of %d", n, logBurst)
+	}
+	mu.Lock()
+	now = now.Add(logEvery)
+	mu.Unlock()
+	log.Info("malformed disposition")
+	if !strings.Contains(out.String(), "suppressed_lines=99951") || !strings.Contains(out.String(), "errors always pass") {
+		t.Fatalf("log:\n%s", out.String()[max(0, len(out.String())-400):])
+	}
+}
