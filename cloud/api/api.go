@@ -426,10 +426,17 @@ func parseWait(r *http.Request) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		n, nerr := strconv.Atoi(v)
-		if nerr != nil {
+		switch {
+		case errors.Is(nerr, strconv.ErrRange) && v[0] != '-':
+			n = int(MaxWait / time.Second) // clamped below like any long wait
+		case nerr != nil:
 			return 0, badRequest("wait: %q is not a duration (e.g. 30s)", v)
 		}
-		d = time.Duration(n) * time.Second
+		// Whole seconds, saturating: 9223372036854775807 must not wrap negative.
+		d = time.Duration(min(n, int(MaxWait/time.Second)+1)) * time.Second
+		if n < 0 {
+			d = -1
+		}
 	}
 	if d < 0 {
 		return 0, badRequest("wait: %q is negative", v)
