@@ -60,7 +60,7 @@ type acceptHealth struct {
 	stop     error // Serve returned: the listener serves no more
 }
 
-func (h *acceptHealth) failed(err error, log *slog.Logger, id string, backoff time.Duration) {
+func (h *acceptHealth) failed(err error, log *slog.Logger, backoff time.Duration) {
 	now := time.Now()
 	h.mu.Lock()
 	h.lastErr, h.lastAt = err, now
@@ -76,8 +76,9 @@ func (h *acceptHealth) failed(err error, log *slog.Logger, id string, backoff ti
 		onError(err)
 	}
 	if logIt {
+		// log is mochi's listener logger: it already names the listener.
 		log.Error("mqtt listener cannot accept connections; retrying (out of file descriptors? see LimitNOFILE in docs/security.md)",
-			"listener", id, "error", err, "failures", streak, "retry_in", backoff)
+			"error", err, "failures", streak, "retry_in", backoff)
 	}
 }
 

@@ -122,7 +122,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 				return
 			}
 			if !retryable(err) {
-				l.log.Error("mqtt listener stopped: accept failed", "listener", l.id, "error", err)
+				l.log.Error("mqtt listener stopped: accept failed", "error", err)
 				l.health.stopped(err)
 				return
 			}
@@ -131,7 +131,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			// 5 ms to 1 s. The kernel keeps queueing connections meanwhile; they are served once
 			// descriptors are free again.
 			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
-			l.health.failed(err, l.log, l.id, backoff)
+			l.health.failed(err, l.log, backoff)
 			if !l.sleep(backoff) {
 				return
 			}
@@ -238,7 +238,7 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	ln := &watchedListener{Listener: l.ln, l: &l.socket}
 	l.mu.Unlock()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.isClosed() {
-		l.log.Error("mqtt listener stopped: accept failed", "listener", l.id, "error", err)
+		l.log.Error("mqtt listener stopped: accept failed", "error", err)
 		l.health.stopped(err)
 	}
 }
@@ -256,7 +256,7 @@ func (w *watchedListener) Accept() (net.Conn, error) {
 		if !w.l.isClosed() && retryable(err) {
 			// http.Server's own backoff, mirrored for the log line.
 			w.backoff = min(max(2*w.backoff, 5*time.Millisecond), maxAcceptBackoff)
-			w.l.health.failed(err, w.l.log, w.l.id, w.backoff)
+			w.l.health.failed(err, w.l.log, w.backoff)
 		}
 		return nil, err
 	}
