@@ -55,6 +55,7 @@ type acceptHealth struct {
 	mu       sync.Mutex
 	lastErr  error
 	lastAt   time.Time // of lastErr
+	since    time.Time // first error of the current streak
 	streak   int       // errors since the last accepted connection
 	loggedAt time.Time
 	stop     error // Serve returned: the listener serves no more
@@ -64,6 +65,9 @@ func (h *acceptHealth) failed(err error, log *slog.Logger, backoff time.Duration
 	now := time.Now()
 	h.mu.Lock()
 	h.lastErr, h.lastAt = err, now
+	if h.streak == 0 {
+		h.since = now
+	}
 	h.streak++
 	streak := h.streak
 	logIt := streak == 1 || now.Sub(h.loggedAt) >= acceptLogEvery
@@ -97,34 +101,47 @@ func (h *acceptHealth) stopped(err error) {
 	h.stop = err
 }
 
-// check returns why the listener is not serving, or nil.
-func (h *acceptHealth) check(now time.Time) error {
+// check returns why the listener is not serving, or nil: it has stopped, or its Accepts have been
+// failing for at least minFailing.
+func (h *acceptHealth) check(now time.Time, minFailing time.Duration) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
 	case h.stop != nil:
 		return fmt.Errorf("stopped: %w", h.stop)
-	case h.streak > 0 && now.Sub(h.lastAt) < failingFor:
-		return fmt.Errorf("accept failing (%d times in a row): %w", h.streak, h.lastErr)
+	case h.streak > 0 && now.Sub(h.lastAt) < failingFor && now.Sub(h.since) >= minFailing:
+		return fmt.Errorf("accept failing (%d times in a row since %s): %w", h.streak, h.since.UTC().Format(time.RFC3339), h.lastErr)
 	}
 	return nil
 }
 
 // healthReporter is what Healthy needs from a listener.
-type healthReporter interface{ acceptCheck(now time.Time) error }
+type healthReporter interface {
+	acceptCheck(now time.Time, minFailing time.Duration) error
+}
 
-func (l *socket) acceptCheck(now time.Time) error { return l.health.check(now) }
+func (l *socket) acceptCheck(now time.Time, minFailing time.Duration) error {
+	return l.health.check(now, minFailing)
+}
 
 // Healthy reports whether every listener is serving: nil, or an error naming each listener that is
 // failing to accept connections or has stopped. It is nil before Start and after Close.
-func (b *Broker) Healthy() error {
+func (b *Broker) Healthy() error { return b.listenersServing(0) }
+
+// Stuck is Healthy for the systemd watchdog: a listener that has stopped, or whose Accepts have
+// been failing for at least d. Running out of descriptors under a legitimate reconnect storm
+// clears by itself, and restarting would drop every session; a leak that never clears, or a dead
+// listener, is what a restart mends.
+func (b *Broker) Stuck(d time.Duration) error { return b.listenersServing(d) }
+
+func (b *Broker) listenersServing(minFailing time.Duration) error {
 	b.mu.RLock()
 	closed := b.closed
 	var bad []string
 	now := time.Now()
 	for name, l := range b.listeners {
 		if hr, ok := l.(healthReporter); ok {
-			if err := hr.acceptCheck(now); err != nil {
+			if err := hr.acceptCheck(now, minFailing); err != nil {
 				bad = append(bad, fmt.Sprintf("mqtt listener %s (%s): %v", name, l.Address(), err))
 			}
 		}

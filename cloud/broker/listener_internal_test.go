@@ -120,21 +120,24 @@ func TestTCPListenerSurvivesAcceptErrors(t *testing.T) {
 	for fl.left() > 3 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if err := l.acceptCheck(time.Now()); err == nil || !strings.Contains(err.Error(), "too many open files") {
+	if err := l.acceptCheck(time.Now(), 0); err == nil || !strings.Contains(err.Error(), "too many open files") {
 		t.Errorf("acceptCheck while failing = %v, want the EMFILE", err)
+	}
+	if err := l.acceptCheck(time.Now(), time.Hour); err != nil {
+		t.Errorf("acceptCheck(failing for an hour) after a few ms of failures = %v, want nil", err)
 	}
 	echo(t, l.Address())
 	if got := counted.Load(); got != 6 {
 		t.Errorf("AcceptError called %d times, want 6", got)
 	}
-	if err := l.acceptCheck(time.Now()); err != nil {
+	if err := l.acceptCheck(time.Now(), 0); err != nil {
 		t.Errorf("acceptCheck after a served connection = %v, want nil", err)
 	}
 	if n := strings.Count(logs.String(), "cannot accept connections"); n != 1 {
 		t.Errorf("%d log lines for one run of failures, want 1:\n%s", n, logs)
 	}
 	// A listener whose errors stopped long ago but that accepted nothing since (idle) is fine.
-	if err := l.acceptCheck(time.Now().Add(failingFor)); err != nil {
+	if err := l.acceptCheck(time.Now().Add(failingFor), 0); err != nil {
 		t.Errorf("acceptCheck later = %v", err)
 	}
 }
@@ -144,10 +147,10 @@ func TestTCPListenerStopsOnPermanentErrorAndSaysSo(t *testing.T) {
 	_, logs := startFlaky(t, l, &l.socket, 1, errors.New("socket is broken"))
 	defer l.Close(func(string) {})
 	deadline := time.Now().Add(10 * time.Second)
-	for l.acceptCheck(time.Now()) == nil && time.Now().Before(deadline) {
+	for l.acceptCheck(time.Now(), 0) == nil && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if err := l.acceptCheck(time.Now().Add(time.Hour)); err == nil || !strings.Contains(err.Error(), "stopped: socket is broken") {
+	if err := l.acceptCheck(time.Now().Add(time.Hour), time.Hour); err == nil || !strings.Contains(err.Error(), "stopped: socket is broken") {
 		t.Fatalf("acceptCheck = %v, want stopped", err)
 	}
 	if !strings.Contains(logs.String(), "mqtt listener stopped") {
@@ -165,7 +168,7 @@ func TestTCPListenerCloseEndsBackoff(t *testing.T) {
 	done := make(chan struct{})
 	go func() { l.Serve(nil); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for l.acceptCheck(time.Now()) == nil && time.Now().Before(deadline) {
+	for l.acceptCheck(time.Now(), 0) == nil && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	l.Close(func(string) {})
@@ -174,7 +177,7 @@ func TestTCPListenerCloseEndsBackoff(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve still running 5 s after Close")
 	}
-	if err := l.acceptCheck(time.Now()); err != nil && strings.Contains(err.Error(), "stopped") {
+	if err := l.acceptCheck(time.Now(), 0); err != nil && strings.Contains(err.Error(), "stopped") {
 		t.Errorf("a closed listener is not a stopped one: %v", err)
 	}
 }

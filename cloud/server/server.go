@@ -432,6 +432,20 @@ func (s *Server) listenersHealthy() error {
 	return nil
 }
 
+// watchdogStuck is how long a listener may fail to accept before the watchdog stops pinging.
+const watchdogStuck = 5 * time.Minute
+
+// listenersStuck is listenersHealthy for the watchdog (see watchdogStuck).
+func (s *Server) listenersStuck() error {
+	if err := s.httpFailed.Load(); err != nil {
+		return *err
+	}
+	if s.broker != nil {
+		return s.broker.Stuck(watchdogStuck)
+	}
+	return nil
+}
+
 // watchdog pings systemd while the store answers and every listener serves.
 func (s *Server) watchdog(every time.Duration) {
 	defer s.wg.Done()
@@ -449,9 +463,10 @@ func (s *Server) watchdog(every time.Duration) {
 				s.log.Error("watchdog: store does not answer; not pinging systemd", "err", err)
 				continue
 			}
-			// A listener that cannot accept for WatchdogSec gets the hub restarted, which frees
-			// whatever exhausted it.
-			if err := s.listenersHealthy(); err != nil {
+			// A listener that died, or that has not been able to accept for watchdogStuck, gets
+			// the hub restarted. Shorter exhaustion (a reconnect storm) clears by itself, and a
+			// restart would drop every session; /healthz says 503 from the first failure.
+			if err := s.listenersStuck(); err != nil {
 				s.log.Error("watchdog: a listener is not serving; not pinging systemd", "err", err)
 				continue
 			}
