@@ -218,3 +218,25 @@ func TestSessionLogIsRateLimited(t *testing.T) {
 		t.Fatalf("log:\n%s", out.String()[max(0, len(out.String())-400):])
 	}
 }
+
+// What /healthz (minFailing 0) and the watchdog (Stuck: 5 minutes) see of a listener.
+func TestAcceptHealthWindows(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name       string
+		h          *acceptHealth
+		minFailing time.Duration
+		bad        bool
+	}{
+		{"never failed", &acceptHealth{}, 0, false},
+		{"failing now", &acceptHealth{streak: 3, lastAt: now, since: now.Add(-time.Second), lastErr: syscall.EMFILE}, 0, true},
+		{"failing briefly, watchdog", &acceptHealth{streak: 3, lastAt: now, since: now.Add(-time.Second), lastErr: syscall.EMFILE}, 5 * time.Minute, false},
+		{"failing for 10 min, watchdog", &acceptHealth{streak: 600, lastAt: now, since: now.Add(-10 * time.Minute), lastErr: syscall.EMFILE}, 5 * time.Minute, true},
+		{"errors stopped (idle in Accept)", &acceptHealth{streak: 3, lastAt: now.Add(-failingFor), since: now.Add(-time.Hour), lastErr: syscall.EMFILE}, 0, false},
+		{"stopped", &acceptHealth{stop: errors.New("boom")}, 5 * time.Minute, true},
+	} {
+		if err := tc.h.check(now, tc.minFailing); (err != nil) != tc.bad {
+			t.Errorf("%s: check = %v, want failing %v", tc.name, err, tc.bad)
+		}
+	}
+}
