@@ -107,7 +107,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		inflight: map[string]*execution{},
 	}
 	a.dispatcher = dispatch.New(board, safe, log)
-	a.intake = newQueue()
+	a.intake = newQueue(maxIntake)
+	var fullLogged time.Time
+	a.intake.onFull = func(*conn.Delivery) {
+		// Called from paho's handler only, one at a time; one line per 10 s at most.
+		if time.Since(fullLogged) >= 10*time.Second {
+			fullLogged = time.Now()
+			log.Warn("inbound queue full; leaving messages with the broker (redelivered later)", "limit", maxIntake)
+		}
+	}
 
 	firstConnect := make(chan struct{})
 	var once sync.Once
@@ -510,23 +518,33 @@ func Fingerprint(m *iothub.Message) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// queue is an unbounded FIFO: the paho handler pushes and returns at once. The broker's in-flight
-// window (unacknowledged QoS 1 deliveries) bounds it in practice.
+// maxIntake bounds the deliveries waiting for the agent: far above the hub's in-flight window
+// (16 by default), and small enough that a hostile broker pushing messages without end cannot
+// exhaust a Pi's memory (issue #17 grew it to 515 MB). Beyond it deliveries are dropped
+// unacknowledged: the broker keeps them and redelivers.
+const maxIntake = 256
+
+// queue is a bounded FIFO: the paho handler pushes and returns at once.
 type queue struct {
 	mu     sync.Mutex
 	items  []*conn.Delivery
 	wake   chan struct{}
 	closed bool
+	max    int
 	drop   func(*conn.Delivery)
+	onFull func(*conn.Delivery) // called (outside the lock) for a delivery refused because the queue is full
 }
 
-func newQueue() *queue { return &queue{wake: make(chan struct{}, 1)} }
+func newQueue(max int) *queue { return &queue{wake: make(chan struct{}, 1), max: max} }
 
 func (q *queue) push(d *conn.Delivery) {
 	q.mu.Lock()
-	if q.closed {
-		drop := q.drop
+	if q.closed || len(q.items) >= q.max {
+		drop, full, closed := q.drop, q.onFull, q.closed
 		q.mu.Unlock()
+		if !closed && full != nil {
+			full(d)
+		}
 		if drop != nil {
 			drop(d)
 		}

@@ -49,7 +49,7 @@ func TestStatusSaysWhyTheHubRefuses(t *testing.T) {
 			last = m
 			// mochi refuses a failed authentication with 5, "not authorized": c2d-hub's answer for a
 			// disabled or unknown device.
-			if strings.Contains(m, `last error: not Authorized; likely: the hub knows no enabled device "pi-1"`) &&
+			if strings.Contains(m, `last error: not Authorized; likely: the hub knows device "pi-1" but it is disabled`) &&
 				strings.Contains(m, "`c2d device enable pi-1`") {
 				return
 			}

@@ -50,15 +50,26 @@ type Step struct {
 	Duration time.Duration // Pulse: time on; Wait: the pause
 }
 
-// Busy is how long the step keeps its output (or, for Wait, the command) busy.
+// Busy is how long the step keeps its output (or, for Wait, the command) busy. It saturates at the
+// largest time.Duration instead of wrapping (saturate.go), so a huge blink is "too long", never
+// negative.
 func (s Step) Busy() time.Duration {
 	switch s.Action {
 	case Blink:
-		return time.Duration(s.Count) * (s.On + s.Off)
+		return mulDur(s.Count, addDur(s.On, s.Off))
 	case Pulse, Wait:
 		return s.Duration
 	}
 	return 0
+}
+
+// Busy is the plan's worst-case running time: the sum of its steps' busy times, saturating.
+func (p *Plan) Busy() time.Duration {
+	var total time.Duration
+	for _, s := range p.Steps {
+		total = addDur(total, s.Busy())
+	}
+	return total
 }
 
 func (s Step) String() string {
@@ -116,16 +127,20 @@ func reject(format string, args ...any) *Rejection {
 	return &Rejection{Reason: fmt.Sprintf(format, args...)}
 }
 
+// MaxMillis is the largest whole number of milliseconds ParseDuration accepts (24 h).
+const MaxMillis = int64(24 * time.Hour / time.Millisecond)
+
 // ParseDuration reads a duration property or config value: Go syntax ("250ms", "1.5s", "2m") or a
-// whole number of milliseconds ("250"). It must be positive.
+// whole number of milliseconds ("250", at most MaxMillis). It must be positive. A value beyond
+// what a time.Duration holds is "too large", never wrapped.
 func ParseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, fmt.Errorf("empty value")
 	}
 	if isDigits(s) {
 		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || ms > int64(24*time.Hour/time.Millisecond) {
-			return 0, fmt.Errorf("%q is too long", s)
+		if err != nil || ms > MaxMillis {
+			return 0, fmt.Errorf("%q is too large (at most %d ms)", s, MaxMillis)
 		}
 		if ms == 0 {
 			return 0, fmt.Errorf("%q is not positive", s)
@@ -134,12 +149,54 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
+		if wellFormedDuration(s) {
+			// time.ParseDuration refuses a well-formed value only when it overflows int64.
+			return 0, fmt.Errorf("%q is too large (at most %s)", s, FormatDuration(maxDuration.Truncate(time.Hour)))
+		}
 		return 0, fmt.Errorf("%q is not a duration (e.g. 250ms, 1.5s, or whole milliseconds)", s)
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("%q is not positive", s)
 	}
 	return d, nil
+}
+
+// wellFormedDuration reports whether s has time.ParseDuration's syntax — [-+] then one or more
+// number+unit pairs, a number being digits with an optional fraction — whatever its size.
+func wellFormedDuration(s string) bool {
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for s != "" {
+		i, digits := 0, 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i, digits = i+1, digits+1
+		}
+		if i < len(s) && s[i] == '.' {
+			i++
+			for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+				i, digits = i+1, digits+1
+			}
+		}
+		if digits == 0 {
+			return false
+		}
+		s = s[i:]
+		unit := ""
+		for _, u := range []string{"ns", "us", "µs", "μs", "ms", "s", "m", "h"} {
+			if strings.HasPrefix(s, u) && len(u) > len(unit) {
+				unit = u
+			}
+		}
+		if unit == "" {
+			return false
+		}
+		s = s[len(unit):]
+	}
+	return true
 }
 
 func isDigits(s string) bool {

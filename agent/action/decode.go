@@ -262,7 +262,10 @@ func decodeBlink(step *Step, props map[string]string, rules *Rules) error {
 			return reject("%s %s is below %s's min_interval %s", p.name, FormatDuration(p.d), rules.Name, FormatDuration(rules.MinInterval))
 		}
 	}
-	if total := step.Busy(); total > rules.MaxDuration {
+	if total := step.Busy(); total == maxDuration {
+		return reject("blink of %d × (%s on + %s off) is too large: it exceeds %s's max_duration %s",
+			step.Count, FormatDuration(step.On), FormatDuration(step.Off), rules.Name, FormatDuration(rules.MaxDuration))
+	} else if total > rules.MaxDuration {
 		return reject("blink of %d × (%s on + %s off) = %s exceeds %s's max_duration %s",
 			step.Count, FormatDuration(step.On), FormatDuration(step.Off), FormatDuration(total), rules.Name, FormatDuration(rules.MaxDuration))
 	}

@@ -60,6 +60,12 @@ func (c *Config) Resolve() (*Resolved, error) {
 				field, cn.ConnectionStringFile, fi.Mode().Perm()))
 		}
 		raw = strings.TrimSpace(string(data))
+	} else if c.Path != "" {
+		// An inline key is as secret as the file holding it (issue #17): the same rule.
+		if fi, err := os.Stat(c.Path); err == nil && fi.Mode().Perm()&0o027 != 0 {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: the device key is inline in %s, which is accessible to others or writable by its group (mode %04o); move it to connection_string_file (chmod 600), or chmod 600 (or 640 with the agent's group) the config",
+				field, c.Path, fi.Mode().Perm()))
+		}
 	}
 	dev, err := parseDevice(raw)
 	if err != nil {

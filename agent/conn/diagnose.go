@@ -69,7 +69,8 @@ func (p *peerCert) get() ([]string, time.Time) {
 // Hint says, for a failed connection attempt, the likely cause and the command that checks or
 // fixes it. The hub's reason stays in the hub's log: over MQTT 3.1.1 it can only answer "bad user
 // name or password" (4: the key, the token's expiry or the host name it was signed for) or "not
-// authorized" (5: c2d-hub's answer for a disabled or unknown device), so the agent checks what it
+// authorized" (5: c2d-hub's answer for a disabled device whose token verifies; an unknown device
+// gets 4, so ids cannot be enumerated), so the agent checks what it
 // can see locally — its clock and the hub's certificate — to tell those apart.
 func Hint(err error, dev iothub.DeviceConnectionString, broker string, now time.Time, certNames []string, certNotBefore time.Time) string {
 	id := dev.DeviceID
@@ -90,7 +91,7 @@ func Hint(err error, dev iothub.DeviceConnectionString, broker string, now time.
 	case errors.As(err, &dns):
 		return fmt.Sprintf("the board cannot resolve %q: check the connection string's HostName / connection.broker_url and the board's DNS (`getent hosts %s`)", dns.Name, dns.Name)
 	case errors.Is(err, packets.ErrorRefusedNotAuthorised):
-		return fmt.Sprintf("the hub knows no enabled device %q: it is disabled or not registered (operator: `c2d device show %s`; `c2d device enable %s`)", id, id, id)
+		return fmt.Sprintf("the hub knows device %q but it is disabled (operator: `c2d device show %s`; `c2d device enable %s`)", id, id, id)
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
 		if now.Before(clockFloor) || (!certNotBefore.IsZero() && now.Before(certNotBefore)) {
 			return fmt.Sprintf("the board's clock says %s, which is before the hub's certificate was issued: tokens it signs look expired; sync the clock (timedatectl; sudo systemctl enable systemd-time-wait-sync)", now.UTC().Format(time.RFC3339))
@@ -99,7 +100,7 @@ func Hint(err error, dev iothub.DeviceConnectionString, broker string, now time.
 			return fmt.Sprintf("the connection string is for HostName=%s, but the hub's certificate names %s: the hub's hostname: probably changed, which invalidates connection strings issued before; get a new one (operator: `c2d device connection-string %s`)",
 				dev.HostName, strings.Join(certNames, ", "), id)
 		}
-		return fmt.Sprintf("the hub refused the device's key or token: the key was probably renewed, or HostName=%s is not the hub's hostname; get a current connection string (operator: `c2d device connection-string %s`), and check the board's clock (timedatectl)", dev.HostName, id)
+		return fmt.Sprintf("the hub refused the device's key or token: the device is not registered, its key was renewed, or HostName=%s is not the hub's hostname; get a current connection string (operator: `c2d device show %s`; `c2d device connection-string %s`), and check the board's clock (timedatectl)", dev.HostName, id, id)
 	}
 	return ""
 }

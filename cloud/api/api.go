@@ -33,6 +33,7 @@ type Core interface {
 	DeleteDevice(ctx context.Context, id, ifMatch string) error
 	ListDevices(ctx context.Context) ([]iothub.Device, error)
 	Policy(name string) (hub.Policy, bool)
+	RenewPolicyKey(ctx context.Context, name string, which hub.RenewKey) (hub.Policy, error)
 	Status(ctx context.Context) (iothub.HubStatus, error)
 }
 
@@ -129,6 +130,7 @@ func (s *Server) routes() {
 	s.handle("POST /messages/serviceBound/feedback/{lockToken}/abandon", svc, s.abandonFeedback)
 	s.handle("GET /statistics/service", stats, s.status)
 	s.handle("GET /messages/events", svc, s.events)
+	s.handle("POST /policies/{name}/renew-key", write, s.renewPolicyKey)
 	s.handle("GET /healthz", nil, s.healthz)
 	s.mux.Handle("GET /metrics", s.instrument("GET /metrics", s.opt.Metrics.Handler()))
 	s.handle("/", nil, func(w http.ResponseWriter, r *http.Request) error {
@@ -428,10 +430,17 @@ func parseWait(r *http.Request) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		n, nerr := strconv.Atoi(v)
-		if nerr != nil {
+		switch {
+		case errors.Is(nerr, strconv.ErrRange) && v[0] != '-':
+			n = int(MaxWait / time.Second) // clamped below like any long wait
+		case nerr != nil:
 			return 0, badRequest("wait: %q is not a duration (e.g. 30s)", v)
 		}
-		d = time.Duration(n) * time.Second
+		// Whole seconds, saturating: 9223372036854775807 must not wrap negative.
+		d = time.Duration(min(n, int(MaxWait/time.Second)+1)) * time.Second
+		if n < 0 {
+			d = -1
+		}
 	}
 	if d < 0 {
 		return 0, badRequest("wait: %q is negative", v)

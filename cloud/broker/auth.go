@@ -21,7 +21,8 @@ const MaxKeepAlive = 1767
 // authInfo is what a successful CONNECT established about a client.
 type authInfo struct {
 	hub.AuthResult
-	expiry time.Time // the SAS token's se: Azure drops the connection then
+	expiry time.Time       // the SAS token's se: Azure drops the connection then
+	req    hub.AuthRequest // the CONNECT's credentials, checked again when keys change
 }
 
 // authHook authenticates CONNECTs against the core and enforces per-device topic isolation.
@@ -56,7 +57,8 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	b := h.b
 	b.sweepAuthed()
 	clientID := cl.ID
-	log := b.log.With("client", clientID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+	// Before authentication anyone may send CONNECTs: their log lines share one rate limit.
+	log := b.unauthLog.With("client", clientID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
 
 	b.mu.RLock()
 	closed := b.closed
@@ -74,23 +76,26 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.AuthTimeout)
 	defer cancel()
+	req := hub.AuthRequest{ClientID: clientID, Username: string(pk.Connect.Username), Password: string(pk.Connect.Password)}
 	var res hub.AuthResult
 	var err error
 	select {
 	case b.auths <- struct{}{}:
-		res, err = b.core.Authenticate(ctx, hub.AuthRequest{
-			ClientID: clientID,
-			Username: string(pk.Connect.Username),
-			Password: string(pk.Connect.Password),
-		})
+		res, err = b.core.Authenticate(ctx, req)
 		<-b.auths
 	case <-ctx.Done():
 		err = fmt.Errorf("waiting to authenticate: %w", ctx.Err())
 	}
 	if err != nil {
 		switch {
-		case errors.Is(err, hub.ErrDeviceDisabled), errors.Is(err, hub.ErrDeviceNotFound):
+		case errors.Is(err, hub.ErrDeviceDisabled):
+			// Only a valid token learns that its device is disabled (the core checks the token
+			// first).
 			h.refuse(cl, refuseNotAuthorized, log, err)
+		case errors.Is(err, hub.ErrDeviceNotFound):
+			// The same answer as a wrong key: a stranger cannot tell registered device ids
+			// from others (issue #17).
+			h.refuse(cl, refuseBadCredentials, log, err)
 		case errors.Is(err, hub.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			h.refuse(cl, refuseUnavailable, log, err)
 		case errors.Is(err, hub.ErrUnauthorized), errors.Is(err, iothub.ErrTokenMalformed),
@@ -109,7 +114,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return false
 	}
 
-	info := authInfo{AuthResult: res, expiry: res.TokenExpiry}
+	info := authInfo{AuthResult: res, expiry: res.TokenExpiry, req: req}
 	if info.expiry.IsZero() {
 		// The core verified the token; Azure drops a connection when its token expires.
 		if tok, err := iothub.ParseSASToken(string(pk.Connect.Password)); err == nil {

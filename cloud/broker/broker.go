@@ -25,6 +25,7 @@ type Core interface {
 	Detach(c hub.Conn)
 	Settle(ctx context.Context, deviceID, lockToken string, d iothub.Disposition, reason string) error
 	OnDeviceGone(fn func(deviceID string))
+	OnCredentialsChanged(fn func(deviceID string))
 }
 
 var _ Core = (*hub.Hub)(nil)
@@ -58,6 +59,12 @@ type Events struct {
 	// DeviceEvent: a device published a device-to-cloud event (reject reports included) with
 	// this topic property bag and payload; the hub's event log keeps them for `c2d events`.
 	DeviceEvent func(deviceID string, bag iothub.PropertyBag, payload []byte)
+	// AcceptError: a listener's Accept failed (out of file descriptors, say); it retries with
+	// backoff. listener is ListenerMQTT, ...
+	AcceptError func(listener string, err error)
+	// Refused: a connection was closed before authentication: RefusedUnauthenticatedLimit or
+	// RefusedConnectTooLarge.
+	Refused func(reason string)
 }
 
 // Options configure a Broker. An empty address turns that listener off; ":0" picks a free port.
@@ -80,6 +87,10 @@ type Options struct {
 	// after a restart must not flood the store); the others wait, within AuthTimeout. Zero
 	// means 2.
 	MaxConcurrentAuth int
+	// MaxUnauthenticated bounds the connections that have not sent their whole CONNECT yet;
+	// beyond it new connections are closed at once (logged, Events.Refused). Zero means
+	// DefaultMaxUnauthenticated.
+	MaxUnauthenticated int
 
 	Logger *slog.Logger // nil discards
 	Events Events
@@ -104,6 +115,9 @@ func (o Options) Validate() error {
 			return fmt.Errorf("broker: %s %v is negative", d.name, d.v)
 		}
 	}
+	if o.MaxUnauthenticated < 0 {
+		return fmt.Errorf("broker: max unauthenticated connections %d is negative", o.MaxUnauthenticated)
+	}
 	if o.MaxConcurrentAuth < 0 {
 		return fmt.Errorf("broker: max concurrent auth %d is negative", o.MaxConcurrentAuth)
 	}
@@ -123,6 +137,9 @@ type Broker struct {
 	ctx    context.Context // cancelled by Close: aborts Authenticate/Settle calls in flight
 	cancel context.CancelFunc
 	auths  chan struct{} // semaphore: Authenticate calls in flight
+	pre    *preAuth      // connections before CONNECT, shared by every listener
+	// unauthLog logs CONNECTs under one rate limit (ratelog.go): strangers cannot flood the journal.
+	unauthLog *slog.Logger
 
 	// life serialises Attach/Detach decisions so that, for one device, the core always sees
 	// Detach(old) before Attach(new). Never held while waiting on anything but the core.
@@ -161,12 +178,17 @@ func New(core Core, opts Options) (*Broker, error) {
 	if opts.MaxConcurrentAuth == 0 {
 		opts.MaxConcurrentAuth = 2
 	}
+	if opts.MaxUnauthenticated == 0 {
+		opts.MaxUnauthenticated = DefaultMaxUnauthenticated
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
+		pre:       &preAuth{max: opts.MaxUnauthenticated, log: log, onRefuse: opts.Events.Refused},
+		unauthLog: slog.New(limitedHandler{log.Handler(), newLogLimit(time.Now)}),
 		core:      core,
 		opts:      opts,
 		log:       log,
@@ -225,7 +247,7 @@ func (b *Broker) Start() error {
 		b.mu.Unlock()
 		return err
 	}
-	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &sessionHook{b: b}, &deliveryHook{b: b}} {
+	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &v311Hook{b: b}, &sessionHook{b: b}, &deliveryHook{b: b}} {
 		if err := srv.AddHook(h, nil); err != nil {
 			return fail(fmt.Errorf("broker: add hook %s: %w", h.ID(), err))
 		}
@@ -249,10 +271,19 @@ func (b *Broker) Start() error {
 			tlsConf = b.opts.TLS
 		}
 		var l listeners.Listener
+		var onErr func(error)
+		if f := b.opts.Events.AcceptError; f != nil {
+			name := s.name
+			onErr = func(err error) { f(name, err) }
+		}
 		if s.ws {
-			l = newWSListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			wl := newWSListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			wl.health.onError, wl.pre = onErr, b.pre
+			l = wl
 		} else {
-			l = newTCPListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			tl := newTCPListener(s.name, s.addr, tlsConf, b.opts.ConnectTimeout)
+			tl.health.onError, tl.pre = onErr, b.pre
+			l = tl
 		}
 		if err := srv.AddListener(l); err != nil {
 			return fail(fmt.Errorf("broker: listen %s on %s: %w", s.name, s.addr, err))
@@ -266,6 +297,7 @@ func (b *Broker) Start() error {
 		// ends in Core.Detach.
 		go b.DisconnectDevice(deviceID, "device deleted or disabled")
 	})
+	b.core.OnCredentialsChanged(func(deviceID string) { go b.reverify(deviceID) })
 	if err := srv.Serve(); err != nil {
 		return fail(fmt.Errorf("broker: serve: %w", err))
 	}

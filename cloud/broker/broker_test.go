@@ -77,7 +77,9 @@ func TestConnectAuthentication(t *testing.T) {
 		{"client id of another device", good, clientOpts{clientID: "other"}, pahopackets.ErrorRefusedBadUsernameOrPassword},
 		{"wrong host in username", good, clientOpts{username: "elsewhere.example/good/?api-version=2021-04-12"}, pahopackets.ErrorRefusedBadUsernameOrPassword},
 		{"disabled device", off, clientOpts{}, pahopackets.ErrorRefusedNotAuthorised},
-		{"unknown device", ghost, clientOpts{}, pahopackets.ErrorRefusedNotAuthorised},
+		{"unknown device", ghost, clientOpts{}, pahopackets.ErrorRefusedBadUsernameOrPassword}, // as a wrong key: no id enumeration
+		{"unknown device, garbage token", ghost, clientOpts{password: "SharedAccessSignature nonsense"}, pahopackets.ErrorRefusedBadUsernameOrPassword},
+		{"disabled device, wrong key", off, clientOpts{password: token(t, off, other.Authentication.SymmetricKey.PrimaryKey, time.Hour)}, pahopackets.ErrorRefusedBadUsernameOrPassword},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := e.dial(tc.dev, tc.o)
@@ -101,8 +103,8 @@ func TestConnectAuthentication(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(failed) != 8 {
-		t.Errorf("AuthFailed called for %q, want 8 refusals", failed)
+	if len(failed) != 10 {
+		t.Errorf("AuthFailed called for %q, want 10 refusals", failed)
 	}
 	if strings.Contains(e.logs.String(), "sig=") {
 		t.Errorf("a SAS token reached the log:\n%s", e.logs.String())
@@ -713,8 +715,8 @@ func TestDeletedDeviceIsDroppedAndEventsReported(t *testing.T) {
 		}
 	}
 	again := e.dial(d, clientOpts{})
-	if err := again.tok.Error(); !errors.Is(err, pahopackets.ErrorRefusedNotAuthorised) {
-		t.Fatalf("reconnect of a deleted device: %v", err)
+	if err := again.tok.Error(); !errors.Is(err, pahopackets.ErrorRefusedBadUsernameOrPassword) {
+		t.Fatalf("reconnect of a deleted device: %v, want bad username or password (as for any unknown id)", err)
 	}
 }
 

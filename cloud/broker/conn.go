@@ -33,6 +33,7 @@ type conn struct {
 	deviceID string
 	moduleID string
 	ext      bool
+	auth     hub.AuthRequest // the CONNECT's credentials (reverify)
 	log      *slog.Logger
 
 	out   chan outbound
@@ -58,12 +59,13 @@ func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
 		cl:       cl,
 		deviceID: info.DeviceID,
 		moduleID: info.ModuleID,
+		auth:     info.req,
 		ext:      info.Extension,
 		out:      make(chan outbound, writeQueue),
 		done:     make(chan struct{}),
 		pending:  map[uint16]pendingDelivery{},
 	}
-	c.log = b.log.With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
+	c.log = slog.New(limitedHandler{b.log.Handler(), newLogLimit(time.Now)}).With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
 	if c.moduleID != "" {
 		c.log = c.log.With("module", c.moduleID)
 	}
@@ -81,9 +83,14 @@ func (c *conn) Extension() bool { return c.ext }
 // The lock token travels in the topic only for extension connections; for the others it is kept
 // here, packet id → lock token, so that the PUBACK completes the message.
 func (c *conn) Deliver(m *iothub.Message) error {
+	topic := iothub.DeliveryTopic(c.deviceID, m, c.ext)
+	if len(topic) > iothub.MaxTopicLength {
+		// The hub refuses such messages at send; never write a 16-bit length that wraps.
+		return fmt.Errorf("deliver message %q to %s: topic is %d bytes, beyond MQTT's %d", m.MessageID, c.deviceID, len(topic), iothub.MaxTopicLength)
+	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-		TopicName:   iothub.DeliveryTopic(c.deviceID, m, c.ext),
+		TopicName:   topic,
 		Payload:     m.Body,
 		Created:     time.Now().Unix(),
 	}

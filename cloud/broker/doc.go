@@ -3,9 +3,10 @@
 //
 //   - authHook: MQTT 3.1.1 only (3.1 and 5 are refused with "unacceptable protocol version", as
 //     docs/protocol.md §1 says). CONNECT is checked by Core.Authenticate (client id, username in
-//     every SDK variant, SAS token). Bad or expired tokens, wrong keys and mismatched ids get
-//     CONNACK 0x04 (bad username or password), disabled and unknown devices 0x05 (not
-//     authorized), a core failure 0x03 (server unavailable); the reason is logged, never the
+//     every SDK variant, SAS token). Bad or expired tokens, wrong keys, mismatched ids and unknown
+//     devices get CONNACK 0x04 (bad username or password: a stranger cannot tell registered
+//     device ids from others), a disabled device with a valid token 0x05 (not authorized), a
+//     core failure 0x03 (server unavailable); the reason is logged, never the
 //     token. Keep-alive is capped at Azure's 1767 s (0 counts as "more"). Will messages are
 //     dropped (mochi would publish them past the ACL; c2d routes no device publishes). OnACLCheck
 //     isolates devices: a device may subscribe only to its own

@@ -31,11 +31,45 @@ type socket struct {
 	tlsConf        *tls.Config
 	connectTimeout time.Duration
 
+	health acceptHealth
+	pre    *preAuth // bounds connections before CONNECT; nil: none
+
 	mu     sync.Mutex
 	ln     net.Listener
 	log    *slog.Logger
 	closed bool
+	done   chan struct{} // closed by Close: ends an accept backoff
 	conns  tracker
+}
+
+func (l *socket) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// sleep pauses for d, or until Close; it reports whether the listener is still open.
+func (l *socket) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return !l.isClosed()
+	case <-l.done:
+		return false
+	}
+}
+
+// markClosed records Close; it reports whether this was the first call.
+func (l *socket) markClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.closed = true
+	close(l.done)
+	return true
 }
 
 func (l *socket) ID() string { return l.id }
@@ -74,20 +108,44 @@ func (l *socket) Init(log *slog.Logger) error {
 }
 
 func newTCPListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *tcpListener {
-	return &tcpListener{socket{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout}}
+	return &tcpListener{socket{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout, done: make(chan struct{})}}
 }
 
 func (l *tcpListener) Protocol() string { return l.protocol("mqtt", "mqtts") }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	var backoff time.Duration
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if l.isClosed() {
+				return
+			}
+			if !retryable(err) {
+				l.log.Error("mqtt listener stopped: accept failed", "error", err)
+				l.health.stopped(err)
+				return
+			}
+			// What net/http's Server does: a temporary error (EMFILE when the process is out of
+			// file descriptors, ENFILE, ECONNABORTED...) is retried after a pause growing from
+			// 5 ms to 1 s. The kernel keeps queueing connections meanwhile; they are served once
+			// descriptors are free again.
+			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
+			l.health.failed(err, l.log, backoff)
+			if !l.sleep(backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		l.health.accepted()
+		if l.pre != nil {
+			gc, ok := l.pre.admit(c)
+			if !ok {
+				_ = c.Close()
 				continue
 			}
-			return
+			c = gc
 		}
 		if !l.conns.add(c) {
 			_ = c.Close()
@@ -104,9 +162,8 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	first := l.markClosed()
 	l.mu.Lock()
-	first := !l.closed
-	l.closed = true
 	ln := l.ln
 	l.mu.Unlock()
 	if ln != nil && first {
@@ -126,7 +183,7 @@ type wsListener struct {
 
 func newWSListener(id, address string, tlsConf *tls.Config, connectTimeout time.Duration) *wsListener {
 	return &wsListener{
-		socket: socket{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout},
+		socket: socket{id: id, address: address, tlsConf: tlsConf, connectTimeout: connectTimeout, done: make(chan struct{})},
 		upgrader: websocket.Upgrader{
 			Subprotocols:     []string{"mqtt"},
 			HandshakeTimeout: connectTimeout,
@@ -147,8 +204,16 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 			return // the upgrader has answered with an HTTP error
 		}
 		defer ws.Close()
-		nc := &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+		var nc net.Conn = &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+		if l.pre != nil {
+			gc, ok := l.pre.admit(nc)
+			if !ok {
+				return
+			}
+			nc = gc
+		}
 		if !l.conns.add(nc) {
+			_ = nc.Close()
 			return
 		}
 		defer l.conns.done(nc)
@@ -160,7 +225,9 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: l.connectTimeout,
-		ErrorLog:          nil,
+		// http.Server retries temporary Accept errors itself (5 ms … 1 s) and logs each to
+		// ErrorLog; watchedListener records them for Healthy and the metrics.
+		ErrorLog: slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -168,14 +235,39 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 		return
 	}
 	l.srv = srv
+	ln := &watchedListener{Listener: l.ln, l: &l.socket}
 	l.mu.Unlock()
-	_ = srv.Serve(l.ln)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.isClosed() {
+		l.log.Error("mqtt listener stopped: accept failed", "error", err)
+		l.health.stopped(err)
+	}
+}
+
+// watchedListener records a WebSocket listener's Accept outcomes for its health.
+type watchedListener struct {
+	net.Listener
+	l       *socket
+	backoff time.Duration
+}
+
+func (w *watchedListener) Accept() (net.Conn, error) {
+	c, err := w.Listener.Accept()
+	if err != nil {
+		if !w.l.isClosed() && retryable(err) {
+			// http.Server's own backoff, mirrored for the log line.
+			w.backoff = min(max(2*w.backoff, 5*time.Millisecond), maxAcceptBackoff)
+			w.l.health.failed(err, w.l.log, w.backoff)
+		}
+		return nil, err
+	}
+	w.backoff = 0
+	w.l.health.accepted()
+	return c, nil
 }
 
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	first := l.markClosed()
 	l.mu.Lock()
-	first := !l.closed
-	l.closed = true
 	srv, ln := l.srv, l.ln
 	l.mu.Unlock()
 	if first {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
@@ -79,6 +80,10 @@ func (h *Hub) Authenticate(ctx context.Context, req AuthRequest) (AuthResult, er
 	if err1 != nil {
 		return AuthResult{}, fmt.Errorf("%w: device %q: %w", ErrUnauthorized, dev, err1)
 	}
+	if limit := now.Add(h.cfg.MaxTokenLifetime); tok.Expiry.After(limit) {
+		return AuthResult{}, fmt.Errorf("%w: device %q: token expires %s, more than auth.max_token_lifetime (%v) from now; sign a shorter one",
+			ErrUnauthorized, dev, tokenExpiry(tok.Expiry), h.cfg.MaxTokenLifetime)
+	}
 	if d.Status != iothub.DeviceEnabled {
 		reason := ""
 		if d.StatusReason != "" {
@@ -92,4 +97,13 @@ func (h *Hub) Authenticate(ctx context.Context, req AuthRequest) (AuthResult, er
 		Extension:   u.HasExtension(iothub.ExtensionDispositions),
 		TokenExpiry: tok.Expiry,
 	}, nil
+}
+
+// tokenExpiry renders a token's expiry for a log line; one beyond year 9999 (se=2^62, say) as
+// "too far in the future" rather than a wrapped date.
+func tokenExpiry(t time.Time) string {
+	if t.Year() > 9999 {
+		return "too far in the future (after year 9999)"
+	}
+	return "at " + t.UTC().Format(time.RFC3339)
 }

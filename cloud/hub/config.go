@@ -22,6 +22,7 @@ const (
 	DefaultFeedbackLockTimeout      = time.Minute
 	DefaultFeedbackMaxDeliveryCount = 10
 	DefaultSettledRetention         = 24 * time.Hour
+	DefaultMaxTokenLifetime         = 365 * 24 * time.Hour
 )
 
 // Lower bounds accepted by Validate. They are below Azure's fixed values on purpose: tests and labs
@@ -60,6 +61,7 @@ func (c Config) Defaults() Config {
 	setDur(&c.FeedbackLockTimeout, DefaultFeedbackLockTimeout)
 	setInt(&c.FeedbackMaxDeliveryCount, DefaultFeedbackMaxDeliveryCount)
 	setDur(&c.SettledRetention, DefaultSettledRetention)
+	setDur(&c.MaxTokenLifetime, DefaultMaxTokenLifetime)
 	// A min_ttl set below the default TTL's natural place must not make an unset default_ttl
 	// invalid: keep the default inside [min_ttl, max_ttl].
 	if c.DefaultTTL > c.MaxTTL && c.MaxTTL >= c.MinTTL {
@@ -106,6 +108,7 @@ func (c Config) Validate() error {
 		durIn("feedback_lock_timeout", c.FeedbackLockTimeout, minAllowedLock, 24*time.Hour),
 		intIn("feedback_max_delivery_count", c.FeedbackMaxDeliveryCount, 1, 100),
 		durIn("settled_retention", c.SettledRetention, time.Second, 365*24*time.Hour),
+		durIn("max_token_lifetime", c.MaxTokenLifetime, time.Minute, 10*365*24*time.Hour),
 	}
 	for _, err := range checks {
 		if err != nil {

@@ -35,6 +35,11 @@ type Config struct {
 	// MessageStatus/WaitSettled (c2d addition; settled_retention). 24h.
 	SettledRetention time.Duration
 
+	// MaxTokenLifetime bounds how far in the future a device's SAS token may expire
+	// (auth.max_token_lifetime): a token with a later expiry is refused, so a leaked token cannot
+	// keep a session for ever (issue #17: se=2^62 was accepted). 8760h (a year).
+	MaxTokenLifetime time.Duration
+
 	// Logger receives the hub's structured logs; nil discards them.
 	Logger *slog.Logger
 

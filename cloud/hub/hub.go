@@ -31,6 +31,7 @@ type Hub struct {
 	activity map[string]time.Time  // lastActivityTime (in memory)
 	flushed  map[string]connRecord // connection history as last written (connhistory.go)
 	gone     func(deviceID string)
+	creds    func(deviceID string) // OnCredentialsChanged
 
 	polMu sync.RWMutex
 	pols  map[string]Policy

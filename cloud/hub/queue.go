@@ -47,8 +47,13 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 		grace := min(5*time.Second, h.cfg.MinTTL/2)
 		lo, hi := now.Add(h.cfg.MinTTL-grace), now.Add(h.cfg.MaxTTL+grace)
 		if exp.Before(lo) || exp.After(hi) {
-			return iothub.SendResult{}, errInvalid("expiryTimeUtc: %s is %v from now; it must be between %v and %v ahead",
-				exp.Format(time.RFC3339Nano), exp.Sub(now).Round(time.Millisecond), h.cfg.MinTTL, h.cfg.MaxTTL)
+			// time.Sub saturates at ±292 years: say so rather than print a clamped duration.
+			away := fmt.Sprintf("%v from now", exp.Sub(now).Round(time.Millisecond))
+			if d := exp.Sub(now); d > 100*365*24*time.Hour || d < -100*365*24*time.Hour {
+				away = "more than 100 years from now"
+			}
+			return iothub.SendResult{}, errInvalid("expiryTimeUtc: %s is %s; it must be between %v and %v ahead",
+				exp.Format(time.RFC3339Nano), away, h.cfg.MinTTL, h.cfg.MaxTTL)
 		}
 		m.ExpiresAt, m.ExplicitExpiry = exp, true
 	}
@@ -60,6 +65,13 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	}
 	if err := wire.Validate(); err != nil {
 		return iothub.SendResult{}, errInvalid("%v", err)
+	}
+	// Percent-encoding can triple a property's size: refuse now what could never be put on the
+	// wire, rather than store it and fail every delivery (the longest form: with a lock token).
+	wire.LockToken = newLockToken()
+	if n := len(iothub.DeliveryTopic(deviceID, wire, true)); n > iothub.MaxTopicLength {
+		return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
+			n, iothub.MaxTopicLength)
 	}
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
 		last, n, ok, err := tx.sendInfo(deviceID)

@@ -147,9 +147,9 @@ func (h *Hub) PutDevice(ctx context.Context, d iothub.Device, ifMatch string) (d
 	}
 	var row deviceRow
 	var count int
-	disabled := false
+	disabled, rekeyed := false, false
 	err = h.update(ctx, func(tx storeTx, e *effects) error {
-		created, disabled = false, false
+		created, disabled, rekeyed = false, false, false
 		now := h.now()
 		cur, ok, err := tx.device(d.DeviceID)
 		if err != nil {
@@ -202,6 +202,7 @@ func (h *Hub) PutDevice(ctx context.Context, d iothub.Device, ifMatch string) (d
 			row.SecondaryKey = sk.SecondaryKey
 		}
 		disabled = cur.Status != iothub.DeviceDisabled && row.Status == iothub.DeviceDisabled
+		rekeyed = row.PrimaryKey != cur.PrimaryKey || row.SecondaryKey != cur.SecondaryKey
 		if count, err = tx.pendingCount(d.DeviceID); err != nil {
 			return err
 		}
@@ -213,6 +214,9 @@ func (h *Hub) PutDevice(ctx context.Context, d iothub.Device, ifMatch string) (d
 	if disabled {
 		h.log.Info("device disabled", "device", row.ID, "reason", row.StatusReason)
 		h.deviceGone(row.ID)
+	} else if rekeyed {
+		h.log.Info("device keys changed; sessions whose token no longer verifies are dropped", "device", row.ID)
+		h.credentialsChanged(row.ID)
 	}
 	return h.toDevice(row, count), created, nil
 }

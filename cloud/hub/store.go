@@ -90,6 +90,7 @@ type storeTx interface {
 	deleteDevice(id string) error // with its messages, settled outcomes and pending feedback
 	policies() ([]Policy, error)
 	insertPolicy(p Policy) error
+	updatePolicyKeys(name, primaryKey, secondaryKey string) error
 
 	// pending messages
 	sendInfo(deviceID string) (lastSeq int64, pending int, found bool, err error)
@@ -647,6 +648,11 @@ func (t *sqlTx) policies() ([]Policy, error) {
 func (t *sqlTx) insertPolicy(p Policy) error {
 	_, err := t.exec(`INSERT INTO policies (name, primary_key, secondary_key, rights) VALUES (?, ?, ?, ?)`,
 		p.Name, p.PrimaryKey, p.SecondaryKey, formatRights(p.Rights))
+	return err
+}
+
+func (t *sqlTx) updatePolicyKeys(name, primaryKey, secondaryKey string) error {
+	_, err := t.exec(`UPDATE policies SET primary_key = ?, secondary_key = ? WHERE name = ?`, primaryKey, secondaryKey, name)
 	return err
 }
 

@@ -136,6 +136,9 @@ func ParseSASToken(s string) (*SASToken, error) {
 			t.Signature = sig
 		case "se":
 			n, err := strconv.ParseInt(val, 10, 64)
+			if errors.Is(err, strconv.ErrRange) && val[0] != '-' {
+				return bad("se %s is too large (Unix seconds)", quote(val))
+			}
 			if err != nil || n <= 0 || val[0] == '+' {
 				return bad("se %s is not a positive number of Unix seconds", quote(val))
 			}

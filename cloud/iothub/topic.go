@@ -73,6 +73,11 @@ func DeviceBoundTo(deviceID string) string {
 	return "/devices/" + deviceID + "/messages/deviceBound"
 }
 
+// MaxTopicLength is the longest topic an MQTT packet can carry: its length field is 16 bits. A
+// message whose delivery topic would be longer cannot be delivered (issue #17: 30,000 '%' in a
+// property value became a 90,069-byte topic whose length wrapped).
+const MaxTopicLength = 1<<16 - 1
+
 // DeviceBoundTopic renders a message's system and application properties into its delivery topic.
 //
 // Order: $.mid, $.cid, $.uid, $.to, $.exp, $.ct, $.ce, iothub-ack, $c2d.lt, then application

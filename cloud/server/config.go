@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/c2d-project/c2d/cloud/broker"
 	"github.com/c2d-project/c2d/cloud/hub"
 )
 
@@ -41,7 +42,17 @@ type Config struct {
 	TLS      TLSFiles  `yaml:"tls"`
 	Queue    Queue     `yaml:"queue"`
 	Feedback Feedback  `yaml:"feedback"`
+	Auth     Auth      `yaml:"auth"`
 	Log      LogConfig `yaml:"log"`
+}
+
+// Auth is what bounds credentials and strangers (docs/security.md).
+type Auth struct {
+	// MaxTokenLifetime: a device SAS token expiring further ahead is refused (hub.Config).
+	MaxTokenLifetime Duration `yaml:"max_token_lifetime"`
+	// MaxUnauthenticated: connections that have not sent their whole CONNECT yet, across every
+	// MQTT listener; beyond it new ones are closed at once and it is logged.
+	MaxUnauthenticated int `yaml:"max_unauthenticated"`
 }
 
 // Listen holds listener addresses: host:port, port 0 for any free port, "off" or "" to disable.
@@ -121,7 +132,8 @@ func Default() Config {
 			BatchSize: h.FeedbackBatchSize, Interval: Duration(h.FeedbackInterval), TTL: Duration(h.FeedbackTTL),
 			LockTimeout: Duration(h.FeedbackLockTimeout), MaxDeliveryCount: h.FeedbackMaxDeliveryCount,
 		},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Auth: Auth{MaxTokenLifetime: Duration(h.MaxTokenLifetime), MaxUnauthenticated: broker.DefaultMaxUnauthenticated},
+		Log:  LogConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -233,6 +245,7 @@ func (c Config) HubConfig() hub.Config {
 		FeedbackTTL:              time.Duration(c.Feedback.TTL),
 		FeedbackLockTimeout:      time.Duration(c.Feedback.LockTimeout),
 		FeedbackMaxDeliveryCount: c.Feedback.MaxDeliveryCount,
+		MaxTokenLifetime:         time.Duration(c.Auth.MaxTokenLifetime),
 	}
 }
 
@@ -252,6 +265,7 @@ var hubKeys = map[string]string{
 	"feedback_lock_timeout":       "feedback.lock_timeout",
 	"feedback_max_delivery_count": "feedback.max_delivery_count",
 	"hostname":                    "hostname",
+	"max_token_lifetime":          "auth.max_token_lifetime",
 }
 
 // Validate reports the first bad setting, named by its YAML path
@@ -268,6 +282,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("tls: cert_file and key_file go together (set both, or neither for the generated CA)")
+	}
+	if c.Auth.MaxUnauthenticated < 1 || c.Auth.MaxUnauthenticated > 1<<20 {
+		return fmt.Errorf("auth.max_unauthenticated: %d is out of range [1, %d]", c.Auth.MaxUnauthenticated, 1<<20)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,6 +89,7 @@ type Server struct {
 	notifier     *sdnotify.Notifier
 	errc         chan error
 	stopping     atomic.Bool
+	httpFailed   atomic.Pointer[error] // an HTTP Serve returned
 	wg           sync.WaitGroup
 	closeWD      chan struct{}
 }
@@ -171,14 +173,26 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
 		})
-		metrics.Registry().MustRegister(authFailures)
+		acceptErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "c2d_mqtt_accept_errors_total", Help: "Failed Accepts on an MQTT listener (retried with backoff; EMFILE means out of file descriptors).",
+		}, []string{"listener"})
+		refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "c2d_mqtt_refused_total", Help: "MQTT connections closed before authentication: unauthenticated_limit (auth.max_unauthenticated reached) or connect_too_large.",
+		}, []string{"reason"})
+		metrics.Registry().MustRegister(authFailures, acceptErrors, refused)
 		events = hub.NewEventLog(0, 0) // served at GET /messages/events (c2d events)
 		bo := broker.Options{
 			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
 			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
 			TLS:    tlsConf,
 			Logger: log.With("component", "broker"),
-			Events: broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }, DeviceEvent: events.Add},
+			Events: broker.Events{
+				AuthFailed:  func(string, error) { authFailures.Inc() },
+				DeviceEvent: events.Add,
+				AcceptError: func(l string, _ error) { acceptErrors.WithLabelValues(l).Inc() },
+				Refused:     func(reason string) { refused.WithLabelValues(reason).Inc() },
+			},
+			MaxUnauthenticated: cfg.Auth.MaxUnauthenticated,
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
@@ -188,7 +202,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 		metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "c2d_mqtt_sessions", Help: "Live MQTT sessions on the embedded broker.",
-		}, func() float64 { return float64(s.broker.Connected()) }))
+		}, func() float64 { return float64(s.broker.Connected()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "c2d_mqtt_unauthenticated_connections", Help: "MQTT connections that have not sent their whole CONNECT yet (bounded by auth.max_unauthenticated).",
+		}, func() float64 { return float64(s.broker.Unauthenticated()) }))
 	} else {
 		log.Warn("every MQTT listener is off: devices cannot connect")
 	}
@@ -200,7 +216,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			if s.stopping.Load() {
 				return errors.New("shutting down")
 			}
-			return nil
+			return s.listenersHealthy()
 		},
 	})
 	s.ep = Endpoints{HostName: cfg.HostName, PID: os.Getpid(), Version: version.Version, Started: time.Now().UTC()}
@@ -286,7 +302,9 @@ func (s *Server) serveHTTP(addr string, tc *tls.Config) (string, error) {
 	go func() {
 		defer s.wg.Done()
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("http %s: %w", ln.Addr(), err)
+			err = fmt.Errorf("http %s: %w", ln.Addr(), err)
+			s.httpFailed.Store(&err)
+			s.errc <- err
 		}
 	}()
 	return ln.Addr().String(), nil
@@ -300,11 +318,26 @@ func (s *Server) printFirstStart(w io.Writer) {
 	}
 	cs := iothub.ServiceConnectionString{HostName: s.cfg.HostName, SharedAccessKeyName: pol.Name, SharedAccessKey: pol.PrimaryKey}
 	fmt.Fprintf(w, "c2d-hub: first start in %s\n", s.cfg.DataDir)
-	fmt.Fprintf(w, "  iothubowner connection string (keep it secret; it can do everything):\n    %s\n", cs)
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		// Under systemd stdout is the journal, readable by more than root (adm, systemd-journal):
+		// say how to read the secret instead of writing it there (issue #17).
+		fmt.Fprintf(w, "  the iothubowner connection string (a secret: it can do everything) is not logged; read it with\n"+
+			"    sudo -u %s c2d-hub connection-string --data %s\n", currentUser(), s.cfg.DataDir)
+	} else {
+		fmt.Fprintf(w, "  iothubowner connection string (keep it secret; it can do everything):\n    %s\n", cs)
+	}
 	if s.ep.CA != "" {
 		fmt.Fprintf(w, "  CA certificate for devices and clients to trust: %s\n", s.ep.CA)
 	}
 	fmt.Fprintf(w, "  print a connection string again: c2d-hub connection-string --data %s [--policy service]\n", s.cfg.DataDir)
+}
+
+// currentUser names the user the hub runs as, for the "read it with sudo -u" hint.
+func currentUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "c2d-hub"
 }
 
 // Endpoints returns where the hub listens (as written to endpoints.json).
@@ -390,7 +423,33 @@ func (s *Server) closeAll() error {
 	return nil
 }
 
-// watchdog pings systemd while the store answers.
+// listenersHealthy reports a listener that is not serving: an MQTT listener failing to accept
+// or stopped, or an HTTP server whose Serve returned.
+func (s *Server) listenersHealthy() error {
+	if err := s.httpFailed.Load(); err != nil {
+		return *err
+	}
+	if s.broker != nil {
+		return s.broker.Healthy()
+	}
+	return nil
+}
+
+// watchdogStuck is how long a listener may fail to accept before the watchdog stops pinging.
+const watchdogStuck = 5 * time.Minute
+
+// listenersStuck is listenersHealthy for the watchdog (see watchdogStuck).
+func (s *Server) listenersStuck() error {
+	if err := s.httpFailed.Load(); err != nil {
+		return *err
+	}
+	if s.broker != nil {
+		return s.broker.Stuck(watchdogStuck)
+	}
+	return nil
+}
+
+// watchdog pings systemd while the store answers and every listener serves.
 func (s *Server) watchdog(every time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(every)
@@ -405,6 +464,13 @@ func (s *Server) watchdog(every time.Duration) {
 			cancel()
 			if err != nil {
 				s.log.Error("watchdog: store does not answer; not pinging systemd", "err", err)
+				continue
+			}
+			// A listener that died, or that has not been able to accept for watchdogStuck, gets
+			// the hub restarted. Shorter exhaustion (a reconnect storm) clears by itself, and a
+			// restart would drop every session; /healthz says 503 from the first failure.
+			if err := s.listenersStuck(); err != nil {
+				s.log.Error("watchdog: a listener is not serving; not pinging systemd", "err", err)
 				continue
 			}
 			_ = s.notifier.Watchdog()

@@ -68,9 +68,25 @@ func (s *certSource) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 	return s.cert, nil
 }
 
+// aeadSuites are the TLS 1.2 cipher suites the hub offers: forward-secret ECDHE with AEAD ciphers
+// only (no CBC, no RSA key exchange). TLS 1.3's suites are all AEAD and not configurable.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // TLSConfig is the server configuration shared by MQTTS, WSS and HTTPS.
 func (s *certSource) TLSConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.getCertificate}
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, GetCertificate: s.getCertificate}
+}
+
+// warnReadableKey logs when a private key file can be read by its group or others.
+func warnReadableKey(path string, log *slog.Logger) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("tls.key_file is readable by group or others; make it private (chmod 600, owned by the hub's user)",
+			"key_file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
 }
 
 // loadTLS returns the certificate source for cfg: the given files, or the hub's own CA in
@@ -89,6 +105,7 @@ func loadTLS(cfg Config, names []string, ips []net.IP, log *slog.Logger) (*certS
 		if err != nil {
 			return nil, err
 		}
+		warnReadableKey(cfg.TLS.KeyFile, log)
 		return &certSource{cert: c, log: log, reload: load, stamp: stamp, last: stamp(), checked: time.Now()}, nil
 	}
 	dir := filepath.Join(cfg.DataDir, "tls")

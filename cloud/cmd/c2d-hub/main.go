@@ -30,6 +30,6 @@ func run() error {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(serveCmd(), connectionStringCmd())
+	root.AddCommand(serveCmd(), connectionStringCmd(), policyCmd())
 	return root.ExecuteContext(ctx)
 }
