@@ -38,8 +38,15 @@ type Config struct {
 	// Logger receives the hub's structured logs; nil discards them.
 	Logger *slog.Logger
 
-	// Now is the hub's clock; nil means time.Now. Tests move it to cross lock/TTL boundaries.
+	// Now is the hub's clock; nil means time.Now corrected to the store's clock (PostgreSQL's,
+	// so every node of a cluster decides lock expiry and TTL by one clock). Tests move it to cross
+	// lock/TTL boundaries.
 	Now func() time.Time
+
+	// Store is where the state lives (store, --store): "" or "sqlite" for DATA/hub.db, or a
+	// PostgreSQL connection string (postgres://… URL or libpq key=value) that the nodes of a
+	// cluster share.
+	Store string
 }
 
 // Permission is one right a shared access policy grants (Azure's names).

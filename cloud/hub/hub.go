@@ -90,13 +90,8 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	unlock, err := lockDataDir(dataDir)
+	st, unlock, err := openStore(ctx, dataDir, cfg.Store, log)
 	if err != nil {
-		return nil, err
-	}
-	st, err := openSQLite(ctx, dataDir, log)
-	if err != nil {
-		unlock()
 		return nil, err
 	}
 	h := &Hub{
@@ -121,6 +116,31 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	return h, nil
 }
 
+// openStore opens the store cfg.Store names: SQLite in dataDir (locked against a second hub), or a
+// PostgreSQL server that several nodes share.
+func openStore(ctx context.Context, dataDir, setting string, log logger) (store, func(), error) {
+	switch {
+	case setting == "" || setting == "sqlite":
+		unlock, err := lockDataDir(dataDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := openSQLite(ctx, dataDir, log)
+		if err != nil {
+			unlock()
+			return nil, nil, err
+		}
+		return st, unlock, nil
+	case IsPostgresURL(setting):
+		st, err := openPostgres(ctx, setting, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("store: %q: want sqlite, a postgres:// URL or a key=value PostgreSQL connection string", redact(setting))
+}
+
 // recover brings the stored state to what a hub with no connections has, and loads the policies.
 func (h *Hub) recover(ctx context.Context) error {
 	var pols []Policy
@@ -133,6 +153,11 @@ func (h *Hub) recover(ctx context.Context) error {
 			return fmt.Errorf("policies: %w", err)
 		}
 		now := h.now()
+		if h.st.shared() {
+			// Other nodes hold their locks and feedback batches: what this node held before
+			// it restarted comes back when those locks expire, by the cluster's sweep.
+			return h.formBatches(tx, now, e)
+		}
 		inv, err := tx.invisible()
 		if err != nil {
 			return err

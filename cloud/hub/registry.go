@@ -368,7 +368,7 @@ func ReadPolicies(ctx context.Context, dataDir string) ([]Policy, error) {
 		return nil, fmt.Errorf("read policies from %s: %w", path, err)
 	}
 	defer tx.Rollback()
-	ps, err := (&sqlTx{ctx: ctx, tx: tx, cache: newStmtCache(db)}).policies()
+	ps, err := (&sqlTx{ctx: ctx, tx: tx, d: sqliteDialect()}).policies()
 	if err != nil {
 		return nil, fmt.Errorf("read policies from %s: %w", path, err)
 	}
