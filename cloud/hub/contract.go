@@ -47,6 +47,8 @@ type Config struct {
 	// PostgreSQL connection string (postgres://… URL or libpq key=value) that the nodes of a
 	// cluster share.
 	Store string
+	// NodeID names this node among those sharing a store (default: the host name).
+	NodeID string
 }
 
 // Permission is one right a shared access policy grants (Azure's names).
@@ -110,6 +112,9 @@ var (
 	ErrUnauthorized       = errors.New("unauthorized")
 	ErrInvalidArgument    = errors.New("invalid argument")
 	ErrClosed             = errors.New("hub closed")
+	// ErrStoreUnavailable: the store's server cannot be reached (PostgreSQL down or cut off).
+	// Nothing was acknowledged; the node recovers by itself when the server is back.
+	ErrStoreUnavailable = errors.New("store unavailable")
 )
 
 // Events is the hub's observer, for metrics and logs. Any field may be nil. Calls are synchronous:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -42,6 +43,8 @@ type Hub struct {
 
 	timer  *sweeper
 	unlock func() // releases DATA/hub.lock
+
+	skew atomic.Int64 // store clock − local clock, ns (shared stores: see clock.go)
 }
 
 type connInfo struct {
@@ -80,9 +83,6 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -105,6 +105,21 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		fbCh:     make(chan struct{}),
 	}
 	h.unlock = unlock
+	if h.cfg.Now == nil {
+		h.cfg.Now = time.Now
+		if st.shared() {
+			// Lock expiry and TTL are decided by the database's clock, so that nodes whose clocks
+			// differ agree (clock.go).
+			if err := h.syncClock(ctx); err != nil {
+				st.close()
+				unlock()
+				return nil, err
+			}
+			h.cfg.Now = h.storeNow
+			h.wg.Add(1)
+			go h.clockLoop()
+		}
+	}
 	if err := h.recover(ctx); err != nil {
 		st.close()
 		unlock()
@@ -118,27 +133,27 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 
 // openStore opens the store cfg.Store names: SQLite in dataDir (locked against a second hub), or a
 // PostgreSQL server that several nodes share.
+// The data directory is locked either way: it holds the node's TLS material and endpoints.json.
 func openStore(ctx context.Context, dataDir, setting string, log logger) (store, func(), error) {
+	var open func() (*sqlStore, error)
 	switch {
 	case setting == "" || setting == "sqlite":
-		unlock, err := lockDataDir(dataDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		st, err := openSQLite(ctx, dataDir, log)
-		if err != nil {
-			unlock()
-			return nil, nil, err
-		}
-		return st, unlock, nil
+		open = func() (*sqlStore, error) { return openSQLite(ctx, dataDir, log) }
 	case IsPostgresURL(setting):
-		st, err := openPostgres(ctx, setting, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		return st, func() {}, nil
+		open = func() (*sqlStore, error) { return openPostgres(ctx, setting, log) }
+	default:
+		return nil, nil, fmt.Errorf("store: %q: want sqlite, a postgres:// URL or a key=value PostgreSQL connection string", redact(setting))
 	}
-	return nil, nil, fmt.Errorf("store: %q: want sqlite, a postgres:// URL or a key=value PostgreSQL connection string", redact(setting))
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := open()
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
 }
 
 // recover brings the stored state to what a hub with no connections has, and loads the policies.

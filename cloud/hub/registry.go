@@ -350,6 +350,15 @@ func (h *Hub) Status(ctx context.Context) (iothub.HubStatus, error) {
 	return st, nil
 }
 
+// ReadStorePolicies is ReadPolicies for a store setting (Config.Store): PostgreSQL's policies, or
+// SQLite's in dataDir.
+func ReadStorePolicies(ctx context.Context, store, dataDir string) ([]Policy, error) {
+	if IsPostgresURL(store) {
+		return readPostgresPolicies(ctx, store)
+	}
+	return ReadPolicies(ctx, dataDir)
+}
+
 // ReadPolicies reads the shared access policies from dataDir's store without opening the hub:
 // it works while a hub runs there (for `c2d-hub connection-string`). os.ErrNotExist (wrapped) when
 // no hub has started in dataDir yet.

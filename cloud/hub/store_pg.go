@@ -3,9 +3,12 @@ package hub
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -30,15 +33,16 @@ const (
 
 func pgDialect() *dialect {
 	return &dialect{
-		name:       "postgres",
-		numbered:   true,
-		forUpdate:  " FOR UPDATE",
-		skipLocked: " FOR UPDATE SKIP LOCKED",
-		batchLock:  "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(pgLockBatches, 10) + ")",
-		readOpts:   &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead},
-		opTimeout:  15 * time.Second,
-		retryable:  pgRetryable,
-		serverTime: "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+		name:        "postgres",
+		numbered:    true,
+		forUpdate:   " FOR UPDATE",
+		skipLocked:  " FOR UPDATE SKIP LOCKED",
+		batchLock:   "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(pgLockBatches, 10) + ")",
+		readOpts:    &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead},
+		opTimeout:   15 * time.Second,
+		retryable:   pgRetryable,
+		unavailable: pgUnavailable,
+		serverTime:  "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
 	}
 }
 
@@ -53,6 +57,28 @@ func pgRetryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// pgUnavailable: err says the server cannot be reached or is not serving (as opposed to a refusal
+// of one statement): the node is unhealthy until it answers again.
+func pgUnavailable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, cannot connect now
+			pe.Code == "53300", // too many connections
+			pe.Code == "25006": // read-only transaction: a standby after failover, not promoted yet
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) ||
+		strings.Contains(err.Error(), "conn closed")
 }
 
 // IsPostgresURL reports whether a store setting names a PostgreSQL server: a postgres:// or
@@ -201,4 +227,36 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 		}
 	}
 	return nil
+}
+
+// readPostgresPolicies reads the policies from a PostgreSQL store without migrating or starting
+// anything (`c2d-hub connection-string --store`).
+func readPostgresPolicies(ctx context.Context, url string) ([]Policy, error) {
+	name := StoreName(url, "")
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s is not a PostgreSQL connection string", redact(url))
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: connect: %w", name, err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'c2d_schema'`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("store %s: %w", name, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("store %s: no c2d-hub has started on it yet: %w", name, os.ErrNotExist)
+	}
+	ps, err := (&sqlTx{ctx: ctx, tx: tx, d: pgDialect()}).policies()
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read policies: %w", name, err)
+	}
+	return ps, nil
 }

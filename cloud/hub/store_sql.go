@@ -55,6 +55,9 @@ type dialect struct {
 	// fail the requests, not hang them: the node reports itself unhealthy and recovers later.
 	opTimeout time.Duration
 	retryable func(error) bool
+	// unavailable: the error means the server is not there (nil: never); such errors match
+	// ErrStoreUnavailable, which the API answers with ServiceUnavailable.
+	unavailable func(error) bool
 	// serverTime reads the database clock ("" : the local clock is the store's clock).
 	serverTime string
 
@@ -110,7 +113,15 @@ func (s *sqlStore) update(ctx context.Context, fn func(tx storeTx) error) error 
 	s.mu.RUnlock()
 	// Once submitted, wait for the outcome even if ctx ends: the write may commit, and the
 	// caller must not report failure for something that became durable.
-	return <-r.done
+	return s.classify(<-r.done)
+}
+
+// classify marks errors that say the server is gone with ErrStoreUnavailable.
+func (s *sqlStore) classify(err error) error {
+	if err == nil || s.d.unavailable == nil || errors.Is(err, ErrStoreUnavailable) || !s.d.unavailable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 }
 
 // writer is the only goroutine that writes. It takes whatever requests are waiting (up to
@@ -233,10 +244,10 @@ func (s *sqlStore) view(ctx context.Context, fn func(tx storeTx) error) error {
 		if errors.Is(err, sql.ErrConnDone) {
 			return ErrClosed
 		}
-		return fmt.Errorf("%s: begin read: %w", s.d.name, err)
+		return s.classify(fmt.Errorf("%s: begin read: %w", s.d.name, err))
 	}
 	defer tx.Rollback()
-	return fn(&sqlTx{ctx: ctx, tx: tx, cache: s.rc, d: s.d})
+	return s.classify(fn(&sqlTx{ctx: ctx, tx: tx, cache: s.rc, d: s.d}))
 }
 
 func (s *sqlStore) shared() bool { return s.d.name == "postgres" }
@@ -244,7 +255,7 @@ func (s *sqlStore) shared() bool { return s.d.name == "postgres" }
 // ping checks that the store answers (for /healthz).
 func (s *sqlStore) ping(ctx context.Context) error {
 	if err := s.w.PingContext(ctx); err != nil {
-		return fmt.Errorf("%s: %w", s.d.name, err)
+		return s.classify(fmt.Errorf("%s: %w", s.d.name, err))
 	}
 	return nil
 }
@@ -256,7 +267,7 @@ func (s *sqlStore) now(ctx context.Context) (time.Time, error) {
 	}
 	var v int64
 	if err := s.r.QueryRowContext(ctx, s.d.serverTime).Scan(&v); err != nil {
-		return time.Time{}, fmt.Errorf("%s: read the server clock: %w", s.d.name, err)
+		return time.Time{}, s.classify(fmt.Errorf("%s: read the server clock: %w", s.d.name, err))
 	}
 	return time.UnixMicro(v), nil
 }
