@@ -42,7 +42,8 @@ type Hub struct {
 	fbCh chan struct{} // closed (and replaced) when a feedback batch may have become available
 
 	timer  *sweeper
-	unlock func() // releases DATA/hub.lock
+	unlock func()   // releases DATA/hub.lock
+	cl     *cluster // nil unless the store is shared (cluster.go)
 
 	skew atomic.Int64 // store clock − local clock, ns (shared stores: see clock.go)
 }
@@ -66,6 +67,9 @@ type devState struct {
 	inflight map[string]time.Time // lock token → locked until
 	kicked   bool
 	running  bool
+
+	epoch int64     // the ownership epoch this node holds the device at (shared stores)
+	since time.Time // when attached (local clock)
 }
 
 type waitKey struct{ dev, mid string }
@@ -105,6 +109,16 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		fbCh:     make(chan struct{}),
 	}
 	h.unlock = unlock
+	if st.shared() {
+		// Before any goroutine that applies effects starts: they read h.cl.
+		node := cfg.NodeID
+		if node == "" {
+			if node, _ = os.Hostname(); node == "" {
+				node = "node"
+			}
+		}
+		h.cl = newCluster(h, node)
+	}
 	if h.cfg.Now == nil {
 		h.cfg.Now = time.Now
 		if st.shared() {
@@ -128,6 +142,12 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	h.timer = newSweeper(h)
 	h.wg.Add(1)
 	go h.timer.run()
+	if h.cl != nil {
+		if err := h.cl.start(ctx); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -214,6 +234,9 @@ func (h *Hub) recover(ctx context.Context) error {
 func (h *Hub) Close() error {
 	err := ErrClosed
 	h.closeOnce.Do(func() {
+		if h.cl != nil {
+			h.cl.leave()
+		}
 		h.mu.Lock() // kick adds to wg under h.mu: no Add can race the Wait below
 		close(h.done)
 		h.mu.Unlock()
@@ -299,6 +322,9 @@ func (h *Hub) apply(e *effects) {
 	}
 	if e.feedback {
 		h.feedbackReady()
+	}
+	if h.cl != nil {
+		h.cl.publish(e)
 	}
 	if !e.deadline.IsZero() && h.timer != nil {
 		h.timer.arm(e.deadline)

@@ -78,8 +78,17 @@ func (h *Hub) OnDeviceGone(fn func(deviceID string)) {
 	h.mu.Unlock()
 }
 
-// deviceGone stops delivering to a deleted or disabled device and tells the broker.
+// deviceGone stops delivering to a deleted or disabled device and tells the broker, on every node
+// of a cluster.
 func (h *Hub) deviceGone(id string) {
+	h.dropLocal(id)
+	if h.cl != nil {
+		h.cl.publishGone(id)
+	}
+}
+
+// dropLocal detaches the device's session on this node, if any, and has the broker drop it.
+func (h *Hub) dropLocal(id string) {
 	h.attachMu.Lock()
 	h.mu.Lock()
 	ds := h.devs[id]

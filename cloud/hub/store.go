@@ -29,6 +29,9 @@ type store interface {
 	// shared reports whether other nodes use the store too (PostgreSQL): then state held by a
 	// node that is not this one (its locked messages) is not this node's to reset at start.
 	shared() bool
+	// notify sends a wake-up to every node; listen receives them (shared stores only).
+	notify(ctx context.Context, payload string) error
+	listen(ctx context.Context, ready func(), fn func(payload string)) error
 }
 
 // deviceRow is a registry entry as stored.
@@ -125,6 +128,28 @@ type storeTx interface {
 	nextBatchDeadline() (time.Time, error)
 	unlockAllBatches() (int64, error)
 	pendingFeedback() (int, error)
+
+	// cluster (shared stores; store_sql_cluster.go)
+	claimDevice(deviceID, node string, now time.Time) (epoch int64, err error)
+	deviceOwner(deviceID string) (node string, epoch int64, found bool, err error)
+	releaseDevice(deviceID, node string, epoch int64) error
+	fenceDevice(deviceID string) error // no node holds it, and every earlier epoch is stale
+	sessionsOf(node string) (map[string]int64, error)
+	registerNode(n nodeRow) error
+	heartbeat(node string, now time.Time, devices int) (known bool, err error)
+	deadNodes(before time.Time) ([]string, error)
+	deleteNode(node string) error
+	nodes() ([]nodeRow, error)
+	enqueuedDevices() ([]string, error)
+}
+
+// nodeRow is one node of a cluster as stored.
+type nodeRow struct {
+	ID        string
+	Started   time.Time
+	Heartbeat time.Time
+	Devices   int
+	Version   string
 }
 
 type logger interface {
@@ -221,6 +246,22 @@ var migrations = []string{
 	CREATE UNIQUE INDEX feedback_batches_lock_token ON feedback_batches (lock_token);
 	CREATE INDEX feedback_batches_locked_until ON feedback_batches (locked_until);
 	CREATE INDEX feedback_batches_expires_at ON feedback_batches (expires_at);`,
+	// Clusters: which node holds each device's connection, with the fencing epoch every write
+	// for the device is checked against, and the nodes' heartbeats.
+	`CREATE TABLE device_sessions (
+		device_id TEXT PRIMARY KEY,
+		node_id   TEXT NOT NULL,
+		epoch     BIGINT NOT NULL,
+		since     BIGINT NOT NULL
+	);
+	CREATE INDEX device_sessions_node ON device_sessions (node_id);
+	CREATE TABLE nodes (
+		node_id   TEXT PRIMARY KEY,
+		started   BIGINT NOT NULL,
+		heartbeat BIGINT NOT NULL,
+		devices   INTEGER NOT NULL,
+		version   TEXT NOT NULL
+	);`,
 }
 
 // earliest returns the earlier of two times, a zero time meaning "none".

@@ -144,7 +144,9 @@ func openPostgres(ctx context.Context, url string, log logger) (*sqlStore, error
 	if err := migratePostgres(pctx, w); err != nil {
 		return fail(fmt.Errorf("store %s: %w", name, err))
 	}
-	return newSQLStore(w, r, nil, nil, pgDialect(), log), nil
+	st := newSQLStore(w, r, nil, nil, pgDialect(), log)
+	st.pgCfg = cfg
+	return st, nil
 }
 
 // redact hides the password of a connection string (URL or key=value) for error messages.
@@ -259,4 +261,38 @@ func readPostgresPolicies(ctx context.Context, url string) ([]Policy, error) {
 		return nil, fmt.Errorf("store %s: read policies: %w", name, err)
 	}
 	return ps, nil
+}
+
+// pgChannel carries the nodes' wake-ups (cluster.go).
+const pgChannel = "c2d_hub"
+
+// notify sends one wake-up to every node, outside any data transaction: NOTIFY inside busy write
+// transactions serialises their commits on a cluster-wide lock.
+func (s *sqlStore) notify(ctx context.Context, payload string) error {
+	_, err := s.r.ExecContext(ctx, "SELECT pg_notify($1, $2)", pgChannel, payload)
+	return s.classify(err)
+}
+
+// listen delivers every wake-up to fn (from one goroutine) until ctx ends or the connection
+// fails. Notifications sent while no connection listened are lost: callers poll after (re)connecting.
+func (s *sqlStore) listen(ctx context.Context, ready func(), fn func(payload string)) error {
+	if s.pgCfg == nil {
+		return errors.New("listen: not a PostgreSQL store")
+	}
+	conn, err := pgx.ConnectConfig(ctx, s.pgCfg)
+	if err != nil {
+		return s.classify(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgChannel); err != nil {
+		return s.classify(err)
+	}
+	ready()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return s.classify(err)
+		}
+		fn(n.Payload)
+	}
 }

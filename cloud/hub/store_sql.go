@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // sqlStore is the store over database/sql, shared by SQLite and PostgreSQL: one writer goroutine
@@ -29,7 +31,8 @@ type sqlStore struct {
 	stopped  chan struct{}
 	commits  atomic.Int64 // transactions committed (benchmarks report operations per commit)
 	maxBatch int
-	onClose  func() error // extra clean-up after the pools closed (nil: none)
+	onClose  func() error    // extra clean-up after the pools closed (nil: none)
+	pgCfg    *pgx.ConnConfig // PostgreSQL: for the LISTEN connection (store_pg.go)
 }
 
 type writeReq struct {
