@@ -59,6 +59,12 @@ func TestClusterCrossNode(t *testing.T) {
 		t.Fatalf("complete through node c: %v", err)
 	}
 	wantCode(t, a.CompleteFeedback(context.Background(), fb.LockToken), ErrLockLost, iothub.CodeDeviceMessageLockLost)
+
+	st, err := b.Status(context.Background())
+	if err != nil || st.Node != "b" || st.ConnectedDeviceCount != 1 || len(st.Nodes) != 3 ||
+		st.Nodes[0].NodeID != "a" || st.Nodes[2].NodeID != "c" || time.Since(st.Nodes[0].HeartbeatTimeUTC) > nodeTimeout {
+		t.Fatalf("status through b: %+v, %v", st, err)
+	}
 }
 
 // TestClusterTakeover: the device connects to node a, then to node b while a still holds a

@@ -347,7 +347,15 @@ func (h *Hub) Status(ctx context.Context) (iothub.HubStatus, error) {
 		for _, n := range counts {
 			st.QueuedMessageCount += n
 		}
-		st.PendingFeedbackCount, err = tx.pendingFeedback()
+		if st.PendingFeedbackCount, err = tx.pendingFeedback(); err != nil || h.cl == nil {
+			return err
+		}
+		st.Node = h.cl.node
+		nodes, err := tx.nodes()
+		for _, n := range nodes {
+			st.Nodes = append(st.Nodes, iothub.NodeStatus{NodeID: n.ID, StartedTimeUTC: n.Started,
+				HeartbeatTimeUTC: n.Heartbeat, DeviceCount: n.Devices, Version: n.Version})
+		}
 		return err
 	})
 	if err != nil {
