@@ -307,10 +307,10 @@ func (d *clusterDev) run(ctx context.Context, host string) {
 	for ctx.Err() == nil {
 		lost := make(chan struct{}, 1)
 		tok, _ := cs.Token(time.Now(), time.Hour)
-		o := paho.NewClientOptions().AddBroker("tcp://"+d.addrs[cur]).SetClientID(d.id).
+		o := paho.NewClientOptions().AddBroker("tcp://" + d.addrs[cur]).SetClientID(d.id).
 			SetUsername(iothub.FormatUsername(host, d.id, "", nil)).SetPassword(tok).
 			SetCleanSession(false).SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).
-			SetKeepAlive(5*time.Second).SetPingTimeout(2*time.Second).SetConnectTimeout(3*time.Second).
+			SetKeepAlive(5 * time.Second).SetPingTimeout(2 * time.Second).SetConnectTimeout(3 * time.Second).
 			SetOrderMatters(false).
 			SetConnectionLostHandler(func(paho.Client, error) {
 				select {
