@@ -277,6 +277,9 @@ func (h *Hub) Attach(c Conn) {
 			return
 		}
 		ds.epoch = epoch
+		// After the claim committed: a poll whose snapshot is older must not see this session
+		// as lost (cluster.poll).
+		ds.since = time.Now()
 	}
 	now := h.now()
 	h.mu.Lock()

@@ -31,6 +31,11 @@ const (
 	pgLockBatches int64 = 0x63326468_00000002 // "c2dh" 2: forming feedback batches
 )
 
+// pgWriters group-committing writers share the load. One: on a 2-core machine four measured no
+// better (the CPU, shared with the server, is the limit, not the round trips), and concurrent
+// batches on one node would hold row locks against each other.
+const pgWriters = 1
+
 func pgDialect() *dialect {
 	return &dialect{
 		name:        "postgres",
@@ -128,9 +133,9 @@ func openPostgres(ctx context.Context, url string, log logger) (*sqlStore, error
 		d.SetConnMaxIdleTime(5 * time.Minute)
 		return d
 	}
-	// The writer runs one transaction at a time; the second connection serves pings and the
-	// schema lock without waiting for it.
-	w, r := open(2), open(8)
+	// Each writer runs one transaction at a time; one more connection serves pings and the
+	// schema lock without waiting for them.
+	w, r := open(pgWriters+1), open(8)
 	fail := func(err error) (*sqlStore, error) {
 		w.Close()
 		r.Close()

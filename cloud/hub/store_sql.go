@@ -29,7 +29,8 @@ type sqlStore struct {
 	mu       sync.RWMutex // held for reading while submitting; Close takes it to stop submissions
 	closed   bool
 	stopped  chan struct{}
-	commits  atomic.Int64 // transactions committed (benchmarks report operations per commit)
+	writers  sync.WaitGroup // the writer goroutines (one for SQLite)
+	commits  atomic.Int64   // transactions committed (benchmarks report operations per commit)
 	maxBatch int
 	onClose  func() error    // extra clean-up after the pools closed (nil: none)
 	pgCfg    *pgx.ConnConfig // PostgreSQL: for the LISTEN connection (store_pg.go)
@@ -54,6 +55,9 @@ type dialect struct {
 	// batchLock serialises the forming of feedback batches across nodes (ids are MAX(id)+1).
 	batchLock string
 	readOpts  *sql.TxOptions
+	// writers is how many group-committing writer goroutines run (0: one). PostgreSQL takes
+	// several: each statement is a round trip, and row locks keep concurrent writers correct.
+	writers int
 	// opTimeout bounds one group commit (0: none). A database server that stopped answering must
 	// fail the requests, not hang them: the node reports itself unhealthy and recovers later.
 	opTimeout time.Duration
@@ -98,7 +102,11 @@ func newSQLStore(w, r *sql.DB, wc, rc *stmtCache, d *dialect, log logger) *sqlSt
 		stopped:  make(chan struct{}),
 		maxBatch: 512,
 	}
-	go s.writer()
+	s.writers.Add(max(1, d.writers))
+	for range max(1, d.writers) {
+		go s.writer()
+	}
+	go func() { s.writers.Wait(); close(s.stopped) }()
 	return s
 }
 
@@ -130,7 +138,7 @@ func (s *sqlStore) classify(err error) error {
 // writer is the only goroutine that writes. It takes whatever requests are waiting (up to
 // maxBatch) and commits them in one transaction: one fsync for all of them.
 func (s *sqlStore) writer() {
-	defer close(s.stopped)
+	defer s.writers.Done()
 	batch := make([]*writeReq, 0, s.maxBatch)
 	for r := range s.reqs {
 		batch = append(batch[:0], r)
