@@ -467,6 +467,12 @@ func (c *cluster) poll() {
 	}
 	h.notifyAll()
 	h.feedbackReady()
+	// Deadlines another node created since this node's last sweep (a send's TTL, a lock taken
+	// there) are due here too if that node dies: sweep once a poll (SKIP LOCKED keeps it cheap
+	// and applies each deadline once).
+	if h.timer != nil {
+		h.timer.arm(h.now())
+	}
 }
 
 // notifyAll wakes every WaitSettled to look again.
