@@ -16,7 +16,7 @@ PKG_c2d-agent := ./agent/cmd/c2d-agent
 PKG_c2d-hub   := ./cloud/cmd/c2d-hub
 PKG_c2d       := ./service-cli/cmd/c2d
 
-.PHONY: all build test test-go test-vm lint demo bench chaos clean
+.PHONY: all build test test-go test-vm lint demo demo-cluster bench chaos clean
 
 all: build
 
@@ -53,6 +53,12 @@ lint:
 # commands (one invalid) with their outcomes and the board as it changes. See internal/demo.
 demo: build
 	@$(GO) run ./internal/demo/cmd/c2d-demo -bin bin
+
+# A cluster: PostgreSQL (Debian's postgresql package, started in a temporary directory), three
+# c2d-hub nodes, an agent listing them; the node holding the board is killed with -9 and the board
+# carries on through another. See docs/cluster.md.
+demo-cluster: build
+	@$(GO) run ./internal/demo/cmd/c2d-demo -bin bin -cluster
 
 # Benchmarks with their baselines measured in the same run (raw MQTT through Mosquitto and through
 # our broker, the disk's fsync); prints a table and writes bin/bench.json. See docs/benchmarks.md.

@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	firstConnect := make(chan struct{})
 	var once sync.Once
 	client, err := conn.New(conn.Options{
-		Device: res.Device, BrokerURL: res.BrokerURL, TLS: res.TLS, Extension: res.Extension,
+		Device: res.Device, BrokerURL: res.BrokerURL, Fallbacks: res.Fallbacks, TLS: res.TLS, Extension: res.Extension,
 		ClientType:     "c2d-agent/" + version.Version,
 		KeepAlive:      cfg.Connection.KeepAlive.Duration,
 		TokenTTL:       cfg.Connection.TokenTTL.Duration,

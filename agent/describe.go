@@ -14,6 +14,9 @@ import (
 func Describe(w io.Writer, cfg *config.Config, res *config.Resolved) {
 	fmt.Fprintf(w, "device:        %s (hub %s)\n", res.Device.DeviceID, res.Device.HostName)
 	fmt.Fprintf(w, "broker:        %s\n", res.BrokerURL.Redacted())
+	for _, u := range res.Fallbacks {
+		fmt.Fprintf(w, "  then:        %s\n", u.Redacted())
+	}
 	mode := "plain Azure (PUBACK completes; refusals reported as D2C events)"
 	if res.Extension {
 		mode = "c2d extension opted in (explicit complete/reject/abandon when the hub offers it)"

@@ -76,16 +76,20 @@ type Connection struct {
 	ConnectionString     string `yaml:"connection_string"`
 	ConnectionStringFile string `yaml:"connection_string_file"`
 	// BrokerURL overrides where to connect (tcp://, ssl://, ws://, wss://); default
-	// ssl://{GatewayHostName or HostName}:8883.
-	BrokerURL      string   `yaml:"broker_url"`
-	CAFile         string   `yaml:"ca_file"`
-	KeepAlive      Duration `yaml:"keep_alive"`
-	TokenTTL       Duration `yaml:"token_ttl"`
-	ConnectTimeout Duration `yaml:"connect_timeout"`
-	ReconnectMin   Duration `yaml:"reconnect_min"`
-	ReconnectMax   Duration `yaml:"reconnect_max"`
-	Dispositions   string   `yaml:"dispositions"`
+	// ssl://{GatewayHostName or HostName}:8883. One URL, or a list (the nodes of a c2d-hub
+	// cluster): tried in order, the agent stays on the one it connected to.
+	BrokerURL      BrokerURLs `yaml:"broker_url"`
+	CAFile         string     `yaml:"ca_file"`
+	KeepAlive      Duration   `yaml:"keep_alive"`
+	TokenTTL       Duration   `yaml:"token_ttl"`
+	ConnectTimeout Duration   `yaml:"connect_timeout"`
+	ReconnectMin   Duration   `yaml:"reconnect_min"`
+	ReconnectMax   Duration   `yaml:"reconnect_max"`
+	Dispositions   string     `yaml:"dispositions"`
 }
+
+// BrokerURLs is connection.broker_url: one URL (a YAML scalar) or a list of them.
+type BrokerURLs []string
 
 // Hardware picks the backend.
 type Hardware struct {
@@ -235,9 +239,13 @@ func (c *Config) Validate() error {
 			bad("connection.connection_string", "%v", err)
 		}
 	}
-	if cn.BrokerURL != "" {
-		if _, err := parseBrokerURL(cn.BrokerURL); err != nil {
-			bad("connection.broker_url", "%v", err)
+	for i, u := range cn.BrokerURL {
+		if _, err := parseBrokerURL(u); err != nil {
+			field := "connection.broker_url"
+			if len(cn.BrokerURL) > 1 {
+				field = fmt.Sprintf("connection.broker_url[%d]", i)
+			}
+			bad(field, "%v", err)
 		}
 	}
 	defaultDuration(&cn.KeepAlive, DefaultKeepAlive)

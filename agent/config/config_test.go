@@ -131,6 +131,8 @@ func TestValidationErrors(t *testing.T) {
 		{"broker scheme", base + "connection2:\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 7)`},
 		{"broker url", strings.Replace(base, "connection:\n", "connection:\n  broker_url: http://hub:80\n", 1), `connection.broker_url: scheme "http" not supported (use tcp://, ssl://, ws:// or wss://) (line 3)`},
 		{"broker no port", strings.Replace(base, "connection:\n", "connection:\n  broker_url: tcp://hub\n", 1), `connection.broker_url: "tcp://hub" has no port (e.g. tcp://hub:8883) (line 3)`},
+		{"broker list entry", strings.Replace(base, "connection:\n", "connection:\n  broker_url: [ssl://n1:8883, tcp://n2]\n", 1), `connection.broker_url[1]: "tcp://n2" has no port (e.g. tcp://n2:8883) (line 3)`},
+		{"broker list of lists", strings.Replace(base, "connection:\n", "connection:\n  broker_url: [[ssl://n1:8883]]\n", 1), `connection.broker_url[0]: expected a single value (line 3)`},
 		{"dispositions", strings.Replace(base, "connection:\n", "connection:\n  dispositions: sometimes\n", 1), `connection.dispositions: "sometimes" is not one of auto, extension, azure (line 3)`},
 		{"keep_alive", strings.Replace(base, "connection:\n", "connection:\n  keep_alive: 1h\n", 1), `connection.keep_alive: 1h is outside 5s..29m27s (Azure's limit is 1767s) (line 3)`},
 		{"token_ttl", strings.Replace(base, "connection:\n", "connection:\n  token_ttl: 1m\n", 1), `connection.token_ttl: 1m is outside 5m..8760h (line 3)`},
@@ -250,9 +252,18 @@ func TestResolve(t *testing.T) {
 		t.Errorf("gateway: %v %v", r.BrokerURL, err)
 	}
 
-	r, err = cfg(func(c *Config) { c.Connection.BrokerURL = "tcp://127.0.0.1:1883"; c.StateDir = "/x" }).Resolve()
+	r, err = cfg(func(c *Config) { c.Connection.BrokerURL = BrokerURLs{"tcp://127.0.0.1:1883"}; c.StateDir = "/x" }).Resolve()
 	if err != nil || r.TLS != nil || r.BrokerURL.String() != "tcp://127.0.0.1:1883" || r.StateDir != "/x" {
 		t.Errorf("tcp override: %+v %v", r, err)
+	}
+
+	// A cluster: several brokers, tried in order; each TLS one is checked for its own name (conn).
+	r, err = cfg(func(c *Config) {
+		c.Connection.BrokerURL = BrokerURLs{"ssl://n1.lan:8883", "ssl://n2.lan:8883", "tcp://10.0.0.3:1883"}
+	}).Resolve()
+	if err != nil || r.BrokerURL.Host != "n1.lan:8883" || len(r.Fallbacks) != 2 || r.Fallbacks[0].Host != "n2.lan:8883" ||
+		r.Fallbacks[1].String() != "tcp://10.0.0.3:1883" || r.TLS == nil {
+		t.Errorf("broker list: %+v %v", r, err)
 	}
 
 	_, err = cfg(func(c *Config) { c.Connection.ConnectionStringFile = bad }).Resolve()

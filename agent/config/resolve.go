@@ -17,6 +17,8 @@ import (
 type Resolved struct {
 	Device    iothub.DeviceConnectionString
 	BrokerURL *url.URL
+	// Fallbacks are connection.broker_url's further entries, tried in order after BrokerURL.
+	Fallbacks []*url.URL
 	// Extension: the agent opts in to c2d's disposition extension (c2d-ext=dispositions).
 	Extension bool
 	// TLS is set for ssl:// and wss:// brokers: the CA file's roots, or the system's.
@@ -79,12 +81,18 @@ func (c *Config) Resolve() (*Resolved, error) {
 		r.Warnings = append(r.Warnings, field+": uses a fixed SharedAccessSignature; the agent cannot renew it and stops connecting once it expires")
 	}
 
-	if cn.BrokerURL != "" {
-		u, err := parseBrokerURL(cn.BrokerURL)
-		if err != nil {
-			return nil, fmt.Errorf("connection.broker_url: %w", err)
+	if len(cn.BrokerURL) > 0 {
+		for i, s := range cn.BrokerURL {
+			u, err := parseBrokerURL(s)
+			if err != nil {
+				return nil, fmt.Errorf("connection.broker_url[%d]: %w", i, err)
+			}
+			if i == 0 {
+				r.BrokerURL = u
+			} else {
+				r.Fallbacks = append(r.Fallbacks, u)
+			}
 		}
-		r.BrokerURL = u
 	} else {
 		host := dev.HostName
 		if dev.GatewayHostName != "" {
@@ -93,7 +101,11 @@ func (c *Config) Resolve() (*Resolved, error) {
 		r.BrokerURL = &url.URL{Scheme: "ssl", Host: net.JoinHostPort(host, "8883")}
 	}
 
-	if r.BrokerURL.Scheme == "ssl" || r.BrokerURL.Scheme == "wss" {
+	usesTLS := false
+	for _, u := range append([]*url.URL{r.BrokerURL}, r.Fallbacks...) {
+		usesTLS = usesTLS || u.Scheme == "ssl" || u.Scheme == "wss"
+	}
+	if usesTLS {
 		r.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.BrokerURL.Hostname()}
 		if cn.CAFile != "" {
 			pem, err := os.ReadFile(cn.CAFile)

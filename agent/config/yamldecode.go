@@ -38,6 +38,12 @@ func decodeNode(path string, n *yaml.Node, v reflect.Value) error {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil // `key:` with no value keeps the default
 	}
+	if v.Type() == reflect.TypeFor[BrokerURLs]() && n.Kind == yaml.ScalarNode {
+		if n.Value != "" {
+			v.Set(reflect.ValueOf(BrokerURLs{n.Value})) // one URL: a list of one
+		}
+		return nil
+	}
 	if v.CanAddr() {
 		if s, ok := v.Addr().Interface().(scalar); ok {
 			if n.Kind != yaml.ScalarNode {

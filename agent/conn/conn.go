@@ -22,7 +22,10 @@ import (
 type Options struct {
 	Device    iothub.DeviceConnectionString
 	BrokerURL *url.URL
-	TLS       *tls.Config // nil for tcp:// and ws://
+	// Fallbacks are further brokers (the other nodes of a c2d-hub cluster), tried in order after
+	// BrokerURL when a connection attempt fails. The client stays on whichever it connected to.
+	Fallbacks []*url.URL
+	TLS       *tls.Config // for ssl:// and wss:// brokers (ServerName is set per broker)
 	// Extension opts in to c2d's disposition extension (username c2d-ext=dispositions).
 	Extension bool
 	// ClientType is the DeviceClientType username parameter, e.g. "c2d-agent/1.0.0".
@@ -100,7 +103,8 @@ type Client struct {
 	log      *slog.Logger
 	filter   string
 	username string
-	broker   string // URL paho dials
+	brokers  []*url.URL   // BrokerURL, then Fallbacks, as paho dials them
+	cur      atomic.Int32 // index in brokers of the one used now
 
 	ackMu    sync.Mutex // serialises PUBACK sending (taken before mu)
 	mu       sync.Mutex
@@ -142,11 +146,13 @@ func New(opts Options) (*Client, error) {
 	}
 	c.username = iothub.FormatUsername(opts.Device.HostName, opts.Device.DeviceID, "", extra)
 
-	broker := *opts.BrokerURL
-	if (broker.Scheme == "ws" || broker.Scheme == "wss") && (broker.Path == "" || broker.Path == "/") {
-		broker.Path = "/$iothub/websocket" // Azure's path; paho sets the "mqtt" subprotocol
+	for _, u := range append([]*url.URL{opts.BrokerURL}, opts.Fallbacks...) {
+		broker := *u
+		if (broker.Scheme == "ws" || broker.Scheme == "wss") && (broker.Path == "" || broker.Path == "/") {
+			broker.Path = "/$iothub/websocket" // Azure's path; paho sets the "mqtt" subprotocol
+		}
+		c.brokers = append(c.brokers, &broker)
 	}
-	c.broker = broker.String()
 	return c, nil
 }
 
@@ -155,8 +161,9 @@ func New(opts Options) (*Client, error) {
 // nothing from an old connection can leak into a new one.
 func (c *Client) newPaho(g *generation) paho.Client {
 	handler := func(_ paho.Client, m paho.Message) { c.onPublish(g, m) }
+	broker := c.brokers[c.cur.Load()]
 	o := paho.NewClientOptions().
-		AddBroker(c.broker).
+		AddBroker(broker.String()).
 		SetClientID(iothub.ClientID(c.opts.Device.DeviceID, "")).
 		SetProtocolVersion(4).
 		SetCleanSession(c.probe).
@@ -184,8 +191,10 @@ func (c *Client) newPaho(g *generation) paho.Client {
 		}).
 		// With a persistent session the broker may deliver before SUBSCRIBE is re-sent.
 		SetDefaultPublishHandler(handler)
-	if c.opts.TLS != nil {
-		o.SetTLSConfig(c.opts.TLS)
+	if c.opts.TLS != nil && (broker.Scheme == "ssl" || broker.Scheme == "wss") {
+		tc := c.opts.TLS.Clone()
+		tc.ServerName = broker.Hostname() // each node's certificate is checked for its own name
+		o.SetTLSConfig(tc)
 	}
 	pc := paho.NewClient(o)
 	pc.AddRoute(c.filter, handler)
@@ -200,8 +209,13 @@ func (c *Client) Alive(d time.Duration) bool {
 	return time.Since(time.Unix(0, c.heartbeat.Load())) <= d
 }
 
-// Broker is where the client connects.
-func (c *Client) Broker() string { return c.opts.BrokerURL.Redacted() }
+// Broker is where the client connects (or tries to) now.
+func (c *Client) Broker() string { return c.brokers[c.cur.Load()].Redacted() }
+
+// nextBroker moves to the next broker of the list after a failed attempt.
+func (c *Client) nextBroker() {
+	c.cur.Store((c.cur.Load() + 1) % int32(len(c.brokers)))
+}
 
 // newGeneration makes the generation (and paho client) of the next connection attempt.
 func (c *Client) newGeneration() *generation {
@@ -375,7 +389,6 @@ func truncate(s string) string {
 // Run connects and keeps the connection up until ctx ends, then disconnects. It returns nil after
 // a clean stop.
 func (c *Client) Run(ctx context.Context) error {
-	broker := c.Broker()
 	attempt := 0
 	beat := time.NewTicker(time.Second)
 	defer beat.Stop()
@@ -384,6 +397,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		broker := c.Broker()
 		c.state(State{Broker: broker})
 		c.log.Info("connecting", "broker", broker, "device", c.opts.Device.DeviceID, "extension", c.opts.Extension)
 		start := time.Now()
@@ -395,12 +409,13 @@ func (c *Client) Run(ctx context.Context) error {
 				return nil
 			}
 			attempt++
+			c.nextBroker()
 			wait := Backoff(attempt, c.opts.ReconnectMin, c.opts.ReconnectMax, rand.Float64())
 			hint := c.Hint(err)
 			if hint != "" {
-				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err, "likely", hint)
+				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "next", c.Broker(), "retry_in", wait.Round(time.Millisecond), "err", err, "likely", hint)
 			} else {
-				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+				c.log.Warn("connect failed", "broker", broker, "attempt", attempt, "next", c.Broker(), "retry_in", wait.Round(time.Millisecond), "err", err)
 			}
 			c.state(State{Broker: broker, Err: err, Hint: hint})
 			if !c.sleep(ctx, beat, wait) {

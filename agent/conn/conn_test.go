@@ -240,3 +240,49 @@ func testPKI(t *testing.T) (caPEM []byte, server tls.Certificate) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
 }
+
+// A list of brokers (a c2d-hub cluster's nodes): a dead first one is skipped for the next; once
+// connected the client stays there; when that one goes, it moves on again.
+func TestFailoverToTheNextBroker(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens here: connection refused
+	srv2 := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	h2 := &connects{wake: make(chan struct{})}
+	if err := srv2.AddHook(h2, nil); err != nil {
+		t.Fatal(err)
+	}
+	l2 := listeners.NewTCP(listeners.Config{ID: "t2", Address: "127.0.0.1:0"})
+	if err := srv2.AddListener(l2); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv2.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	addr2 := l2.Address()
+	_, h3, addr3 := broker(t, nil)
+	c, _ := run(t, Options{
+		BrokerURL: &url.URL{Scheme: "tcp", Host: dead},
+		Fallbacks: []*url.URL{{Scheme: "tcp", Host: addr2}, {Scheme: "tcp", Host: addr3}},
+	})
+	h2.waitN(t, 1)
+	waitOnBroker(t, c, "tcp://"+addr2)
+	// The node it is on dies: the client carries on with the next one.
+	srv2.Close()
+	h3.waitN(t, 1)
+	waitOnBroker(t, c, "tcp://"+addr3)
+}
+
+func waitOnBroker(t *testing.T, c *Client, broker string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.Connected() || c.Broker() != broker {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected to %s (connected %v to %s)", broker, c.Connected(), c.Broker())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
+}

@@ -38,6 +38,7 @@ var sentinelCodes = []struct {
 	{hub.ErrUnauthorized, iothub.CodeIotHubUnauthorizedAccess},
 	{hub.ErrDeviceDisabled, iothub.CodeArgumentInvalid},
 	{hub.ErrClosed, iothub.CodeServiceUnavailable},
+	{hub.ErrStoreUnavailable, iothub.CodeServiceUnavailable},
 }
 
 // toAPIError turns any handler error into the *iothub.Error the client sees.

@@ -91,7 +91,7 @@ func BenchmarkSendParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
-	b.ReportMetric(float64(b.N)/float64(h.st.(*sqliteStore).commits.Load()), "sends/commit")
+	b.ReportMetric(float64(b.N)/float64(h.st.(*sqlStore).commits.Load()), "sends/commit")
 }
 
 // BenchmarkSendDeliverComplete measures one message's way through the core: Send (durable),

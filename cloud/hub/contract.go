@@ -43,8 +43,17 @@ type Config struct {
 	// Logger receives the hub's structured logs; nil discards them.
 	Logger *slog.Logger
 
-	// Now is the hub's clock; nil means time.Now. Tests move it to cross lock/TTL boundaries.
+	// Now is the hub's clock; nil means time.Now corrected to the store's clock (PostgreSQL's,
+	// so every node of a cluster decides lock expiry and TTL by one clock). Tests move it to cross
+	// lock/TTL boundaries.
 	Now func() time.Time
+
+	// Store is where the state lives (store, --store): "" or "sqlite" for DATA/hub.db, or a
+	// PostgreSQL connection string (postgres://… URL or libpq key=value) that the nodes of a
+	// cluster share.
+	Store string
+	// NodeID names this node among those sharing a store (default: the host name).
+	NodeID string
 }
 
 // Permission is one right a shared access policy grants (Azure's names).
@@ -108,6 +117,9 @@ var (
 	ErrUnauthorized       = errors.New("unauthorized")
 	ErrInvalidArgument    = errors.New("invalid argument")
 	ErrClosed             = errors.New("hub closed")
+	// ErrStoreUnavailable: the store's server cannot be reached (PostgreSQL down or cut off).
+	// Nothing was acknowledged; the node recovers by itself when the server is back.
+	ErrStoreUnavailable = errors.New("store unavailable")
 )
 
 // Events is the hub's observer, for metrics and logs. Any field may be nil. Calls are synchronous:

@@ -20,7 +20,15 @@ func (h *Hub) OnCredentialsChanged(fn func(deviceID string)) {
 	h.mu.Unlock()
 }
 
+// credentialsChanged re-checks the sessions on this node and, in a cluster, on every other.
 func (h *Hub) credentialsChanged(deviceID string) {
+	h.localCredentialsChanged(deviceID)
+	if h.cl != nil {
+		h.cl.publishCreds(deviceID)
+	}
+}
+
+func (h *Hub) localCredentialsChanged(deviceID string) {
 	h.mu.Lock()
 	fn := h.creds
 	h.mu.Unlock()

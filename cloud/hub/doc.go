@@ -30,6 +30,24 @@
 // never loses a record and never makes two. Delivery counts are incremented durably before
 // Conn.Deliver is called.
 //
+// # PostgreSQL and clusters
+//
+// Config.Store selects the store: SQLite in the data directory (default), or a PostgreSQL
+// connection string (pgx, pure Go) that several hubs — the nodes of a cluster — share. Both stores
+// run the same SQL (store_sql_*.go, '?' rebound to $n for PostgreSQL) through the same group
+// commit; the dialect adds what several writers need: FOR UPDATE on rows a write goes on to
+// change, FOR UPDATE SKIP LOCKED in sweeps (each deadline applied once for the cluster), retries
+// of deadlocks and serialization failures, ErrStoreUnavailable for a server that is gone, and the
+// database's clock. The migrations are SQLite's, translated (BLOB → BYTEA, INTEGER PRIMARY KEY →
+// identity), applied under an advisory lock; c2d_schema holds the version. One conformance suite
+// (store_conformance_test.go) and the lifecycle tests run on both stores.
+//
+// With a shared store (cluster.go) a node claims each device it attaches with a fencing epoch,
+// tells the other nodes what changed through coalesced NOTIFYs sent outside the data transactions
+// (with a 1 s poll as the safety net), heartbeats, and releases the devices of a node whose
+// heartbeat stopped. At Open a shared store keeps the other nodes' locks (only this node's
+// previous sessions are released). docs/cluster.md has the design and its failure cases.
+//
 // # Lifecycle (azure-c2d.md §4) and the choices made where Azure is silent
 //
 //   - Send validates (iothub.Message.Validate, ValidateDeviceID) and refuses with *iothub.Error

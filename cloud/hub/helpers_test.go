@@ -3,11 +3,13 @@ package hub
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/pgtest"
 )
 
 const waitLimit = 10 * time.Second // generous under -race on 2 shared cores; never reached when green
@@ -34,6 +36,9 @@ func openHub(t *testing.T, dir string, cfg Config) *Hub {
 
 func newTestHub(t *testing.T, cfg Config) *Hub {
 	t.Helper()
+	if strings.HasPrefix(t.Name(), onPostgresPrefix) {
+		cfg.Store = pgtest.DB(t)
+	}
 	return openHub(t, t.TempDir(), cfg)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -43,7 +44,10 @@ type Hub struct {
 	fbCh chan struct{} // closed (and replaced) when a feedback batch may have become available
 
 	timer  *sweeper
-	unlock func() // releases DATA/hub.lock
+	unlock func()   // releases DATA/hub.lock
+	cl     *cluster // nil unless the store is shared (cluster.go)
+
+	skew atomic.Int64 // store clock − local clock, ns (shared stores: see clock.go)
 }
 
 type connInfo struct {
@@ -65,6 +69,9 @@ type devState struct {
 	inflight map[string]time.Time // lock token → locked until
 	kicked   bool
 	running  bool
+
+	epoch int64     // the ownership epoch this node holds the device at (shared stores)
+	since time.Time // when attached (local clock)
 }
 
 type waitKey struct{ dev, mid string }
@@ -82,9 +89,6 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -92,13 +96,8 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	unlock, err := lockDataDir(dataDir)
+	st, unlock, err := openStore(ctx, dataDir, cfg.Store, log)
 	if err != nil {
-		return nil, err
-	}
-	st, err := openSQLite(ctx, dataDir, log)
-	if err != nil {
-		unlock()
 		return nil, err
 	}
 	h := &Hub{
@@ -112,6 +111,31 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		fbCh:     make(chan struct{}),
 	}
 	h.unlock = unlock
+	if st.shared() {
+		// Before any goroutine that applies effects starts: they read h.cl.
+		node := cfg.NodeID
+		if node == "" {
+			if node, _ = os.Hostname(); node == "" {
+				node = "node"
+			}
+		}
+		h.cl = newCluster(h, node)
+	}
+	if h.cfg.Now == nil {
+		h.cfg.Now = time.Now
+		if st.shared() {
+			// Lock expiry and TTL are decided by the database's clock, so that nodes whose clocks
+			// differ agree (clock.go).
+			if err := h.syncClock(ctx); err != nil {
+				st.close()
+				unlock()
+				return nil, err
+			}
+			h.cfg.Now = h.storeNow
+			h.wg.Add(1)
+			go h.clockLoop()
+		}
+	}
 	if err := h.recover(ctx); err != nil {
 		st.close()
 		unlock()
@@ -126,7 +150,38 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	h.wg.Add(2)
 	go h.timer.run()
 	go h.runConnHistory()
+	if h.cl != nil {
+		if err := h.cl.start(ctx); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	return h, nil
+}
+
+// openStore opens the store cfg.Store names: SQLite in dataDir (locked against a second hub), or a
+// PostgreSQL server that several nodes share.
+// The data directory is locked either way: it holds the node's TLS material and endpoints.json.
+func openStore(ctx context.Context, dataDir, setting string, log logger) (store, func(), error) {
+	var open func() (*sqlStore, error)
+	switch {
+	case setting == "" || setting == "sqlite":
+		open = func() (*sqlStore, error) { return openSQLite(ctx, dataDir, log) }
+	case IsPostgresURL(setting):
+		open = func() (*sqlStore, error) { return openPostgres(ctx, setting, log) }
+	default:
+		return nil, nil, fmt.Errorf("store: %q: want sqlite, a postgres:// URL or a key=value PostgreSQL connection string", redact(setting))
+	}
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := open()
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
 }
 
 // recover brings the stored state to what a hub with no connections has, and loads the policies.
@@ -141,6 +196,11 @@ func (h *Hub) recover(ctx context.Context) error {
 			return fmt.Errorf("policies: %w", err)
 		}
 		now := h.now()
+		if h.st.shared() {
+			// Other nodes hold their locks and feedback batches: what this node held before
+			// it restarted comes back when those locks expire, by the cluster's sweep.
+			return h.formBatches(tx, now, e)
+		}
 		inv, err := tx.invisible()
 		if err != nil {
 			return err
@@ -182,6 +242,9 @@ func (h *Hub) recover(ctx context.Context) error {
 func (h *Hub) Close() error {
 	err := ErrClosed
 	h.closeOnce.Do(func() {
+		if h.cl != nil {
+			h.cl.leave()
+		}
 		h.mu.Lock() // kick adds to wg under h.mu: no Add can race the Wait below
 		close(h.done)
 		h.mu.Unlock()
@@ -267,6 +330,9 @@ func (h *Hub) apply(e *effects) {
 	}
 	if e.feedback {
 		h.feedbackReady()
+	}
+	if h.cl != nil {
+		h.cl.publish(e)
 	}
 	if !e.deadline.IsZero() && h.timer != nil {
 		h.timer.arm(e.deadline)

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -272,7 +273,26 @@ func (h *Hub) Attach(c Conn) {
 	if old != nil {
 		h.detach(old)
 	}
-	ds := &devState{id: id, conn: c, inflight: map[string]time.Time{}}
+	ds := &devState{id: id, conn: c, inflight: map[string]time.Time{}, since: time.Now()}
+	if h.cl != nil {
+		epoch, err := h.cl.claim(id)
+		if err != nil {
+			// Without ownership nothing can be delivered: drop the session, the device
+			// reconnects (to this node or another).
+			h.log.Error("attach: take ownership of the device", "device", id, "err", err)
+			h.mu.Lock()
+			fn := h.gone
+			h.mu.Unlock()
+			if fn != nil {
+				go fn(id)
+			}
+			return
+		}
+		ds.epoch = epoch
+		// After the claim committed: a poll whose snapshot is older must not see this session
+		// as lost (cluster.poll).
+		ds.since = time.Now()
+	}
 	now := h.now()
 	h.mu.Lock()
 	h.devs[id] = ds
@@ -321,8 +341,8 @@ func (h *Hub) detach(ds *devState) {
 	if h.ev.Connected != nil {
 		h.ev.Connected(ds.id, false)
 	}
-	if len(tokens) > 0 {
-		if err := h.releaseTokens(ds.id, tokens); err != nil && !isClosed(err) {
+	if len(tokens) > 0 || h.cl != nil {
+		if err := h.releaseTokens(ds, tokens, true); err != nil && !isClosed(err) {
 			h.log.Error("detach: return messages to the queue", "device", ds.id, "err", err)
 		}
 	}
@@ -330,10 +350,23 @@ func (h *Hub) detach(ds *devState) {
 }
 
 // releaseTokens returns the given deliveries of a device to Enqueued (delivery-count and TTL
-// rules applied). Tokens no longer Invisible (settled meanwhile) are skipped.
-func (h *Hub) releaseTokens(deviceID string, tokens []string) error {
+// rules applied). Tokens no longer Invisible (settled meanwhile) are skipped. In a cluster nothing
+// is done once another node holds the device (it released them when it took over); detaching
+// also gives up this node's ownership.
+func (h *Hub) releaseTokens(ds *devState, tokens []string, detaching bool) error {
+	deviceID := ds.id
 	return h.update(context.Background(), func(tx storeTx, e *effects) error {
 		now := h.now()
+		if err := h.owns(tx, ds); errors.Is(err, errFenced) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if detaching && h.cl != nil {
+			if err := tx.releaseDevice(deviceID, h.cl.node, ds.epoch); err != nil {
+				return err
+			}
+		}
 		for _, t := range tokens {
 			m, ok, err := tx.byToken(deviceID, t)
 			if err != nil {
@@ -404,6 +437,9 @@ func (h *Hub) dispatch(ds *devState) {
 		again := false
 		err := h.update(context.Background(), func(tx storeTx, e *effects) error {
 			locked, again = locked[:0], false
+			if err := h.owns(tx, ds); err != nil {
+				return err
+			}
 			now := h.now()
 			ms, err := tx.enqueued(ds.id, free)
 			if err != nil {
@@ -434,7 +470,10 @@ func (h *Hub) dispatch(ds *devState) {
 		})
 		if err != nil {
 			ds.sendMu.Unlock()
-			if !isClosed(err) {
+			switch {
+			case errors.Is(err, errFenced):
+				h.cl.lost(ds)
+			case !isClosed(err):
 				h.log.Error("lock messages for delivery", "device", ds.id, "err", err)
 			}
 			h.mu.Lock()
@@ -450,7 +489,7 @@ func (h *Hub) dispatch(ds *devState) {
 		back := h.deliverLocked(ds, locked)
 		ds.sendMu.Unlock()
 		if len(back) > 0 {
-			if err := h.releaseTokens(ds.id, back); err != nil && !isClosed(err) {
+			if err := h.releaseTokens(ds, back, false); err != nil && !isClosed(err) {
 				h.log.Error("return undelivered messages to the queue", "device", ds.id, "err", err)
 			}
 		}
@@ -509,7 +548,24 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 		return errInvalid("disposition %q: want complete, reject or abandon", d)
 	}
 	reason = iothub.TruncateReason(reason)
+	var ds *devState
+	if h.cl != nil {
+		// In a cluster a settle counts only through the session that holds the device.
+		h.mu.Lock()
+		ds = h.devs[deviceID]
+		h.mu.Unlock()
+		if ds == nil {
+			return errLockLost(deviceID, lockToken)
+		}
+	}
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
+		if ds != nil {
+			if err := h.owns(tx, ds); errors.Is(err, errFenced) {
+				return errLockLost(deviceID, lockToken)
+			} else if err != nil {
+				return err
+			}
+		}
 		now := h.now()
 		m, ok, err := tx.byToken(deviceID, lockToken)
 		if err != nil {

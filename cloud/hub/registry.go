@@ -78,8 +78,17 @@ func (h *Hub) OnDeviceGone(fn func(deviceID string)) {
 	h.mu.Unlock()
 }
 
-// deviceGone stops delivering to a deleted or disabled device and tells the broker.
+// deviceGone stops delivering to a deleted or disabled device and tells the broker, on every node
+// of a cluster.
 func (h *Hub) deviceGone(id string) {
+	h.dropLocal(id)
+	if h.cl != nil {
+		h.cl.publishGone(id)
+	}
+}
+
+// dropLocal detaches the device's session on this node, if any, and has the broker drop it.
+func (h *Hub) dropLocal(id string) {
 	h.attachMu.Lock()
 	h.mu.Lock()
 	ds := h.devs[id]
@@ -345,7 +354,15 @@ func (h *Hub) Status(ctx context.Context) (iothub.HubStatus, error) {
 		for _, n := range counts {
 			st.QueuedMessageCount += n
 		}
-		st.PendingFeedbackCount, err = tx.pendingFeedback()
+		if st.PendingFeedbackCount, err = tx.pendingFeedback(); err != nil || h.cl == nil {
+			return err
+		}
+		st.Node = h.cl.node
+		nodes, err := tx.nodes()
+		for _, n := range nodes {
+			st.Nodes = append(st.Nodes, iothub.NodeStatus{NodeID: n.ID, StartedTimeUTC: n.Started,
+				HeartbeatTimeUTC: n.Heartbeat, DeviceCount: n.Devices, Version: n.Version})
+		}
 		return err
 	})
 	if err != nil {
@@ -355,6 +372,15 @@ func (h *Hub) Status(ctx context.Context) (iothub.HubStatus, error) {
 	st.ConnectedDeviceCount = len(h.devs)
 	h.mu.Unlock()
 	return st, nil
+}
+
+// ReadStorePolicies is ReadPolicies for a store setting (Config.Store): PostgreSQL's policies, or
+// SQLite's in dataDir.
+func ReadStorePolicies(ctx context.Context, store, dataDir string) ([]Policy, error) {
+	if IsPostgresURL(store) {
+		return readPostgresPolicies(ctx, store)
+	}
+	return ReadPolicies(ctx, dataDir)
 }
 
 // ReadPolicies reads the shared access policies from dataDir's store without opening the hub:
@@ -375,7 +401,7 @@ func ReadPolicies(ctx context.Context, dataDir string) ([]Policy, error) {
 		return nil, fmt.Errorf("read policies from %s: %w", path, err)
 	}
 	defer tx.Rollback()
-	ps, err := (&sqlTx{ctx: ctx, tx: tx, cache: newStmtCache(db)}).policies()
+	ps, err := (&sqlTx{ctx: ctx, tx: tx, d: sqliteDialect()}).policies()
 	if err != nil {
 		return nil, fmt.Errorf("read policies from %s: %w", path, err)
 	}

@@ -239,4 +239,17 @@ type HubStatus struct {
 	PendingFeedbackCount  int    `json:"pendingFeedbackCount"` // records not yet completed by a service
 	Version               string `json:"version"`
 	ExtensionDispositions bool   `json:"extensionDispositions"`
+	// A c2d-hub cluster (c2d extension): the node that answered (ConnectedDeviceCount counts its
+	// sessions) and every node with its last heartbeat. Absent on a single hub.
+	Node  string       `json:"node,omitempty"`
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// NodeStatus is one node of a c2d-hub cluster.
+type NodeStatus struct {
+	NodeID           string    `json:"nodeId"`
+	StartedTimeUTC   time.Time `json:"startedTimeUtc"`
+	HeartbeatTimeUTC time.Time `json:"heartbeatTimeUtc"`
+	DeviceCount      int       `json:"connectedDeviceCount"` // sessions it holds, as of its heartbeat
+	Version          string    `json:"version"`
 }

@@ -37,7 +37,14 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// HostName is the name devices and services sign SAS tokens for and that the generated
 	// certificate carries. Default: the machine's host name.
-	HostName string    `yaml:"hostname"`
+	HostName string `yaml:"hostname"`
+	// Store is where the hub's state lives: "" or "sqlite" for DATA/hub.db (one node), or a
+	// PostgreSQL connection string (postgres://user@host/db or "host=… dbname=…") that the
+	// nodes of a cluster share. Default: $C2D_HUB_STORE, else sqlite. A password is better kept
+	// in $C2D_HUB_STORE (systemd EnvironmentFile=) or ~/.pgpass than in this file.
+	Store string `yaml:"store"`
+	// NodeID names this node in a cluster (metrics, c2d hub status). Default: the host name.
+	NodeID   string    `yaml:"node_id"`
 	Listen   Listen    `yaml:"listen"`
 	TLS      TLSFiles  `yaml:"tls"`
 	Queue    Queue     `yaml:"queue"`
@@ -208,6 +215,16 @@ func (c *Config) Resolve() error {
 		}
 		c.HostName = strings.ToLower(h)
 	}
+	if c.Store == "" {
+		c.Store = os.Getenv("C2D_HUB_STORE")
+	}
+	if c.NodeID == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "node"
+		}
+		c.NodeID = h
+	}
 	return nil
 }
 
@@ -232,6 +249,8 @@ func DefaultDataDir() (string, error) {
 func (c Config) HubConfig() hub.Config {
 	return hub.Config{
 		HostName:                 c.HostName,
+		Store:                    c.Store,
+		NodeID:                   c.NodeID,
 		DefaultTTL:               time.Duration(c.Queue.DefaultTTL),
 		MinTTL:                   time.Duration(c.Queue.MinTTL),
 		MaxTTL:                   time.Duration(c.Queue.MaxTTL),
@@ -279,6 +298,12 @@ func (c Config) Validate() error {
 		if err := checkAddr(l.addr); err != nil {
 			return fmt.Errorf("%s: %w", l.key, err)
 		}
+	}
+	if c.Store != "" && c.Store != "sqlite" && !hub.IsPostgresURL(c.Store) {
+		return errors.New("store: want sqlite, a postgres:// URL or a PostgreSQL key=value connection string")
+	}
+	if len(c.NodeID) > 64 || strings.ContainsAny(c.NodeID, " \t\r\n/") {
+		return fmt.Errorf("node_id: %q: want up to 64 characters without spaces or '/'", c.NodeID)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("tls: cert_file and key_file go together (set both, or neither for the generated CA)")

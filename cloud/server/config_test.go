@@ -74,7 +74,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"feedback interval", "feedback:\n  interval: 1ms\n", "feedback.interval: 1ms"},
 		{"default ttl above max", "queue:\n  default_ttl: 72h\n", "queue.default_ttl: 72h"},
 		{"unknown key", "queue:\n  max_delivery: 5\n", "line 2: queue.max_delivery: unknown key (keys here: default_ttl, min_ttl, max_ttl, lock_timeout, max_delivery_count"},
-		{"unknown top key", "listeners:\n  mqtt: x\n", "line 1: listeners: unknown key (keys here: data_dir, hostname, listen"},
+		{"unknown top key", "listeners:\n  mqtt: x\n", "line 1: listeners: unknown key (keys here: data_dir, hostname, store, node_id, listen"},
 		{"bare number duration", "queue:\n  lock_timeout: 60\n", `"60" is not a duration`},
 		{"bad address", "listen:\n  mqtt: localhost\n", "listen.mqtt"},
 		{"bad port", "listen:\n  http: 127.0.0.1:99999\n", "listen.http"},

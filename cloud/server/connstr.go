@@ -18,8 +18,20 @@ var ErrNoPolicy = errors.New("no such shared access policy")
 // connection string for hostName. It only reads (hub.ReadPolicies): it works while the hub runs
 // and never runs the hub's recovery or timers, which opening the hub would.
 func ConnectionString(ctx context.Context, dataDir, hostName, policy string) (iothub.ServiceConnectionString, error) {
+	return StoreConnectionString(ctx, "", dataDir, hostName, policy)
+}
+
+// StoreConnectionString is ConnectionString for a store setting (Config.Store): with a
+// PostgreSQL store it reads the cluster's shared policies.
+func StoreConnectionString(ctx context.Context, store, dataDir, hostName, policy string) (iothub.ServiceConnectionString, error) {
 	var cs iothub.ServiceConnectionString
-	ps, err := hub.ReadPolicies(ctx, dataDir)
+	ps, err := hub.ReadStorePolicies(ctx, store, dataDir)
+	if hub.IsPostgresURL(store) {
+		dataDir = hub.StoreName(store, dataDir)
+		if err != nil {
+			return cs, err
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return cs, fmt.Errorf("no hub store in %s (start `c2d-hub serve --data %s` once first)", dataDir, dataDir)
 	}

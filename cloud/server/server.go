@@ -130,7 +130,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	hc.Logger = log.With("component", "hub")
 	s.hub, err = hub.Open(ctx, cfg.DataDir, hc, metrics.HubEvents(nil))
 	if err != nil {
-		return nil, fmt.Errorf("open hub in %s: %w", cfg.DataDir, err)
+		return nil, fmt.Errorf("open hub in %s (%s): %w", cfg.DataDir, hub.StoreName(cfg.Store, cfg.DataDir), err)
 	}
 	defer func() {
 		if err != nil {

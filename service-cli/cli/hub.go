@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -85,7 +86,7 @@ answers but reports itself unhealthy. Needs a policy with ServiceConnect or Regi
 				if st.ExtensionDispositions {
 					ext = "on (devices may reject with a reason)"
 				}
-				err = fields(cmd.OutOrStdout(),
+				kv := []string{
 					"Hub", a.cs.HostName,
 					"Endpoint", a.subj.endpoint,
 					"Health", health,
@@ -94,7 +95,15 @@ answers but reports itself unhealthy. Needs a policy with ServiceConnect or Regi
 					"Queued messages", strconv.Itoa(st.QueuedMessageCount),
 					"Pending feedback", strconv.Itoa(st.PendingFeedbackCount),
 					"Dispositions extension", ext,
-				)
+				}
+				if st.Node != "" {
+					kv = append(kv, "Answered by node", st.Node)
+					for _, n := range st.Nodes {
+						kv = append(kv, "Node "+n.NodeID, fmt.Sprintf("%d devices, heartbeat %s ago, version %s",
+							n.DeviceCount, time.Since(n.HeartbeatTimeUTC).Round(100*time.Millisecond), n.Version))
+					}
+				}
+				err = fields(cmd.OutOrStdout(), kv...)
 			}
 			if err != nil {
 				return err

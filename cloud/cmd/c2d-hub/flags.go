@@ -42,6 +42,8 @@ func serveCommand(run func(context.Context, server.Config) error) *cobra.Command
 	f.StringVar(&flags.DataDir, "data", "", "data directory (default $STATE_DIRECTORY, $XDG_STATE_HOME/c2d-hub or ~/.local/state/c2d-hub)")
 	f.StringVar(&configPath, "config", "", "YAML configuration file (see configs/hub.yaml)")
 	f.StringVar(&flags.HostName, "hostname", "", "host name devices connect to and sign tokens for (default: this machine's host name)")
+	f.StringVar(&flags.Store, "store", "", `where the state lives: "sqlite" (DATA/hub.db) or a PostgreSQL connection string shared by a cluster's nodes (default $C2D_HUB_STORE, else sqlite)`)
+	f.StringVar(&flags.NodeID, "node-id", "", "this node's name in a cluster (default: the host name)")
 	f.StringVar(&flags.Listen.MQTT, "mqtt", d.Listen.MQTT, `plain MQTT listen address, or "off"`)
 	f.StringVar(&flags.Listen.MQTTS, "mqtts", d.Listen.MQTTS, `MQTT over TLS listen address, or "off"`)
 	f.StringVar(&flags.Listen.HTTP, "http", d.Listen.HTTP, `plain HTTP service API listen address, or "off"`)
@@ -60,6 +62,8 @@ func override(fs *pflag.FlagSet, cfg, flags *server.Config) {
 	set := map[string]func(){
 		"data":       func() { cfg.DataDir = flags.DataDir },
 		"hostname":   func() { cfg.HostName = flags.HostName },
+		"store":      func() { cfg.Store = flags.Store },
+		"node-id":    func() { cfg.NodeID = flags.NodeID },
 		"mqtt":       func() { cfg.Listen.MQTT = flags.Listen.MQTT },
 		"mqtts":      func() { cfg.Listen.MQTTS = flags.Listen.MQTTS },
 		"http":       func() { cfg.Listen.HTTP = flags.Listen.HTTP },
@@ -79,7 +83,7 @@ func override(fs *pflag.FlagSet, cfg, flags *server.Config) {
 }
 
 func connectionStringCmd() *cobra.Command {
-	var dataDir, configPath, hostName, policy string
+	var dataDir, configPath, hostName, policy, store string
 	cmd := &cobra.Command{
 		Use:   "connection-string",
 		Short: "Print a shared access policy's connection string (works while the hub runs)",
@@ -91,6 +95,9 @@ func connectionStringCmd() *cobra.Command {
 			}
 			if dataDir != "" {
 				cfg.DataDir = dataDir
+			}
+			if store != "" {
+				cfg.Store = store
 			}
 			if err := cfg.Resolve(); err != nil {
 				return err
@@ -105,7 +112,7 @@ func connectionStringCmd() *cobra.Command {
 					cfg.HostName = ep.HostName
 				}
 			}
-			cs, err := server.ConnectionString(cmd.Context(), cfg.DataDir, cfg.HostName, policy)
+			cs, err := server.StoreConnectionString(cmd.Context(), cfg.Store, cfg.DataDir, cfg.HostName, policy)
 			if err != nil {
 				return err
 			}
@@ -115,6 +122,7 @@ func connectionStringCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data", "", "data directory of the hub (default as for serve)")
+	f.StringVar(&store, "store", "", "the hub's store, as for serve: a cluster's PostgreSQL prints the cluster's policies")
 	f.StringVar(&configPath, "config", "", "YAML configuration file (for data_dir and hostname)")
 	f.StringVar(&hostName, "hostname", "", "HostName to put in the string (default: the hub's, from endpoints.json)")
 	f.StringVar(&policy, "policy", "iothubowner", "policy: iothubowner, service, registryRead, registryReadWrite or device")

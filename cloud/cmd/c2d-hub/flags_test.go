@@ -33,6 +33,7 @@ func TestServeWithZeroFlagsResolvesTheDefaults(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
+			t.Setenv("C2D_HUB_STORE", "")
 			var got *server.Config
 			cmd := serveCommand(func(_ context.Context, cfg server.Config) error {
 				got = &cfg
@@ -46,7 +47,7 @@ func TestServeWithZeroFlagsResolvesTheDefaults(t *testing.T) {
 				t.Fatal("serve with zero flags did not run the hub")
 			}
 			want := server.Default()
-			want.DataDir, want.HostName = tc.wantData, strings.ToLower(host)
+			want.DataDir, want.HostName, want.NodeID = tc.wantData, strings.ToLower(host), host
 			if *got != want {
 				t.Fatalf("zero-flag configuration\n got %+v\nwant %+v", *got, want)
 			}

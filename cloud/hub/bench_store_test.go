@@ -1,0 +1,114 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/pgtest"
+)
+
+// BenchmarkCompletedByStore: completed commands/s through one hub with 1,000 attached devices
+// that complete at once, on SQLite and on PostgreSQL (the same machine, the same run), and the
+// send → settle p50. The ratio postgres/sqlite is the figure (docs/benchmarks.md).
+func BenchmarkCompletedByStore(b *testing.B) {
+	const devices = 1000
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			var lat []time.Duration
+			var latMu sync.Mutex
+			var settled atomic.Int64
+			all := make(chan struct{})
+			var target atomic.Int64
+			target.Store(1 << 62)
+			cfg := Config{HostName: "hub.test", MaxQueueDepth: 100000, NodeID: "bench"}
+			if kind == "postgres" {
+				cfg.Store = pgtest.DB(b)
+			}
+			h, err := Open(context.Background(), b.TempDir(), cfg, Events{Settled: func(_ string, _ iothub.FeedbackStatus, d time.Duration) {
+				latMu.Lock()
+				lat = append(lat, d)
+				latMu.Unlock()
+				if settled.Add(1) == target.Load() {
+					close(all)
+				}
+			}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			var wg sync.WaitGroup
+			for i := range devices {
+				id := fmt.Sprintf("d%04d", i)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, _, err := h.PutDevice(context.Background(), iothub.Device{DeviceID: id}, ""); err != nil {
+						b.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			stop := make(chan struct{})
+			defer close(stop)
+			for i := range devices {
+				c := newConn(fmt.Sprintf("d%04d", i))
+				h.Attach(c)
+				go func() {
+					for {
+						select {
+						case m := <-c.ch:
+							if err := h.Settle(context.Background(), c.id, m.LockToken, iothub.DispositionComplete, ""); err != nil && !isClosed(err) {
+								b.Error(err)
+							}
+						case <-stop:
+							return
+						}
+					}
+				}()
+			}
+			req := benchReq()
+			req.Ack = iothub.AckNone
+			latMu.Lock()
+			lat = lat[:0]
+			latMu.Unlock()
+			target.Store(int64(b.N))
+			var n atomic.Int64
+			b.ResetTimer()
+			var senders sync.WaitGroup
+			for range 64 {
+				senders.Add(1)
+				go func() {
+					defer senders.Done()
+					for {
+						i := n.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						if _, err := h.Send(context.Background(), fmt.Sprintf("d%04d", i%devices), req); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			senders.Wait()
+			select {
+			case <-all:
+			case <-time.After(time.Minute):
+				b.Fatalf("%d of %d settled", settled.Load(), b.N)
+			}
+			b.StopTimer()
+			latMu.Lock()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "settled-p50-ms")
+			latMu.Unlock()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "completed/s")
+		})
+	}
+}

@@ -1,0 +1,502 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/version"
+)
+
+// A cluster is several hubs (nodes) on one shared store (PostgreSQL). Each node serves whatever
+// devices connect to it and the whole service API; what one node does, the others learn through
+// the store:
+//
+//   - Ownership. A node that attaches a device claims it: device_sessions gets the node and a new
+//     epoch, and the device's Invisible messages go back to the queue (Azure's lock-lost on
+//     reconnect). Every later write the node makes for the device (locking messages for delivery,
+//     returning them, a settle) first checks, under a row lock, that it still holds that epoch: a
+//     node that was cut off and comes back cannot deliver or settle on stale state. The previous
+//     owner learns of the takeover from a wake-up (or its next poll) and drops its session.
+//   - Wake-ups. After a commit, a node tells the others what changed (messages queued for a
+//     device, settles that --wait callers wait for, feedback ready, devices taken over or gone):
+//     coalesced into one NOTIFY every few milliseconds, sent outside the data transactions. A
+//     poll every pollInterval is the safety net: notifications are lost while a listener
+//     reconnects and do not pass transaction-pooling proxies.
+//   - Timers run on every node; their SELECTs skip rows another node holds (FOR UPDATE SKIP
+//     LOCKED), so each deadline is applied once, and they keep running when any node dies.
+//   - Heartbeats. Each node updates its row in nodes every heartbeatInterval. A node whose
+//     heartbeat is older than nodeTimeout is declared dead by whichever node sees it first: its
+//     devices' locked messages go back to the queue and their epochs are bumped, so its boards
+//     carry on elsewhere and the dead node, if it resumes, is fenced.
+
+const (
+	heartbeatInterval = time.Second
+	nodeTimeout       = 5 * time.Second
+	pollInterval      = time.Second
+	coalesceDelay     = 2 * time.Millisecond
+	maxNotifyPayload  = 7000 // PostgreSQL's limit is 7,999 bytes
+)
+
+// errFenced: another node holds the device now.
+var errFenced = errors.New("device is held by another node")
+
+// wake is one NOTIFY payload.
+type wake struct {
+	Node     string      `json:"n"`
+	Kick     []string    `json:"k,omitempty"` // devices with messages to deliver
+	Settled  [][2]string `json:"s,omitempty"` // device, message id
+	Feedback bool        `json:"f,omitempty"`
+	Gone     []string    `json:"g,omitempty"` // disabled or deleted: drop their sessions
+	Owned    []string    `json:"o,omitempty"` // taken over by Node
+	// Creds: devices whose keys changed ("" for a policy's): each node re-checks the sessions it
+	// holds (credentials.go). Best effort like every wake-up: a node that misses it still refuses
+	// the old key at the next CONNECT.
+	Creds []string `json:"c,omitempty"`
+}
+
+func (w *wake) empty() bool {
+	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0
+}
+
+type cluster struct {
+	h    *Hub
+	node string
+
+	mu     sync.Mutex
+	out    wake
+	signal chan struct{}
+}
+
+func newCluster(h *Hub, node string) *cluster {
+	return &cluster{h: h, node: node, out: wake{Node: node}, signal: make(chan struct{}, 1)}
+}
+
+// start registers the node, takes back what an earlier run of this node held (a crash leaves its
+// sessions behind) and starts the loops.
+func (c *cluster) start(ctx context.Context) error {
+	h := c.h
+	err := h.update(ctx, func(tx storeTx, e *effects) error {
+		now := h.now()
+		if err := tx.registerNode(nodeRow{ID: c.node, Started: now, Heartbeat: now, Version: version.Version}); err != nil {
+			return err
+		}
+		return c.releaseNode(tx, c.node, now, e)
+	})
+	if err != nil {
+		return fmt.Errorf("register node %s: %w", c.node, err)
+	}
+	listening := make(chan struct{})
+	h.wg.Add(3)
+	go c.sender()
+	go c.listener(listening)
+	go c.ticker()
+	select {
+	case <-listening:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// leave removes the node's heartbeat on a clean shutdown (its sessions were released as its
+// devices detached): the others need not wait for nodeTimeout.
+func (c *cluster) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := c.h.st.update(ctx, func(tx storeTx) error {
+		e := &effects{}
+		if err := c.releaseNode(tx, c.node, c.h.now(), e); err != nil {
+			return err
+		}
+		return tx.deleteNode(c.node)
+	})
+	if err != nil && !isClosed(err) {
+		c.h.log.Warn("leaving the cluster", "node", c.node, "err", err)
+	}
+}
+
+// releaseNode takes node's devices from it: their Invisible messages go back to the queue and
+// their epochs are bumped (any write the node still makes for them is refused).
+func (c *cluster) releaseNode(tx storeTx, node string, now time.Time, e *effects) error {
+	devs, err := tx.sessionsOf(node)
+	if err != nil {
+		return err
+	}
+	for dev := range devs {
+		if err := c.h.releaseInvisible(tx, dev, now, e); err != nil {
+			return err
+		}
+		if err := tx.fenceDevice(dev); err != nil {
+			return err
+		}
+	}
+	return c.h.formBatches(tx, now, e)
+}
+
+// releaseInvisible returns a device's locked messages to the queue (delivery-count and TTL rules
+// applied).
+func (h *Hub) releaseInvisible(tx storeTx, dev string, now time.Time, e *effects) error {
+	ms, err := tx.pending(dev)
+	if err != nil {
+		return err
+	}
+	for i := range ms {
+		if ms[i].State != iothub.StateInvisible {
+			continue
+		}
+		if _, err := h.release(tx, &ms[i], now, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// claim makes this node the device's owner; the device's locked messages are redelivered here.
+func (c *cluster) claim(dev string) (int64, error) {
+	var epoch int64
+	err := c.h.update(context.Background(), func(tx storeTx, e *effects) error {
+		now := c.h.now()
+		var err error
+		if epoch, err = tx.claimDevice(dev, c.node, now); err != nil {
+			return err
+		}
+		if err := c.h.releaseInvisible(tx, dev, now, e); err != nil {
+			return err
+		}
+		return c.h.formBatches(tx, now, e)
+	})
+	if err == nil {
+		c.mu.Lock()
+		c.out.Owned = append(c.out.Owned, dev)
+		c.mu.Unlock()
+		c.kickSender()
+	}
+	return epoch, err
+}
+
+// owns checks, inside a transaction, that this node still holds ds's device at ds's epoch.
+func (h *Hub) owns(tx storeTx, ds *devState) error {
+	if h.cl == nil {
+		return nil
+	}
+	node, epoch, ok, err := tx.deviceOwner(ds.id)
+	if err != nil {
+		return err
+	}
+	if !ok || node != h.cl.node || epoch != ds.epoch {
+		return errFenced
+	}
+	return nil
+}
+
+// lost drops a local session whose device another node took (or that this node lost when it was
+// declared dead): no write for it is attempted, and the broker disconnects the device.
+func (c *cluster) lost(ds *devState) {
+	h := c.h
+	h.mu.Lock() // Close closes done under h.mu: no Add races its Wait
+	if h.closed() {
+		h.mu.Unlock()
+		return
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.wg.Done()
+		h.attachMu.Lock()
+		h.mu.Lock()
+		cur := h.devs[ds.id]
+		h.mu.Unlock()
+		if cur != ds {
+			h.attachMu.Unlock()
+			return
+		}
+		h.detach(ds)
+		h.attachMu.Unlock()
+		h.log.Info("device taken over by another node; dropping its session here", "device", ds.id)
+		h.mu.Lock()
+		fn := h.gone
+		h.mu.Unlock()
+		if fn != nil {
+			fn(ds.id)
+		}
+	}()
+}
+
+// publish queues what a commit changed for the other nodes.
+func (c *cluster) publish(e *effects) {
+	c.mu.Lock()
+	n := 0
+	c.h.mu.Lock()
+	for id := range e.kick {
+		if c.h.devs[id] == nil { // a local device is kicked locally
+			c.out.Kick = append(c.out.Kick, id)
+			n++
+		}
+	}
+	c.h.mu.Unlock()
+	for _, m := range e.settled {
+		c.out.Settled = append(c.out.Settled, [2]string{m.DeviceID, m.MessageID})
+		n++
+	}
+	if e.feedback {
+		c.out.Feedback = true
+		n++
+	}
+	c.mu.Unlock()
+	if n > 0 {
+		c.kickSender()
+	}
+}
+
+// publishCreds tells the other nodes that dev's keys (or, for "", a policy's) changed.
+func (c *cluster) publishCreds(dev string) {
+	c.mu.Lock()
+	c.out.Creds = append(c.out.Creds, dev)
+	c.mu.Unlock()
+	c.kickSender()
+}
+
+func (c *cluster) publishGone(dev string) {
+	c.mu.Lock()
+	c.out.Gone = append(c.out.Gone, dev)
+	c.mu.Unlock()
+	c.kickSender()
+}
+
+func (c *cluster) kickSender() {
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+
+// sender coalesces wake-ups: the first change opens a window of coalesceDelay, everything queued
+// in it goes out in one NOTIFY (split to stay under PostgreSQL's payload limit).
+func (c *cluster) sender() {
+	defer c.h.wg.Done()
+	for {
+		select {
+		case <-c.h.done:
+			return
+		case <-c.signal:
+		}
+		select {
+		case <-c.h.done:
+			return
+		case <-time.After(coalesceDelay):
+		}
+		c.mu.Lock()
+		w := c.out
+		c.out = wake{Node: c.node}
+		c.mu.Unlock()
+		if w.empty() {
+			continue
+		}
+		for _, p := range split(w) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := c.h.st.notify(ctx, p); err != nil && !isClosed(err) {
+				// The poll picks up what this wake-up would have told.
+				c.h.log.Warn("wake-up to the other nodes failed; they find the change by polling", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// split encodes w as payloads under maxNotifyPayload bytes.
+func split(w wake) []string {
+	b, _ := json.Marshal(w)
+	if len(b) <= maxNotifyPayload {
+		return []string{string(b)}
+	}
+	a, z := wake{Node: w.Node, Feedback: w.Feedback}, wake{Node: w.Node}
+	half := func(s []string) ([]string, []string) { return s[:len(s)/2], s[len(s)/2:] }
+	a.Kick, z.Kick = half(w.Kick)
+	a.Gone, z.Gone = half(w.Gone)
+	a.Owned, z.Owned = half(w.Owned)
+	a.Creds, z.Creds = half(w.Creds)
+	a.Settled, z.Settled = w.Settled[:len(w.Settled)/2], w.Settled[len(w.Settled)/2:]
+	return append(split(a), split(z)...)
+}
+
+// listener receives the other nodes' wake-ups, reconnecting after a failure; every (re)connect is
+// followed by a poll, for what was sent while nobody listened.
+func (c *cluster) listener(listening chan struct{}) {
+	defer c.h.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.h.done
+		cancel()
+	}()
+	first := true
+	for {
+		err := c.h.st.listen(ctx, func() {
+			if first {
+				close(listening)
+				first = false
+			} else {
+				c.poll()
+			}
+		}, c.received)
+		if ctx.Err() != nil {
+			return
+		}
+		c.h.log.Warn("listening for the other nodes' wake-ups failed; reconnecting in 1s", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (c *cluster) received(payload string) {
+	var w wake
+	if err := json.Unmarshal([]byte(payload), &w); err != nil {
+		c.h.log.Warn("unreadable wake-up", "err", err)
+		return
+	}
+	if w.Node == c.node {
+		return
+	}
+	h := c.h
+	for _, id := range w.Kick {
+		h.kick(id)
+	}
+	for _, s := range w.Settled {
+		h.notify(waitKey{s[0], s[1]})
+	}
+	if w.Feedback {
+		h.feedbackReady()
+	}
+	for _, id := range w.Creds {
+		h.localCredentialsChanged(id)
+	}
+	for _, id := range append(w.Owned, w.Gone...) {
+		h.mu.Lock()
+		ds := h.devs[id]
+		h.mu.Unlock()
+		if ds != nil {
+			c.lost(ds)
+		}
+	}
+}
+
+// ticker heartbeats, declares dead nodes dead and polls.
+func (c *cluster) ticker() {
+	defer c.h.wg.Done()
+	t := time.NewTicker(min(heartbeatInterval, pollInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.h.done:
+			return
+		case <-t.C:
+		}
+		if err := c.beat(); err != nil && !isClosed(err) {
+			c.h.log.Warn("heartbeat failed", "node", c.node, "err", err)
+		}
+		c.poll()
+	}
+}
+
+func (c *cluster) beat() error {
+	h := c.h
+	h.mu.Lock()
+	n := len(h.devs)
+	h.mu.Unlock()
+	return h.update(context.Background(), func(tx storeTx, e *effects) error {
+		now := h.now()
+		known, err := tx.heartbeat(c.node, now, n)
+		if err != nil {
+			return err
+		}
+		if !known {
+			// Another node declared this one dead (it stalled past nodeTimeout): its devices
+			// were released and fenced; the poll drops their sessions here.
+			h.log.Warn("this node was declared dead by another (stalled past the node timeout); its devices reconnect", "node", c.node)
+			if err := tx.registerNode(nodeRow{ID: c.node, Started: now, Heartbeat: now, Devices: n, Version: version.Version}); err != nil {
+				return err
+			}
+		}
+		dead, err := tx.deadNodes(now.Add(-nodeTimeout))
+		if err != nil {
+			return err
+		}
+		for _, node := range dead {
+			if node == c.node {
+				continue
+			}
+			h.log.Warn("node declared dead: its heartbeat stopped; its devices' locked messages go back to the queue", "node", node)
+			if err := c.releaseNode(tx, node, now, e); err != nil {
+				return err
+			}
+			if err := tx.deleteNode(node); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// poll is the safety net under the wake-ups: deliver what is queued for local devices, drop
+// sessions another node took, and let waiters look again.
+func (c *cluster) poll() {
+	h := c.h
+	var queued []string
+	var mine map[string]int64
+	began := time.Now()
+	err := h.view(context.Background(), func(tx storeTx) error {
+		var err error
+		if queued, err = tx.enqueuedDevices(); err != nil {
+			return err
+		}
+		mine, err = tx.sessionsOf(c.node)
+		return err
+	})
+	if err != nil {
+		if !isClosed(err) {
+			h.log.Debug("poll failed", "err", err)
+		}
+		return
+	}
+	for _, id := range queued {
+		h.kick(id)
+	}
+	h.mu.Lock()
+	var stale []*devState
+	for id, ds := range h.devs {
+		// A session attached after the snapshot was taken may be missing from it.
+		if mine[id] != ds.epoch && ds.since.Before(began) {
+			stale = append(stale, ds)
+		}
+	}
+	h.mu.Unlock()
+	for _, ds := range stale {
+		c.lost(ds)
+	}
+	h.notifyAll()
+	h.feedbackReady()
+	// Deadlines another node created since this node's last sweep (a send's TTL, a lock taken
+	// there) are due here too if that node dies: sweep once a poll (SKIP LOCKED keeps it cheap
+	// and applies each deadline once).
+	if h.timer != nil {
+		h.timer.arm(h.now())
+	}
+}
+
+// notifyAll wakes every WaitSettled to look again.
+func (h *Hub) notifyAll() {
+	h.waitMu.Lock()
+	defer h.waitMu.Unlock()
+	for k, w := range h.waiters {
+		close(w.ch)
+		delete(h.waiters, k)
+	}
+}

@@ -1,0 +1,303 @@
+package hub
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// PostgreSQL: the store several c2d-hub nodes share. The SQL is the SQLite store's (store_sql_*.go)
+// with numbered placeholders; what differs is in pgDialect: rows a write goes on to change are
+// locked (FOR UPDATE) so concurrent nodes take turns per device, sweeps skip rows another node
+// holds (FOR UPDATE SKIP LOCKED) so every timer fires once for the cluster, conflicts between
+// nodes (deadlock, serialization failure) are retried, and the database clock is the hub's clock.
+
+// pgLockMigrate is the advisory lock key held while the schema is migrated: nodes starting at once
+// migrate one after the other (the later ones find the work done).
+const (
+	pgLockMigrate int64 = 0x63326468_00000001 // "c2dh" 1
+	pgLockBatches int64 = 0x63326468_00000002 // "c2dh" 2: forming feedback batches
+)
+
+// pgWriters group-committing writers share the load. One: on a 2-core machine four measured no
+// better (the CPU, shared with the server, is the limit, not the round trips), and concurrent
+// batches on one node would hold row locks against each other.
+const pgWriters = 1
+
+func pgDialect() *dialect {
+	return &dialect{
+		name:        "postgres",
+		numbered:    true,
+		forUpdate:   " FOR UPDATE",
+		skipLocked:  " FOR UPDATE SKIP LOCKED",
+		batchLock:   "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(pgLockBatches, 10) + ")",
+		readOpts:    &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead},
+		opTimeout:   15 * time.Second,
+		retryable:   pgRetryable,
+		unavailable: pgUnavailable,
+		serverTime:  "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+	}
+}
+
+// pgRetryable: the transaction lost a conflict with another node's and may simply run again.
+func pgRetryable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "40001", "40P01": // serialization_failure, deadlock_detected
+		return true
+	}
+	return false
+}
+
+// pgUnavailable: err says the server cannot be reached or is not serving (as opposed to a refusal
+// of one statement): the node is unhealthy until it answers again.
+func pgUnavailable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, cannot connect now
+			pe.Code == "53300", // too many connections
+			pe.Code == "25006": // read-only transaction: a standby after failover, not promoted yet
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) ||
+		strings.Contains(err.Error(), "conn closed")
+}
+
+// IsPostgresURL reports whether a store setting names a PostgreSQL server: a postgres:// or
+// postgresql:// URL, or a libpq key=value connection string ("host=db1 dbname=c2d").
+func IsPostgresURL(s string) bool {
+	s = strings.TrimSpace(s)
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") ||
+		(strings.Contains(s, "=") && !strings.Contains(s, "://"))
+}
+
+// StoreName is how a store setting is named in messages and logs: the server and database of a
+// PostgreSQL connection string without its password, or the SQLite file.
+func StoreName(store, dataDir string) string {
+	if store == "" || store == "sqlite" {
+		return "sqlite " + dataDir + "/hub.db"
+	}
+	cfg, err := pgconn.ParseConfig(store)
+	if err != nil {
+		return "postgres (unparsable connection string)"
+	}
+	return "postgres://" + cfg.User + "@" + net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))) + "/" + cfg.Database
+}
+
+// openPostgres connects to the server, migrates the schema under an advisory lock and starts the
+// writer. A bad connection string, an unreachable server or a schema from a newer c2d-hub is an
+// error naming the store (without its password).
+func openPostgres(ctx context.Context, url string, log logger) (*sqlStore, error) {
+	name := StoreName(url, "")
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		// pgx's message may quote the string, password included: keep only its kind.
+		var pe *pgconn.ParseConfigError
+		if errors.As(err, &pe) && pe.Unwrap() != nil {
+			return nil, fmt.Errorf("store: %s is not a PostgreSQL connection string: %v", redact(url), pe.Unwrap())
+		}
+		return nil, fmt.Errorf("store: %s is not a PostgreSQL connection string", redact(url))
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	// The hub's own statements are few and fixed: pgx prepares and caches each once per connection.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
+	open := func(conns int) *sql.DB {
+		d := stdlib.OpenDB(*cfg)
+		d.SetMaxOpenConns(conns)
+		d.SetMaxIdleConns(conns)
+		d.SetConnMaxIdleTime(5 * time.Minute)
+		return d
+	}
+	// Each writer runs one transaction at a time; one more connection serves pings and the
+	// schema lock without waiting for them.
+	w, r := open(pgWriters+1), open(8)
+	fail := func(err error) (*sqlStore, error) {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout+5*time.Second)
+	defer cancel()
+	if err := w.PingContext(pctx); err != nil {
+		return fail(fmt.Errorf("store %s: connect: %w", name, err))
+	}
+	if err := migratePostgres(pctx, w); err != nil {
+		return fail(fmt.Errorf("store %s: %w", name, err))
+	}
+	st := newSQLStore(w, r, nil, nil, pgDialect(), log)
+	st.pgCfg = cfg
+	return st, nil
+}
+
+// redact hides the password of a connection string (URL or key=value) for error messages.
+func redact(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if c := strings.Index(rest[:at], ":"); c >= 0 {
+				rest = rest[:c] + ":xxxxx" + rest[at:]
+			}
+		}
+		s = s[:i+3] + rest
+		if q := strings.Index(s, "password="); q >= 0 {
+			s = s[:q] + "password=xxxxx"
+		}
+		return s
+	}
+	fields := strings.Fields(s)
+	for i, f := range fields {
+		if strings.HasPrefix(strings.ToLower(f), "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// pgDDL is a migration as PostgreSQL runs it: the migrations are written for SQLite in the subset
+// both engines share, except for these two spellings.
+func pgDDL(q string) string {
+	q = strings.ReplaceAll(q, "INTEGER PRIMARY KEY", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+	return strings.ReplaceAll(q, "BLOB", "BYTEA")
+}
+
+// migratePostgres takes the schema to len(migrations) under a session advisory lock, each step in
+// its own transaction with the version (table c2d_schema) it reaches. A newer schema is refused.
+func migratePostgres(ctx context.Context, db *sql.DB) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", pgLockMigrate); err != nil {
+		return fmt.Errorf("lock the schema for migration: %w", err)
+	}
+	defer conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", pgLockMigrate)
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS c2d_schema (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create the schema version table: %w", err)
+	}
+	v, found := 0, true
+	if err := conn.QueryRowContext(ctx, `SELECT version FROM c2d_schema`).Scan(&v); errors.Is(err, sql.ErrNoRows) {
+		found = false
+	} else if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this c2d-hub knows (%d): upgrade c2d-hub", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+		step := func() error {
+			if _, err := tx.ExecContext(ctx, pgDDL(migrations[v])); err != nil {
+				return err
+			}
+			q := `UPDATE c2d_schema SET version = $1`
+			if !found {
+				q, found = `INSERT INTO c2d_schema (version) VALUES ($1)`, true
+			}
+			_, err := tx.ExecContext(ctx, q, v+1)
+			return err
+		}
+		if err := step(); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+// readPostgresPolicies reads the policies from a PostgreSQL store without migrating or starting
+// anything (`c2d-hub connection-string --store`).
+func readPostgresPolicies(ctx context.Context, url string) ([]Policy, error) {
+	name := StoreName(url, "")
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s is not a PostgreSQL connection string", redact(url))
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: connect: %w", name, err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'c2d_schema'`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("store %s: %w", name, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("store %s: no c2d-hub has started on it yet: %w", name, os.ErrNotExist)
+	}
+	ps, err := (&sqlTx{ctx: ctx, tx: tx, d: pgDialect()}).policies()
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read policies: %w", name, err)
+	}
+	return ps, nil
+}
+
+// pgChannel carries the nodes' wake-ups (cluster.go).
+const pgChannel = "c2d_hub"
+
+// notify sends one wake-up to every node, outside any data transaction: NOTIFY inside busy write
+// transactions serialises their commits on a cluster-wide lock.
+func (s *sqlStore) notify(ctx context.Context, payload string) error {
+	_, err := s.r.ExecContext(ctx, "SELECT pg_notify($1, $2)", pgChannel, payload)
+	return s.classify(err)
+}
+
+// listen delivers every wake-up to fn (from one goroutine) until ctx ends or the connection
+// fails. Notifications sent while no connection listened are lost: callers poll after (re)connecting.
+func (s *sqlStore) listen(ctx context.Context, ready func(), fn func(payload string)) error {
+	if s.pgCfg == nil {
+		return errors.New("listen: not a PostgreSQL store")
+	}
+	conn, err := pgx.ConnectConfig(ctx, s.pgCfg)
+	if err != nil {
+		return s.classify(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgChannel); err != nil {
+		return s.classify(err)
+	}
+	ready()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return s.classify(err)
+		}
+		fn(n.Payload)
+	}
+}

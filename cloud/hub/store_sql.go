@@ -1,0 +1,436 @@
+package hub
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// sqlStore is the store over database/sql, shared by SQLite and PostgreSQL: one writer goroutine
+// owns all writes and group-commits them (each request in its own savepoint of one transaction, so
+// concurrent operations share one commit), and a pool of connections serves views. The dialect
+// holds what differs between the engines; the SQL itself (store_sql_*.go) is written once in the
+// subset both run, so the two stores cannot drift.
+type sqlStore struct {
+	w, r   *sql.DB
+	wc, rc *stmtCache // prepared statements of w and r (nil: the driver caches them)
+	d      *dialect
+	log    logger
+
+	reqs     chan *writeReq
+	mu       sync.RWMutex // held for reading while submitting; Close takes it to stop submissions
+	closed   bool
+	stopped  chan struct{}
+	writers  sync.WaitGroup // the writer goroutines (one for SQLite)
+	commits  atomic.Int64   // transactions committed (benchmarks report operations per commit)
+	maxBatch int
+	onClose  func() error    // extra clean-up after the pools closed (nil: none)
+	pgCfg    *pgx.ConnConfig // PostgreSQL: for the LISTEN connection (store_pg.go)
+}
+
+type writeReq struct {
+	fn       func(tx storeTx) error
+	done     chan error
+	attempts int // runs that hit a retryable conflict (PostgreSQL deadlock, serialization)
+}
+
+// dialect is what one SQL engine does differently.
+type dialect struct {
+	name string // "sqlite" or "postgres", for error messages
+	// numbered: placeholders are $1, $2 … (PostgreSQL); the SQL is written with '?'.
+	numbered bool
+	// forUpdate is appended to a SELECT whose rows the transaction goes on to change, so that
+	// concurrent writers of other nodes wait and then see the new version ("" on SQLite, whose
+	// single writer needs no row locks). skipLocked does the same for sweeps: a row another node
+	// is already handling is left to it, so every timer fires once for the cluster.
+	forUpdate, skipLocked string
+	// batchLock serialises the forming of feedback batches across nodes (ids are MAX(id)+1).
+	batchLock string
+	readOpts  *sql.TxOptions
+	// writers is how many group-committing writer goroutines run (0: one). PostgreSQL takes
+	// several: each statement is a round trip, and row locks keep concurrent writers correct.
+	writers int
+	// opTimeout bounds one group commit (0: none). A database server that stopped answering must
+	// fail the requests, not hang them: the node reports itself unhealthy and recovers later.
+	opTimeout time.Duration
+	retryable func(error) bool
+	// unavailable: the error means the server is not there (nil: never); such errors match
+	// ErrStoreUnavailable, which the API answers with ServiceUnavailable.
+	unavailable func(error) bool
+	// serverTime reads the database clock ("" : the local clock is the store's clock).
+	serverTime string
+
+	rebound sync.Map // '?' query → numbered query
+}
+
+// rebind returns q with numbered placeholders when the dialect uses them.
+func (d *dialect) rebind(q string) string {
+	if !d.numbered || !strings.Contains(q, "?") {
+		return q
+	}
+	if v, ok := d.rebound.Load(q); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	d.rebound.Store(q, b.String())
+	return b.String()
+}
+
+const maxRetries = 5
+
+func newSQLStore(w, r *sql.DB, wc, rc *stmtCache, d *dialect, log logger) *sqlStore {
+	s := &sqlStore{
+		w: w, r: r, wc: wc, rc: rc, d: d, log: log,
+		reqs:     make(chan *writeReq, 1024),
+		stopped:  make(chan struct{}),
+		maxBatch: 512,
+	}
+	s.writers.Add(max(1, d.writers))
+	for range max(1, d.writers) {
+		go s.writer()
+	}
+	go func() { s.writers.Wait(); close(s.stopped) }()
+	return s
+}
+
+func (s *sqlStore) update(ctx context.Context, fn func(tx storeTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &writeReq{fn: fn, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	s.reqs <- r
+	s.mu.RUnlock()
+	// Once submitted, wait for the outcome even if ctx ends: the write may commit, and the
+	// caller must not report failure for something that became durable.
+	return s.classify(<-r.done)
+}
+
+// classify marks errors that say the server is gone with ErrStoreUnavailable.
+func (s *sqlStore) classify(err error) error {
+	if err == nil || s.d.unavailable == nil || errors.Is(err, ErrStoreUnavailable) || !s.d.unavailable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}
+
+// writer is the only goroutine that writes. It takes whatever requests are waiting (up to
+// maxBatch) and commits them in one transaction: one fsync for all of them.
+func (s *sqlStore) writer() {
+	defer s.writers.Done()
+	batch := make([]*writeReq, 0, s.maxBatch)
+	for r := range s.reqs {
+		batch = append(batch[:0], r)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		// A request that lost a conflict with another node runs again in a transaction of its
+		// own, after the batch that held it committed.
+		for retry := s.commit(batch); len(retry) > 0; {
+			retry = s.commit(retry)
+		}
+	}
+}
+
+// commit runs batch in one transaction and answers every request, except those that hit a
+// retryable conflict: they are returned to be run again.
+func (s *sqlStore) commit(batch []*writeReq) (retry []*writeReq) {
+	ctx := context.Background()
+	if s.d.opTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.d.opTimeout)
+		defer cancel()
+	}
+	answered := make([]bool, len(batch))
+	fail := func(err error) {
+		for i, r := range batch {
+			if !answered[i] {
+				r.done <- err
+			}
+		}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("%s: begin: %w", s.d.name, err))
+		return nil
+	}
+	errs := make([]error, len(batch))
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true}
+	for i, r := range batch {
+		if len(batch) == 1 {
+			errs[i] = r.fn(t)
+			if errs[i] != nil {
+				tx.Rollback()
+				if s.canRetry(r, errs[i]) {
+					return batch
+				}
+				r.done <- errs[i]
+				return nil
+			}
+			continue
+		}
+		if _, err := t.exec("SAVEPOINT op"); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("%s: savepoint: %w", s.d.name, err))
+			return nil
+		}
+		errs[i] = r.fn(t)
+		stmts := []string{"RELEASE SAVEPOINT op"}
+		if errs[i] != nil {
+			stmts = []string{"ROLLBACK TO SAVEPOINT op", "RELEASE SAVEPOINT op"}
+		}
+		for _, stmt := range stmts {
+			if _, err := t.exec(stmt); err != nil {
+				tx.Rollback()
+				fail(fmt.Errorf("%s: savepoint: %w", s.d.name, err))
+				return nil
+			}
+		}
+		if errs[i] != nil && s.canRetry(r, errs[i]) {
+			answered[i] = true // answered by the retry
+			retry = append(retry, r)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		s.log.Error("commit failed", "store", s.d.name, "err", err, "operations", len(batch))
+		fail(fmt.Errorf("%s: commit: %w", s.d.name, err))
+		return nil
+	}
+	s.commits.Add(1)
+	for i, r := range batch {
+		if !answered[i] {
+			r.done <- errs[i]
+		}
+	}
+	return retry
+}
+
+func (s *sqlStore) canRetry(r *writeReq, err error) bool {
+	if s.d.retryable == nil || !s.d.retryable(err) || r.attempts >= maxRetries {
+		return false
+	}
+	r.attempts++
+	return true
+}
+
+func (s *sqlStore) view(ctx context.Context, fn func(tx storeTx) error) error {
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	tx, err := s.r.BeginTx(ctx, s.d.readOpts)
+	if err != nil {
+		if errors.Is(err, sql.ErrConnDone) {
+			return ErrClosed
+		}
+		return s.classify(fmt.Errorf("%s: begin read: %w", s.d.name, err))
+	}
+	defer tx.Rollback()
+	return s.classify(fn(&sqlTx{ctx: ctx, tx: tx, cache: s.rc, d: s.d}))
+}
+
+func (s *sqlStore) shared() bool { return s.d.name == "postgres" }
+
+// ping checks that the store answers (for /healthz).
+func (s *sqlStore) ping(ctx context.Context) error {
+	if err := s.w.PingContext(ctx); err != nil {
+		return s.classify(fmt.Errorf("%s: %w", s.d.name, err))
+	}
+	return nil
+}
+
+// now is the store's clock: the database server's when the dialect has one.
+func (s *sqlStore) now(ctx context.Context) (time.Time, error) {
+	if s.d.serverTime == "" {
+		return time.Now(), nil
+	}
+	var v int64
+	if err := s.r.QueryRowContext(ctx, s.d.serverTime).Scan(&v); err != nil {
+		return time.Time{}, s.classify(fmt.Errorf("%s: read the server clock: %w", s.d.name, err))
+	}
+	return time.UnixMicro(v), nil
+}
+
+func (s *sqlStore) close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.stopped
+	err := errors.Join(s.wc.close(), s.rc.close(), s.r.Close(), s.w.Close())
+	if s.onClose != nil {
+		err = errors.Join(err, s.onClose())
+	}
+	return err
+}
+
+// ---- transactions ----
+
+type sqlTx struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	cache *stmtCache // nil: the driver caches prepared statements itself (pgx)
+	d     *dialect
+	write bool // an update's transaction (row locks are taken only there)
+}
+
+// forUpdate is the row-locking suffix for a SELECT whose rows this write goes on to change.
+func (t *sqlTx) forUpdate() string {
+	if !t.write {
+		return ""
+	}
+	return t.d.forUpdate
+}
+
+// skipLocked is the suffix for a sweep's SELECT: rows another node is changing are its to handle.
+func (t *sqlTx) skipLocked() string {
+	if !t.write {
+		return ""
+	}
+	return t.d.skipLocked
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMs(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+// A statement not prepared yet runs unprepared on the transaction's own connection while it is
+// prepared in the background: preparing inside the transaction would need a second connection
+// from the pool, and with every connection held by a transaction waiting for one, the hub would
+// deadlock (a fleet reconnecting at once after a restart did exactly that).
+func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
+	q = t.d.rebind(q)
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
+	}
+	return t.tx.ExecContext(t.ctx, q, args...)
+}
+
+func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
+	q = t.d.rebind(q)
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
+	}
+	return t.tx.QueryContext(t.ctx, q, args...)
+}
+
+func (t *sqlTx) queryRow(q string, args ...any) *sql.Row {
+	q = t.d.rebind(q)
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
+	}
+	return t.tx.QueryRowContext(t.ctx, q, args...)
+}
+
+// stmtCache keeps each statement prepared once per pool: parsing SQL costs more CPU than running
+// most of these queries. get never waits for a connection (see sqlTx.exec).
+type stmtCache struct {
+	db      *sql.DB
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+	closed  bool
+}
+
+func newStmtCache(db *sql.DB) *stmtCache {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &stmtCache{db: db, ctx: ctx, cancel: cancel, m: map[string]*sql.Stmt{}, pending: map[string]bool{}}
+}
+
+// get returns q's prepared statement, or nil after starting to prepare it in the background.
+func (c *stmtCache) get(q string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.m[q]; st != nil || c.closed || c.pending[q] {
+		return st
+	}
+	c.pending[q] = true
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		st, err := c.db.PrepareContext(c.ctx, q)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.pending, q)
+		if err != nil {
+			return // the unprepared path reports any real error; the next get retries
+		}
+		if c.closed {
+			st.Close()
+			return
+		}
+		c.m[q] = st
+	}()
+	return nil
+}
+
+func (c *stmtCache) close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,231 @@
+package hub
+
+import (
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+func (t *sqlTx) sendInfo(deviceID string) (int64, int, bool, error) {
+	var seq int64
+	// The device row is locked first: two nodes sending to one device take turns, so each sees
+	// the other's sequence number and queue depth.
+	err := t.queryRow(`SELECT last_seq FROM devices WHERE device_id = ?`+t.forUpdate(), deviceID).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, err
+	}
+	n, err := t.pendingCount(deviceID)
+	return seq, n, err == nil, err
+}
+
+func (t *sqlTx) setLastSeq(deviceID string, seq int64) error {
+	_, err := t.exec(`UPDATE devices SET last_seq = ? WHERE device_id = ?`, seq, deviceID)
+	return err
+}
+
+func (t *sqlTx) pendingCount(deviceID string) (int, error) {
+	var n int
+	err := t.queryRow(`SELECT COUNT(*) FROM messages WHERE device_id = ?`, deviceID).Scan(&n)
+	return n, err
+}
+
+func (t *sqlTx) pendingCounts() (map[string]int, error) {
+	rows, err := t.query(`SELECT device_id, COUNT(*) FROM messages GROUP BY device_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rows.Err()
+}
+
+func (t *sqlTx) insertMessage(m *msgRow) error {
+	props, err := marshalProps(m.Properties)
+	if err != nil {
+		return err
+	}
+	explicit := 0
+	if m.ExplicitExpiry {
+		explicit = 1
+	}
+	_, err = t.exec(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
+		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
+		state, delivery_count, lock_token, locked_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
+		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicit,
+		string(iothub.StateEnqueued), 0)
+	return err
+}
+
+const msgCols = `device_id, seq, message_id, correlation_id, user_id, ack, content_type,
+	content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry, state,
+	delivery_count, lock_token, locked_until`
+
+func scanMsgs(rows *sql.Rows) ([]msgRow, error) {
+	defer rows.Close()
+	var out []msgRow
+	for rows.Next() {
+		var m msgRow
+		var props string
+		var enq, exp int64
+		var explicit int
+		var tok sql.NullString
+		var until sql.NullInt64
+		if err := rows.Scan(&m.DeviceID, &m.Seq, &m.MessageID, &m.CorrelationID, &m.UserID, &m.Ack,
+			&m.ContentType, &m.ContentEncoding, &props, &m.Body, &enq, &exp, &explicit, &m.State,
+			&m.DeliveryCount, &tok, &until); err != nil {
+			return nil, err
+		}
+		var err error
+		if m.Properties, err = unmarshalProps(props); err != nil {
+			return nil, err
+		}
+		m.EnqueuedAt, m.ExpiresAt, m.ExplicitExpiry = fromMs(enq), fromMs(exp), explicit != 0
+		m.LockToken, m.LockedUntil = tok.String, fromMs(until.Int64)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (t *sqlTx) queryMsgs(q string, args ...any) ([]msgRow, error) {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanMsgs(rows)
+}
+
+func (t *sqlTx) enqueued(deviceID string, limit int) ([]msgRow, error) {
+	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE device_id = ? AND state = ?
+		ORDER BY seq LIMIT ?`+t.forUpdate(), deviceID, string(iothub.StateEnqueued), limit)
+}
+
+func (t *sqlTx) pending(deviceID string) ([]msgRow, error) {
+	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE device_id = ? ORDER BY seq`+t.forUpdate(), deviceID)
+}
+
+func (t *sqlTx) byToken(deviceID, token string) (msgRow, bool, error) {
+	ms, err := t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE lock_token = ? AND device_id = ?`+t.forUpdate(), token, deviceID)
+	if err != nil || len(ms) == 0 {
+		return msgRow{}, false, err
+	}
+	return ms[0], true, nil
+}
+
+func (t *sqlTx) byMessageID(deviceID, messageID string) (msgRow, bool, error) {
+	ms, err := t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE device_id = ? AND message_id = ?
+		ORDER BY seq DESC LIMIT 1`, deviceID, messageID)
+	if err != nil {
+		return msgRow{}, false, err
+	}
+	var s msgRow
+	var props string
+	var enq, exp, at int64
+	err = t.queryRow(`SELECT device_id, seq, message_id, correlation_id, ack, properties,
+		enqueued_at, expires_at, delivery_count, state, outcome, reason, settled_at FROM settled
+		WHERE device_id = ? AND message_id = ? ORDER BY seq DESC LIMIT 1`, deviceID, messageID).
+		Scan(&s.DeviceID, &s.Seq, &s.MessageID, &s.CorrelationID, &s.Ack, &props, &enq, &exp,
+			&s.DeliveryCount, &s.State, &s.Outcome, &s.Reason, &at)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if len(ms) == 0 {
+			return msgRow{}, false, nil
+		}
+		return ms[0], true, nil
+	case err != nil:
+		return msgRow{}, false, err
+	}
+	if len(ms) > 0 && ms[0].Seq > s.Seq {
+		return ms[0], true, nil
+	}
+	if s.Properties, err = unmarshalProps(props); err != nil {
+		return msgRow{}, false, err
+	}
+	s.EnqueuedAt, s.ExpiresAt, s.SettledAt = fromMs(enq), fromMs(exp), fromMs(at)
+	return s, true, nil
+}
+
+func (t *sqlTx) setLock(deviceID string, seq int64, token string, until time.Time, deliveryCount int) error {
+	_, err := t.exec(`UPDATE messages SET state = ?, lock_token = ?, locked_until = ?, delivery_count = ?
+		WHERE device_id = ? AND seq = ?`, string(iothub.StateInvisible), token, ms(until), deliveryCount, deviceID, seq)
+	return err
+}
+
+func (t *sqlTx) requeue(deviceID string, seq int64) error {
+	_, err := t.exec(`UPDATE messages SET state = ?, lock_token = NULL, locked_until = NULL
+		WHERE device_id = ? AND seq = ?`, string(iothub.StateEnqueued), deviceID, seq)
+	return err
+}
+
+func (t *sqlTx) settle(m *msgRow) error {
+	props, err := marshalProps(m.Properties)
+	if err != nil {
+		return err
+	}
+	if _, err := t.exec(`DELETE FROM messages WHERE device_id = ? AND seq = ?`, m.DeviceID, m.Seq); err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO settled (device_id, seq, message_id, correlation_id, ack, properties,
+		enqueued_at, expires_at, delivery_count, state, outcome, reason, settled_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, string(m.Ack), props, ms(m.EnqueuedAt),
+		ms(m.ExpiresAt), m.DeliveryCount, string(m.State), string(m.Outcome), m.Reason, ms(m.SettledAt))
+	return err
+}
+
+func (t *sqlTx) lockExpired(now time.Time, limit int) ([]msgRow, error) {
+	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE state = ? AND locked_until <= ?
+		ORDER BY locked_until LIMIT ?`+t.skipLocked(), string(iothub.StateInvisible), ms(now), limit)
+}
+
+func (t *sqlTx) ttlExpired(now time.Time, limit int) ([]msgRow, error) {
+	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE state = ? AND expires_at <= ?
+		ORDER BY expires_at LIMIT ?`+t.skipLocked(), string(iothub.StateEnqueued), ms(now), limit)
+}
+
+func (t *sqlTx) invisible() ([]msgRow, error) {
+	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE state = ? ORDER BY device_id, seq`+t.forUpdate(),
+		string(iothub.StateInvisible))
+}
+
+func (t *sqlTx) minTime(q string, args ...any) (time.Time, error) {
+	var v sql.NullInt64
+	if err := t.queryRow(q, args...).Scan(&v); err != nil {
+		return time.Time{}, err
+	}
+	return fromMs(v.Int64), nil
+}
+
+func (t *sqlTx) nextMessageDeadline() (time.Time, error) {
+	lock, err := t.minTime(`SELECT MIN(locked_until) FROM messages WHERE state = ?`, string(iothub.StateInvisible))
+	if err != nil {
+		return time.Time{}, err
+	}
+	exp, err := t.minTime(`SELECT MIN(expires_at) FROM messages WHERE state = ?`, string(iothub.StateEnqueued))
+	if err != nil {
+		return time.Time{}, err
+	}
+	return earliest(lock, exp), nil
+}
+
+func (t *sqlTx) pruneSettled(before time.Time) (int64, error) {
+	res, err := t.exec(`DELETE FROM settled WHERE settled_at < ?`, ms(before))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,367 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/c2d-project/c2d/cloud/apiclient"
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/pgtest"
+	"github.com/c2d-project/c2d/internal/testproc"
+)
+
+// TestChaosCluster: three c2d-hub nodes on one PostgreSQL (fsync on), devices spread over the
+// nodes, each with the nodes as its failover list, commands sent through random nodes while a node
+// is killed with -9 (and restarted), a node is SIGSTOPped past its heartbeat timeout and resumed,
+// and PostgreSQL is stopped with `pg_ctl stop -m immediate` and started again. Then: every
+// acknowledged send ends in exactly one terminal state, with exactly one feedback record; no
+// message is left pending; duplicate deliveries stay within what the faults can cause (the
+// messages in flight on the nodes that lost their devices). The devices are MQTT clients in the
+// test (PUBACK completes, Azure's dialect): the c2d-agent's executed-id log, which makes the
+// duplicates harmless on a board, is checked by the other chaos tests.
+func TestChaosCluster(t *testing.T) {
+	pgtest.Need(t)
+	nDev, nCmd := 60, 1500
+	if long() {
+		nDev, nCmd = 1000, 20000
+	}
+	const maxInFlight = 4
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	url, err := pg.NewDB(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("C2D_HUB_STORE", url) // serve and connection-string read the store from it
+
+	const host = "chaos.c2d.test"
+	cfg := fmt.Sprintf("queue:\n  max_queue_depth: 5000\n  max_in_flight: %d\n  lock_timeout: 10s\nfeedback:\n  interval: 50ms\n", maxInFlight)
+	type node struct {
+		name, data, mqtt, http string
+		h                      *testproc.Hub
+	}
+	nodes := make([]*node, 3)
+	for i := range nodes {
+		nodes[i] = &node{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(t.TempDir(), "data"), mqtt: freePort(t), http: freePort(t)}
+	}
+	startNode := func(n *node) {
+		h, err := testproc.RunHub(context.Background(), hubBin, testproc.HubOptions{
+			Data: n.data, Config: cfg,
+			Args: []string{"--node-id", n.name, "--hostname", host, "--log-level", "warn",
+				"--mqtt", n.mqtt, "--http", n.http, "--mqtts", "off", "--https", "off"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.h = h
+	}
+	for _, n := range nodes {
+		startNode(n)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			syscall.Kill(n.h.Endpoints.PID, syscall.SIGCONT)
+			n.h.Stop()
+			if t.Failed() {
+				t.Logf("%s log:\n%s", n.name, n.h.Log)
+			}
+		}
+	})
+	client := func() *apiclient.Client { return nodes[rand.IntN(len(nodes))].h.Client }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	// Devices, spread over the nodes: device i starts on node i%3 and fails over to the next.
+	devs := make([]*clusterDev, nDev)
+	for i := range devs {
+		id := fmt.Sprintf("cd-%04d", i)
+		d, err := nodes[0].h.Client.CreateDevice(ctx, id, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs := make([]string, len(nodes))
+		for j := range nodes {
+			addrs[j] = nodes[(i+j)%len(nodes)].mqtt
+		}
+		devs[i] = &clusterDev{id: id, key: d.Authentication.SymmetricKey.PrimaryKey, addrs: addrs, got: map[string]int{}}
+	}
+	devCtx, stopDevs := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.run(devCtx, host) }()
+	}
+	defer func() { stopDevs(); wg.Wait() }()
+
+	// Commands through random nodes; the faults happen at fixed points of the run.
+	var mu sync.Mutex
+	acked := map[[2]string]bool{}
+	var refused atomic.Int64
+	next := atomic.Int64{}
+	faultAt := map[int64]func(){
+		int64(nCmd) * 3 / 10: func() {
+			n := nodes[0]
+			t.Logf("fault: kill -9 node %s", n.name)
+			n.h.Kill()
+			countFault("cluster node kill -9")
+			time.Sleep(2 * time.Second)
+			startNode(n)
+		},
+		int64(nCmd) * 55 / 100: func() {
+			n := nodes[1]
+			t.Logf("fault: SIGSTOP node %s past its heartbeat timeout", n.name)
+			syscall.Kill(n.h.Endpoints.PID, syscall.SIGSTOP)
+			countFault("cluster node SIGSTOP")
+			time.Sleep(7 * time.Second)
+			syscall.Kill(n.h.Endpoints.PID, syscall.SIGCONT)
+		},
+		int64(nCmd) * 8 / 10: func() {
+			t.Log("fault: pg_ctl stop -m immediate, then start")
+			if err := pg.Kill(); err != nil {
+				t.Error(err)
+			}
+			countFault("PostgreSQL immediate stop")
+			time.Sleep(time.Second)
+			if err := pg.Restart(); err != nil {
+				t.Error(err)
+			}
+		},
+	}
+	var senders sync.WaitGroup
+	for range 8 {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			for {
+				k := next.Add(1)
+				if k > int64(nCmd) {
+					return
+				}
+				if f := faultAt[k]; f != nil {
+					f()
+				}
+				d := devs[rand.IntN(len(devs))]
+				mid := "c" + strconv.FormatInt(k, 10)
+				if _, err := client().Send(ctx, d.id, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}); err != nil {
+					refused.Add(1) // not acknowledged: it must not matter what became of it
+					continue
+				}
+				mu.Lock()
+				acked[[2]string{d.id, mid}] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	senders.Wait()
+	totals.acked += len(acked)
+
+	// Every acknowledged send ends in exactly one terminal state.
+	keys := make([][2]string, 0, len(acked))
+	for k := range acked {
+		keys = append(keys, k)
+	}
+	var bad []string
+	var badMu sync.Mutex
+	sem := make(chan struct{}, 16)
+	var checks sync.WaitGroup
+	for _, k := range keys {
+		checks.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer checks.Done()
+			defer func() { <-sem }()
+			var st iothub.MessageStatus
+			var err error
+			for range 5 { // a node may be restarting: ask another
+				if st, err = client().MessageStatus(ctx, k[0], k[1], 60*time.Second); err == nil && st.Outcome != "" {
+					break
+				}
+			}
+			if err != nil || st.Outcome != iothub.StatusSuccess {
+				badMu.Lock()
+				bad = append(bad, fmt.Sprintf("%s/%s: %s %s %v", k[0], k[1], st.State, st.Outcome, err))
+				badMu.Unlock()
+			}
+		}()
+	}
+	checks.Wait()
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		t.Errorf("%d of %d acknowledged messages did not complete, e.g. %v", len(bad), len(acked), bad[:min(5, len(bad))])
+	}
+	// Nothing stays pending (Invisible past its lock, or stuck Enqueued).
+	st, err := nodes[2].h.Client.Status(ctx)
+	if err != nil || st.QueuedMessageCount != 0 {
+		t.Errorf("after the run: %d messages still queued (%v)", st.QueuedMessageCount, err)
+	}
+
+	// Exactly one feedback record per acknowledged message (ack full, outcome Success), through
+	// whichever node answers.
+	// (A send whose answer was lost in a fault may have been stored too: it has its record as well.)
+	recs := map[[2]string]int{}
+	for empty := 0; empty < 2; {
+		fb, err := client().ReceiveFeedback(ctx, 3*time.Second)
+		if err != nil {
+			continue // a node that is still restarting
+		}
+		if fb == nil {
+			empty++ // twice, through random nodes: nothing is left
+			continue
+		}
+		for _, r := range fb.Records {
+			recs[[2]string{r.DeviceID, r.OriginalMessageID}]++
+			if r.StatusCode != iothub.StatusSuccess {
+				t.Errorf("feedback %s/%s: %s", r.DeviceID, r.OriginalMessageID, r.StatusCode)
+			}
+		}
+		if err := client().CompleteFeedback(ctx, fb.LockToken); err != nil {
+			t.Logf("complete feedback: %v (the batch is offered again)", err)
+		}
+	}
+	totals.feedback += len(recs)
+	for k := range acked {
+		if recs[k] != 1 {
+			t.Errorf("%s/%s: %d feedback records, want 1", k[0], k[1], recs[k])
+		}
+	}
+	for k, n := range recs {
+		if n > 1 {
+			t.Errorf("%s/%s: %d feedback records for one message", k[0], k[1], n)
+		}
+	}
+
+	// Duplicates: a message is delivered again only when a fault took the lock of the device's
+	// session (kill, stop, or the claim after a reconnect). Bound: every fault, every device,
+	// max_in_flight each.
+	dups, moved := 0, 0
+	var gaps []time.Duration
+	for _, d := range devs {
+		d.mu.Lock()
+		for _, n := range d.got {
+			if n > 1 {
+				dups += n - 1
+			}
+		}
+		if d.reconnects > 0 {
+			moved++
+		}
+		gaps = append(gaps, d.gaps...)
+		d.mu.Unlock()
+	}
+	bound := len(faultAt) * nDev * maxInFlight
+	if dups > bound {
+		t.Errorf("%d duplicate deliveries; the faults can cause at most %d", dups, bound)
+	}
+	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	p := func(q float64) time.Duration {
+		if len(gaps) == 0 {
+			return 0
+		}
+		return gaps[int(q*float64(len(gaps)-1))].Round(time.Millisecond)
+	}
+	t.Logf("cluster chaos: %d devices, %d commands (%d acknowledged, %d refused during faults), %d feedback records, %d duplicate deliveries (bound %d), %d devices reconnected; reconnect → first delivery p50 %v p99 %v max %v",
+		nDev, nCmd, len(acked), refused.Load(), len(recs), dups, bound, moved, p(0.5), p(0.99), p(1))
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// clusterDev is one simulated device: an MQTT client that tries its nodes in order, stays on the
+// one it connected to, and counts what it receives (PUBACK completes, as Azure's SDKs do).
+type clusterDev struct {
+	id, key string
+	addrs   []string
+
+	mu         sync.Mutex
+	got        map[string]int
+	reconnects int
+	lostAt     time.Time
+	gaps       []time.Duration // connection lost → first delivery after it
+}
+
+func (d *clusterDev) run(ctx context.Context, host string) {
+	cs := iothub.DeviceConnectionString{HostName: host, DeviceID: d.id, SharedAccessKey: d.key}
+	cur := 0
+	for ctx.Err() == nil {
+		lost := make(chan struct{}, 1)
+		tok, _ := cs.Token(time.Now(), time.Hour)
+		o := paho.NewClientOptions().AddBroker("tcp://" + d.addrs[cur]).SetClientID(d.id).
+			SetUsername(iothub.FormatUsername(host, d.id, "", nil)).SetPassword(tok).
+			SetCleanSession(false).SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).
+			SetKeepAlive(5 * time.Second).SetPingTimeout(2 * time.Second).SetConnectTimeout(3 * time.Second).
+			SetOrderMatters(false).
+			SetConnectionLostHandler(func(paho.Client, error) {
+				select {
+				case lost <- struct{}{}:
+				default:
+				}
+			}).
+			SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+				_, msg, err := iothub.ParseDeviceBoundTopic(m.Topic())
+				if err != nil {
+					return
+				}
+				d.mu.Lock()
+				d.got[msg.MessageID]++
+				if !d.lostAt.IsZero() {
+					d.gaps = append(d.gaps, time.Since(d.lostAt))
+					d.lostAt = time.Time{}
+				}
+				d.mu.Unlock()
+			})
+		c := paho.NewClient(o)
+		ct := c.Connect()
+		if !ct.WaitTimeout(5*time.Second) || ct.Error() != nil {
+			cur = (cur + 1) % len(d.addrs)
+			sleepCtx(ctx, time.Duration(50+rand.IntN(200))*time.Millisecond)
+			continue
+		}
+		st := c.Subscribe(iothub.DeviceBoundFilter(d.id), 1, nil)
+		if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+			c.Disconnect(0)
+			cur = (cur + 1) % len(d.addrs)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			c.Disconnect(0)
+			return
+		case <-lost:
+			d.mu.Lock()
+			d.reconnects++
+			if d.lostAt.IsZero() {
+				d.lostAt = time.Now()
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
