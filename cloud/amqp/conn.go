@@ -98,7 +98,7 @@ func (c *conn) serve() {
 // run negotiates the protocol, then reads frames until close or an error. A protocol fault is
 // answered with close carrying the AMQP error before run returns.
 func (c *conn) run() error {
-	_ = c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	_ = c.nc.SetReadDeadline(time.Now().Add(min(handshakeTimeout, c.idleDeadline())))
 	if err := c.handshake(); err != nil {
 		return err
 	}

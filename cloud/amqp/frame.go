@@ -52,29 +52,16 @@ func readFrame(r *bufio.Reader, maxSize uint32) (frames.Header, []byte, error) {
 	return h, body, nil
 }
 
-// decodeBody decodes a performative and, for a transfer, keeps the payload that follows it.
+// decodeBody decodes a performative (a transfer's codec keeps the payload that follows it).
 func decodeBody(body []byte) (frames.FrameBody, error) {
-	buf := buffer.New(body)
-	fb, err := frames.ParseBody(buf)
-	if err != nil {
-		return nil, err
-	}
-	if t, ok := fb.(*frames.PerformTransfer); ok {
-		t.Payload = append([]byte(nil), buf.Bytes()...)
-	}
-	return fb, nil
+	return frames.ParseBody(buffer.New(body))
 }
 
-// encodeFrame encodes one frame; a transfer's Payload follows its performative.
+// encodeFrame encodes one frame (a transfer's codec appends its Payload).
 func encodeFrame(typ frames.Type, channel uint16, body frames.FrameBody) ([]byte, error) {
 	buf := &buffer.Buffer{}
 	if err := frames.Write(buf, frames.Frame{Type: typ, Channel: channel, Body: body}); err != nil {
 		return nil, err
-	}
-	if t, ok := body.(*frames.PerformTransfer); ok && len(t.Payload) > 0 {
-		buf.Append(t.Payload)
-		b := buf.Bytes()
-		binary.BigEndian.PutUint32(b, uint32(len(b)))
 	}
 	return buf.Detach(), nil
 }
@@ -120,6 +107,9 @@ const (
 	condDetachForced     encoding.ErrCond = "amqp:link:detach-forced"
 	condErrantLink       encoding.ErrCond = "amqp:session:errant-link"
 	condTransferLimit    encoding.ErrCond = "amqp:link:transfer-limit-exceeded"
+	// Azure's own conditions, which its SDKs translate (ArgumentError, MessageLockLostError).
+	condArgument encoding.ErrCond = "com.microsoft:argument-error"
+	condLockLost encoding.ErrCond = "com.microsoft:message-lock-lost"
 )
 
 // amqpError builds an *encoding.Error.

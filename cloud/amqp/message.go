@@ -27,7 +27,7 @@ type errField struct {
 func (e *errField) Error() string { return e.msg }
 
 func badField(format string, args ...any) error {
-	return &errField{condInvalidField, fmt.Sprintf(format, args...)}
+	return &errField{condArgument, fmt.Sprintf(format, args...)}
 }
 
 // toSendRequest maps a message sent on /messages/devicebound to the hub's SendRequest and the

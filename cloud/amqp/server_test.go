@@ -203,7 +203,7 @@ func TestSendAndFeedbackOverAMQP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got.GetData()) != "led on" || got.Properties.MessageID != "m-1" || got.ApplicationProperties["cmd"] != "led" {
+	if len(got.Data) != 1 || string(got.GetData()) != "led on" || got.Properties.MessageID != "m-1" || got.ApplicationProperties["cmd"] != "led" {
 		t.Fatalf("device got %+v %+v", got.Properties, got.ApplicationProperties)
 	}
 	if err := rcv.AcceptMessage(ctx, got); err != nil {

@@ -131,11 +131,11 @@ func rejected(err error) *encoding.StateRejected {
 	case errors.Is(err, hub.ErrQueueFull):
 		cond = condResourceLimit
 	case errors.Is(err, hub.ErrInvalidArgument):
-		cond = condInvalidField
+		cond = condArgument
 	case errors.Is(err, hub.ErrUnauthorized):
 		cond = condUnauthorized
 	case errors.Is(err, hub.ErrLockLost):
-		cond = condPrecondition
+		cond = condLockLost
 	}
 	e := &encoding.Error{Condition: cond, Description: err.Error()}
 	if ie != nil {
