@@ -1,0 +1,150 @@
+// A backend written against Azure's Node service SDK (azure-iothub), with a device on Azure's
+// device SDK, run against c2d-hub by internal/azureinterop (TestServiceSDK*). Only ports differ
+// from an Azure deployment: Azure serves REST on 443 and AMQP on 5671, which a test cannot bind,
+// so HTTPS requests without a port go to HTTPS_PORT (https.request is wrapped before the SDK
+// loads) and the AMQP transport
+// is given AMQPS_PORT, the way GatewayHostName does for devices. Connection strings and tokens are
+// exactly as against Azure.
+//
+// Environment: HUB_HOST, OWNER_KEY (iothubowner's key), HTTPS_PORT, AMQPS_PORT, MQTTS_PORT,
+// DEVICE_TRANSPORT (amqp | mqtt), NODE_EXTRA_CA_CERTS (the hub's CA).
+// Output: one JSON object per line, {"step": ..., ...}; the Go test asserts on them.
+'use strict';
+
+const https = require('https');
+const httpsRequest = https.request;
+https.request = function (opts, cb) {
+  if (opts && typeof opts === 'object' && !opts.port) opts = Object.assign({}, opts, { port: Number(process.env.HTTPS_PORT) });
+  return httpsRequest.call(this, opts, cb);
+};
+
+const { Registry, Client, Amqp, AmqpWs } = require('azure-iothub');
+const { Message } = require('azure-iot-common');
+const device = require('azure-iot-device');
+const deviceAmqp = require('azure-iot-device-amqp');
+const deviceMqtt = require('azure-iot-device-mqtt');
+
+const host = process.env.HUB_HOST;
+const ownerCS = `HostName=${host};SharedAccessKeyName=iothubowner;SharedAccessKey=${process.env.OWNER_KEY}`;
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const fail = (step, err) => {
+  out({ step, error: String(err && err.message || err), name: err && err.constructor && err.constructor.name });
+  process.exit(1);
+};
+
+
+// The service transport, pointed at the test's AMQPS port.
+function amqpAt(port) {
+  return function (config) { return new Amqp(Object.assign({}, config, { host: `${host}:${port}` })); };
+}
+
+function deviceClient(dev) {
+  const key = dev.authentication.symmetricKey.primaryKey;
+  const t = process.env.DEVICE_TRANSPORT;
+  if (t === 'mqtt') {
+    const cs = `HostName=${host};DeviceId=${dev.deviceId};SharedAccessKey=${key};GatewayHostName=${host}:${process.env.MQTTS_PORT}`;
+    return device.Client.fromConnectionString(cs, deviceMqtt.Mqtt);
+  }
+  const cs = `HostName=${host};DeviceId=${dev.deviceId};SharedAccessKey=${key};GatewayHostName=${host}:${process.env.AMQPS_PORT}`;
+  return device.Client.fromConnectionString(cs, deviceAmqp.Amqp);
+}
+
+async function main() {
+  const reg = Registry.fromConnectionString(ownerCS);
+  const id = 'sdk-' + process.env.DEVICE_TRANSPORT;
+
+  // Registry CRUD.
+  let dev;
+  try {
+    dev = (await reg.create({ deviceId: id })).responseBody;
+    out({ step: 'create', deviceId: dev.deviceId, etag: dev.etag });
+    const got = (await reg.get(id)).responseBody;
+    out({ step: 'get', deviceId: got.deviceId });
+    const list = (await reg.list()).responseBody;
+    out({ step: 'list', ids: list.map((d) => d.deviceId) });
+    const upd = (await reg.update({ deviceId: id, status: 'enabled', etag: got.etag })).responseBody;
+    out({ step: 'update', status: upd.status, etagChanged: upd.etag !== got.etag });
+    await reg.create({ deviceId: id + '-gone' });
+    await reg.delete(id + '-gone');
+    out({ step: 'delete' });
+  } catch (err) {
+    fail('registry', err);
+  }
+
+  // Over AMQP the device settles by body: complete, reject, or abandon once then complete. Azure's
+  // MQTT transport can only complete (it throws on reject and abandon).
+  const dc = deviceClient(dev);
+  const seen = {};
+  dc.on('message', (msg) => {
+    const body = msg.data.toString();
+    seen[body] = (seen[body] || 0) + 1;
+    const props = {};
+    for (const p of msg.properties.propertyList) props[p.key] = p.value;
+    out({ step: 'device-message', body, messageId: String(msg.messageId), props, delivery: seen[body] });
+    const done = (err) => { if (err) out({ step: 'device-settle-error', body, error: String(err) }); };
+    if (process.env.DEVICE_TRANSPORT === 'mqtt') dc.complete(msg, done);
+    else if (body === 'reject') dc.reject(msg, done);
+    else if (body === 'abandon' && seen[body] === 1) dc.abandon(msg, done);
+    else dc.complete(msg, done);
+  });
+  try {
+    await dc.open();
+    out({ step: 'device-open' });
+  } catch (err) {
+    fail('device-open', err);
+  }
+
+  // Send with ack full and read feedback.
+  const client = Client.fromConnectionString(ownerCS, amqpAt(process.env.AMQPS_PORT));
+  try {
+    await client.open();
+    out({ step: 'service-open' });
+  } catch (err) {
+    fail('service-open', err);
+  }
+  const want = new Set(['m-complete', 'm-reject', 'm-abandon']);
+  const records = [];
+  client.getFeedbackReceiver((err, receiver) => {
+    if (err) fail('feedback-receiver', err);
+    receiver.on('message', (msg) => {
+      const recs = JSON.parse(msg.data.toString());
+      for (const r of recs) {
+        records.push(r);
+        out({ step: 'feedback', record: r, contentType: msg.contentType });
+        want.delete(r.originalMessageId);
+      }
+      if (want.size === 0) finish();
+    });
+  });
+  for (const body of ['complete', 'reject', 'abandon']) {
+    const m = new Message(body);
+    m.messageId = 'm-' + body;
+    m.correlationId = 'c-' + body;
+    m.ack = 'full';
+    m.expiryTimeUtc = Date.now() + 10 * 60 * 1000;
+    m.properties.add('cmd', body);
+    try {
+      await client.send(id, m);
+      out({ step: 'sent', messageId: m.messageId });
+    } catch (err) {
+      fail('send', err);
+    }
+  }
+  try {
+    await client.send('no-such-device', new Message('x'));
+    out({ step: 'send-unknown', error: null });
+  } catch (err) {
+    out({ step: 'send-unknown', name: err.constructor.name, error: String(err.message) });
+  }
+
+  const timer = setTimeout(() => fail('feedback', 'timed out; still waiting for ' + [...want].join(', ')), 30000);
+  async function finish() {
+    clearTimeout(timer);
+    out({ step: 'done', records: records.length });
+    await client.close();
+    await dc.close();
+    process.exit(0);
+  }
+}
+
+main().catch((err) => fail('main', err));
