@@ -129,6 +129,12 @@ func TestServiceSDKWithDevice(t *testing.T) {
 			if l := find(steps, "list"); len(l) != 1 || !slices.Contains(l[0].IDs, id) {
 				t.Errorf("Registry.list: %+v, want it to contain %s", l, id)
 			}
+			if q := find(steps, "query"); len(q) != 1 || !slices.Equal(q[0].IDs, []string{id, id + "-gone"}) {
+				t.Errorf("Registry.createQuery paged by 1: %+v, want [%s %s-gone]", q, id, id)
+			}
+			if b := find(steps, "bad-key"); len(b) != 1 || b[0].Name != "UnauthorizedError" || !strings.Contains(b[0].Error, "signature") {
+				t.Errorf("open with a wrong key: %+v, want UnauthorizedError saying the signature does not match", b)
+			}
 			if u := find(steps, "update"); len(u) != 1 || u[0].Status != "enabled" || !u[0].EtagChanged {
 				t.Errorf("Registry.update: %+v", u)
 			}

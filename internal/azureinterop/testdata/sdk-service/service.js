@@ -65,6 +65,13 @@ async function main() {
     const upd = (await reg.update({ deviceId: id, status: 'enabled', etag: got.etag })).responseBody;
     out({ step: 'update', status: upd.status, etagChanged: upd.etag !== got.etag });
     await reg.create({ deviceId: id + '-gone' });
+    const q = reg.createQuery('SELECT * FROM devices', 1);
+    const queried = [];
+    while (q.hasMoreResults) {
+      const page = await new Promise((resolve, reject) => q.nextAsTwin((err, r) => (err ? reject(err) : resolve(r))));
+      for (const tw of page) queried.push(tw.deviceId);
+    }
+    out({ step: 'query', ids: queried });
     await reg.delete(id + '-gone');
     out({ step: 'delete' });
   } catch (err) {
@@ -92,6 +99,19 @@ async function main() {
     out({ step: 'device-open' });
   } catch (err) {
     fail('device-open', err);
+  }
+
+  // A wrong key: open fails with the SDK's typed error.
+  const badKey = Buffer.from('not the key, not the key, not it!').toString('base64');
+  const bad = Client.fromConnectionString(`HostName=${host};SharedAccessKeyName=service;SharedAccessKey=${badKey}`, amqpAt(process.env.AMQPS_PORT));
+  bad.setRetryPolicy(new (require('azure-iot-common').NoRetry)());
+  try {
+    await bad.open();
+    out({ step: 'bad-key', error: null });
+  } catch (err) {
+    // The SDK wraps the put-token failure: err.amqpError is the UnauthorizedError.
+    const cause = err.amqpError || err;
+    out({ step: 'bad-key', name: cause.constructor.name, error: String(cause.message) });
   }
 
   // Send with ack full and read feedback.
