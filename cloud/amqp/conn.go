@@ -54,7 +54,7 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
-		srv: s, nc: nc, r: bufio.NewReaderSize(nc, 16<<10),
+		srv: s, nc: nc, r: bufio.NewReaderSize(nc, 4<<10),
 		log:      s.log.With("remote", nc.RemoteAddr().String()),
 		done:     make(chan struct{}),
 		sessions: map[uint16]*session{}, local: map[uint16]bool{},
@@ -371,22 +371,17 @@ func (c *conn) finishWrites() {
 	}
 }
 
-// writer owns the socket's write side.
+// writer owns the socket's write side. It writes what is queued in one writev and keeps no
+// buffer between writes, so an idle connection costs no write buffer.
 func (c *conn) writer() {
-	w := bufio.NewWriterSize(c.nc, 16<<10)
 	for range c.outWake {
 		c.outMu.Lock()
 		q, end := c.outQ, c.outEnd
 		c.outQ = nil
 		c.outMu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		for _, b := range q {
-			if _, err := w.Write(b); err != nil {
-				_ = c.nc.Close()
-				return
-			}
-		}
-		if err := w.Flush(); err != nil {
+		bufs := net.Buffers(q)
+		if _, err := bufs.WriteTo(c.nc); err != nil {
 			_ = c.nc.Close()
 			return
 		}
