@@ -45,7 +45,7 @@ func startAMQPHub(b *testing.B) (*server.Server, *apiclient.Client, iothub.Servi
 }
 
 // amqpSender opens a connection, puts the service token on $cbs and attaches /messages/devicebound.
-func amqpSender(b *testing.B, addr string, cs iothub.ServiceConnectionString) (*goamqp.Conn, *goamqp.Sender) {
+func amqpSender(b testing.TB, addr string, cs iothub.ServiceConnectionString) (*goamqp.Conn, *goamqp.Sender) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -57,7 +57,17 @@ func amqpSender(b *testing.B, addr string, cs iothub.ServiceConnectionString) (*
 	return conn, snd
 }
 
-func amqpSession(b *testing.B, addr string, cs iothub.ServiceConnectionString) (*goamqp.Conn, *goamqp.Session) {
+func amqpSession(b testing.TB, addr string, cs iothub.ServiceConnectionString) (*goamqp.Conn, *goamqp.Session) {
+	b.Helper()
+	tok, err := cs.Token(time.Now(), time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return amqpSessionToken(b, addr, cs.HostName, tok)
+}
+
+// amqpSessionToken opens a connection and a session and puts tok on $cbs for audience.
+func amqpSessionToken(b testing.TB, addr, audience, tok string) (*goamqp.Conn, *goamqp.Session) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -66,10 +76,6 @@ func amqpSession(b *testing.B, addr string, cs iothub.ServiceConnectionString) (
 		b.Fatal(err)
 	}
 	sess, err := conn.NewSession(ctx, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok, err := cs.Token(time.Now(), time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,7 +90,7 @@ func amqpSession(b *testing.B, addr string, cs iothub.ServiceConnectionString) (
 	replyTo := "cbs"
 	if err := cbsOut.Send(ctx, &goamqp.Message{
 		Properties:            &goamqp.MessageProperties{MessageID: "1", ReplyTo: &replyTo},
-		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": cs.HostName},
+		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience},
 		Value:                 tok,
 	}, nil); err != nil {
 		b.Fatal(err)
