@@ -16,6 +16,10 @@ type wsConn struct {
 
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
 
+// WebSocketConn wraps a WebSocket (subprotocol AMQPWSB10) as the byte stream AMQP runs on: the
+// server's side of it, and the client's side for Go clients such as go-amqp's NewConn.
+func WebSocketConn(ws *websocket.Conn) net.Conn { return newWSConn(ws) }
+
 func (w *wsConn) Read(p []byte) (int, error) {
 	for {
 		if w.r == nil {

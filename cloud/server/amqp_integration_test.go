@@ -2,12 +2,19 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
 	"testing"
 	"time"
 
 	goamqp "github.com/Azure/go-amqp"
+	"github.com/gorilla/websocket"
 
+	"github.com/c2d-project/c2d/cloud/amqp"
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/cloud/server"
 )
@@ -86,5 +93,47 @@ func TestMixedProtocolPaths(t *testing.T) {
 	}
 	if err := fr.AcceptMessage(ctx, fm); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// AMQP over WebSockets on the HTTPS listener at /$iothub/websocket (subprotocol AMQPWSB10), as
+// Azure's AmqpWs transports connect; the HTTP API keeps answering on the same port.
+func TestAMQPOverWebSocketsOnHTTPS(t *testing.T) {
+	h := newITHub(t, func(c *server.Config) { c.Listen.HTTPS = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ep := h.s.Endpoints()
+	pem, err := os.ReadFile(ep.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	d := websocket.Dialer{Subprotocols: []string{amqp.WebSocketProtocol}, TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
+	ws, _, err := d.DialContext(ctx, "wss://"+ep.HTTPS+amqp.WebSocketPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := goamqp.NewConn(ctx, amqp.WebSocketConn(ws), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unauthenticated: the send link is refused with amqp:unauthorized-access, so the server answered.
+	var ae *goamqp.Error
+	if _, err := sess.NewSender(ctx, "/messages/devicebound", nil); !errors.As(err, &ae) || ae.Condition != "amqp:unauthorized-access" {
+		t.Fatalf("attach over wss: %v, want amqp:unauthorized-access", err)
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: d.TLSClientConfig}}).Get("https://" + ep.HTTPS + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz beside the WebSocket endpoint: %d", resp.StatusCode)
 	}
 }
