@@ -163,6 +163,22 @@ func (c *conn) readOpen() error {
 	if open.IdleTimeout > 0 {
 		go c.heartbeats(max(open.IdleTimeout/2, 500*time.Millisecond))
 	}
+	// A connection that never authenticates is closed: an open port is not a place to park.
+	t := time.AfterFunc(c.srv.opt.AuthTimeout, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if len(c.auth.grants) > 0 || c.ending {
+			return
+		}
+		c.ending = true
+		c.send(0, &frames.PerformClose{Error: amqpError(condUnauthorized,
+			"no valid SAS token within %v: put one on $cbs (or use SASL PLAIN)", c.srv.opt.AuthTimeout)})
+		c.finishWrites()
+	})
+	go func() {
+		<-c.done
+		t.Stop()
+	}()
 	c.send(0, &frames.PerformOpen{
 		ContainerID:  "c2d-hub",
 		Hostname:     c.srv.opt.HostName,

@@ -14,6 +14,7 @@ import (
 
 	goamqp "github.com/Azure/go-amqp"
 
+	"github.com/c2d-project/c2d/cloud/amqp"
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
@@ -244,5 +245,41 @@ func TestBadFrameClosesWithError(t *testing.T) {
 				t.Fatalf("server sent %q, want its header, open, then close with %s", got, tc.cond)
 			}
 		})
+	}
+}
+
+// A connection that puts no token is closed with amqp:unauthorized-access after AuthTimeout.
+func TestUnauthenticatedConnectionClosed(t *testing.T) {
+	h, err := hub.Open(context.Background(), t.TempDir(), hub.Config{HostName: hostName}, hub.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	srv := amqp.New(amqp.Options{Hub: h, HostName: hostName, AuthTimeout: 200 * time.Millisecond})
+	defer srv.Close()
+	addr, err := srv.Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := goamqp.Dial(ctx, "amqp://"+addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv, err := s.NewReceiver(ctx, "$cbs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rcv.Receive(ctx, nil) // blocks until the server closes the connection
+	var ce *goamqp.ConnError
+	var ae *goamqp.Error
+	if !errors.As(err, &ce) || !errors.As(ce.RemoteErr, &ae) || ae.Condition != "amqp:unauthorized-access" {
+		t.Fatalf("idle unauthenticated connection: %v, want closed with amqp:unauthorized-access", err)
 	}
 }

@@ -41,6 +41,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxFrameSize is the largest frame we read; 0 means 256 KiB.
 	MaxFrameSize uint32
+	// AuthTimeout is how long a connection may stay open without a valid token (put on $cbs or
+	// given by SASL PLAIN) before it is closed with amqp:unauthorized-access; 0 means 1 minute.
+	AuthTimeout time.Duration
 	// Now is the clock for token expiry; nil means time.Now.
 	Now func() time.Time
 }
@@ -70,6 +73,9 @@ type Server struct {
 func New(opt Options) *Server {
 	if opt.IdleTimeout == 0 {
 		opt.IdleTimeout = 4 * time.Minute
+	}
+	if opt.AuthTimeout == 0 {
+		opt.AuthTimeout = time.Minute
 	}
 	if opt.MaxFrameSize == 0 {
 		opt.MaxFrameSize = 256 << 10
