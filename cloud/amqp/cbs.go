@@ -51,12 +51,13 @@ func (cbsRequests) message(l *link, d *inDelivery) {
 		msgID = m.Properties.MessageID
 	}
 	l.settleIn(d, &encoding.StateAccepted{})
-	l.giveCredit(cbsCredit)
 	if op != "put-token" {
+		l.giveCredit(cbsCredit)
 		c.cbsReply(msgID, 400, "operation "+quoteAny(op)+": c2d-hub's $cbs supports put-token only")
 		return
 	}
 	if typ != "servicebus.windows.net:sastoken" && typ != "azure-devices.net:sastoken" {
+		l.giveCredit(cbsCredit)
 		c.cbsReply(msgID, 400, "token type "+quoteAny(typ)+": want servicebus.windows.net:sastoken")
 		return
 	}
@@ -65,6 +66,8 @@ func (cbsRequests) message(l *link, d *inDelivery) {
 		defer cancel()
 		g, err := c.srv.verifyToken(ctx, name, token)
 		c.locked(func() {
+			// Credit comes back once a token is checked: a flood of put-tokens waits its turn.
+			l.giveCredit(cbsCredit)
 			if err != nil {
 				c.log.Info("amqp: put-token refused", "audience", name, "err", err)
 				c.cbsReply(msgID, 401, err.Error())
