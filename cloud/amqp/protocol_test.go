@@ -283,3 +283,36 @@ func TestUnauthenticatedConnectionClosed(t *testing.T) {
 		t.Fatalf("idle unauthenticated connection: %v, want closed with amqp:unauthorized-access", err)
 	}
 }
+
+// A peer silent beyond the idle-time-out the hub advertised is closed with amqp:connection:forced.
+func TestIdleTimeoutClosesSilentPeer(t *testing.T) {
+	h, err := hub.Open(context.Background(), t.TempDir(), hub.Config{HostName: hostName}, hub.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	srv := amqp.New(amqp.Options{Hub: h, HostName: hostName, IdleTimeout: 300 * time.Millisecond})
+	defer srv.Close()
+	addr, err := srv.Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	open := []byte("AMQP\x00\x01\x00\x00" + "\x00\x00\x00\x17\x02\x00\x00\x00\x00\x53\x10\xc0\x0a\x01\xa1\x07client1")
+	if _, err := nc.Write(open); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(got, []byte("amqp:connection:forced")) || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("after %v the server sent %q, want close with amqp:connection:forced after the idle timeout", time.Since(start), got)
+	}
+}
