@@ -14,7 +14,9 @@ type recNode struct {
 	got []string
 }
 
-func (r *recNode) settled(_ *link, d *outDelivery, _ encoding.DeliveryState) { r.got = append(r.got, d.ref) }
+func (r *recNode) settled(_ *link, d *outDelivery, _ encoding.DeliveryState) {
+	r.got = append(r.got, d.ref)
+}
 
 // Ranged dispositions settle every unsettled delivery in [first, last], serial-number arithmetic
 // included (a range may wrap past 2^32-1), each once; a range as wide as 2^32 does not loop.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +74,7 @@ type step struct {
 	Delivery    int               `json:"delivery"`
 	ContentType string            `json:"contentType"`
 	Record      map[string]any    `json:"record"`
+	Errors      map[string]string `json:"errors"`
 }
 
 // runService runs service.js against a fresh hub with the device on transport.
@@ -131,6 +133,10 @@ func TestServiceSDKWithDevice(t *testing.T) {
 			}
 			if q := find(steps, "query"); len(q) != 1 || !slices.Equal(q[0].IDs, []string{id, id + "-gone"}) {
 				t.Errorf("Registry.createQuery paged by 1: %+v, want [%s %s-gone]", q, id, id)
+			}
+			wantErrs := map[string]string{"exists": "DeviceAlreadyExistsError", "missing": "DeviceNotFoundError", "delete-missing": "DeviceNotFoundError"}
+			if r := find(steps, "registry-errors"); len(r) != 1 || !maps.Equal(r[0].Errors, wantErrs) {
+				t.Errorf("Registry errors %+v, want %v", r, wantErrs)
 			}
 			if b := find(steps, "bad-key"); len(b) != 1 || b[0].Name != "UnauthorizedError" || !strings.Contains(b[0].Error, "signature") {
 				t.Errorf("open with a wrong key: %+v, want UnauthorizedError saying the signature does not match", b)

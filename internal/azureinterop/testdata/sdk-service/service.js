@@ -74,6 +74,15 @@ async function main() {
     out({ step: 'query', ids: queried });
     await reg.delete(id + '-gone');
     out({ step: 'delete' });
+    // The REST errors the SDK turns into its typed errors.
+    const errs = {};
+    const typed = async (name, op) => {
+      try { await op(); errs[name] = null; } catch (err) { errs[name] = err.constructor.name; }
+    };
+    await typed('exists', () => reg.create({ deviceId: id }));
+    await typed('missing', () => reg.get('no-such-device'));
+    await typed('delete-missing', () => reg.delete('no-such-device')); // update and delete send If-Match: *
+    out({ step: 'registry-errors', errors: errs });
   } catch (err) {
     fail('registry', err);
   }
