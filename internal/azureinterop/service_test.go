@@ -22,6 +22,8 @@ import (
 //
 //	azure-iothub          1.16.6  (Registry over HTTPS; Client send and feedback over AMQP)
 //	azure-iot-device-amqp 1.14.4  (device transports Amqp and AmqpWs)
+//
+// service.js points the SDKs at the test's ports (Azure's are 443 and 5671): see its header.
 var serviceSDK = map[string]string{"azure-iothub": "1.16.6", "azure-iot-device-amqp": "1.14.4"}
 
 var serviceDir string // temp dir holding service.js and its node_modules
@@ -121,10 +123,10 @@ func find(steps []step, name string) []step {
 
 // The "done when": a backend on Azure's Node service SDK — Registry CRUD, Client.send with
 // ack full, getFeedbackReceiver — works unchanged against c2d-hub, with the device on Azure's AMQP
-// device transport, and over MQTT. (The SDK's AmqpWs transport dials port 443, which a test cannot
-// bind; cloud/amqp's tests cover AMQP over WebSockets.)
+// device transport, over AMQP over WebSockets on the HTTPS port (service and device both on
+// AmqpWs), and with the device on MQTT.
 func TestServiceSDKWithDevice(t *testing.T) {
-	for _, transport := range []string{"amqp", "mqtt"} {
+	for _, transport := range []string{"amqp", "amqpws", "mqtt"} {
 		t.Run(transport, func(t *testing.T) {
 			steps := runService(t, transport)
 			id := "sdk-" + transport

@@ -2,12 +2,12 @@
 // device SDK, run against c2d-hub by internal/azureinterop (TestServiceSDK*). Only ports differ
 // from an Azure deployment: Azure serves REST on 443 and AMQP on 5671, which a test cannot bind,
 // so HTTPS requests without a port go to HTTPS_PORT (https.request is wrapped before the SDK
-// loads) and the AMQP transport
-// is given AMQPS_PORT, the way GatewayHostName does for devices. Connection strings and tokens are
-// exactly as against Azure.
+// loads), WebSockets to wss://{host}:443 go to HTTPS_PORT (the ws class is wrapped), and the AMQP
+// transport is given AMQPS_PORT, the way GatewayHostName does for devices. Connection strings and
+// tokens are exactly as against Azure.
 //
 // Environment: HUB_HOST, OWNER_KEY (iothubowner's key), HTTPS_PORT, AMQPS_PORT, MQTTS_PORT,
-// DEVICE_TRANSPORT (amqp | mqtt), NODE_EXTRA_CA_CERTS (the hub's CA).
+// DEVICE_TRANSPORT (amqp | amqpws | mqtt), NODE_EXTRA_CA_CERTS (the hub's CA).
 // Output: one JSON object per line, {"step": ..., ...}; the Go test asserts on them.
 'use strict';
 
@@ -18,6 +18,16 @@ https.request = function (opts, cb) {
   return httpsRequest.call(this, opts, cb);
 };
 
+// AmqpWs dials wss://{host}:443/$iothub/websocket with 443 hard-coded: point the WebSocket class
+// the SDKs load (the `ws` package: the device side's, and azure-iothub's own copy) at HTTPS_PORT.
+for (const from of [__dirname, require.resolve('azure-iothub')]) {
+  const path = require.resolve('ws', { paths: [from] });
+  const WS = require(path);
+  class PortWS extends WS {
+    constructor(url, ...rest) { super(String(url).replace(':443/', ':' + process.env.HTTPS_PORT + '/'), ...rest); }
+  }
+  require.cache[path].exports = PortWS;
+}
 const { Registry, Client, Amqp, AmqpWs } = require('azure-iothub');
 const { Message } = require('azure-iot-common');
 const device = require('azure-iot-device');
@@ -44,6 +54,9 @@ function deviceClient(dev) {
   if (t === 'mqtt') {
     const cs = `HostName=${host};DeviceId=${dev.deviceId};SharedAccessKey=${key};GatewayHostName=${host}:${process.env.MQTTS_PORT}`;
     return device.Client.fromConnectionString(cs, deviceMqtt.Mqtt);
+  }
+  if (t === 'amqpws') {
+    return device.Client.fromConnectionString(`HostName=${host};DeviceId=${dev.deviceId};SharedAccessKey=${key}`, deviceAmqp.AmqpWs);
   }
   const cs = `HostName=${host};DeviceId=${dev.deviceId};SharedAccessKey=${key};GatewayHostName=${host}:${process.env.AMQPS_PORT}`;
   return device.Client.fromConnectionString(cs, deviceAmqp.Amqp);
@@ -124,7 +137,9 @@ async function main() {
   }
 
   // Send with ack full and read feedback.
-  const client = Client.fromConnectionString(ownerCS, amqpAt(process.env.AMQPS_PORT));
+  // Over WebSockets both sides: the service's AmqpWs and the device's.
+  const ws = process.env.DEVICE_TRANSPORT === 'amqpws';
+  const client = Client.fromConnectionString(ownerCS, ws ? AmqpWs : amqpAt(process.env.AMQPS_PORT));
   try {
     await client.open();
     out({ step: 'service-open' });
