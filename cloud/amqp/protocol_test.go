@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -314,5 +315,33 @@ func TestIdleTimeoutClosesSilentPeer(t *testing.T) {
 	}
 	if !bytes.Contains(got, []byte("amqp:connection:forced")) || time.Since(start) < 300*time.Millisecond {
 		t.Fatalf("after %v the server sent %q, want close with amqp:connection:forced after the idle timeout", time.Since(start), got)
+	}
+}
+
+// Connections ended by bad frames leave nothing behind: no connection, no goroutine.
+func TestBadConnectionsLeakNothing(t *testing.T) {
+	e := newEnv(t, hub.Config{})
+	before := runtime.NumGoroutine()
+	open := []byte("AMQP\x00\x01\x00\x00" + "\x00\x00\x00\x17\x02\x00\x00\x00\x00\x53\x10\xc0\x0a\x01\xa1\x07client1")
+	for i := range 20 {
+		nc, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		bad := [][]byte{{0x7f, 0, 0, 0, 2, 0, 0, 0}, []byte("HTTP/1.1"), {0, 0, 0, 12, 2, 0, 0, 0, 0x00, 0x53, 0x77, 0x45}}[i%3]
+		_, _ = nc.Write(append(open, bad...))
+		_, _ = io.ReadAll(nc) // until the server closes
+		_ = nc.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, g := e.srv.Connections(), runtime.NumGoroutine()
+		if n == 0 && g <= before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after 20 bad connections: %d still served, %d goroutines (before: %d)", n, g, before)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the server's state, with a deadline
 	}
 }
