@@ -128,6 +128,9 @@ func TestAMQPOverWebSocketsOnHTTPS(t *testing.T) {
 	if _, err := sess.NewSender(ctx, "/messages/devicebound", nil); !errors.As(err, &ae) || ae.Condition != "amqp:unauthorized-access" {
 		t.Fatalf("attach over wss: %v, want amqp:unauthorized-access", err)
 	}
+	if n := h.metric("c2d_amqp_connections"); n != 1 {
+		t.Errorf("c2d_amqp_connections = %v with one WebSocket connection open", n)
+	}
 	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: d.TLSClientConfig}}).Get("https://" + ep.HTTPS + "/healthz")
 	if err != nil {
 		t.Fatal(err)

@@ -215,6 +215,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	if enabled(cfg.Listen.AMQP) || enabled(cfg.Listen.AMQPS) || enabled(cfg.Listen.HTTPS) {
 		s.amqp = amqp.New(amqp.Options{Hub: s.hub, HostName: cfg.HostName, Logger: log.With("component", "amqp")})
+		metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "c2d_amqp_connections", Help: "Open AMQP connections (service SDKs and AMQP devices).",
+		}, func() float64 { return float64(s.amqp.Connections()) }))
 		if enabled(cfg.Listen.AMQP) {
 			if s.ep.AMQP, err = s.amqp.Listen(cfg.Listen.AMQP, nil); err != nil {
 				return nil, fmt.Errorf("listen.amqp: %w", err)
