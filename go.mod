@@ -3,6 +3,7 @@ module github.com/c2d-project/c2d
 go 1.26.0
 
 require (
+	github.com/Azure/go-amqp v1.7.0
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/google/uuid v1.6.0
 	github.com/gorilla/websocket v1.5.3

@@ -44,7 +44,7 @@ func startHub(t *testing.T, listen ...string) *testproc.Hub {
 	}
 	return testproc.StartHub(t, hubBin, testproc.HubOptions{
 		Config: "queue:\n  lock_timeout: 5s\nfeedback:\n  interval: 50ms\n",
-		Args:   append([]string{"--log-level", "warn", "--hostname", "hub.test", "--http", "off", "--https", "127.0.0.1:0"}, listen...),
+		Args:   append([]string{"--log-level", "warn", "--hostname", "hub.test", "--http", "off", "--https", "127.0.0.1:0", "--amqps", "off"}, listen...),
 		Ready:  20 * time.Second,
 	})
 }

@@ -121,6 +121,8 @@ func (s *Server) routes() {
 	s.handle("GET /devices/{id}", read, s.getDevice)
 	s.handle("DELETE /devices/{id}", write, s.deleteDevice)
 	s.handle("GET /devices", read, s.listDevices)
+	s.handle("GET /devices/{$}", read, s.listDevices) // Azure's Node Registry.list asks with a trailing slash
+	s.handle("POST /devices/query", read, s.queryDevices)
 	s.handle("POST /devices/{id}/messages/devicebound", svc, s.send)
 	s.handle("GET /devices/{id}/messages/devicebound", svc, s.queue)
 	s.handle("GET /devices/{id}/messages/devicebound/{messageId}", svc, s.messageStatus)

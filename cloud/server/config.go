@@ -27,6 +27,7 @@ const (
 	DefaultMQTTSAddr = "0.0.0.0:8883"
 	DefaultHTTPAddr  = "127.0.0.1:8080"
 	DefaultHTTPSAddr = "0.0.0.0:8443"
+	DefaultAMQPSAddr = "0.0.0.0:5671" // Azure's service SDKs' default port
 )
 
 // Config is c2d-hub serve's whole configuration, resolved once: defaults, then the YAML file, then
@@ -70,6 +71,10 @@ type Listen struct {
 	HTTPS string `yaml:"https"`
 	WS    string `yaml:"ws"`  // MQTT over WebSockets
 	WSS   string `yaml:"wss"` // MQTT over WebSockets over TLS
+	// AMQP 1.0 for Azure's service SDKs and AMQP device transports (AMQP over WebSockets is on
+	// the HTTPS listener at /$iothub/websocket).
+	AMQPS string `yaml:"amqps"`
+	AMQP  string `yaml:"amqp"` // plain AMQP (no TLS), off by default: for loopback tests
 }
 
 // TLSFiles names a certificate and key to serve; both empty means the hub's own CA in DATA/tls.
@@ -129,7 +134,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func Default() Config {
 	h := hub.Config{}.Defaults()
 	return Config{
-		Listen: Listen{MQTT: DefaultMQTTAddr, MQTTS: DefaultMQTTSAddr, HTTP: DefaultHTTPAddr, HTTPS: DefaultHTTPSAddr, WS: Off, WSS: Off},
+		Listen: Listen{MQTT: DefaultMQTTAddr, MQTTS: DefaultMQTTSAddr, HTTP: DefaultHTTPAddr, HTTPS: DefaultHTTPSAddr, WS: Off, WSS: Off, AMQPS: DefaultAMQPSAddr, AMQP: Off},
 		Queue: Queue{
 			DefaultTTL: Duration(h.DefaultTTL), MinTTL: Duration(h.MinTTL), MaxTTL: Duration(h.MaxTTL),
 			LockTimeout: Duration(h.LockTimeout), MaxDeliveryCount: h.MaxDeliveryCount,
@@ -294,6 +299,7 @@ func (c Config) Validate() error {
 	for _, l := range []struct{ key, addr string }{
 		{"listen.mqtt", c.Listen.MQTT}, {"listen.mqtts", c.Listen.MQTTS}, {"listen.http", c.Listen.HTTP},
 		{"listen.https", c.Listen.HTTPS}, {"listen.ws", c.Listen.WS}, {"listen.wss", c.Listen.WSS},
+		{"listen.amqps", c.Listen.AMQPS}, {"listen.amqp", c.Listen.AMQP},
 	} {
 		if err := checkAddr(l.addr); err != nil {
 			return fmt.Errorf("%s: %w", l.key, err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/c2d-project/c2d/cloud/amqp"
 	"github.com/c2d-project/c2d/cloud/api"
 	"github.com/c2d-project/c2d/cloud/broker"
 	"github.com/c2d-project/c2d/cloud/hub"
@@ -44,6 +45,8 @@ type Endpoints struct {
 	HTTPS    string    `json:"https,omitempty"`
 	WS       string    `json:"ws,omitempty"`
 	WSS      string    `json:"wss,omitempty"`
+	AMQP     string    `json:"amqp,omitempty"`
+	AMQPS    string    `json:"amqps,omitempty"`
 	HostName string    `json:"hostname"`
 	CA       string    `json:"ca,omitempty"` // absent when the certificate was given (cert_file)
 	PID      int       `json:"pid"`
@@ -84,6 +87,7 @@ type Server struct {
 	// brokerClosed is set by Shutdown (which closes the broker in parallel with HTTP).
 	brokerClosed bool
 	api          *api.Server
+	amqp         *amqp.Server // nil when every AMQP listener (amqp, amqps, https's WebSockets) is off
 	http         []*http.Server
 	ep           Endpoints
 	notifier     *sdnotify.Notifier
@@ -154,9 +158,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// TLS material before anything listens: a bad certificate must fail start-up.
 	var certs *certSource
 	var tlsConf *tls.Config
-	if enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.HTTPS) || enabled(cfg.Listen.WSS) {
+	if enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.HTTPS) || enabled(cfg.Listen.WSS) || enabled(cfg.Listen.AMQPS) {
 		var tlsAddrs []string
-		for _, a := range []string{cfg.Listen.MQTTS, cfg.Listen.HTTPS, cfg.Listen.WSS} {
+		for _, a := range []string{cfg.Listen.MQTTS, cfg.Listen.HTTPS, cfg.Listen.WSS, cfg.Listen.AMQPS} {
 			if enabled(a) {
 				tlsAddrs = append(tlsAddrs, a)
 			}
@@ -227,6 +231,22 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		s.ep.MQTT, s.ep.MQTTS = s.broker.Addr(broker.ListenerMQTT), s.broker.Addr(broker.ListenerMQTTS)
 		s.ep.WS, s.ep.WSS = s.broker.Addr(broker.ListenerWS), s.broker.Addr(broker.ListenerWSS)
 	}
+	if enabled(cfg.Listen.AMQP) || enabled(cfg.Listen.AMQPS) || enabled(cfg.Listen.HTTPS) {
+		s.amqp = amqp.New(amqp.Options{Hub: s.hub, HostName: cfg.HostName, Logger: log.With("component", "amqp")})
+		metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "c2d_amqp_connections", Help: "Open AMQP connections (service SDKs and AMQP devices).",
+		}, func() float64 { return float64(s.amqp.Connections()) }))
+		if enabled(cfg.Listen.AMQP) {
+			if s.ep.AMQP, err = s.amqp.Listen(cfg.Listen.AMQP, nil); err != nil {
+				return nil, fmt.Errorf("listen.amqp: %w", err)
+			}
+		}
+		if enabled(cfg.Listen.AMQPS) {
+			if s.ep.AMQPS, err = s.amqp.Listen(cfg.Listen.AMQPS, tlsConf); err != nil {
+				return nil, fmt.Errorf("listen.amqps: %w", err)
+			}
+		}
+	}
 	if enabled(cfg.Listen.HTTP) {
 		if s.ep.HTTP, err = s.serveHTTP(cfg.Listen.HTTP, nil); err != nil {
 			return nil, fmt.Errorf("listen.http: %w", err)
@@ -251,6 +271,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	var listening []string
 	for _, l := range []struct{ name, addr string }{
 		{"mqtt", s.ep.MQTT}, {"mqtts", s.ep.MQTTS}, {"ws", s.ep.WS}, {"wss", s.ep.WSS}, {"http", s.ep.HTTP}, {"https", s.ep.HTTPS},
+		{"amqp", s.ep.AMQP}, {"amqps", s.ep.AMQPS},
 	} {
 		if l.addr != "" {
 			log.Info("listening", "listener", l.name, "addr", l.addr)
@@ -283,8 +304,16 @@ func (s *Server) serveHTTP(addr string, tc *tls.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	var handler http.Handler = s.api
+	if tc != nil && s.amqp != nil {
+		// Azure's SDKs open AMQP over WebSockets on the HTTPS port (443 in Azure).
+		mux := http.NewServeMux()
+		mux.Handle(amqp.WebSocketPath, s.amqp)
+		mux.Handle("/", s.api)
+		handler = mux
+	}
 	hs := &http.Server{
-		Handler:           s.api,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      api.MaxWait + 30*time.Second, // long-polls answer within MaxWait
@@ -377,6 +406,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.amqp != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.amqp.Close(); err != nil {
+				s.log.Warn("amqp close", "err", err)
+			}
+		}()
+	}
 	if s.broker != nil {
 		wg.Add(1)
 		s.brokerClosed = true
@@ -415,6 +453,9 @@ func (s *Server) closeAll() error {
 	}
 	if s.broker != nil && !s.brokerClosed {
 		_ = s.broker.Close()
+	}
+	if s.amqp != nil {
+		_ = s.amqp.Close() // a second Close finds nothing left to close
 	}
 	s.wg.Wait()
 	if err := s.hub.Close(); err != nil {

@@ -6,7 +6,11 @@
 // the device receives and what the hub's service API then reports.
 //
 // Tested: azure-iot-device 1.18.4 with azure-iot-device-mqtt 1.16.4 (mqtt.js 4.3.8), transports
-// Mqtt (MQTT over TLS) and MqttWs (MQTT over secure WebSockets), on Node.js 20.
+// Mqtt (MQTT over TLS) and MqttWs (MQTT over secure WebSockets), on Node.js 20. The service side
+// (service_test.go, testdata/sdk-service/service.js): azure-iothub 1.16.6 — Registry create, get,
+// list, update, delete over HTTPS, Client.send with ack full and getFeedbackReceiver over AMQP —
+// with the device on azure-iot-device-amqp 1.14.4 (complete, reject, abandon), both sides over
+// AMQP over WebSockets, or the device on MQTT.
 //
 // The tests need node and npm (Debian: nodejs npm) and the npm registry for `npm ci`.
 package azureinterop

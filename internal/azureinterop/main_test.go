@@ -100,6 +100,10 @@ func run(m *testing.M) int {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "azureinterop: npm ci took %s\n", time.Since(started).Round(time.Millisecond))
+	if serviceDir, err = installService(tmp, npm); err != nil {
+		fmt.Fprintln(os.Stderr, "azureinterop:", err)
+		return 1
+	}
 	return m.Run()
 }
 
@@ -115,7 +119,7 @@ func startHub(t *testing.T) *hub {
 	return &hub{testproc.StartHub(t, hubBin, testproc.HubOptions{Args: []string{
 		"--hostname", "localhost", "--log-level", "debug",
 		"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0",
-		"--http", "127.0.0.1:0", "--https", "off"}})}
+		"--http", "127.0.0.1:0", "--https", "off", "--amqps", "off"}})}
 }
 
 // createDevice registers a device with hub-generated keys.

@@ -132,7 +132,7 @@ func (r *run) run(ctx context.Context) error {
 	r.say("== 1. start a hub (embedded MQTT broker, durable queues, HTTP API) in %s", r.dir)
 	hubData := filepath.Join(r.dir, "hub")
 	hub, err := r.start(ctx, "hub", "c2d-hub", "serve", "--data", hubData, "--hostname", "localhost",
-		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off", "--log-level", "warn")
+		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off", "--amqps", "off", "--log-level", "warn")
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func TestARMAgentsCheckTheExampleConfig(t *testing.T) {
 func startHub(t *testing.T, bin string) *testproc.Hub {
 	t.Helper()
 	return testproc.StartHub(t, bin, testproc.HubOptions{Args: []string{"--hostname", "localhost",
-		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off"}})
+		"--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off", "--amqps", "off"}})
 }
 
 // waitFor polls cond until it holds or the deadline passes.

@@ -39,7 +39,7 @@ func TestHub(t *testing.T) {
 	}
 	bin := filepath.Join(dir, "c2d-hub")
 	h := testproc.StartHub(t, bin, testproc.HubOptions{Config: "feedback:\n  interval: 50ms\n", Args: []string{
-		"--hostname", "hub.test", "--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off"}})
+		"--hostname", "hub.test", "--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", "127.0.0.1:0", "--https", "off", "--amqps", "off"}})
 	if !strings.HasPrefix(h.Endpoints.MQTT, "127.0.0.1:") || h.Owner.HostName != "hub.test" || h.Owner.SharedAccessKeyName != "iothubowner" {
 		t.Fatalf("endpoints %+v, owner %+v", h.Endpoints, h.Owner)
 	}

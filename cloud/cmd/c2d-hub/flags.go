@@ -50,6 +50,8 @@ func serveCommand(run func(context.Context, server.Config) error) *cobra.Command
 	f.StringVar(&flags.Listen.HTTPS, "https", d.Listen.HTTPS, `HTTPS service API listen address, or "off"`)
 	f.StringVar(&flags.Listen.WS, "ws", d.Listen.WS, `MQTT over WebSockets listen address, or "off"`)
 	f.StringVar(&flags.Listen.WSS, "wss", d.Listen.WSS, `MQTT over secure WebSockets listen address, or "off"`)
+	f.StringVar(&flags.Listen.AMQPS, "amqps", d.Listen.AMQPS, `AMQP over TLS listen address (Azure's service SDKs), or "off"`)
+	f.StringVar(&flags.Listen.AMQP, "amqp", d.Listen.AMQP, `plain AMQP listen address, or "off"`)
 	f.StringVar(&flags.TLS.CertFile, "tls-cert", "", "server certificate (PEM) instead of the generated CA's")
 	f.StringVar(&flags.TLS.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	f.StringVar(&flags.Log.Level, "log-level", d.Log.Level, "debug, info, warn or error")
@@ -70,6 +72,8 @@ func override(fs *pflag.FlagSet, cfg, flags *server.Config) {
 		"https":      func() { cfg.Listen.HTTPS = flags.Listen.HTTPS },
 		"ws":         func() { cfg.Listen.WS = flags.Listen.WS },
 		"wss":        func() { cfg.Listen.WSS = flags.Listen.WSS },
+		"amqps":      func() { cfg.Listen.AMQPS = flags.Listen.AMQPS },
+		"amqp":       func() { cfg.Listen.AMQP = flags.Listen.AMQP },
 		"tls-cert":   func() { cfg.TLS.CertFile = flags.TLS.CertFile },
 		"tls-key":    func() { cfg.TLS.KeyFile = flags.TLS.KeyFile },
 		"log-level":  func() { cfg.Log.Level = flags.Log.Level },

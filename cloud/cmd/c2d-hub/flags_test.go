@@ -52,7 +52,8 @@ func TestServeWithZeroFlagsResolvesTheDefaults(t *testing.T) {
 				t.Fatalf("zero-flag configuration\n got %+v\nwant %+v", *got, want)
 			}
 			if got.Listen.MQTT != "127.0.0.1:1883" || got.Listen.MQTTS != "0.0.0.0:8883" || got.Listen.HTTP != "127.0.0.1:8080" ||
-				got.Listen.HTTPS != "0.0.0.0:8443" || got.Listen.WS != server.Off || got.Listen.WSS != server.Off {
+				got.Listen.HTTPS != "0.0.0.0:8443" || got.Listen.WS != server.Off || got.Listen.WSS != server.Off ||
+				got.Listen.AMQPS != "0.0.0.0:5671" || got.Listen.AMQP != server.Off {
 				t.Errorf("listeners %+v differ from docs/api.md's defaults", got.Listen)
 			}
 			if err := got.Validate(); err != nil {

@@ -58,7 +58,7 @@ type proc struct {
 	ep     server.Endpoints
 }
 
-var loopback = []string{"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"}
+var loopback = []string{"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--amqps", "127.0.0.1:0"}
 
 // start runs `c2d-hub serve args...` and waits for its endpoints.json (the one with its pid).
 func start(t *testing.T, data string, env []string, args ...string) *proc {
@@ -420,7 +420,7 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, data, nil, "--data", data, "--config", cfg, "--hostname", "from-flag.example", "--http", "127.0.0.1:0")
+	p := start(t, data, nil, "--data", data, "--config", cfg, "--hostname", "from-flag.example", "--http", "127.0.0.1:0", "--amqps", "off")
 	if p.ep.HostName != "from-flag.example" {
 		t.Errorf("hostname %q: the flag must win over the file", p.ep.HostName)
 	}

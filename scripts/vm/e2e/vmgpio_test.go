@@ -148,7 +148,7 @@ func startHub(t *testing.T) *hub {
 	t.Helper()
 	h := &hub{data: filepath.Join(t.TempDir(), "hub"), settled: map[string]iothub.FeedbackStatus{}}
 	p := start(t, "c2d-hub", nil, "serve", "--data", h.data, "--hostname", "hub.local",
-		"--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mqtts", "off", "--https", "off", "--ws", "off", "--wss", "off")
+		"--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mqtts", "off", "--https", "off", "--ws", "off", "--wss", "off", "--amqps", "off")
 	waitFor(t, 30*time.Second, "c2d-hub's endpoints.json", func() bool {
 		select {
 		case <-p.done:

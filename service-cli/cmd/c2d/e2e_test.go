@@ -85,7 +85,7 @@ func testMain(m *testing.M) int {
 // startHub runs c2d-hub on data with the test config; httpAddr is its plain HTTP API address.
 func startHub(data, httpAddr string) (*testproc.Hub, error) {
 	return testproc.RunHub(context.Background(), hubBin, testproc.HubOptions{Data: data, Config: hubConfig, Args: []string{
-		"--hostname", "hub.test", "--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", httpAddr, "--https", "127.0.0.1:0"}})
+		"--hostname", "hub.test", "--mqtt", "127.0.0.1:0", "--mqtts", "off", "--http", httpAddr, "--https", "127.0.0.1:0", "--amqps", "off"}})
 }
 
 // connectionString is the policy's, from `c2d-hub connection-string`.
