@@ -60,6 +60,8 @@ type Options struct {
 	Ready func() error
 	// Now is the clock used to check token expiry; nil means time.Now.
 	Now func() time.Time
+	// Methods runs direct methods (POST /twins/{id}/methods); nil answers 404103 DeviceNotOnline.
+	Methods Methods
 }
 
 // Server is the service API as an http.Handler.
@@ -124,6 +126,7 @@ func (s *Server) routes() {
 	s.handle("GET /messages/serviceBound/feedback", svc, s.receiveFeedback)
 	s.handle("DELETE /messages/serviceBound/feedback/{lockToken}", svc, s.completeFeedback)
 	s.handle("POST /messages/serviceBound/feedback/{lockToken}/abandon", svc, s.abandonFeedback)
+	s.handle("POST /twins/{id}/methods", svc, s.invokeMethod)
 	s.handle("GET /statistics/service", stats, s.status)
 	s.handle("GET /healthz", nil, s.healthz)
 	s.mux.Handle("GET /metrics", s.instrument("GET /metrics", s.opt.Metrics.Handler()))

@@ -48,6 +48,7 @@ type conn struct {
 	attachOn  uint16
 	attachQoS byte
 	attachSet bool // attach once the SUBACK with packet id attachOn has been written
+	meth      methodState
 }
 
 var _ hub.Conn = (*conn)(nil)

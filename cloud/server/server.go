@@ -23,6 +23,7 @@ import (
 	"github.com/c2d-project/c2d/cloud/broker"
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/cloud/methods"
 	"github.com/c2d-project/c2d/internal/sdnotify"
 	"github.com/c2d-project/c2d/internal/version"
 )
@@ -80,6 +81,8 @@ type Server struct {
 	log    *slog.Logger
 	hub    *hub.Hub
 	broker *broker.Broker
+	// methods is nil when every MQTT listener is off.
+	methods *methods.Service
 	// brokerClosed is set by Shutdown (which closes the broker in parallel with HTTP).
 	brokerClosed bool
 	api          *api.Server
@@ -171,16 +174,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
 		})
 		metrics.Registry().MustRegister(authFailures)
+		s.methods = methods.New(s.hub, log.With("component", "methods"))
 		bo := broker.Options{
 			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
 			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
-			TLS:    tlsConf,
-			Logger: log.With("component", "broker"),
-			Events: broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }},
+			TLS:     tlsConf,
+			Logger:  log.With("component", "broker"),
+			Events:  broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }},
+			Methods: s.methods,
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
+		s.methods.SetTransport(s.broker)
 		if err = s.broker.Start(); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
@@ -193,7 +199,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 
 	s.api = api.New(api.Options{
 		Hub: s.hub, HostName: cfg.HostName, Version: version.Version, Metrics: metrics,
-		Logger: log.With("component", "api"),
+		Logger:  log.With("component", "api"),
+		Methods: apiMethods(s.methods),
 		Ready: func() error {
 			if s.stopping.Load() {
 				return errors.New("shutting down")
@@ -249,6 +256,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		go s.watchdog(iv)
 	}
 	return s, nil
+}
+
+// apiMethods keeps a nil *methods.Service a nil api.Methods.
+func apiMethods(m *methods.Service) api.Methods {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 func addrOrEmpty(a string) string {
@@ -310,6 +325,9 @@ func (s *Server) Endpoints() Endpoints { return s.ep }
 
 // Hub is the running core (for in-process tests and benchmarks).
 func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Methods is the direct-method service (nil when every MQTT listener is off).
+func (s *Server) Methods() *methods.Service { return s.methods }
 
 // Wait blocks until ctx ends (nil) or a listener fails (its error).
 func (s *Server) Wait(ctx context.Context) error {
