@@ -96,11 +96,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		safe[s.Name] = s.Safe
 	}
 	log.Info("hardware ready: outputs in their safe state", "backend", cfg.Hardware.Backend, "outputs", strings.Join(board.Names(), ","))
+	since := &sinceBoard{Board: board, at: map[string]time.Time{}}
+	board = since
 
 	a := &agent{
 		cfg: cfg, log: log, ledger: led, board: board, catalog: cfg.Catalog(), notifier: opts.Notifier,
 		inflight: map[string]*execution{},
+		deviceID: res.Device.DeviceID, version: version.Version, configHash: configHash(cfg), started: time.Now(), since: since,
 	}
+	a.methods = newMethods(a)
 	a.dispatcher = dispatch.New(board, safe, log)
 	a.intake = newQueue()
 
@@ -116,6 +120,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		ReconnectMax:   cfg.Connection.ReconnectMax.Duration,
 		Logger:         log,
 		Deliver:        a.intake.push,
+		Method:         a.methods.push,
 		OnState: func(s conn.State) {
 			a.setConn(s)
 			if s.Connected {
@@ -141,6 +146,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			a.handle(d)
 		}
 	}()
+
+	methodsStop, methodsDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(methodsDone); a.methods.run(methodsStop) }()
 
 	connCtx, stopConn := context.WithCancel(context.Background())
 	connDone := make(chan error, 1)
@@ -169,6 +177,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	_ = opts.Notifier.Stopping()
 	a.intake.close() // deliveries still arriving are dropped unacknowledged: redelivered next start
 	<-intakeDone
+	close(methodsStop) // calls not yet taken are not answered: the hub times them out
+	<-methodsDone
 	a.dispatcher.Shutdown() // running jobs → safe state and settled; queued ones dropped
 	if !client.Flush(opts.ShutdownGrace) {
 		log.Warn("some dispositions were not sent before stopping; those messages will be redelivered and settled from the executed-id log")
@@ -200,6 +210,13 @@ type agent struct {
 	completed int
 	rejected  int
 	lastErr   string
+
+	// for the state method and the twin
+	deviceID, version, configHash string
+	started                       time.Time
+	since                         *sinceBoard
+	recent                        recentCommands
+	methods                       *methods
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.
@@ -301,6 +318,7 @@ func (a *agent) settleFromLedger(d *conn.Delivery, e ledger.Entry, log *slog.Log
 // settleNew records and sends the outcome of a message that never ran in this process.
 func (a *agent) settleNew(d *conn.Delivery, id, fp string, disp iothub.Disposition, reason string, log *slog.Logger) {
 	log.Info("rejected", "reason", reason)
+	a.remember("message", id, "", disp, reason)
 	if id != "" {
 		if err := a.ledger.Finish(id, fp, outcome(disp), reason, time.Now()); err != nil {
 			log.Error("executed-id log", "err", err)
@@ -373,6 +391,7 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 	if disp == iothub.DispositionReject {
 		log.Info("rejected", "reason", reason)
 	}
+	a.remember("message", ex.id, "", disp, reason)
 	a.mu.Lock()
 	ex.settled, ex.disp, ex.reason = true, disp, reason
 	ds := ex.deliveries

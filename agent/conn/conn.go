@@ -38,6 +38,9 @@ type Options struct {
 	// Deliver receives every delivery, in arrival order, on paho's router goroutine: it must not
 	// block. Each delivery must eventually be passed to Settle or Drop.
 	Deliver func(*Delivery)
+	// Method receives direct-method requests, like Deliver (never blocks; hand off). Nil: the
+	// agent does not subscribe to methods.
+	Method func(*MethodRequest)
 	// OnState, if set, hears every connection state change.
 	OnState func(State)
 }
@@ -181,6 +184,9 @@ func (c *Client) newPaho(g *generation) paho.Client {
 	}
 	pc := paho.NewClient(o)
 	pc.AddRoute(c.filter, handler)
+	if c.opts.Method != nil {
+		pc.AddRoute(iothub.MethodsFilter, func(_ paho.Client, m paho.Message) { c.onMethod(g, m) })
+	}
 	return pc
 }
 
@@ -498,6 +504,7 @@ func (c *Client) connect(ctx context.Context, g *generation) (sessionPresent boo
 			return false, fmt.Errorf("subscribe %s: refused by the broker", c.filter)
 		}
 	}
+	c.subscribeMethods(g)
 	return sessionPresent, nil
 }
 
