@@ -203,7 +203,8 @@ func (a *app) rootCommand() *cobra.Command {
 		return usageErrorf("%v; see `%s --help`", err, c.CommandPath())
 	})
 
-	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand())
+	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand(),
+		a.invokeCommand(), a.stateCommand())
 	a.markStart(root)
 	return root
 }

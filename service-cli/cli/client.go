@@ -25,6 +25,7 @@ type hubClient interface {
 	AbandonFeedback(ctx context.Context, lockToken string) error
 	Status(ctx context.Context) (iothub.HubStatus, error)
 	Health(ctx context.Context) (health, error)
+	methodCall // methods.go
 }
 
 // health is the unauthenticated /healthz answer.
