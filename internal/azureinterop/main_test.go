@@ -271,6 +271,8 @@ type event struct {
 	Properties      []iothub.AppProperty `json:"properties"`
 	Body            []byte               `json:"body"` // base64 in JSON
 	Op              string               `json:"op"`
+	MethodName      string               `json:"methodName"`
+	Payload         json.RawMessage      `json:"payload"`
 	Outcome         string               `json:"outcome"`
 	Result          string               `json:"result"`
 	Error           *struct {
@@ -299,6 +301,7 @@ type deviceOpts struct {
 	settle           string // complete | reject | abandon | none
 	tokenRenewal     string // "valid,margin" seconds, "" for the SDK's default (3600,900)
 	sendEvent        bool   // send one D2C event once open
+	methods          bool   // register the echo and fail direct-method handlers once open
 }
 
 // startDevice runs device.js; it stays connected until stop closes its stdin.
@@ -316,6 +319,9 @@ func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
 		"C2D_TOKEN_RENEWAL="+o.tokenRenewal)
 	if o.sendEvent {
 		d.cmd.Env = append(d.cmd.Env, "C2D_SEND_EVENT=1")
+	}
+	if o.methods {
+		d.cmd.Env = append(d.cmd.Env, "C2D_METHODS=1")
 	}
 	d.cmd.Stderr = d.stderr
 	var err error
