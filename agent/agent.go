@@ -222,6 +222,7 @@ type agent struct {
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.
 type execution struct {
 	id, fp     string
+	what       string // the plan, for the state method's last commands
 	deliveries []*conn.Delivery
 	settled    bool
 	disp       iothub.Disposition
@@ -271,7 +272,7 @@ func (a *agent) handle(d *conn.Delivery) {
 		a.settleNew(d, id, fp, iothub.DispositionReject, err.Error(), log)
 		return
 	}
-	ex := &execution{id: id, fp: fp, deliveries: []*conn.Delivery{d}}
+	ex := &execution{id: id, fp: fp, what: plan.String(), deliveries: []*conn.Delivery{d}}
 	if id != "" {
 		a.mu.Lock()
 		a.inflight[id] = ex
@@ -391,7 +392,7 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 	if disp == iothub.DispositionReject {
 		log.Info("rejected", "reason", reason)
 	}
-	a.remember("message", ex.id, "", disp, reason)
+	a.remember("message", ex.id, ex.what, disp, reason)
 	a.mu.Lock()
 	ex.settled, ex.disp, ex.reason = true, disp, reason
 	ds := ex.deliveries
