@@ -62,6 +62,8 @@ type Options struct {
 	Now func() time.Time
 	// Methods runs direct methods (POST /twins/{id}/methods); nil answers 404103 DeviceNotOnline.
 	Methods Methods
+	// Twins serves GET/PATCH/PUT /twins/{id}; nil answers 404.
+	Twins Twins
 }
 
 // Server is the service API as an http.Handler.
@@ -127,6 +129,9 @@ func (s *Server) routes() {
 	s.handle("DELETE /messages/serviceBound/feedback/{lockToken}", svc, s.completeFeedback)
 	s.handle("POST /messages/serviceBound/feedback/{lockToken}/abandon", svc, s.abandonFeedback)
 	s.handle("POST /twins/{id}/methods", svc, s.invokeMethod)
+	s.handle("GET /twins/{id}", read, s.getTwin)
+	s.handle("PATCH /twins/{id}", write, s.updateTwin(false))
+	s.handle("PUT /twins/{id}", write, s.updateTwin(true))
 	s.handle("GET /statistics/service", stats, s.status)
 	s.handle("GET /healthz", nil, s.healthz)
 	s.mux.Handle("GET /metrics", s.instrument("GET /metrics", s.opt.Metrics.Handler()))

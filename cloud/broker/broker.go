@@ -83,6 +83,8 @@ type Options struct {
 
 	// Methods hears of direct-method sessions and answers (cloud/methods); nil: methods are off.
 	Methods MethodSink
+	// Twins serves devices' twin requests (cloud/twin); nil answers them 503.
+	Twins TwinSink
 }
 
 // MethodSink is what the broker tells the direct-method service (cloud/methods.Service).
@@ -233,7 +235,7 @@ func (b *Broker) Start() error {
 		b.mu.Unlock()
 		return err
 	}
-	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &sessionHook{b: b}, &methodHook{b: b}, &deliveryHook{b: b}} {
+	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &sessionHook{b: b}, &methodHook{b: b}, &twinHook{b: b}, &deliveryHook{b: b}} {
 		if err := srv.AddHook(h, nil); err != nil {
 			return fail(fmt.Errorf("broker: add hook %s: %w", h.ID(), err))
 		}

@@ -49,6 +49,7 @@ type conn struct {
 	attachQoS byte
 	attachSet bool // attach once the SUBACK with packet id attachOn has been written
 	meth      methodState
+	twin      twinState
 }
 
 var _ hub.Conn = (*conn)(nil)

@@ -245,6 +245,12 @@ var migrations = []string{
 	CREATE UNIQUE INDEX feedback_batches_lock_token ON feedback_batches (lock_token);
 	CREATE INDEX feedback_batches_locked_until ON feedback_batches (locked_until);
 	CREATE INDEX feedback_batches_expires_at ON feedback_batches (expires_at);`,
+	// Device twins (store_twin.go): one JSON document per device generation.
+	`CREATE TABLE twins (
+		device_id     TEXT PRIMARY KEY,
+		generation_id TEXT NOT NULL,
+		doc           TEXT NOT NULL
+	);`,
 }
 
 func openSQLite(ctx context.Context, dataDir string, log logger) (*sqliteStore, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/cloud/methods"
+	"github.com/c2d-project/c2d/cloud/twin"
 	"github.com/c2d-project/c2d/internal/sdnotify"
 	"github.com/c2d-project/c2d/internal/version"
 )
@@ -83,6 +84,7 @@ type Server struct {
 	broker *broker.Broker
 	// methods is nil when every MQTT listener is off.
 	methods *methods.Service
+	twins   *twin.Service
 	// brokerClosed is set by Shutdown (which closes the broker in parallel with HTTP).
 	brokerClosed bool
 	api          *api.Server
@@ -169,6 +171,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		tlsConf = certs.TLSConfig()
 	}
 
+	s.twins = twin.NewService(s.hub, log.With("component", "twins"))
 	if enabled(cfg.Listen.MQTT) || enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.WS) || enabled(cfg.Listen.WSS) {
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
@@ -182,11 +185,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			Logger:  log.With("component", "broker"),
 			Events:  broker.Events{AuthFailed: func(string, error) { authFailures.Inc() }},
 			Methods: s.methods,
+			Twins:   s.twins,
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 		s.methods.SetTransport(s.broker)
+		s.twins.SetNotifier(s.broker)
 		if err = s.broker.Start(); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
@@ -201,6 +206,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		Hub: s.hub, HostName: cfg.HostName, Version: version.Version, Metrics: metrics,
 		Logger:  log.With("component", "api"),
 		Methods: apiMethods(s.methods),
+		Twins:   s.twins,
 		Ready: func() error {
 			if s.stopping.Load() {
 				return errors.New("shutting down")
