@@ -273,6 +273,9 @@ type event struct {
 	Op              string               `json:"op"`
 	MethodName      string               `json:"methodName"`
 	Payload         json.RawMessage      `json:"payload"`
+	Desired         map[string]any       `json:"desired"`
+	Reported        map[string]any       `json:"reported"`
+	Delta           map[string]any       `json:"delta"`
 	Outcome         string               `json:"outcome"`
 	Result          string               `json:"result"`
 	Error           *struct {
@@ -302,6 +305,7 @@ type deviceOpts struct {
 	tokenRenewal     string // "valid,margin" seconds, "" for the SDK's default (3600,900)
 	sendEvent        bool   // send one D2C event once open
 	methods          bool   // register the echo and fail direct-method handlers once open
+	twin             bool   // getTwin once open; stdin lines are reported patches ("get": read again)
 }
 
 // startDevice runs device.js; it stays connected until stop closes its stdin.
@@ -322,6 +326,9 @@ func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
 	}
 	if o.methods {
 		d.cmd.Env = append(d.cmd.Env, "C2D_METHODS=1")
+	}
+	if o.twin {
+		d.cmd.Env = append(d.cmd.Env, "C2D_TWIN=1")
 	}
 	d.cmd.Stderr = d.stderr
 	var err error
