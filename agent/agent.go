@@ -105,6 +105,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		deviceID: res.Device.DeviceID, version: version.Version, configHash: configHash(cfg), started: time.Now(), since: since,
 	}
 	a.methods = newMethods(a)
+	a.reporter = newReporter(a)
+	since.changed = a.reporter.changed
 	a.dispatcher = dispatch.New(board, safe, log)
 	a.intake = newQueue()
 
@@ -121,9 +123,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		Logger:         log,
 		Deliver:        a.intake.push,
 		Method:         a.methods.push,
+		Twin:           true,
 		OnState: func(s conn.State) {
 			a.setConn(s)
 			if s.Connected {
+				a.reporter.connected()
 				once.Do(func() { close(firstConnect) })
 			}
 		},
@@ -149,6 +153,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 	methodsStop, methodsDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(methodsDone); a.methods.run(methodsStop) }()
+	go a.reporter.run(methodsStop) // bounded by reportTimeout; not waited for
 
 	connCtx, stopConn := context.WithCancel(context.Background())
 	connDone := make(chan error, 1)
@@ -217,6 +222,7 @@ type agent struct {
 	since                         *sinceBoard
 	recent                        recentCommands
 	methods                       *methods
+	reporter                      *reporter
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.

@@ -278,8 +278,9 @@ func onOff(on bool) string {
 // sinceBoard wraps the board to note when each output last changed state.
 type sinceBoard struct {
 	hw.Board
-	mu sync.Mutex
-	at map[string]time.Time
+	mu      sync.Mutex
+	at      map[string]time.Time
+	changed func() // an output changed state (the twin reporter); never blocks
 }
 
 func (b *sinceBoard) get(name string, def time.Time) time.Time {
@@ -313,6 +314,9 @@ func (o sinceOutput) Set(on bool) error {
 		o.b.mu.Lock()
 		o.b.at[o.Name()] = time.Now()
 		o.b.mu.Unlock()
+		if o.b.changed != nil {
+			o.b.changed()
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -99,6 +100,26 @@ func TestAgentDirectMethods(t *testing.T) {
 	}
 	if hw, err := simhw.ReadState(b.stateFile); err != nil || !hw.Outputs["relay1"].On {
 		t.Fatalf("simulated relay1 after the method: %+v %v", hw.Outputs["relay1"], err)
+	}
+	// The twin's reported properties follow (coalesced, at most one patch a second).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tw, err := svc.GetTwin(context.Background(), deviceID)
+		must(t, err)
+		rep := tw.Properties.Reported
+		if o, ok := rep["outputs"].(map[string]any)["relay1"].(map[string]any); ok && o["state"] == "on" {
+			if a := rep["agent"].(map[string]any); a["backend"] != "sim" || len(a["configHash"].(string)) != 16 {
+				t.Fatalf("reported agent %v", a)
+			}
+			if strings.Contains(fmt.Sprint(rep), "SharedAccessKey") {
+				t.Fatalf("a secret in the twin: %v", rep)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reported properties never showed relay1 on: %v", rep)
+		}
+		time.Sleep(50 * time.Millisecond) // the reporter is asynchronous: poll what the service sees
 	}
 	st = boardState(t, svc)
 	if o := st.Outputs["relay1"]; o.State != "on" || !o.Since.After(st.Started) || o.Busy {

@@ -41,6 +41,8 @@ type Options struct {
 	// Method receives direct-method requests, like Deliver (never blocks; hand off). Nil: the
 	// agent does not subscribe to methods.
 	Method func(*MethodRequest)
+	// Twin subscribes to twin answers so that Report can confirm reported properties.
+	Twin bool
 	// OnState, if set, hears every connection state change.
 	OnState func(State)
 }
@@ -110,6 +112,7 @@ type Client struct {
 	settling sync.WaitGroup
 
 	connected atomic.Bool
+	twin      twinCalls
 	heartbeat atomic.Int64 // unix nanos of the run loop's last turn
 }
 
@@ -186,6 +189,9 @@ func (c *Client) newPaho(g *generation) paho.Client {
 	pc.AddRoute(c.filter, handler)
 	if c.opts.Method != nil {
 		pc.AddRoute(iothub.MethodsFilter, func(_ paho.Client, m paho.Message) { c.onMethod(g, m) })
+	}
+	if c.opts.Twin {
+		pc.AddRoute(twinResponseFilter, func(_ paho.Client, m paho.Message) { c.onTwinResponse(m) })
 	}
 	return pc
 }
@@ -505,6 +511,7 @@ func (c *Client) connect(ctx context.Context, g *generation) (sessionPresent boo
 		}
 	}
 	c.subscribeMethods(g)
+	c.subscribeTwin(g)
 	return sessionPresent, nil
 }
 
