@@ -204,7 +204,7 @@ func (a *app) rootCommand() *cobra.Command {
 	})
 
 	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand(),
-		a.invokeCommand(), a.stateCommand())
+		a.invokeCommand(), a.stateCommand(), a.twinCommand())
 	a.markStart(root)
 	return root
 }

@@ -26,6 +26,7 @@ type hubClient interface {
 	Status(ctx context.Context) (iothub.HubStatus, error)
 	Health(ctx context.Context) (health, error)
 	methodCall // methods.go
+	twinCalls  // twin.go
 }
 
 // health is the unauthenticated /healthz answer.

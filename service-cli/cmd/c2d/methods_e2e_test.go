@@ -98,3 +98,35 @@ func TestInvokeAndState(t *testing.T) {
 		t.Errorf("timed-out invoke: %s", r)
 	}
 }
+
+// TestTwinShowSet: `c2d twin set` merges desired properties and tags (dotted paths, JSON scalars,
+// null deleting) and `c2d twin show` prints them; --etag makes the update conditional.
+func TestTwinShowSet(t *testing.T) {
+	t.Parallel()
+	id := newDevice(t, "twin")
+	must(t, 0, "twin", "set", id, "--desired", "outputs.relay1=on;outputs.act=off;rate=5", "--tags", "site=north")
+	r := must(t, 0, "twin", "show", id)
+	for _, want := range []string{`outputs.relay1 = "on"`, `outputs.act = "off"`, "rate = 5", `site = "north"`, "Desired ($version 2)", "Reported ($version 1)"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("twin show lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	var tw struct {
+		ETag       string `json:"etag"`
+		Properties struct {
+			Desired map[string]any `json:"desired"`
+		} `json:"properties"`
+	}
+	jsonOut(t, &tw, 0, "twin", "set", id, "--desired", "outputs.act=null")
+	if out := tw.Properties.Desired["outputs"].(map[string]any); out["act"] != nil || out["relay1"] != "on" || tw.Properties.Desired["$metadata"] == nil {
+		t.Errorf("after null: %+v", tw.Properties.Desired)
+	}
+	must(t, 0, "twin", "set", id, "--tags", "floor=2", "--etag", tw.ETag)
+	r = must(t, 1, "twin", "set", id, "--tags", "floor=3", "--etag", tw.ETag)
+	if !strings.Contains(r.stderr, "etag") {
+		t.Errorf("stale etag: %s", r)
+	}
+	must(t, 2, "twin", "set", id)
+	must(t, 2, "twin", "set", id, "--desired", "noequals")
+	must(t, 9, "twin", "show", "nobody-here")
+}
