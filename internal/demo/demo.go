@@ -230,9 +230,10 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 
-	r.say("\n== 6. ask the board itself (direct methods: answered while you wait, never queued)")
+	r.say("\n== 6. ask the board itself (direct methods: answered while you wait, never queued) and read its twin")
 	for _, args := range [][]string{
 		{"state", device},
+		{"twin", "show", device}, // reported properties trail changes by up to a second (coalesced)
 		{"invoke", device, "blink", "--payload", `{"target":"act","count":2,"interval":"100ms"}`},
 	} {
 		err := r.show(ctx, 0, "c2d", args...)
