@@ -106,6 +106,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	a.methods = newMethods(a)
 	a.reporter = newReporter(a)
+	var followers []string
+	for _, n := range cfg.OutputOrder {
+		if cfg.Outputs[n].Desired {
+			followers = append(followers, n)
+		}
+	}
+	a.follower = newFollower(a, followers)
 	since.changed = a.reporter.changed
 	a.dispatcher = dispatch.New(board, safe, log)
 	a.intake = newQueue()
@@ -124,10 +131,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		Deliver:        a.intake.push,
 		Method:         a.methods.push,
 		Twin:           true,
+		Desired:        a.follower.notified,
 		OnState: func(s conn.State) {
 			a.setConn(s)
 			if s.Connected {
 				a.reporter.connected()
+				a.follower.connected()
 				once.Do(func() { close(firstConnect) })
 			}
 		},
@@ -223,6 +232,7 @@ type agent struct {
 	recent                        recentCommands
 	methods                       *methods
 	reporter                      *reporter
+	follower                      *follower
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/c2d-project/c2d/agent/config"
 	"github.com/c2d-project/c2d/cloud/apiclient"
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/cloud/server"
@@ -169,5 +171,67 @@ func TestAgentDirectMethods(t *testing.T) {
 	}
 	if a := invoke(t, svc, "identify", ""); a.status != 200 || a.out.Outcome != "done" {
 		t.Fatalf("identify: %d %s", a.status, a.raw)
+	}
+}
+
+// TestAgentDesiredState: an output with `desired: true` follows the twin's desired state — on
+// connect (a twin GET) and on each change — and names or values it cannot follow are reported in
+// reported.desired.errors.
+func TestAgentDesiredState(t *testing.T) {
+	addr, svc := startC2DHub(t)
+	b := newBoard(t, addr, "")
+	yaml, err := os.ReadFile(b.configFile)
+	must(t, err)
+	y := strings.Replace(string(yaml), "    min_interval: 50ms\n", "    min_interval: 50ms\n    desired: true\n", 1)
+	must(t, os.WriteFile(b.configFile, []byte(y), 0o644))
+	b.cfg, err = config.Load(b.configFile)
+	must(t, err)
+
+	desire := func(outputs map[string]any) {
+		t.Helper()
+		if _, err := svc.UpdateTwin(context.Background(), deviceID, map[string]any{"properties": map[string]any{"desired": map[string]any{"outputs": outputs}}}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Set while the board is offline: applied when it connects.
+	desire(map[string]any{"relay1": "on", "relay9": "on", "act": "on"})
+	startAgent(t, b)
+	waitState(t, b.stateFile, "relay1 on (desired before connecting)", func(s simhw.State) bool { return s.Outputs["relay1"].On })
+	errs := waitReported(t, svc, "errors for relay9 and act", func(rep map[string]any) bool {
+		e, _ := rep["desired"].(map[string]any)["errors"].(map[string]any)
+		return e["relay9"] != nil && e["act"] != nil
+	})
+	if !strings.Contains(fmt.Sprint(errs), `no output "act" follows desired state`) {
+		t.Errorf("reported %v", errs)
+	}
+	if hw, _ := simhw.ReadState(b.stateFile); hw.Outputs["act"].On {
+		t.Error("act does not follow desired state but was switched on")
+	}
+
+	desire(map[string]any{"relay1": "off"})
+	waitState(t, b.stateFile, "relay1 off (desired change)", func(s simhw.State) bool { return !s.Outputs["relay1"].On })
+	desire(map[string]any{"relay1": "maybe"})
+	waitReported(t, svc, "an error for relay1's value", func(rep map[string]any) bool {
+		e, _ := rep["desired"].(map[string]any)["errors"].(map[string]any)
+		s, _ := e["relay1"].(string)
+		return strings.Contains(s, `"maybe" is not "on" or "off"`)
+	})
+}
+
+// waitReported polls the twin until its reported properties satisfy cond (the agent reports
+// asynchronously, at most once a second).
+func waitReported(t *testing.T, svc *apiclient.Client, what string, cond func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tw, err := svc.GetTwin(context.Background(), deviceID)
+		must(t, err)
+		if _, ok := tw.Properties.Reported["desired"].(map[string]any); ok && cond(tw.Properties.Reported) {
+			return tw.Properties.Reported
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reported properties never showed %s: %v", what, tw.Properties.Reported)
+		}
+		time.Sleep(50 * time.Millisecond) // polling what the service sees
 	}
 }

@@ -56,6 +56,7 @@ func (a *agent) reported() []byte {
 			"started": st.Started.Format(time.RFC3339)},
 		"outputs": outputs,
 		"inputs":  inputs,
+		"desired": a.follower.reportedPart(),
 	})
 	return b
 }

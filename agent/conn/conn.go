@@ -41,8 +41,11 @@ type Options struct {
 	// Method receives direct-method requests, like Deliver (never blocks; hand off). Nil: the
 	// agent does not subscribe to methods.
 	Method func(*MethodRequest)
-	// Twin subscribes to twin answers so that Report can confirm reported properties.
+	// Twin subscribes to twin answers so that Report and GetTwin work.
 	Twin bool
+	// Desired receives desired-properties notifications (the patch with "$version"), like Deliver
+	// (never blocks). Needs Twin.
+	Desired func(patch []byte)
 	// OnState, if set, hears every connection state change.
 	OnState func(State)
 }
@@ -192,6 +195,7 @@ func (c *Client) newPaho(g *generation) paho.Client {
 	}
 	if c.opts.Twin {
 		pc.AddRoute(twinResponseFilter, func(_ paho.Client, m paho.Message) { c.onTwinResponse(m) })
+		pc.AddRoute(twinDesiredFilter, func(_ paho.Client, m paho.Message) { c.onDesired(m) })
 	}
 	return pc
 }

@@ -61,11 +61,23 @@ func (c *Client) onTwinResponse(m paho.Message) {
 // Report sends a reported-properties patch and waits (at most timeout) for the hub's 204. Against
 // a broker that serves no twins it times out; the caller reports again on the next change.
 func (c *Client) Report(patch []byte, timeout time.Duration) error {
+	a, err := c.twinRequest(twinReportedTopic, patch, timeout)
+	if err != nil {
+		return err
+	}
+	if a.status >= 200 && a.status < 300 {
+		return nil
+	}
+	return fmt.Errorf("%w: status %d: %s", ErrReportRefused, a.status, truncate(string(a.body)))
+}
+
+// twinRequest publishes topicPrefix+rid and waits for the answer with that $rid.
+func (c *Client) twinRequest(topicPrefix string, body []byte, timeout time.Duration) (twinAnswer, error) {
 	c.mu.Lock()
 	g := c.gen
 	c.mu.Unlock()
 	if !c.connected.Load() {
-		return errors.New("not connected")
+		return twinAnswer{}, errors.New("not connected")
 	}
 	c.twin.mu.Lock()
 	if c.twin.waiting == nil {
@@ -81,27 +93,24 @@ func (c *Client) Report(patch []byte, timeout time.Duration) error {
 		delete(c.twin.waiting, rid)
 		c.twin.mu.Unlock()
 	}()
-	tok := g.client.Publish(twinReportedTopic+rid, 0, false, patch)
+	tok := g.client.Publish(topicPrefix+rid, 0, false, body)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
-			return fmt.Errorf("report: %w", err)
+			return twinAnswer{}, fmt.Errorf("twin request: %w", err)
 		}
 	case <-t.C:
-		return errors.New("report: publish not written in time")
+		return twinAnswer{}, errors.New("twin request: publish not written in time")
 	}
 	select {
 	case a := <-ch:
-		if a.status >= 200 && a.status < 300 {
-			return nil
-		}
-		return fmt.Errorf("%w: status %d: %s", ErrReportRefused, a.status, truncate(string(a.body)))
+		return a, nil
 	case <-t.C:
-		return fmt.Errorf("report: no answer from the hub within %v", timeout)
+		return twinAnswer{}, fmt.Errorf("twin request: no answer from the hub within %v", timeout)
 	case <-g.ended:
-		return errors.New("report: connection lost")
+		return twinAnswer{}, errors.New("twin request: connection lost")
 	}
 }
 
@@ -110,7 +119,11 @@ func (c *Client) subscribeTwin(g *generation) {
 	if !c.opts.Twin {
 		return
 	}
-	st := g.client.Subscribe(twinResponseFilter, 0, nil)
+	filters := map[string]byte{twinResponseFilter: 0}
+	if c.opts.Desired != nil {
+		filters[twinDesiredFilter] = 0
+	}
+	st := g.client.SubscribeMultiple(filters, nil)
 	t := time.NewTimer(c.opts.ConnectTimeout)
 	defer t.Stop()
 	select {
@@ -120,5 +133,29 @@ func (c *Client) subscribeTwin(g *generation) {
 		}
 	case <-t.C:
 		c.log.Warn("no SUBACK for the twin subscription")
+	}
+}
+
+const (
+	twinGetTopic      = "$iothub/twin/GET/?$rid="
+	twinDesiredFilter = "$iothub/twin/PATCH/properties/desired/#"
+)
+
+// GetTwin asks the hub for the twin ({"desired":{…},"reported":{…}}) and waits at most timeout.
+func (c *Client) GetTwin(timeout time.Duration) ([]byte, error) {
+	a, err := c.twinRequest(twinGetTopic, []byte(" "), timeout)
+	if err != nil {
+		return nil, err
+	}
+	if a.status != 200 {
+		return nil, fmt.Errorf("%w: twin GET: status %d: %s", ErrReportRefused, a.status, truncate(string(a.body)))
+	}
+	return a.body, nil
+}
+
+// onDesired hands a desired-properties notification to Options.Desired (never blocks).
+func (c *Client) onDesired(m paho.Message) {
+	if c.opts.Desired != nil {
+		c.opts.Desired(m.Payload())
 	}
 }
