@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,14 +25,18 @@ import (
 //	azure-iot-device      1.18.4  (Client, SharedAccessKey and SharedAccessSignature auth)
 //	azure-iot-device-mqtt 1.16.4  (transports Mqtt: mqtts://, and MqttWs: wss://…/$iothub/websocket)
 //	mqtt (mqtt.js)        4.3.8   (pulled in by azure-iot-mqtt-base)
+//	azure-iothub          1.16.6  (service SDK: Client.invokeDeviceMethod, Registry.getTwin/updateTwin;
+//	                               testdata/sdk-service/package-lock.json)
 const (
 	sdkVersion          = "1.18.4"
 	sdkTransportVersion = "1.16.4"
+	serviceSDKVersion   = "1.16.6"
 )
 
 var (
 	hubBin  string // c2d-hub built for this run
 	nodeDir string // temp dir holding device.js and the SDK's node_modules
+	svcDir  string // temp dir holding service.js and the service SDK's node_modules
 	nodeBin string
 )
 
@@ -65,42 +70,66 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	nodeDir = filepath.Join(tmp, "sdk-device")
-	if err := os.Mkdir(nodeDir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	nodeDir, svcDir = filepath.Join(tmp, "sdk-device"), filepath.Join(tmp, "sdk-service")
+	started := time.Now()
+	installs := []struct {
+		dir, src, script string
+		want             map[string]string
+	}{
+		{nodeDir, "sdk-device", "device.js", map[string]string{"azure-iot-device": sdkVersion, "azure-iot-device-mqtt": sdkTransportVersion}},
+		{svcDir, "sdk-service", "service.js", map[string]string{"azure-iothub": serviceSDKVersion}},
 	}
-	for _, f := range []string{"package.json", "package-lock.json", "device.js"} {
-		b, err := os.ReadFile(filepath.Join("testdata", "sdk-device", f))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(nodeDir, f), b, 0o644)
-		}
+	errs := make([]error, len(installs))
+	var wg sync.WaitGroup
+	for i, in := range installs { // in parallel: each is mostly waiting for the registry
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = npmCI(npm, in.dir, in.src, in.script, in.want)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "azureinterop:", err)
 			return 1
 		}
 	}
-	started := time.Now()
-	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	install.Dir = nodeDir
-	if out, err := install.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "azureinterop: npm ci in %s (needs the npm registry): %v\n%s", nodeDir, err, out)
-		return 1
+	fmt.Fprintf(os.Stderr, "azureinterop: npm ci took %s\n", time.Since(started).Round(time.Millisecond))
+	return m.Run()
+}
+
+// npmCI copies testdata/src (package.json, lock file, script) to dir and runs `npm ci` there; the
+// lock file is what we claim to have tested, so the installed versions are checked against want.
+func npmCI(npm, dir, src, script string, want map[string]string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
 	}
-	// The lock file is what we claim to have tested: make sure npm installed exactly that.
-	for pkg, want := range map[string]string{"azure-iot-device": sdkVersion, "azure-iot-device-mqtt": sdkTransportVersion} {
+	for _, f := range []string{"package.json", "package-lock.json", script} {
+		b, err := os.ReadFile(filepath.Join("testdata", src, f))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, f), b, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci in %s (needs the npm registry): %v\n%s", dir, err, out)
+	}
+	for pkg, v := range want {
 		var pj struct{ Version string }
-		b, err := os.ReadFile(filepath.Join(nodeDir, "node_modules", pkg, "package.json"))
+		b, err := os.ReadFile(filepath.Join(dir, "node_modules", pkg, "package.json"))
 		if err == nil {
 			err = json.Unmarshal(b, &pj)
 		}
-		if err != nil || pj.Version != want {
-			fmt.Fprintf(os.Stderr, "azureinterop: %s installed %q (%v), want %s\n", pkg, pj.Version, err, want)
-			return 1
+		if err != nil || pj.Version != v {
+			return fmt.Errorf("%s installed %q (%v), want %s", pkg, pj.Version, err, v)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "azureinterop: npm ci took %s\n", time.Since(started).Round(time.Millisecond))
-	return m.Run()
+	return nil
 }
 
 // ---- the hub ----
@@ -109,13 +138,14 @@ func run(m *testing.M) int {
 type hub struct{ *testproc.Hub }
 
 // startHub runs `c2d-hub serve` on loopback with MQTTS and secure WebSockets on free ports and the
-// HTTP API for the test; host name "localhost", so its generated certificate verifies for the SDK.
+// HTTP API for the test and HTTPS for the service SDK; host name "localhost", so its generated
+// certificate verifies for the SDKs.
 func startHub(t *testing.T) *hub {
 	t.Helper()
 	return &hub{testproc.StartHub(t, hubBin, testproc.HubOptions{Args: []string{
 		"--hostname", "localhost", "--log-level", "debug",
 		"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0",
-		"--http", "127.0.0.1:0", "--https", "off"}})}
+		"--http", "127.0.0.1:0", "--https", "127.0.0.1:0"}})}
 }
 
 // createDevice registers a device with hub-generated keys.
