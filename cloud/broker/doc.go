@@ -39,6 +39,11 @@
 //     subscription); PublishMethod writes a request at QoS 0 to the device's current session
 //     only, never parking it; a device's `$iothub/methods/res/{status}/?$rid=` answers go to
 //     Options.Methods under the device's own id, so no device can answer another's call.
+//   - twinHook: device twins (cloud/twin through Options.Twins). `$iothub/twin/GET/?$rid=` and
+//     `$iothub/twin/PATCH/properties/reported/?$rid=` are served on the device's read goroutine
+//     (in order; a 204 means durable) and answered on `$iothub/twin/res/{status}/?$rid=` at QoS 0,
+//     errors with a JSON errorCode body; PublishDesired pushes desired changes to a session
+//     subscribed to `$iothub/twin/PATCH/properties/desired/#` (a resumed session keeps it).
 //   - deliveryHook: PUBACKs and disposition publishes become Core.Settle; every device publish is
 //     acknowledged and dropped (c2d-hub does not route telemetry; a reject report — a D2C event
 //     with `c2d-report=reject` — is logged with the original message id and reason).
