@@ -101,11 +101,24 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		safe[s.Name] = s.Safe
 	}
 	log.Info("hardware ready: outputs in their safe state", "backend", cfg.Hardware.Backend, "outputs", strings.Join(board.Names(), ","))
+	since := &sinceBoard{Board: board, at: map[string]time.Time{}}
+	board = since
 
 	a := &agent{
 		cfg: cfg, log: log, ledger: led, board: board, catalog: cfg.Catalog(), notifier: opts.Notifier,
 		inflight: map[string]*execution{},
+		deviceID: res.Device.DeviceID, version: version.Version, configHash: configHash(cfg), started: time.Now(), since: since,
 	}
+	a.methods = newMethods(a)
+	a.reporter = newReporter(a)
+	var followers []string
+	for _, n := range cfg.OutputOrder {
+		if cfg.Outputs[n].Desired {
+			followers = append(followers, n)
+		}
+	}
+	a.follower = newFollower(a, followers)
+	since.changed = a.reporter.changed
 	a.dispatcher = dispatch.New(board, safe, log)
 	a.intake = newQueue(maxIntake)
 	var fullLogged time.Time
@@ -129,9 +142,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		ReconnectMax:   cfg.Connection.ReconnectMax.Duration,
 		Logger:         log,
 		Deliver:        a.intake.push,
+		Method:         a.methods.push,
+		Twin:           true,
+		Desired:        a.follower.notified,
 		OnState: func(s conn.State) {
 			a.setConn(s)
 			if s.Connected {
+				a.reporter.connected()
+				a.follower.connected()
 				once.Do(func() { close(firstConnect) })
 			}
 		},
@@ -154,6 +172,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			a.handle(d)
 		}
 	}()
+
+	methodsStop, methodsDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(methodsDone); a.methods.run(methodsStop) }()
+	go a.reporter.run(methodsStop) // bounded by reportTimeout; not waited for
 
 	connCtx, stopConn := context.WithCancel(context.Background())
 	connDone := make(chan error, 1)
@@ -182,6 +204,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	_ = opts.Notifier.Stopping()
 	a.intake.close() // deliveries still arriving are dropped unacknowledged: redelivered next start
 	<-intakeDone
+	close(methodsStop) // calls not yet taken are not answered: the hub times them out
+	<-methodsDone
 	a.dispatcher.Shutdown() // running jobs → safe state and settled; queued ones dropped
 	if !client.Flush(opts.ShutdownGrace) {
 		log.Warn("some dispositions were not sent before stopping; those messages will be redelivered and settled from the executed-id log")
@@ -214,11 +238,21 @@ type agent struct {
 	rejected  int
 	lastErr   string
 	lastHint  string // conn.State.Hint of the last failed attempt, until connected
+
+	// for the state method and the twin
+	deviceID, version, configHash string
+	started                       time.Time
+	since                         *sinceBoard
+	recent                        recentCommands
+	methods                       *methods
+	reporter                      *reporter
+	follower                      *follower
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.
 type execution struct {
 	id, fp     string
+	what       string // the plan, for the state method's last commands
 	deliveries []*conn.Delivery
 	settled    bool
 	disp       iothub.Disposition
@@ -268,7 +302,7 @@ func (a *agent) handle(d *conn.Delivery) {
 		a.settleNew(d, id, fp, iothub.DispositionReject, err.Error(), log)
 		return
 	}
-	ex := &execution{id: id, fp: fp, deliveries: []*conn.Delivery{d}}
+	ex := &execution{id: id, fp: fp, what: plan.String(), deliveries: []*conn.Delivery{d}}
 	if id != "" {
 		a.mu.Lock()
 		a.inflight[id] = ex
@@ -315,6 +349,7 @@ func (a *agent) settleFromLedger(d *conn.Delivery, e ledger.Entry, log *slog.Log
 // settleNew records and sends the outcome of a message that never ran in this process.
 func (a *agent) settleNew(d *conn.Delivery, id, fp string, disp iothub.Disposition, reason string, log *slog.Logger) {
 	log.Info("rejected", "reason", reason)
+	a.remember("message", id, "", disp, reason)
 	if id != "" {
 		if err := a.ledger.Finish(id, fp, outcome(disp), reason, time.Now()); err != nil {
 			log.Error("executed-id log", "err", err)
@@ -387,6 +422,7 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 	if disp == iothub.DispositionReject {
 		log.Info("rejected", "reason", reason)
 	}
+	a.remember("message", ex.id, ex.what, disp, reason)
 	a.mu.Lock()
 	ex.settled, ex.disp, ex.reason = true, disp, reason
 	ds := ex.deliveries

@@ -117,6 +117,8 @@ type Output struct {
 	MaxCount    int      `yaml:"max_count"`
 	MinInterval Duration `yaml:"min_interval"`
 	CompleteOn  string   `yaml:"complete_on"`
+	// Desired: the output follows the twin's properties.desired.outputs.<name> ("on"/"off").
+	Desired bool `yaml:"desired"`
 }
 
 // Command is a named sequence of steps a message runs with `command=<name>`.

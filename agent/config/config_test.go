@@ -101,7 +101,7 @@ func TestValidationErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown top key", base + "colour: red\n", `colour: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 7)`},
-		{"unknown output key", base + "    colour: red\n", `outputs.led1.colour: unknown field (known: pin, chip, line, led, active_low, safe, actions, max_duration, max_count, min_interval, complete_on) (line 7)`},
+		{"unknown output key", base + "    colour: red\n", `outputs.led1.colour: unknown field (known: pin, chip, line, led, active_low, safe, actions, max_duration, max_count, min_interval, complete_on, desired) (line 7)`},
 		{"duplicate key", base + "    pin: GPIO18\n", `outputs.led1.pin: given more than once (line 7)`},
 		{"bad duration", base + "    max_duration: 30\n", `outputs.led1.max_duration: "30" is not a duration (e.g. 500ms, 30s, 1h) (line 7)`},
 		{"negative duration", base + "    max_duration: -1s\n", `outputs.led1.max_duration: "-1s" is not positive (line 7)`},

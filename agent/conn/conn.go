@@ -41,6 +41,14 @@ type Options struct {
 	// Deliver receives every delivery, in arrival order, on paho's router goroutine: it must not
 	// block. Each delivery must eventually be passed to Settle or Drop.
 	Deliver func(*Delivery)
+	// Method receives direct-method requests, like Deliver (never blocks; hand off). Nil: the
+	// agent does not subscribe to methods.
+	Method func(*MethodRequest)
+	// Twin subscribes to twin answers so that Report and GetTwin work.
+	Twin bool
+	// Desired receives desired-properties notifications (the patch with "$version"), like Deliver
+	// (never blocks). Needs Twin.
+	Desired func(patch []byte)
 	// OnState, if set, hears every connection state change.
 	OnState func(State)
 }
@@ -112,6 +120,7 @@ type Client struct {
 	settling sync.WaitGroup
 
 	connected atomic.Bool
+	twin      twinCalls
 	heartbeat atomic.Int64 // unix nanos of the run loop's last turn
 
 	peer  *peerCert // the hub's certificate as last seen, for Hint
@@ -198,6 +207,13 @@ func (c *Client) newPaho(g *generation) paho.Client {
 	}
 	pc := paho.NewClient(o)
 	pc.AddRoute(c.filter, handler)
+	if c.opts.Method != nil {
+		pc.AddRoute(iothub.MethodsFilter, func(_ paho.Client, m paho.Message) { c.onMethod(g, m) })
+	}
+	if c.opts.Twin {
+		pc.AddRoute(twinResponseFilter, func(_ paho.Client, m paho.Message) { c.onTwinResponse(m) })
+		pc.AddRoute(twinDesiredFilter, func(_ paho.Client, m paho.Message) { c.onDesired(m) })
+	}
 	return pc
 }
 
@@ -526,6 +542,8 @@ func (c *Client) connect(ctx context.Context, g *generation) (sessionPresent boo
 			return false, fmt.Errorf("subscribe %s: refused by the broker", c.filter)
 		}
 	}
+	c.subscribeMethods(g)
+	c.subscribeTwin(g)
 	return sessionPresent, nil
 }
 

@@ -64,6 +64,10 @@ type Options struct {
 	// Events is the log of device-to-cloud events served at GET /messages/events (events.go);
 	// nil: that route answers 404.
 	Events *hub.EventLog
+	// Methods runs direct methods (POST /twins/{id}/methods); nil answers 404103 DeviceNotOnline.
+	Methods Methods
+	// Twins serves GET/PATCH/PUT /twins/{id}; nil answers 404.
+	Twins Twins
 }
 
 // Server is the service API as an http.Handler.
@@ -130,6 +134,10 @@ func (s *Server) routes() {
 	s.handle("GET /messages/serviceBound/feedback", svc, s.receiveFeedback)
 	s.handle("DELETE /messages/serviceBound/feedback/{lockToken}", svc, s.completeFeedback)
 	s.handle("POST /messages/serviceBound/feedback/{lockToken}/abandon", svc, s.abandonFeedback)
+	s.handle("POST /twins/{id}/methods", svc, s.invokeMethod)
+	s.handle("GET /twins/{id}", read, s.getTwin)
+	s.handle("PATCH /twins/{id}", write, s.updateTwin(false))
+	s.handle("PUT /twins/{id}", write, s.updateTwin(true))
 	s.handle("GET /statistics/service", stats, s.status)
 	s.handle("GET /messages/events", svc, s.events)
 	s.handle("POST /policies/{name}/renew-key", write, s.renewPolicyKey)

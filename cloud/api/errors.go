@@ -79,5 +79,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status < 400 || status > 599 {
 		status = http.StatusInternalServerError
 	}
+	// Azure names the code in a header too; the service SDKs read it (azure-methods-twin.md).
+	w.Header().Set("iothub-errorcode", ae.CodeName())
 	_ = writeJSON(w, status, ae.Response())
 }

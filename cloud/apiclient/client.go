@@ -206,7 +206,11 @@ func decodeError(resp *http.Response, data []byte) error {
 		if detail == "" {
 			detail = er.Message
 		}
-		return &iothub.Error{Code: er.ErrorCode, Detail: detail}
+		e := &iothub.Error{Code: er.ErrorCode, Detail: detail}
+		if er.Code == iothub.NameDeviceNotOnline {
+			e.Name = er.Code // 404103 has two names (iothub.CodeDeviceNotOnline)
+		}
+		return e
 	}
 	text := strings.TrimSpace(string(data))
 	if len(text) > 512 {

@@ -94,6 +94,19 @@ type Options struct {
 
 	Logger *slog.Logger // nil discards
 	Events Events
+
+	// Methods hears of direct-method sessions and answers (cloud/methods); nil: methods are off.
+	Methods MethodSink
+	// Twins serves devices' twin requests (cloud/twin); nil answers them 503.
+	Twins TwinSink
+}
+
+// MethodSink is what the broker tells the direct-method service (cloud/methods.Service).
+type MethodSink interface {
+	// MethodsReady: a session of deviceID can take method requests now.
+	MethodsReady(deviceID string)
+	// MethodResponse: the device answered $rid with status and body.
+	MethodResponse(deviceID, rid string, status int, body []byte)
 }
 
 // Validate reports the first bad option.
@@ -247,7 +260,7 @@ func (b *Broker) Start() error {
 		b.mu.Unlock()
 		return err
 	}
-	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &v311Hook{b: b}, &sessionHook{b: b}, &deliveryHook{b: b}} {
+	for _, h := range []mqtt.Hook{&authHook{b: b}, &qosHook{b: b}, &v311Hook{b: b}, &sessionHook{b: b}, &methodHook{b: b}, &twinHook{b: b}, &deliveryHook{b: b}} {
 		if err := srv.AddHook(h, nil); err != nil {
 			return fail(fmt.Errorf("broker: add hook %s: %w", h.ID(), err))
 		}

@@ -49,6 +49,8 @@ type conn struct {
 	attachOn  uint16
 	attachQoS byte
 	attachSet bool // attach once the SUBACK with packet id attachOn has been written
+	meth      methodState
+	twin      twinState
 }
 
 var _ hub.Conn = (*conn)(nil)

@@ -17,11 +17,10 @@
 //     there). A refused SUBSCRIBE gets 0x80; a refused QoS 1 PUBLISH closes the connection (3.1.1
 //     has no negative PUBACK), a refused QoS 0 one is dropped. The filters
 //     the official SDKs subscribe to on every connection (`$iothub/methods/POST/#`,
-//     `$iothub/twin/res/#`, `$iothub/twin/PATCH/properties/desired/#`) are granted as no-ops so
-//     those SDKs connect: c2d never publishes there; and their twin requests and method
-//     responses (`$iothub/twin/...`, `$iothub/methods/res/...`) are accepted and dropped, so an
-//     SDK that asks for its twin times out instead of losing its connection (and its C2D
-//     messages) over and over. Modules may connect and publish their own
+//     `$iothub/twin/res/#`, `$iothub/twin/PATCH/properties/desired/#`) are granted, and their
+//     method answers (`$iothub/methods/res/...`) go to methodHook; twin requests
+//     (`$iothub/twin/...`) are accepted and dropped, so an SDK that asks for its twin times out
+//     instead of losing its connection (and its C2D messages) over and over. Modules may connect and publish their own
 //     events; they get no cloud-to-device messages (as on Azure).
 //   - qosHook: Azure's QoS rules. QoS 2 subscriptions are granted QoS 1 (MaximumQos capability),
 //     and a QoS 2 PUBLISH closes the connection. Deliveries are QoS 1; a device that subscribed
@@ -36,6 +35,16 @@
 //     session replaced before its hooks ran never attaches). When
 //     the SAS token expires the connection is closed, as Azure does. Core.OnDeviceGone (device
 //     deleted or disabled) drops the device's connections.
+//   - methodHook: direct methods (cloud/methods). A session can take method requests once its
+//     `$iothub/methods/POST/#` SUBACK is on the wire (or at once when a resumed session holds the
+//     subscription); PublishMethod writes a request at QoS 0 to the device's current session
+//     only, never parking it; a device's `$iothub/methods/res/{status}/?$rid=` answers go to
+//     Options.Methods under the device's own id, so no device can answer another's call.
+//   - twinHook: device twins (cloud/twin through Options.Twins). `$iothub/twin/GET/?$rid=` and
+//     `$iothub/twin/PATCH/properties/reported/?$rid=` are served on the device's read goroutine
+//     (in order; a 204 means durable) and answered on `$iothub/twin/res/{status}/?$rid=` at QoS 0,
+//     errors with a JSON errorCode body; PublishDesired pushes desired changes to a session
+//     subscribed to `$iothub/twin/PATCH/properties/desired/#` (a resumed session keeps it).
 //   - deliveryHook: PUBACKs and disposition publishes become Core.Settle; every device publish is
 //     acknowledged and dropped (c2d-hub does not route telemetry; a reject report — a D2C event
 //     with `c2d-report=reject` — is logged with the original message id and reason). Every

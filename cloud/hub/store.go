@@ -273,6 +273,12 @@ var migrations = []string{
 		last_activity_at BIGINT NOT NULL,
 		flushed_at       BIGINT NOT NULL
 	);`,
+	// Device twins (store_twin.go): one JSON document per device generation.
+	`CREATE TABLE twins (
+		device_id     TEXT PRIMARY KEY,
+		generation_id TEXT NOT NULL,
+		doc           TEXT NOT NULL
+	);`,
 }
 
 // earliest returns the earlier of two times, a zero time meaning "none".

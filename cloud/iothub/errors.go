@@ -26,7 +26,20 @@ const (
 	CodeThrottlingException             ErrorCode = 429001
 	CodeServerError                     ErrorCode = 500001
 	CodeServiceUnavailable              ErrorCode = 503001
+	CodeGatewayTimeout                  ErrorCode = 504101
+
+	// CodeDeviceNotOnline is Azure's direct-method "device not connected". It shares its number
+	// with c2d's CodeDeviceMessageNotFound, so its name travels in Error.Name (NotOnline builds one).
+	CodeDeviceNotOnline ErrorCode = 404103
 )
+
+// NameDeviceNotOnline is CodeDeviceNotOnline's name.
+const NameDeviceNotOnline = "DeviceNotOnline"
+
+// NotOnline is the 404103 DeviceNotOnline error of a direct method.
+func NotOnline(format string, args ...any) *Error {
+	return &Error{Code: CodeDeviceNotOnline, Name: NameDeviceNotOnline, Detail: fmt.Sprintf(format, args...)}
+}
 
 var codeNames = map[ErrorCode]string{
 	CodeArgumentInvalid:                 "ArgumentInvalid",
@@ -42,6 +55,7 @@ var codeNames = map[ErrorCode]string{
 	CodeThrottlingException:             "ThrottlingException",
 	CodeServerError:                     "ServerError",
 	CodeServiceUnavailable:              "ServiceUnavailable",
+	CodeGatewayTimeout:                  "GatewayTimeout",
 }
 
 // Name is Azure's error-code name, e.g. "DeviceMaximumQueueDepthExceeded". Unknown codes render as
@@ -82,17 +96,28 @@ type ErrorResponse struct {
 type Error struct {
 	Code   ErrorCode
 	Detail string
+	// Name overrides Code.Name() where Azure gives one number two names (404103); usually "".
+	Name string
 }
 
-func (e *Error) Error() string { return e.Code.Name() + ": " + e.Detail }
+// CodeName is e.Name when set, else e.Code.Name().
+func (e *Error) CodeName() string {
+	if e.Name != "" {
+		return e.Name
+	}
+	return e.Code.Name()
+}
 
-// Is makes errors.Is(err, &Error{Code: c}) true for any *Error with code c (Detail is ignored).
+func (e *Error) Error() string { return e.CodeName() + ": " + e.Detail }
+
+// Is makes errors.Is(err, &Error{Code: c}) true for any *Error with code c (Detail is ignored);
+// a target with a Name matches only that name.
 func (e *Error) Is(target error) bool {
 	var t *Error
 	if !errors.As(target, &t) || t == nil {
 		return false
 	}
-	return t.Code == e.Code
+	return t.Code == e.Code && (t.Name == "" || t.Name == e.CodeName())
 }
 
 // Errorf builds an *Error.
@@ -103,9 +128,9 @@ func Errorf(code ErrorCode, format string, args ...any) *Error {
 // Response renders e as the JSON error body.
 func (e *Error) Response() ErrorResponse {
 	return ErrorResponse{
-		Message:   "ErrorCode:" + e.Code.Name() + ";" + e.Detail,
+		Message:   "ErrorCode:" + e.CodeName() + ";" + e.Detail,
 		ErrorCode: e.Code,
-		Code:      e.Code.Name(),
+		Code:      e.CodeName(),
 		Detail:    e.Detail,
 	}
 }
@@ -116,10 +141,17 @@ func ParseErrorResponse(httpStatus int, body []byte) *Error {
 	var r ErrorResponse
 	if json.Unmarshal(body, &r) == nil {
 		if r.ErrorCode != 0 {
-			return &Error{Code: r.ErrorCode, Detail: r.Detail}
+			e := &Error{Code: r.ErrorCode, Detail: r.Detail}
+			if r.Code != "" && r.Code != r.ErrorCode.Name() && r.Code == NameDeviceNotOnline {
+				e.Name = r.Code
+			}
+			return e
 		}
 		if rest, ok := strings.CutPrefix(r.Message, "ErrorCode:"); ok {
 			name, detail, _ := strings.Cut(rest, ";")
+			if name == NameDeviceNotOnline {
+				return NotOnline("%s", detail)
+			}
 			if c, ok := ErrorCodeByName(name); ok {
 				return &Error{Code: c, Detail: detail}
 			}

@@ -89,3 +89,24 @@ func FuzzParseErrorResponse(f *testing.F) {
 		_ = e.Response()
 	})
 }
+
+func FuzzParseMethodTopics(f *testing.F) {
+	f.Add("$iothub/methods/res/200/?$rid=1f")
+	f.Add("$iothub/methods/POST/state/?$rid=a")
+	f.Add("$iothub/methods/res/-1/?$rid=%zz")
+	f.Add("$iothub/methods/POST//?$rid=")
+	f.Fuzz(func(t *testing.T, topic string) {
+		if st, rid, err := ParseMethodResponseTopic(topic); err == nil {
+			st2, rid2, err := ParseMethodResponseTopic(MethodResponseTopic(st, rid))
+			if err != nil || st2 != st || rid2 != rid {
+				t.Fatalf("%q -> %d %q -> %d %q %v", topic, st, rid, st2, rid2, err)
+			}
+		}
+		if name, rid, err := ParseMethodRequestTopic(topic); err == nil {
+			name2, rid2, err := ParseMethodRequestTopic(MethodRequestTopic(name, rid))
+			if err != nil || name2 != name || rid2 != rid {
+				t.Fatalf("%q -> %q %q -> %q %q %v", topic, name, rid, name2, rid2, err)
+			}
+		}
+	})
+}

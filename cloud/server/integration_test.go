@@ -106,6 +106,12 @@ type raw struct {
 // do sends a raw API request signed with policy's token ("" = no Authorization header).
 func (h *itHub) do(method, path, policy string, body string) raw {
 	h.t.Helper()
+	return h.doHeader(method, path, policy, body)
+}
+
+// doHeader is do with extra request headers (name, value pairs).
+func (h *itHub) doHeader(method, path, policy string, body string, header ...string) raw {
+	h.t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -123,6 +129,9 @@ func (h *itHub) do(method, path, policy string, body string) raw {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

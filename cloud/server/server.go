@@ -25,6 +25,8 @@ import (
 	"github.com/c2d-project/c2d/cloud/broker"
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/cloud/methods"
+	"github.com/c2d-project/c2d/cloud/twin"
 	"github.com/c2d-project/c2d/internal/sdnotify"
 	"github.com/c2d-project/c2d/internal/version"
 )
@@ -84,6 +86,9 @@ type Server struct {
 	log    *slog.Logger
 	hub    *hub.Hub
 	broker *broker.Broker
+	// methods is nil when every MQTT listener is off.
+	methods *methods.Service
+	twins   *twin.Service
 	// brokerClosed is set by Shutdown (which closes the broker in parallel with HTTP).
 	brokerClosed bool
 	api          *api.Server
@@ -173,6 +178,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 
 	var events *hub.EventLog // device-to-cloud events, when devices can connect
+	s.twins = twin.NewService(s.hub, log.With("component", "twins"))
 	if enabled(cfg.Listen.MQTT) || enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.WS) || enabled(cfg.Listen.WSS) {
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
@@ -185,6 +191,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}, []string{"reason"})
 		metrics.Registry().MustRegister(authFailures, acceptErrors, refused)
 		events = hub.NewEventLog(0, 0) // served at GET /messages/events (c2d events)
+		s.methods = methods.New(s.hub, log.With("component", "methods"))
 		bo := broker.Options{
 			MQTTAddr: addrOrEmpty(cfg.Listen.MQTT), MQTTSAddr: addrOrEmpty(cfg.Listen.MQTTS),
 			WSAddr: addrOrEmpty(cfg.Listen.WS), WSSAddr: addrOrEmpty(cfg.Listen.WSS),
@@ -197,10 +204,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 				Refused:     func(reason string) { refused.WithLabelValues(reason).Inc() },
 			},
 			MaxUnauthenticated: cfg.Auth.MaxUnauthenticated,
+			Methods:            s.methods,
+			Twins:              s.twins,
 		}
 		if s.broker, err = broker.New(s.hub, bo); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
+		s.methods.SetTransport(s.broker)
+		s.twins.SetNotifier(s.broker)
 		if err = s.broker.Start(); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
@@ -215,7 +226,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 
 	s.api = api.New(api.Options{
 		Hub: s.hub, HostName: cfg.HostName, Version: version.Version, Metrics: metrics, Events: events,
-		Logger: log.With("component", "api"),
+		Logger:  log.With("component", "api"),
+		Methods: apiMethods(s.methods),
+		Twins:   s.twins,
 		Ready: func() error {
 			if s.stopping.Load() {
 				return errors.New("shutting down")
@@ -288,6 +301,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		go s.watchdog(iv)
 	}
 	return s, nil
+}
+
+// apiMethods keeps a nil *methods.Service a nil api.Methods.
+func apiMethods(m *methods.Service) api.Methods {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 func addrOrEmpty(a string) string {
@@ -374,6 +395,9 @@ func (s *Server) Endpoints() Endpoints { return s.ep }
 
 // Hub is the running core (for in-process tests and benchmarks).
 func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Methods is the direct-method service (nil when every MQTT listener is off).
+func (s *Server) Methods() *methods.Service { return s.methods }
 
 // Wait blocks until ctx ends (nil) or a listener fails (its error).
 func (s *Server) Wait(ctx context.Context) error {

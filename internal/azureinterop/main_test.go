@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 //	azure-iot-device      1.18.4  (Client, SharedAccessKey and SharedAccessSignature auth)
 //	azure-iot-device-mqtt 1.16.4  (transports Mqtt: mqtts://, and MqttWs: wss://…/$iothub/websocket)
 //	mqtt (mqtt.js)        4.3.8   (pulled in by azure-iot-mqtt-base)
+//	azure-iothub and azure-iot-device-amqp: see serviceSDK (service_test.go)
 const (
 	sdkVersion          = "1.18.4"
 	sdkTransportVersion = "1.16.4"
@@ -32,6 +34,7 @@ const (
 var (
 	hubBin  string // c2d-hub built for this run
 	nodeDir string // temp dir holding device.js and the SDK's node_modules
+	svcDir  string // temp dir holding service.js and the service SDK's node_modules
 	nodeBin string
 )
 
@@ -65,46 +68,67 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	nodeDir = filepath.Join(tmp, "sdk-device")
-	if err := os.Mkdir(nodeDir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	nodeDir, svcDir = filepath.Join(tmp, "sdk-device"), filepath.Join(tmp, "sdk-service")
+	started := time.Now()
+	installs := []struct {
+		dir, src string
+		scripts  []string
+		want     map[string]string
+	}{
+		{nodeDir, "sdk-device", []string{"device.js"}, map[string]string{"azure-iot-device": sdkVersion, "azure-iot-device-mqtt": sdkTransportVersion}},
+		{svcDir, "sdk-service", []string{"service.js", "twin-service.js"}, serviceSDK},
 	}
-	for _, f := range []string{"package.json", "package-lock.json", "device.js"} {
-		b, err := os.ReadFile(filepath.Join("testdata", "sdk-device", f))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(nodeDir, f), b, 0o644)
-		}
+	errs := make([]error, len(installs))
+	var wg sync.WaitGroup
+	for i, in := range installs { // in parallel: each is mostly waiting for the registry
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = npmCI(npm, in.dir, in.src, in.scripts, in.want)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "azureinterop:", err)
 			return 1
 		}
 	}
-	started := time.Now()
-	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	install.Dir = nodeDir
-	if out, err := install.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "azureinterop: npm ci in %s (needs the npm registry): %v\n%s", nodeDir, err, out)
-		return 1
+	fmt.Fprintf(os.Stderr, "azureinterop: npm ci took %s\n", time.Since(started).Round(time.Millisecond))
+	return m.Run()
+}
+
+// npmCI copies testdata/src (package.json, lock file, script) to dir and runs `npm ci` there; the
+// lock file is what we claim to have tested, so the installed versions are checked against want.
+func npmCI(npm, dir, src string, scripts []string, want map[string]string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
 	}
-	// The lock file is what we claim to have tested: make sure npm installed exactly that.
-	for pkg, want := range map[string]string{"azure-iot-device": sdkVersion, "azure-iot-device-mqtt": sdkTransportVersion} {
+	for _, f := range append([]string{"package.json", "package-lock.json"}, scripts...) {
+		b, err := os.ReadFile(filepath.Join("testdata", src, f))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, f), b, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci in %s (needs the npm registry): %v\n%s", dir, err, out)
+	}
+	for pkg, v := range want {
 		var pj struct{ Version string }
-		b, err := os.ReadFile(filepath.Join(nodeDir, "node_modules", pkg, "package.json"))
+		b, err := os.ReadFile(filepath.Join(dir, "node_modules", pkg, "package.json"))
 		if err == nil {
 			err = json.Unmarshal(b, &pj)
 		}
-		if err != nil || pj.Version != want {
-			fmt.Fprintf(os.Stderr, "azureinterop: %s installed %q (%v), want %s\n", pkg, pj.Version, err, want)
-			return 1
+		if err != nil || pj.Version != v {
+			return fmt.Errorf("%s installed %q (%v), want %s", pkg, pj.Version, err, v)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "azureinterop: npm ci took %s\n", time.Since(started).Round(time.Millisecond))
-	if serviceDir, err = installService(tmp, npm); err != nil {
-		fmt.Fprintln(os.Stderr, "azureinterop:", err)
-		return 1
-	}
-	return m.Run()
+	return nil
 }
 
 // ---- the hub ----
@@ -113,13 +137,14 @@ func run(m *testing.M) int {
 type hub struct{ *testproc.Hub }
 
 // startHub runs `c2d-hub serve` on loopback with MQTTS and secure WebSockets on free ports and the
-// HTTP API for the test; host name "localhost", so its generated certificate verifies for the SDK.
+// HTTP API for the test and HTTPS for the service SDK; host name "localhost", so its generated
+// certificate verifies for the SDKs.
 func startHub(t *testing.T) *hub {
 	t.Helper()
 	return &hub{testproc.StartHub(t, hubBin, testproc.HubOptions{Args: []string{
 		"--hostname", "localhost", "--log-level", "debug",
 		"--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0",
-		"--http", "127.0.0.1:0", "--https", "off", "--amqps", "off"}})}
+		"--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--amqps", "off"}})}
 }
 
 // createDevice registers a device with hub-generated keys.
@@ -275,6 +300,11 @@ type event struct {
 	Properties      []iothub.AppProperty `json:"properties"`
 	Body            []byte               `json:"body"` // base64 in JSON
 	Op              string               `json:"op"`
+	MethodName      string               `json:"methodName"`
+	Payload         json.RawMessage      `json:"payload"`
+	Desired         map[string]any       `json:"desired"`
+	Reported        map[string]any       `json:"reported"`
+	Delta           map[string]any       `json:"delta"`
 	Outcome         string               `json:"outcome"`
 	Result          string               `json:"result"`
 	Error           *struct {
@@ -303,6 +333,8 @@ type deviceOpts struct {
 	settle           string // complete | reject | abandon | none
 	tokenRenewal     string // "valid,margin" seconds, "" for the SDK's default (3600,900)
 	sendEvent        bool   // send one D2C event once open
+	methods          bool   // register the echo and fail direct-method handlers once open
+	twin             bool   // getTwin once open; stdin lines are reported patches ("get": read again)
 }
 
 // startDevice runs device.js; it stays connected until stop closes its stdin.
@@ -320,6 +352,12 @@ func startDevice(t *testing.T, h *hub, o deviceOpts) *sdkDevice {
 		"C2D_TOKEN_RENEWAL="+o.tokenRenewal)
 	if o.sendEvent {
 		d.cmd.Env = append(d.cmd.Env, "C2D_SEND_EVENT=1")
+	}
+	if o.methods {
+		d.cmd.Env = append(d.cmd.Env, "C2D_METHODS=1")
+	}
+	if o.twin {
+		d.cmd.Env = append(d.cmd.Env, "C2D_TWIN=1")
 	}
 	d.cmd.Stderr = d.stderr
 	var err error

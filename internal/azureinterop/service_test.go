@@ -5,11 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,43 +23,6 @@ import (
 //
 // service.js points the SDKs at the test's ports (Azure's are 443 and 5671): see its header.
 var serviceSDK = map[string]string{"azure-iothub": "1.16.6", "azure-iot-device-amqp": "1.14.4"}
-
-var serviceDir string // temp dir holding service.js and its node_modules
-
-// installService copies testdata/sdk-service and runs `npm ci` in it.
-func installService(tmp, npm string) (string, error) {
-	dir := filepath.Join(tmp, "sdk-service")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return "", err
-	}
-	for _, f := range []string{"package.json", "package-lock.json", "service.js"} {
-		b, err := os.ReadFile(filepath.Join("testdata", "sdk-service", f))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, f), b, 0o644)
-		}
-		if err != nil {
-			return "", err
-		}
-	}
-	started := time.Now()
-	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("npm ci in %s (needs the npm registry): %v\n%s", dir, err, out)
-	}
-	for pkg, want := range serviceSDK {
-		var pj struct{ Version string }
-		b, err := os.ReadFile(filepath.Join(dir, "node_modules", pkg, "package.json"))
-		if err == nil {
-			err = json.Unmarshal(b, &pj)
-		}
-		if err != nil || pj.Version != want {
-			return "", fmt.Errorf("%s installed %q (%v), want %s", pkg, pj.Version, err, want)
-		}
-	}
-	fmt.Fprintf(os.Stderr, "azureinterop: npm ci (service SDK) took %s\n", time.Since(started).Round(time.Millisecond))
-	return dir, nil
-}
 
 type step struct {
 	Step        string            `json:"step"`
@@ -89,7 +50,7 @@ func runService(t *testing.T, transport string) []step {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nodeBin, "service.js")
-	cmd.Dir = serviceDir
+	cmd.Dir = svcDir
 	cmd.Env = append(os.Environ(),
 		"HUB_HOST=localhost", "OWNER_KEY="+h.Owner.SharedAccessKey,
 		"HTTPS_PORT="+port(h.Endpoints.HTTPS), "AMQPS_PORT="+port(h.Endpoints.AMQPS), "MQTTS_PORT="+port(h.Endpoints.MQTTS),

@@ -63,7 +63,7 @@ func TestChaosCluster(t *testing.T) {
 		h, err := testproc.RunHub(context.Background(), hubBin, testproc.HubOptions{
 			Data: n.data, Config: cfg,
 			Args: []string{"--node-id", n.name, "--hostname", host, "--log-level", "warn",
-				"--mqtt", n.mqtt, "--http", n.http, "--mqtts", "off", "--https", "off"},
+				"--mqtt", n.mqtt, "--http", n.http, "--mqtts", "off", "--https", "off", "--amqps", "off"},
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -71,7 +71,7 @@ func (r *run) cluster(ctx context.Context) error {
 		n := &clusterNode{name: fmt.Sprintf("n%d", i+1), mqtt: freeAddr(), http: freeAddr()}
 		data := filepath.Join(r.dir, n.name)
 		if n.p, err = r.start(ctx, n.name, "c2d-hub", "serve", "--data", data, "--node-id", n.name,
-			"--hostname", "localhost", "--mqtt", n.mqtt, "--mqtts", "off", "--http", n.http, "--https", "off",
+			"--hostname", "localhost", "--mqtt", n.mqtt, "--mqtts", "off", "--http", n.http, "--https", "off", "--amqps", "off",
 			"--log-level", "warn"); err != nil {
 			return err
 		}

@@ -230,7 +230,22 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 
-	r.say("\n== 6. stop the agent (SIGTERM): every output returns to its safe state (relay1 goes off)")
+	r.say("\n== 6. ask the board itself (direct methods: answered while you wait, never queued) and read its twin")
+	for _, args := range [][]string{
+		{"state", device},
+		{"twin", "show", device}, // reported properties trail changes by up to a second (coalesced)
+		{"invoke", device, "blink", "--payload", `{"target":"act","count":2,"interval":"100ms"}`},
+	} {
+		err := r.show(ctx, 0, "c2d", args...)
+		board.poll()
+		if err != nil {
+			stopWatch()
+			<-watched
+			return err
+		}
+	}
+
+	r.say("\n== 7. stop the agent (SIGTERM): every output returns to its safe state (relay1 goes off)")
 	r.say("   $ kill -TERM <c2d-agent>")
 	if err := agent.stop(r); err != nil {
 		stopWatch()
@@ -253,7 +268,7 @@ func (r *run) run(ctx context.Context) error {
 			return fmt.Errorf("after SIGTERM %s is %v, its safe state is %v", name, onOff(o.On), onOff(o.Safe))
 		}
 	}
-	r.say("\n== 7. stop the hub (SIGTERM)")
+	r.say("\n== 8. stop the hub (SIGTERM)")
 	return hub.stop(r)
 }
 

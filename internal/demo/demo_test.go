@@ -34,6 +34,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Success", "Rejected", `unknown target "relay9"`, "relay1 ●", "exited cleanly", "demo finished",
+		"demo-pi (connected)", "Outcome:  done", "blink act 2×", "Reported ($version", "agent.backend = \"sim\"",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)

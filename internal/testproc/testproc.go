@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,8 +109,13 @@ func RunHub(ctx context.Context, bin string, o HubOptions) (*Hub, error) {
 		}
 		args = append(args, "--config", cfg)
 	}
+	args = append(args, o.Args...)
+	if !slices.Contains(o.Args, "--amqps") {
+		// AMQPS defaults to 0.0.0.0:5671, which hubs of concurrent tests would fight over.
+		args = append(args, "--amqps", "off")
+	}
 	h := &Hub{Data: o.Data, Log: &SyncBuffer{}, exited: make(chan struct{})}
-	h.cmd = exec.Command(bin, append(args, o.Args...)...)
+	h.cmd = exec.Command(bin, args...)
 	h.cmd.Env = append(os.Environ(), o.Env...)
 	h.cmd.Stdout, h.cmd.Stderr = h.Log, h.Log
 	if err := h.cmd.Start(); err != nil {

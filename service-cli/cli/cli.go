@@ -205,7 +205,8 @@ func (a *app) rootCommand() *cobra.Command {
 		return usageErrorf("%s; see `%s --help`", flagError(err), c.CommandPath())
 	})
 
-	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand(), a.eventsCommand(), a.policyCommand())
+	root.AddCommand(a.deviceCommand(), a.sendCommand(), a.feedbackCommand(), a.queueCommand(), a.hubCommand(), a.eventsCommand(), a.policyCommand(),
+		a.invokeCommand(), a.stateCommand(), a.twinCommand())
 	a.markStart(root)
 	return root
 }

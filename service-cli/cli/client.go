@@ -27,6 +27,8 @@ type hubClient interface {
 	Status(ctx context.Context) (iothub.HubStatus, error)
 	Events(ctx context.Context, after int64, deviceID string, wait time.Duration) (iothub.EventsAnswer, error)
 	Health(ctx context.Context) (health, error)
+	methodCall // methods.go
+	twinCalls  // twin.go
 }
 
 // health is the unauthenticated /healthz answer.

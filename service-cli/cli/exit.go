@@ -27,6 +27,8 @@ const (
 	ExitUnauthorized          = 8   // the hub refused the credentials, or the policy lacks the right the command needs
 	ExitNotFound              = 9   // the device or message does not exist
 	ExitUnreachable           = 10  // the hub could not be reached (connection refused, DNS, TLS trust, timeout)
+	ExitOffline               = 11  // invoke, state: the device is not connected (methods are never queued)
+	ExitDeviceError           = 12  // invoke: the device answered with a status other than 2xx
 	ExitInterrupted           = 130 // interrupted by SIGINT/SIGTERM (128+2, the shell's convention)
 )
 
@@ -43,10 +45,12 @@ var exitCodes = []struct {
 	{ExitExpired, "Expired", "send --wait: the message expired before the device settled it"},
 	{ExitDeliveryCountExceeded, "DeliveryCountExceeded", "send --wait: delivered too often without being settled"},
 	{ExitPurged, "Purged", "send --wait: the device's queue was purged"},
-	{ExitTimeout, "Timeout", "send --wait: no outcome within the timeout; the message stays queued"},
+	{ExitTimeout, "Timeout", "send --wait: no outcome within the timeout; the message stays queued; invoke: no answer in time"},
 	{ExitUnauthorized, "Unauthorized", "credentials refused, or the policy lacks the needed permission"},
 	{ExitNotFound, "NotFound", "the device or message does not exist"},
 	{ExitUnreachable, "Unreachable", "cannot connect to the hub (address, TLS trust, timeout)"},
+	{ExitOffline, "Offline", "invoke, state: the device is not connected"},
+	{ExitDeviceError, "DeviceError", "invoke: the device answered with a non-2xx status (printed)"},
 	{ExitInterrupted, "Interrupted", "interrupted (Ctrl-C / SIGTERM)"},
 }
 

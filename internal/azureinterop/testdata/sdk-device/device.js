@@ -10,12 +10,16 @@
 //   C2D_WSS_ADDR                  mqttws only: host:port of the hub's --wss listener (see wsAgent)
 //   C2D_SETTLE                    complete (default) | reject | abandon | none
 //   C2D_SEND_EVENT                1: once open, send one device-to-cloud event (client.sendEvent)
+//   C2D_METHODS                   1: once open, register direct-method handlers (client.onDeviceMethod):
+//                                 echo answers 201 with {"got": payload}; fail answers 409 with a string
+//   C2D_TWIN                      1: once open, getTwin, listen for desired changes, and report what
+//                                 each stdin line (a JSON patch) says; "get" on stdin reads the twin again
 //   C2D_TOKEN_RENEWAL             optional "valid,margin" seconds: SharedAccessKeyAuthenticationProvider's
 //                                 tokenValidTimeInSeconds and tokenRenewalMarginInSeconds (SDK default
 //                                 3600,900: a new token, and a reconnect, every 45 minutes)
 //
 // stdout: one JSON object per line, {"event": ...}: open, open_error, sent, message, settled,
-// closed, disconnect, error. The process closes the client and exits 0 when stdin reaches EOF (the test's
+// method, method_answered, closed, disconnect, error. The process closes the client and exits 0 when stdin reaches EOF (the test's
 // way of taking the device offline), 1 when open fails.
 'use strict';
 
@@ -132,6 +136,45 @@ async function main() {
     );
   });
 
+
+  if (process.env.C2D_METHODS === '1') {
+    // As Azure's samples do: one handler per method name; the SDK subscribes to
+    // $iothub/methods/POST/# and answers on $iothub/methods/res/{status}/?$rid=.
+    const handler = (status, answer) => (request, response) => {
+      emit({ event: 'method', methodName: request.methodName, payload: request.payload, requestId: request.requestId });
+      response.send(status, answer(request.payload), (err) => {
+        emit({ event: 'method_answered', methodName: request.methodName, outcome: err ? 'rejected' : 'resolved', error: describeError(err) });
+      });
+    };
+    client.onDeviceMethod('echo', handler(201, (payload) => ({ got: payload })));
+    client.onDeviceMethod('fail', handler(409, () => 'relay1 is busy'));
+  }
+
+  let twin;
+  if (process.env.C2D_TWIN === '1') {
+    try {
+      twin = await client.getTwin();
+      emit({ event: 'twin', desired: twin.properties.desired, reported: twin.properties.reported });
+    } catch (err) {
+      emit({ event: 'twin_error', error: describeError(err) });
+    }
+    if (twin) {
+      twin.on('properties.desired', (delta) => emit({ event: 'desired', delta }));
+      const rl = require('readline').createInterface({ input: process.stdin });
+      rl.on('line', (line) => {
+        if (line.trim() === 'get') {
+          twin.get((err, t) => {
+            if (err) emit({ event: 'twin_error', error: describeError(err) });
+            else emit({ event: 'twin', desired: t.properties.desired, reported: t.properties.reported });
+          });
+          return;
+        }
+        twin.properties.reported.update(JSON.parse(line), (err) => {
+          emit({ event: 'reported', outcome: err ? 'rejected' : 'resolved', error: describeError(err) });
+        });
+      });
+    }
+  }
 
   if (process.env.C2D_SEND_EVENT === '1') {
     // Telemetry, as nearly every SDK application sends: c2d-hub accepts it (PUBACK) and drops it.
