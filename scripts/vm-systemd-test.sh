@@ -159,15 +159,16 @@ while read -r secs name; do timings+=("$(printf '%-24s %6s s' "  guest: $name" "
 passed=$(grep -c "C2D-VMSD $run_id step [^:]*: PASS" "$serial" || true)
 failed=$(grep -c "C2D-VMSD $run_id step [^:]*: FAIL" "$serial" || true)
 done_line=$(grep -c "C2D-VMSD $run_id DONE" "$serial" || true)
+last=$(sed -n "s/^C2D-VMSD $run_id //p" "$serial" | grep -v '^time ' | tail -1 | cut -c1-100)
 if [[ $rc == 124 || $rc == 137 ]]; then
 	failed=$((failed + 1))
 	summary="$passed passed, $failed failed"
-	die "the VM did not finish within ${boot_timeout}s (serial log: $serial)"
+	die "the VM did not finish within ${boot_timeout}s; last seen: ${last:-nothing} (serial log: $serial)"
 fi
 if [[ $done_line == 0 ]]; then
 	failed=$((failed + 1))
 	summary="$passed passed, $failed failed"
-	die "the guest never reached its last step (qemu exit $rc; serial log: $serial)"
+	die "the guest never reached its last step (qemu exit $rc); last seen: ${last:-nothing} (serial log: $serial)"
 fi
 summary="$passed passed, $failed failed"
 ((failed == 0)) || die "$failed step(s) failed (serial log: $serial)"
