@@ -45,7 +45,9 @@ command -v go >/dev/null || die "go not on PATH"
 
 mkdir -p "$cache/systemd"
 exec 9>"$cache/.lock"
+phase_begin "cache lock"
 flock 9 # one run at a time per cache (the VM GPIO test shares it)
+phase_end "cache lock"
 
 # --- kernel (shared with the VM GPIO test), host tools ------------------------------------------
 phase_begin "apt lists + kernel"
