@@ -16,7 +16,7 @@ PKG_c2d-agent := ./agent/cmd/c2d-agent
 PKG_c2d-hub   := ./cloud/cmd/c2d-hub
 PKG_c2d       := ./service-cli/cmd/c2d
 
-.PHONY: all build test test-go test-vm lint demo demo-cluster bench chaos clean
+.PHONY: all build test test-go test-vm test-vm-systemd lint demo demo-cluster bench chaos clean
 
 all: build
 
@@ -32,6 +32,7 @@ test: build
 	$(GO) vet ./...
 	$(MAKE) test-go
 	$(MAKE) test-vm
+	$(MAKE) test-vm-systemd
 
 # The race detector needs cgo; the binaries we ship and the ones tests build stay CGO_ENABLED=0.
 test-go:
@@ -39,9 +40,16 @@ test-go:
 
 # The real GPIO path: the periph backend, c2d-agent and c2d-hub driving gpio-sim lines and uleds
 # LEDs of Debian's kernel booted under qemu (needs root; installs what it needs from Debian).
-# See scripts/vm/README.md. Runs last in make test, so its "N passed, N failed" closes the run.
+# See scripts/vm/README.md.
 test-vm:
 	bash scripts/vm-gpio-test.sh
+
+# A Pi's life under a real systemd: Debian bookworm (mmdebstrap) booted under qemu with systemd as
+# PID 1 on the same kernel and simulated Pi 5; installs the .debs as README says, then SIGKILL,
+# watchdog, hub restart, reboot, sandbox, remove and purge (needs root). See scripts/vm/README.md.
+# Runs last in make test, so its "vm-systemd: N passed, N failed" closes the run.
+test-vm-systemd:
+	bash scripts/vm-systemd-test.sh
 
 lint:
 	$(GO) vet ./...

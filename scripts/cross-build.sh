@@ -5,15 +5,18 @@
 # with a 64-bit OS. Two runs from the same commit give identical bytes (-trimpath, no build ids that
 # depend on paths, version from git, no timestamps).
 #
-# Usage: scripts/cross-build.sh [-o DIR] [program ...]     (default: all three programs into dist/)
+# Usage: scripts/cross-build.sh [-o DIR] [-t TARGET,...] [program ...]
+#   default: all three programs for every target into dist/; -t limits the targets (armv6,armv7,arm64,amd64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=dist
-while getopts "o:" opt; do
+only=""
+while getopts "o:t:" opt; do
   case $opt in
     o) out=$OPTARG ;;
-    *) echo "usage: $0 [-o DIR] [c2d-agent|c2d-hub|c2d ...]" >&2; exit 2 ;;
+    t) only=",$OPTARG," ;;
+    *) echo "usage: $0 [-o DIR] [-t armv6,armv7,arm64,amd64] [c2d-agent|c2d-hub|c2d ...]" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -42,6 +45,7 @@ for p in "${programs[@]}"; do
   [[ -n ${pkg[$p]:-} ]] || { echo "cross-build: unknown program $p (want c2d-agent, c2d-hub or c2d)" >&2; exit 2; }
   for t in "${targets[@]}"; do
     read -r name arch arm <<<"$t"
+    [[ -z $only || $only == *",$name,"* ]] || continue
     dst="$out/${p}_linux_${name}"
     goarm=()
     [[ $arm == - ]] || goarm=(GOARM="$arm")

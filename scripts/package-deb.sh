@@ -2,13 +2,22 @@
 # Debian packages from the cross-built binaries (nfpm, run as a Go tool; no Docker):
 #   c2d-agent for armhf (the GOARM=6 build, so it runs on Pi Zero/1 too), arm64, amd64;
 #   c2d-hub and c2d for armhf (GOARM=6), arm64 and amd64.   Output: dist/*.deb
-# Usage: scripts/package-deb.sh [-o DIR]   (runs scripts/cross-build.sh first when binaries are missing)
+# Usage: scripts/package-deb.sh [-o DIR] [-a ARCH,...]   (runs scripts/cross-build.sh first when
+#   binaries are missing; -a limits the Debian architectures: armhf, arm64, amd64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=dist
-while getopts "o:" opt; do
-  case $opt in o) out=$OPTARG ;; *) echo "usage: $0 [-o DIR]" >&2; exit 2 ;; esac
+arches=armhf,arm64,amd64
+while getopts "o:a:" opt; do
+  case $opt in o) out=$OPTARG ;; a) arches=$OPTARG ;; *) echo "usage: $0 [-o DIR] [-a armhf,arm64,amd64]" >&2; exit 2 ;; esac
 done
+declare -A gotarget=([armhf]=armv6 [arm64]=arm64 [amd64]=amd64)
+targets=()
+for a in ${arches//,/ }; do
+  [[ -n ${gotarget[$a]:-} ]] || { echo "package-deb: unknown architecture $a (want armhf, arm64, amd64)" >&2; exit 2; }
+  targets+=("${gotarget[$a]}")
+done
+want() { [[ ,$arches, == *",$1,"* ]]; }
 
 # The Debian version (scripts/deb/version.sh says how every later build sorts higher).
 VERSION=$(scripts/deb/version.sh)
@@ -16,10 +25,11 @@ export VERSION
 
 need_build=()
 for p in c2d-agent c2d-hub c2d; do
-  for t in armv6 arm64 amd64; do [[ -x $out/${p}_linux_$t ]] || need_build+=("$p"); done
+  for t in "${targets[@]}"; do [[ -x $out/${p}_linux_$t ]] || need_build+=("$p"); done
 done
 if ((${#need_build[@]})); then
-  scripts/cross-build.sh -o "$out" $(printf '%s\n' "${need_build[@]}" | sort -u)
+  targets_csv=$(IFS=,; echo "${targets[*]}")
+  scripts/cross-build.sh -o "$out" -t "$targets_csv" $(printf '%s\n' "${need_build[@]}" | sort -u)
 fi
 
 # Man pages (from each program's --help) and shell completions, made by binaries for this machine.
@@ -50,11 +60,8 @@ build() { # package debarch gotarget
   rm -f "$recipe"
   echo "packaged $out/${1}_${VERSION}_$2.deb"
 }
-build c2d-agent armhf armv6
-build c2d-agent arm64 arm64
-build c2d-agent amd64 amd64
-for p in c2d-hub c2d; do
-  build "$p" armhf armv6
-  build "$p" arm64 arm64
-  build "$p" amd64 amd64
+want armhf && for p in c2d-agent c2d-hub c2d; do build "$p" armhf armv6; done
+for a in arm64 amd64; do
+  want "$a" || continue
+  for p in c2d-agent c2d-hub c2d; do build "$p" "$a" "$a"; done
 done

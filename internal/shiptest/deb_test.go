@@ -172,21 +172,28 @@ func TestAgentPackageInstallRemovePurge(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(r, "etc/c2d/connection-string"), []byte("HostName=h;DeviceId=d;SharedAccessKey=a2V5\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	// README's install step 4 puts the hub's CA here; the package did not ship it, purge removes it.
+	if err := os.WriteFile(filepath.Join(r, "etc/c2d/hub-ca.pem"), []byte("-----BEGIN CERTIFICATE-----\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	dpkgRoot(t, r, "-r", "c2d-agent")
 	if exists(r, "usr/bin/c2d-agent") {
 		t.Error("remove left the binary")
 	}
-	if !exists(r, "etc/c2d/agent.yaml") || !exists(r, "etc/c2d/connection-string") {
+	if !exists(r, "etc/c2d/agent.yaml") || !exists(r, "etc/c2d/connection-string") || !exists(r, "etc/c2d/hub-ca.pem") {
 		t.Error("remove deleted the board's configuration")
 	}
 	if exists(r, "etc/systemd/system/multi-user.target.wants/c2d-agent.service") {
 		t.Error("remove left the unit enabled")
 	}
 	dpkgRoot(t, r, "-P", "c2d-agent")
-	for _, p := range []string{"etc/c2d/agent.yaml", "etc/c2d/connection-string", "var/lib/c2d-agent"} {
+	for _, p := range []string{"etc/c2d/agent.yaml", "etc/c2d/connection-string", "etc/c2d/hub-ca.pem", "var/lib/c2d-agent", "etc/c2d"} {
 		if exists(r, p) {
 			t.Errorf("purge left %s", p)
 		}
+	}
+	if passwd, _ := os.ReadFile(filepath.Join(r, "etc/passwd")); strings.Contains(string(passwd), "c2d-agent:") {
+		t.Errorf("purge left the c2d-agent user:\n%s", passwd)
 	}
 }
 
@@ -208,5 +215,8 @@ func TestHubPackageInstall(t *testing.T) {
 	dpkgRoot(t, r, "-P", "c2d-hub", "c2d")
 	if exists(r, "var/lib/c2d-hub") || exists(r, "etc/c2d/hub.yaml") {
 		t.Error("purge left the hub's data or config")
+	}
+	if passwd, _ := os.ReadFile(filepath.Join(r, "etc/passwd")); strings.Contains(string(passwd), "c2d-hub:") {
+		t.Errorf("purge left the c2d-hub user:\n%s", passwd)
 	}
 }
