@@ -80,8 +80,11 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = cfg.Clock.Now
 	}
 	log := cfg.Logger
 	if log == nil {
