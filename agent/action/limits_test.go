@@ -1,0 +1,100 @@
+package action
+
+import (
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// limitsCatalog has one output of each timed kind with round limits, so the boundaries below are
+// written out by hand.
+func limitsCatalog() *Catalog {
+	return &Catalog{Outputs: []Rules{
+		{Name: "relay", Actions: []Kind{Pulse}, MaxDuration: 48 * time.Hour, MaxCount: 10, MinInterval: 100 * time.Millisecond, CompleteOn: CompleteOnFinish},
+		{Name: "led", Actions: []Kind{Blink}, MaxDuration: time.Hour, MaxCount: 10, MinInterval: 100 * time.Millisecond, CompleteOn: CompleteOnFinish},
+	}}
+}
+
+func limitsMsg(kv ...string) *iothub.Message {
+	m := &iothub.Message{MessageID: "m"}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Properties = append(m.Properties, iothub.AppProperty{Name: kv[i], Value: kv[i+1]})
+	}
+	return m
+}
+
+// min_interval is the shortest time allowed: a value equal to it is accepted, 1 ms less is not.
+func TestOnOffExactlyMinIntervalAccepted(t *testing.T) {
+	cat := limitsCatalog()
+	for _, tc := range []struct {
+		props []string
+		ok    bool
+	}{
+		{[]string{"on", "100ms", "off", "100ms"}, true},
+		{[]string{"on", "100", "off", "100"}, true},
+		{[]string{"interval", "100ms"}, true},
+		{[]string{"on", "99ms"}, false},
+		{[]string{"off", "99"}, false},
+		{[]string{"interval", "99ms"}, false},
+	} {
+		props := append([]string{"target", "led", "action", "blink"}, tc.props...)
+		_, err := cat.Decode(limitsMsg(props...), time.Time{})
+		if (err == nil) != tc.ok {
+			t.Errorf("blink %v: error %v, want accepted=%v", tc.props, err, tc.ok)
+		}
+	}
+	for _, tc := range []struct {
+		d  string
+		ok bool
+	}{{"100ms", true}, {"100", true}, {"99ms", false}, {"99999us", false}} {
+		_, err := cat.Decode(limitsMsg("target", "relay", "action", "pulse", "duration", tc.d), time.Time{})
+		if (err == nil) != tc.ok {
+			t.Errorf("pulse for %s: error %v, want accepted=%v", tc.d, err, tc.ok)
+		}
+	}
+}
+
+// A whole number of milliseconds is at most 24 h; above it is refused, not wrapped or capped,
+// even where the output's max_duration would allow more (written as Go syntax it is allowed).
+func TestWholeMillisecondsAbove24hRefused(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"1":        time.Millisecond,
+		"86400000": 24 * time.Hour,
+		"86399999": 24*time.Hour - time.Millisecond,
+	} {
+		if d, err := ParseDuration(in); err != nil || d != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"86400001", "172800000", "9223372036854775807", "9223372036854775808", "99999999999999999999"} {
+		if d, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
+		}
+	}
+	cat := limitsCatalog()
+	if _, err := cat.Decode(limitsMsg("target", "relay", "action", "pulse", "duration", "86400001"), time.Time{}); err == nil {
+		t.Error("pulse for 86400001 ms accepted")
+	}
+	if p, err := cat.Decode(limitsMsg("target", "relay", "action", "pulse", "duration", "25h"), time.Time{}); err != nil || p.Steps[0].Duration != 25*time.Hour {
+		t.Errorf("pulse for 25h within max_duration 48h: %+v, %v", p, err)
+	}
+}
+
+// Zero is no duration, however it is written.
+func TestZeroDurationRefused(t *testing.T) {
+	for _, in := range []string{"0s", "0", "0ms", "00", "-1s", "0h0m0s", ""} {
+		if d, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
+		}
+	}
+	for in, want := range map[string]time.Duration{"1ns": 1, "0.5s": 500 * time.Millisecond, "01": time.Millisecond} {
+		if d, err := ParseDuration(in); err != nil || d != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	cat := limitsCatalog()
+	if _, err := cat.Decode(limitsMsg("target", "relay", "action", "pulse", "duration", "0s"), time.Time{}); err == nil {
+		t.Error(`pulse for "0s" accepted`)
+	}
+}
