@@ -1,6 +1,8 @@
 package action
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,5 +98,15 @@ func TestZeroDurationRefused(t *testing.T) {
 	cat := limitsCatalog()
 	if _, err := cat.Decode(limitsMsg("target", "relay", "action", "pulse", "duration", "0s"), time.Time{}); err == nil {
 		t.Error(`pulse for "0s" accepted`)
+	}
+}
+
+// A message with neither target, action nor command asks for nothing: it is refused with the
+// properties it should have set.
+func TestMessageWithoutTargetActionOrCommandRefused(t *testing.T) {
+	_, err := limitsCatalog().Decode(limitsMsg(), time.Time{})
+	var r *Rejection
+	if !errors.As(err, &r) || !strings.Contains(r.Reason, "nothing to do") {
+		t.Fatalf("Decode(no target, action or command) = %v, want a rejection saying there is nothing to do", err)
 	}
 }
