@@ -110,3 +110,28 @@ func TestMessageWithoutTargetActionOrCommandRefused(t *testing.T) {
 		t.Fatalf("Decode(no target, action or command) = %v, want a rejection saying there is nothing to do", err)
 	}
 }
+
+// A blink's count is at least 1: "1" is accepted, "0" is not.
+func TestBlinkCountOfOneAccepted(t *testing.T) {
+	cat := limitsCatalog()
+	p, err := cat.Decode(limitsMsg("target", "led", "action", "blink", "count", "1"), time.Time{})
+	if err != nil || p.Steps[0].Count != 1 {
+		t.Fatalf("count 1: %+v, %v", p, err)
+	}
+	if _, err := cat.Decode(limitsMsg("target", "led", "action", "blink", "count", "0"), time.Time{}); err == nil {
+		t.Fatal("count 0 accepted")
+	}
+}
+
+// A plan's targets are the outputs it moves, each once, in order of first use; a wait has none.
+func TestPlanTargetsEachOutputOnce(t *testing.T) {
+	p := NewPlan("m", "c", []Step{
+		{Action: On, Target: "relay"},
+		{Action: Wait, Duration: time.Second},
+		{Action: Pulse, Target: "led", Duration: time.Second},
+		{Action: Off, Target: "relay"},
+	}, CompleteOnFinish, time.Time{})
+	if got := strings.Join(p.Targets, ","); got != "relay,led" {
+		t.Fatalf("targets %q, want relay,led", got)
+	}
+}
