@@ -100,3 +100,16 @@ func (t *manualTimer) Reset(d time.Duration) bool {
 	t.c.fireLocked()
 	return active
 }
+
+// armedAfter reports whether some timer is set for later than now: the sweeper has finished a
+// sweep and sleeps until its next deadline.
+func (c *manualClock) armedAfter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t := range c.timers {
+		if t.when.After(c.now) {
+			return true
+		}
+	}
+	return false
+}

@@ -184,3 +184,61 @@ func TestSweepPastBatchLimitExpiresEverythingDue(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// idleSweeper resumes the clock and waits until the sweeper has swept and sleeps until a future
+// deadline, so what a test does next is the only thing that can arm it.
+func idleSweeper(t *testing.T, clk *manualClock) {
+	t.Helper()
+	clk.Resume()
+	deadline := time.Now().Add(waitLimit)
+	for !clk.armedAfter() {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweeper never went to sleep")
+		}
+		time.Sleep(time.Millisecond) // polling the fake clock's state, not standing in for it
+	}
+}
+
+// Records short of a full batch form one once the oldest has waited feedback_interval: the
+// settle that created the record arms the timer for exactly then.
+func TestPartialFeedbackBatchFormsAfterInterval(t *testing.T) {
+	cfg := testConfig()
+	cfg.FeedbackInterval = 2 * time.Second // before the 5 s lock deadline, which also arms the sweeper
+	h, clk := clockHub(t, cfg)
+	idleSweeper(t, clk)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	clk.Advance(2*time.Second - time.Millisecond)
+	noFeedback(t, h, 50*time.Millisecond)
+	clk.Advance(time.Millisecond)
+	if recs := receiveRecords(t, h, 1); recs[0].OriginalMessageID != "m1" {
+		t.Fatalf("records %+v", recs)
+	}
+}
+
+// Records for more than one full batch, created in one transaction (a purge), all form batches at
+// once: none waits for the interval.
+func TestPurgeFormsEveryFullFeedbackBatchAtOnce(t *testing.T) {
+	cfg := testConfig()
+	cfg.FeedbackBatchSize = 2
+	cfg.FeedbackInterval = time.Hour
+	h, _ := clockHub(t, cfg) // paused: the interval never passes
+	mustDevice(t, h, "dev1")
+	for i := range 4 {
+		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i), Ack: iothub.AckFull})
+	}
+	if _, err := h.Purge(context.Background(), "dev1"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		b, err := h.ReceiveFeedback(ctx)
+		cancel()
+		if err != nil || len(b.Records) != 2 {
+			t.Fatalf("batch %d of 2 after purging 4: %+v, %v", i+1, b, err)
+		}
+	}
+}
