@@ -1,0 +1,59 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// An explicit expiry may lie up to the grace (min(5 s, min_ttl/2)) outside [min_ttl, max_ttl]
+// from now, and no further.
+func TestExplicitExpiryBoundsWithGrace(t *testing.T) {
+	cfg := testConfig() // min_ttl 1 s: grace 500 ms
+	cfg.MaxTTL = time.Hour
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	now := clk.Now()
+	for i, tc := range []struct {
+		exp time.Time
+		ok  bool
+	}{
+		{now.Add(500 * time.Millisecond), true}, // min_ttl − grace
+		{now.Add(499 * time.Millisecond), false},
+		{now.Add(time.Hour + 500*time.Millisecond), true}, // max_ttl + grace
+		{now.Add(time.Hour + 501*time.Millisecond), false},
+		{now.Add(time.Hour), true},
+	} {
+		_, err := h.Send(context.Background(), "dev1", iothub.SendRequest{MessageID: string(rune('a' + i)), ExpiryTimeUTC: &tc.exp})
+		if (err == nil) != tc.ok {
+			t.Errorf("expiry now+%v: %v, want accepted=%v", tc.exp.Sub(now), err, tc.ok)
+		}
+	}
+}
+
+// A message of exactly MaxMessageSize (body + system property values + application properties) is
+// accepted; one byte more is refused as too large.
+func TestMessageOfExactlyMaxSizeAccepted(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	overhead := len("m1") + len("/devices/dev1/messages/deviceBound") + len("full") + len("k") + len("v")
+	send := func(mid string, body int) error {
+		_, err := h.Send(context.Background(), "dev1", iothub.SendRequest{
+			MessageID: mid, Ack: iothub.AckFull, Body: bytes.Repeat([]byte("x"), body),
+			Properties: []iothub.AppProperty{{Name: "k", Value: "v"}},
+		})
+		return err
+	}
+	if err := send("m1", iothub.MaxMessageSize-overhead); err != nil {
+		t.Fatalf("message of exactly %d bytes: %v", iothub.MaxMessageSize, err)
+	}
+	err := send("m2", iothub.MaxMessageSize-overhead+1)
+	var ie *iothub.Error
+	if !errors.As(err, &ie) || ie.Code != iothub.CodeMessageTooLarge {
+		t.Fatalf("message of %d bytes: %v, want MessageTooLarge", iothub.MaxMessageSize+1, err)
+	}
+}
