@@ -57,3 +57,29 @@ func TestMessageOfExactlyMaxSizeAccepted(t *testing.T) {
 		t.Fatalf("message of %d bytes: %v, want MessageTooLarge", iothub.MaxMessageSize+1, err)
 	}
 }
+
+// Only an Invisible message has a lock: once abandoned it shows none.
+func TestAbandonedMessageShowsNoLock(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	c := newConn("dev1")
+	h.Attach(c)
+	m := c.next(t)
+	if st, _ := h.MessageStatus(context.Background(), "dev1", "m1"); st.LockedUntilUTC == nil {
+		t.Fatalf("delivered message shows no lock: %+v", st)
+	}
+	h.Detach(c) // back to Enqueued at once
+	st, err := h.MessageStatus(context.Background(), "dev1", "m1")
+	if err != nil || st.State != iothub.StateEnqueued || st.LockedUntilUTC != nil {
+		t.Fatalf("after the lock of %s was returned: %+v, %v; want Enqueued without a lock", m.MessageID, st, err)
+	}
+}
+
+// The queue of a device that does not exist is an error, not an empty list.
+func TestQueueOfUnknownDeviceIsNotFound(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	if q, err := h.Queue(context.Background(), "nope"); !errors.Is(err, ErrDeviceNotFound) {
+		t.Fatalf("Queue(unknown) = %v, %v; want ErrDeviceNotFound", q, err)
+	}
+}
