@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -81,5 +82,30 @@ func TestQueueOfUnknownDeviceIsNotFound(t *testing.T) {
 	h := newTestHub(t, testConfig())
 	if q, err := h.Queue(context.Background(), "nope"); !errors.Is(err, ErrDeviceNotFound) {
 		t.Fatalf("Queue(unknown) = %v, %v; want ErrDeviceNotFound", q, err)
+	}
+}
+
+// max_in_flight holds all along, not only for the first deliveries: each settle frees exactly one
+// slot.
+func TestMaxInFlightHoldsAfterEachSettle(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 3
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	for i := range 8 {
+		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i)})
+	}
+	c := newConn("dev1")
+	h.Attach(c)
+	held := []*iothub.Message{c.next(t), c.next(t), c.next(t)}
+	for next := 3; next < 6; next++ {
+		settle(t, h, "dev1", held[0], iothub.DispositionComplete, "")
+		held = held[1:]
+		d := c.next(t)
+		if d.MessageID != fmt.Sprint("m", next) {
+			t.Fatalf("after a settle got %s, want m%d", d.MessageID, next)
+		}
+		held = append(held, d)
+		c.none(t, 50*time.Millisecond) // one settle, one slot
 	}
 }
