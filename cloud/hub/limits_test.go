@@ -109,3 +109,22 @@ func TestMaxInFlightHoldsAfterEachSettle(t *testing.T) {
 		c.none(t, 50*time.Millisecond) // one settle, one slot
 	}
 }
+
+// A message sent while every delivery slot is taken is delivered once a slot frees: the dispatcher
+// that found no slot does not stay marked running.
+func TestSendWhileInFlightFullIsDeliveredAfterSettle(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 1
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m0"})
+	m0 := c.next(t)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"}) // kicks the dispatcher: no free slot
+	c.none(t, 50*time.Millisecond)
+	settle(t, h, "dev1", m0, iothub.DispositionComplete, "")
+	if m1 := c.next(t); m1.MessageID != "m1" {
+		t.Fatalf("got %s, want m1", m1.MessageID)
+	}
+}
