@@ -128,3 +128,25 @@ func TestSendWhileInFlightFullIsDeliveredAfterSettle(t *testing.T) {
 		t.Fatalf("got %s, want m1", m1.MessageID)
 	}
 }
+
+// A delivery the connection fails to take goes back to the queue at once, not when its lock
+// expires (the clock is held: the lock never does).
+func TestFailedDeliveryReturnsToQueueAtOnce(t *testing.T) {
+	h, _ := clockHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	c := newConn("dev1")
+	c.setFail(errors.New("socket closed"))
+	h.Attach(c)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		st, err := h.MessageStatus(context.Background(), "dev1", "m1")
+		if err == nil && st.State == iothub.StateEnqueued && st.DeliveryCount == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a failed Deliver: %+v, %v; want Enqueued after 1 delivery", st, err)
+		}
+		time.Sleep(time.Millisecond) // polling the state under test
+	}
+}
