@@ -242,3 +242,51 @@ func TestPurgeFormsEveryFullFeedbackBatchAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// Every lock due in one sweep is returned by that sweep, not only the first.
+func TestSweepReturnsEveryExpiredLock(t *testing.T) {
+	h, clk := clockHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m2"})
+	c := newConn("dev1")
+	h.Attach(c)
+	c.next(t)
+	c.next(t)
+	clk.Resume()
+	clk.Advance(testConfig().LockTimeout) // both locks expire together
+	got := map[string]bool{c.next(t).MessageID: true, c.next(t).MessageID: true}
+	if !got["m1"] || !got["m2"] {
+		t.Fatalf("redelivered %v, want m1 and m2", got)
+	}
+}
+
+// Every feedback batch whose lock is due in one sweep is offered again by that sweep.
+func TestSweepReoffersEveryExpiredFeedbackLock(t *testing.T) {
+	cfg := testConfig()
+	cfg.FeedbackBatchSize = 1
+	cfg.FeedbackLockTimeout = 3 * time.Second
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	for _, id := range []string{"m1", "m2"} {
+		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: id, Ack: iothub.AckFull})
+		settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	}
+	for range 2 {
+		if _, err := h.ReceiveFeedback(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Resume()
+	clk.Advance(3 * time.Second)
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := h.ReceiveFeedback(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("batch %d of 2 after both locks expired: %v", i+1, err)
+		}
+	}
+}

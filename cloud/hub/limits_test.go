@@ -135,17 +135,19 @@ func TestFailedDeliveryReturnsToQueueAtOnce(t *testing.T) {
 	h, _ := clockHub(t, testConfig())
 	mustDevice(t, h, "dev1")
 	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m2"}) // locked in the same round, after the failure
 	c := newConn("dev1")
 	c.setFail(errors.New("socket closed"))
 	h.Attach(c)
 	deadline := time.Now().Add(waitLimit)
 	for {
 		st, err := h.MessageStatus(context.Background(), "dev1", "m1")
-		if err == nil && st.State == iothub.StateEnqueued && st.DeliveryCount == 1 {
+		st2, err2 := h.MessageStatus(context.Background(), "dev1", "m2")
+		if err == nil && err2 == nil && st.State == iothub.StateEnqueued && st.DeliveryCount == 1 && st2.State == iothub.StateEnqueued {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after a failed Deliver: %+v, %v; want Enqueued after 1 delivery", st, err)
+			t.Fatalf("after a failed Deliver: %+v, %v and %+v, %v; want both Enqueued", st, err, st2, err2)
 		}
 		time.Sleep(time.Millisecond) // polling the state under test
 	}
