@@ -147,3 +147,42 @@ func mustKey(t *testing.T) []byte {
 	}
 	return k
 }
+
+// The MAC covers se exactly as sent: a token whose se has a leading zero verifies.
+func TestSASTokenSignatureOverRawSe(t *testing.T) {
+	sr := PercentEncode("h/devices/d")
+	tok := "SharedAccessSignature sr=" + sr + "&sig=" + PercentEncode(sign(mustKey(t), sr, "04102444800")) + "&se=04102444800"
+	p, err := ParseSASToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(pinKey, "h/devices/d", time.Unix(0, 0).Add(time.Hour)); err != nil {
+		t.Fatalf("token signed over se=04102444800: %v", err)
+	}
+	if p.String() != tok {
+		t.Fatalf("String() = %q, want the token as sent %q", p.String(), tok)
+	}
+}
+
+// Every segment after a percent-decoded one is still compared: a device's token never covers
+// another module of it, or another device's module.
+func TestSASResourceEverySegmentCompared(t *testing.T) {
+	for _, tc := range []struct {
+		resource, target string
+	}{
+		{"c2d.test/devices/d%2D1/modules/a", "c2d.test/devices/d-1/modules/b"},
+		{"c2d.test/devices/d%2D1/x", "c2d.test/devices/d-1/y"},
+	} {
+		if ResourceCovers(tc.resource, tc.target) {
+			t.Errorf("ResourceCovers(%q, %q) = true", tc.resource, tc.target)
+		}
+	}
+}
+
+// A token built in code (no raw fields) renders sr percent-encoded and se in Unix seconds.
+func TestSASTokenStringOfConstructedToken(t *testing.T) {
+	tok := &SASToken{Resource: "h/devices/d", Signature: "c2ln", Expiry: time.Unix(1700000000, 0)}
+	if got, want := tok.String(), "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=c2ln&se=1700000000"; got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+}
