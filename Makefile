@@ -75,7 +75,7 @@ chaos: build
 #   make mutation MUTATION_PKGS=cloud/hub MUTATION_EXCLUDE='-E store\.go -E registry\.go'
 GREMLINS := $(GO) tool -modfile=tools/go.mod gremlins
 MUTATION_PKGS ?= cloud/broker agent/action agent/ledger agent/dispatch cloud/iothub cloud/hub
-MUTATION_FLAGS ?= --workers 2 --timeout-coefficient 3 --invert-logical --invert-loopctrl
+MUTATION_FLAGS ?= --workers 2 --timeout-coefficient 10 --invert-logical --invert-loopctrl
 MUTATION_EXCLUDE ?=
 # gremlins' own --threshold-efficacy does not fail the run in v0.6.0: the gate reads the report.
 mutation:
