@@ -68,9 +68,11 @@ chaos: build
 # Mutation testing (gremlins, tools/go.mod): small changes to the code where a bug costs a board or
 # a secret, each of which the package's tests must fail. One package at a time, two workers (the
 # tests mostly wait on sockets and fsync); a package under 90 % efficacy fails the target after all
-# have run. Never pass gremlins --test-cpu: v0.6.0 hands `go test` "-cpu N" as one argument, every
-# run then fails to set up and every mutant counts as killed. Reports: bin/mutation/*.json. Not part of make test: it takes about an
-# hour (docs/testing.md has the report and the survivors explained). Narrow it with, e.g.,
+# have run. Reports: bin/mutation/*.json. Not part of make test: it takes over an hour
+# (docs/testing.md has the report and the survivors explained). Never pass gremlins --test-cpu:
+# v0.6.0 hands `go test` "-cpu N" as one argument, every run then fails to set up and every mutant
+# counts as killed. The timeout (coefficient × the coverage run) also covers building the mutant,
+# so a fast suite on a busy machine needs the large coefficient. Narrow it with, e.g.,
 #   make mutation MUTATION_PKGS=cloud/broker
 #   make mutation MUTATION_PKGS=cloud/hub MUTATION_EXCLUDE='-E store\.go -E registry\.go'
 GREMLINS := $(GO) tool -modfile=tools/go.mod gremlins
