@@ -2,11 +2,15 @@ package dispatch
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/c2d-project/c2d/agent/action"
+	"github.com/c2d-project/c2d/hw/hwtest"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 // A step that fails ends the plan there: no later step moves anything, the error is the job's,
@@ -74,5 +78,21 @@ func TestStatsCountRunningAndFinished(t *testing.T) {
 	}
 	if q, r, f := d.Stats(); q != 0 || r != 0 || f != 1 {
 		t.Fatalf("Stats after Shutdown = queued %d, running %d, finished %d; want 0, 0, 1", q, r, f)
+	}
+}
+
+// The dispatcher logs through the logger it is given: an output that cannot reach its safe state
+// is reported there.
+func TestUnsafeOutputIsLoggedToGivenLogger(t *testing.T) {
+	b := hwtest.NewBoard(t, specs)
+	var logs testproc.SyncBuffer
+	d := New(b, map[string]bool{"relay1": false, "act": false, "buzzer": false}, slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(d.Shutdown)
+	b.FailNext("relay1", 2, syscall.EIO) // the step, then the safe-state drive
+	if r := wait(t, submit(d, action.Step{Action: action.On, Target: "relay1"})); r.Err == nil || len(r.Safed) != 0 {
+		t.Fatalf("result %+v, want the error and relay1 not safed", r)
+	}
+	if !strings.Contains(logs.String(), "cannot drive output to its safe state") || !strings.Contains(logs.String(), "relay1") {
+		t.Fatalf("log %q does not report relay1's failed safe-state drive", logs.String())
 	}
 }
