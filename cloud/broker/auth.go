@@ -223,7 +223,7 @@ func (c *conn) maySubscribe(filter string) bool {
 		return false
 	}
 	level, rest, ok := strings.Cut(rest, "/")
-	return ok && rest == "messages/devicebound/#" && !strings.ContainsAny(level, "+#") && topicIDIs(level, c.deviceID)
+	return ok && rest == "messages/devicebound/#" && topicIDIs(level, c.deviceID)
 }
 
 // isDeviceBoundFilter reports whether filter is `devices/{id}/messages/devicebound/#` for exactly
@@ -234,14 +234,21 @@ func isDeviceBoundFilter(filter, deviceID string) bool {
 		return false
 	}
 	level, rest, ok := strings.Cut(rest, "/")
-	if !ok || rest != "messages/devicebound/#" || strings.ContainsAny(level, "+#") {
-		return false // a wildcard id level would match other devices' topics
+	if !ok || rest != "messages/devicebound/#" {
+		return false
 	}
 	return topicIDIs(level, deviceID)
 }
 
+// topicIDIs reports whether a topic level names exactly this id, raw or percent-encoded. A level
+// holding '+' or '#' is a wildcard (or invalid) whatever the id: in a filter it would match other
+// devices' topics, and a device whose id has them uses the encoded level (docs/protocol.md §3.1).
+// A level with '%' is decoded, never taken raw: `a%41` is device "aA", not device "a%41".
 func topicIDIs(level, id string) bool {
-	if level == id && !strings.ContainsAny(level, "%+#") {
+	if strings.ContainsAny(level, "+#") {
+		return false
+	}
+	if level == id && !strings.Contains(level, "%") {
 		return true
 	}
 	dec, err := iothub.PercentDecode(level)

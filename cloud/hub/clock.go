@@ -1,46 +1,30 @@
 package hub
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
-// The cluster's clock. With a shared store every node decides lock expiry and TTL, so they must
-// agree on the time: the hub's clock is the local clock corrected by its offset from the
-// database server's clock, measured at Open and every clockInterval (half the round trip of the
-// reading is the error bound, well under a millisecond on a LAN). Reading the server for every
-// decision would put a round trip into every operation.
-
-const clockInterval = 10 * time.Second
-
-// syncClock measures the store's clock against the local one.
-func (h *Hub) syncClock(ctx context.Context) error {
-	before := time.Now()
-	t, err := h.st.now(ctx)
-	if err != nil {
-		return err
-	}
-	rtt := time.Since(before)
-	h.skew.Store(int64(t.Sub(before.Add(rtt / 2))))
-	return nil
+// Clock is where the hub's time and its one timer come from (tailscale's tstime pattern): the
+// system clock in production, a manual one in tests, which then cross lock, TTL and feedback
+// deadlines exactly — including the window between a deadline and the sweep that applies it —
+// instead of waiting for them.
+type Clock interface {
+	Now() time.Time
+	// NewTimer is time.NewTimer: the channel receives once d has passed on this clock.
+	NewTimer(d time.Duration) (Timer, <-chan time.Time)
 }
 
-func (h *Hub) storeNow() time.Time { return time.Now().Add(time.Duration(h.skew.Load())) }
+// Timer is the part of *time.Timer the hub uses (Go 1.23 semantics: after Stop or Reset no stale
+// value is received).
+type Timer interface {
+	Stop() bool
+	Reset(d time.Duration) bool
+}
 
-func (h *Hub) clockLoop() {
-	defer h.wg.Done()
-	tick := time.NewTicker(clockInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-h.done:
-			return
-		case <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := h.syncClock(ctx); err != nil && !isClosed(err) {
-				h.log.Warn("reading the store's clock failed; keeping the last offset", "err", err)
-			}
-			cancel()
-		}
-	}
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+func (SystemClock) Now() time.Time { return time.Now() }
+
+func (SystemClock) NewTimer(d time.Duration) (Timer, <-chan time.Time) {
+	t := time.NewTimer(d)
+	return t, t.C
 }

@@ -17,6 +17,10 @@ import (
 type Config struct {
 	HostName string // the name devices sign their SAS tokens for (and that TLS certificates carry)
 
+	// Clock gives the hub its timer and, unless Now is set, its time; nil means SystemClock.
+	// Tests use a manual clock to cross lock, TTL and feedback deadlines exactly.
+	Clock Clock
+
 	DefaultTTL       time.Duration // 1h: expiry of a message that sets none
 	MinTTL           time.Duration // 1m
 	MaxTTL           time.Duration // 48h

@@ -47,7 +47,7 @@ type Hub struct {
 	unlock func()   // releases DATA/hub.lock
 	cl     *cluster // nil unless the store is shared (cluster.go)
 
-	skew atomic.Int64 // store clock − local clock, ns (shared stores: see clock.go)
+	skew atomic.Int64 // store clock − local clock, ns (shared stores: see dbclock.go)
 }
 
 type connInfo struct {
@@ -89,6 +89,9 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -122,10 +125,10 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		h.cl = newCluster(h, node)
 	}
 	if h.cfg.Now == nil {
-		h.cfg.Now = time.Now
-		if st.shared() {
+		h.cfg.Now = h.cfg.Clock.Now
+		if _, real := h.cfg.Clock.(SystemClock); real && st.shared() {
 			// Lock expiry and TTL are decided by the database's clock, so that nodes whose clocks
-			// differ agree (clock.go).
+			// differ agree (dbclock.go).
 			if err := h.syncClock(ctx); err != nil {
 				st.close()
 				unlock()

@@ -47,14 +47,14 @@ func (s *sweeper) arm(t time.Time) {
 
 func (s *sweeper) run() {
 	defer s.h.wg.Done()
-	timer := time.NewTimer(0) // the first sweep runs at once: it finds what is due after a restart
+	timer, fired := s.h.cfg.Clock.NewTimer(0) // the first sweep runs at once: it finds what is due after a restart
 	defer timer.Stop()
 	for {
 		select {
 		case <-s.h.done:
 			return
 		case <-s.wake:
-		case <-timer.C:
+		case <-fired:
 			next, err := s.sweep()
 			if err != nil {
 				if isClosed(err) {
