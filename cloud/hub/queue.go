@@ -209,6 +209,11 @@ func (h *Hub) WaitSettled(ctx context.Context, deviceID, messageID string) (ioth
 	for {
 		ch, release := h.waitChan(k)
 		st, err := h.MessageStatus(ctx, deviceID, messageID)
+		if err != nil && ctx.Err() != nil {
+			// The wait ended while the status was being read (a busy hub): the caller still gets
+			// where the message is, with the wait's error.
+			st, err = h.statusAfterWait(ctx, deviceID, messageID)
+		}
 		if err != nil || st.Outcome != "" {
 			release()
 			return st, err
@@ -224,6 +229,18 @@ func (h *Hub) WaitSettled(ctx context.Context, deviceID, messageID string) (ioth
 			return st, ErrClosed
 		}
 	}
+}
+
+// statusAfterWait reads a message's status once more after ctx ended, on a context of its own
+// (bounded), and returns it with ctx's error unless the message has settled.
+func (h *Hub) statusAfterWait(ctx context.Context, deviceID, messageID string) (iothub.MessageStatus, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	st, err := h.MessageStatus(rctx, deviceID, messageID)
+	if err != nil || st.Outcome != "" {
+		return st, err
+	}
+	return st, ctx.Err()
 }
 
 // Purge removes every pending message of a device, Invisible ones included. Each gets the outcome

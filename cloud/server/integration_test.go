@@ -366,7 +366,12 @@ const (
 // once, with Azure's field names and the device's reason, and the settle counters on /metrics.
 func TestLifecycleAndFeedbackPerAckMode(t *testing.T) {
 	acks := []iothub.AckMode{iothub.AckNone, iothub.AckPositive, iothub.AckNegative, iothub.AckFull}
-	h := newITHub(t, func(c *server.Config) { c.Queue.MaxQueueDepth = len(acks) })
+	// A lock long enough that a device settling its second delivery on a busy machine (the whole
+	// suite runs in parallel) does not lose it too; lockexpiry and deliverycount wait one out.
+	h := newITHub(t, func(c *server.Config) {
+		c.Queue.MaxQueueDepth = len(acks)
+		c.Queue.LockTimeout = server.Duration(time.Second)
+	})
 
 	type scenario struct {
 		name    string
