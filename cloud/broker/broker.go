@@ -153,6 +153,7 @@ type Broker struct {
 	pre    *preAuth      // connections before CONNECT, shared by every listener
 	// unauthLog logs CONNECTs under one rate limit (ratelog.go): strangers cannot flood the journal.
 	unauthLog *slog.Logger
+	logLimits *logLimits // per device, across its sessions (ratelog.go)
 
 	// life serialises Attach/Detach decisions so that, for one device, the core always sees
 	// Detach(old) before Attach(new). Never held while waiting on anything but the core.
@@ -202,6 +203,7 @@ func New(core Core, opts Options) (*Broker, error) {
 	b := &Broker{
 		pre:       &preAuth{max: opts.MaxUnauthenticated, log: log, onRefuse: opts.Events.Refused},
 		unauthLog: slog.New(limitedHandler{log.Handler(), newLogLimit(time.Now)}),
+		logLimits: newLogLimits(time.Now),
 		core:      core,
 		opts:      opts,
 		log:       log,

@@ -67,7 +67,7 @@ func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
 		done:     make(chan struct{}),
 		pending:  map[uint16]pendingDelivery{},
 	}
-	c.log = slog.New(limitedHandler{b.log.Handler(), newLogLimit(time.Now)}).With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
+	c.log = slog.New(limitedHandler{b.log.Handler(), b.logLimits.get(c.deviceID + "/" + c.moduleID)}).With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
 	if c.moduleID != "" {
 		c.log = c.log.With("module", c.moduleID)
 	}

@@ -9,11 +9,15 @@ import (
 
 // A device that floods the hub with things worth a log line (malformed dispositions, reject
 // reports, refused subscriptions) must not flood the journal: issue #17 saw 100,001 INFO lines
-// from one device. Each session logs through its own rate limit: a burst of logBurst lines, then
-// one per logEvery; the next line that passes says how many were suppressed. Errors always pass.
+// from one device. Each device logs through its own rate limit, kept across its reconnects (a device
+// that reconnects in a loop gets no new burst): a burst of logBurst lines, then one per logEvery;
+// the next line that passes says how many were suppressed. Errors always pass.
 const (
 	logBurst = 50
 	logEvery = time.Second
+	// maxLogLimits bounds the per-device limits kept; past it, limits back at a full burst (the
+	// same as a new one) are forgotten first.
+	maxLogLimits = 10000
 )
 
 type logLimit struct {
@@ -27,6 +31,50 @@ type logLimit struct {
 
 func newLogLimit(now func() time.Time) *logLimit {
 	return &logLimit{now: now, tokens: logBurst, last: now()}
+}
+
+// full reports whether l is back at a full burst with nothing suppressed: forgetting it changes
+// nothing.
+func (l *logLimit) full() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.suppressed == 0 && l.tokens+float64(l.now().Sub(l.last))/float64(logEvery) >= logBurst
+}
+
+// logLimits holds one logLimit per device (and module).
+type logLimits struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]*logLimit
+}
+
+func newLogLimits(now func() time.Time) *logLimits {
+	return &logLimits{now: now, m: map[string]*logLimit{}}
+}
+
+// get returns key's limit, making it on first use.
+func (ls *logLimits) get(key string) *logLimit {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.m[key]; l != nil {
+		return l
+	}
+	if len(ls.m) >= maxLogLimits {
+		for k, l := range ls.m {
+			if l.full() {
+				delete(ls.m, k)
+			}
+		}
+		for k := range ls.m { // every device flooding at once: the bound still holds
+			if len(ls.m) < maxLogLimits {
+				break
+			}
+			delete(ls.m, k)
+		}
+	}
+	l := newLogLimit(ls.now)
+	ls.m[key] = l
+	return l
 }
 
 // take reports whether a line may be logged and, if so, how many were suppressed before it.
