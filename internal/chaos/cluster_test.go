@@ -59,30 +59,39 @@ func TestChaosCluster(t *testing.T) {
 	for i := range nodes {
 		nodes[i] = &node{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(t.TempDir(), "data"), mqtt: freePort(t), http: freePort(t)}
 	}
-	startNode := func(n *node) {
+	// nodeMu guards each node's h: a fault restarts a node while senders pick nodes.
+	var nodeMu sync.RWMutex
+	hubOf := func(n *node) *testproc.Hub { nodeMu.RLock(); defer nodeMu.RUnlock(); return n.h }
+	startNode := func(n *node) error {
 		h, err := testproc.RunHub(context.Background(), hubBin, testproc.HubOptions{
 			Data: n.data, Config: cfg,
 			Args: []string{"--node-id", n.name, "--hostname", host, "--log-level", "warn",
 				"--mqtt", n.mqtt, "--http", n.http, "--mqtts", "off", "--https", "off", "--amqps", "off"},
 		})
 		if err != nil {
-			t.Fatal(err)
+			return fmt.Errorf("start node %s: %w", n.name, err)
 		}
+		nodeMu.Lock()
 		n.h = h
+		nodeMu.Unlock()
+		return nil
 	}
 	for _, n := range nodes {
-		startNode(n)
+		if err := startNode(n); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		for _, n := range nodes {
-			syscall.Kill(n.h.Endpoints.PID, syscall.SIGCONT)
-			n.h.Stop()
+			h := hubOf(n)
+			syscall.Kill(h.Endpoints.PID, syscall.SIGCONT)
+			h.Stop()
 			if t.Failed() {
-				t.Logf("%s log:\n%s", n.name, n.h.Log)
+				t.Logf("%s log:\n%s", n.name, h.Log)
 			}
 		}
 	})
-	client := func() *apiclient.Client { return nodes[rand.IntN(len(nodes))].h.Client }
+	client := func() *apiclient.Client { return hubOf(nodes[rand.IntN(len(nodes))]).Client }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -90,7 +99,7 @@ func TestChaosCluster(t *testing.T) {
 	devs := make([]*clusterDev, nDev)
 	for i := range devs {
 		id := fmt.Sprintf("cd-%04d", i)
-		d, err := nodes[0].h.Client.CreateDevice(ctx, id, "", "")
+		d, err := hubOf(nodes[0]).Client.CreateDevice(ctx, id, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,18 +126,21 @@ func TestChaosCluster(t *testing.T) {
 		int64(nCmd) * 3 / 10: func() {
 			n := nodes[0]
 			t.Logf("fault: kill -9 node %s", n.name)
-			n.h.Kill()
+			hubOf(n).Kill()
 			countFault("cluster node kill -9")
 			time.Sleep(2 * time.Second)
-			startNode(n)
+			if err := startNode(n); err != nil {
+				t.Error(err)
+			}
 		},
 		int64(nCmd) * 55 / 100: func() {
 			n := nodes[1]
 			t.Logf("fault: SIGSTOP node %s past its heartbeat timeout", n.name)
-			syscall.Kill(n.h.Endpoints.PID, syscall.SIGSTOP)
+			pid := hubOf(n).Endpoints.PID
+			syscall.Kill(pid, syscall.SIGSTOP)
 			countFault("cluster node SIGSTOP")
 			time.Sleep(7 * time.Second)
-			syscall.Kill(n.h.Endpoints.PID, syscall.SIGCONT)
+			syscall.Kill(pid, syscall.SIGCONT)
 		},
 		int64(nCmd) * 8 / 10: func() {
 			t.Log("fault: pg_ctl stop -m immediate, then start")
@@ -205,7 +217,7 @@ func TestChaosCluster(t *testing.T) {
 		t.Errorf("%d of %d acknowledged messages did not complete, e.g. %v", len(bad), len(acked), bad[:min(5, len(bad))])
 	}
 	// Nothing stays pending (Invisible past its lock, or stuck Enqueued).
-	st, err := nodes[2].h.Client.Status(ctx)
+	st, err := hubOf(nodes[2]).Client.Status(ctx)
 	if err != nil || st.QueuedMessageCount != 0 {
 		t.Errorf("after the run: %d messages still queued (%v)", st.QueuedMessageCount, err)
 	}
