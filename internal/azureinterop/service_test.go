@@ -38,6 +38,9 @@ type step struct {
 	ContentType string            `json:"contentType"`
 	Record      map[string]any    `json:"record"`
 	Errors      map[string]string `json:"errors"`
+	Cause       string            `json:"cause"`  // the class of err.amqpError
+	Detail      string            `json:"detail"` // err.amqpError's message
+	PastExpiry  int               `json:"pastExpiryMs"`
 }
 
 // runService runs service.js against a fresh hub with the device on transport.
@@ -47,14 +50,21 @@ func runService(t *testing.T, transport string) []step {
 		"--hostname", "localhost", "--log-level", "debug",
 		"--mqtt", "off", "--mqtts", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
 		"--amqps", "127.0.0.1:0"}})
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeBin, "service.js")
-	cmd.Dir = svcDir
-	cmd.Env = append(os.Environ(),
+	return runScript(t, h, "service.js",
 		"HUB_HOST=localhost", "OWNER_KEY="+h.Owner.SharedAccessKey,
 		"HTTPS_PORT="+port(h.Endpoints.HTTPS), "AMQPS_PORT="+port(h.Endpoints.AMQPS), "MQTTS_PORT="+port(h.Endpoints.MQTTS),
 		"DEVICE_TRANSPORT="+transport, "NODE_EXTRA_CA_CERTS="+h.Endpoints.CA)
+}
+
+// runScript runs a script of testdata/sdk-service with env and returns its steps; it fails the
+// test, with the script's output and the hub's log, if the script exits non-zero.
+func runScript(t *testing.T, h *testproc.Hub, script string, env ...string) []step {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeBin, script)
+	cmd.Dir = svcDir
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -67,7 +77,7 @@ func runService(t *testing.T, transport string) []step {
 		}
 	}
 	if err != nil {
-		t.Fatalf("service.js (%s): %v\nstdout:\n%s\nstderr:\n%s\nhub log:\n%s", transport, err, out, stderr.String(), h.Log.String())
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s\nhub log:\n%s", script, err, out, stderr.String(), h.Log.String())
 	}
 	return steps
 }
