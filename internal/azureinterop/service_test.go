@@ -38,6 +38,9 @@ type step struct {
 	ContentType string            `json:"contentType"`
 	Record      map[string]any    `json:"record"`
 	Errors      map[string]string `json:"errors"`
+	Correlation string            `json:"correlationId"`
+	Encoding    string            `json:"contentEncoding"`
+	HasExpiry   bool              `json:"hasExpiry"`
 	Cause       string            `json:"cause"`  // the class of err.amqpError
 	Detail      string            `json:"detail"` // err.amqpError's message
 	PastExpiry  int               `json:"pastExpiryMs"`
@@ -123,7 +126,9 @@ func TestServiceSDKWithDevice(t *testing.T) {
 			got := map[string]int{}
 			for _, m := range find(steps, "device-message") {
 				got[m.Body]++
-				if m.MessageID != "m-"+m.Body || m.Props["cmd"] != m.Body {
+				// Every field Client.send takes, as the device SDK hands it to the application.
+				if m.MessageID != "m-"+m.Body || m.Props["cmd"] != m.Body || m.Correlation != "c-"+m.Body ||
+					m.ContentType != "text/plain" || m.Encoding != "utf-8" || !m.HasExpiry {
 					t.Errorf("device got %+v", m)
 				}
 			}

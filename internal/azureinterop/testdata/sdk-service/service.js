@@ -109,7 +109,9 @@ async function main() {
     seen[body] = (seen[body] || 0) + 1;
     const props = {};
     for (const p of msg.properties.propertyList) props[p.key] = p.value;
-    out({ step: 'device-message', body, messageId: String(msg.messageId), props, delivery: seen[body] });
+    out({ step: 'device-message', body, messageId: String(msg.messageId), props, delivery: seen[body],
+      correlationId: String(msg.correlationId), contentType: msg.contentType, contentEncoding: msg.contentEncoding,
+      hasExpiry: Boolean(msg.expiryTimeUtc) });
     const done = (err) => { if (err) out({ step: 'device-settle-error', body, error: String(err) }); };
     if (process.env.DEVICE_TRANSPORT === 'mqtt') dc.complete(msg, done);
     else if (body === 'reject') dc.reject(msg, done);
@@ -165,6 +167,8 @@ async function main() {
     m.messageId = 'm-' + body;
     m.correlationId = 'c-' + body;
     m.ack = 'full';
+    m.contentType = 'text/plain';
+    m.contentEncoding = 'utf-8';
     m.expiryTimeUtc = Date.now() + 10 * 60 * 1000;
     m.properties.add('cmd', body);
     try {
