@@ -92,12 +92,22 @@ async function main() {
     fail('renew-open', err);
   }
   await send('renew-send', renewing, env.RENEW_DEVICE, 'renew-1');
+  // The feedback link lives on the same token: it must not be detached when the first expires.
+  const linkErrors = [];
+  try {
+    const receiver = await new Promise((resolve, reject) =>
+      renewing.getFeedbackReceiver((err, r) => (err ? reject(err) : resolve(r))));
+    receiver.on('error', (err) => linkErrors.push(String(err && err.message || err)));
+    receiver.on('message', () => {});
+  } catch (err) {
+    fail('renew-feedback-receiver', err);
+  }
   // Past the first token's expiry (plus a second for the hub's expiry timer), still connected.
   const wait = firstExpiry + 1000 - Date.now();
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, wait)));
   out({ step: 'first-token-expired', pastExpiryMs: Date.now() - firstExpiry });
   await send('renew-send', renewing, env.RENEW_DEVICE, 'renew-2');
-  out({ step: 'renew-disconnects', delivery: disconnects });
+  out({ step: 'renew-disconnects', delivery: disconnects, errors: Object.fromEntries(linkErrors.map((e, i) => [i, e])) });
   await renewing.close();
   out({ step: 'done' });
   process.exit(0);
