@@ -149,11 +149,21 @@ async function main() {
     fail('service-open', err);
   }
   const want = new Set(['m-complete', 'm-reject', 'm-abandon']);
+  let abandonedOne = null;
   const records = [];
   client.getFeedbackReceiver((err, receiver) => {
     if (err) fail('feedback-receiver', err);
     receiver.on('message', (msg) => {
       const recs = JSON.parse(msg.data.toString());
+      // The SDK (rhea's autoaccept) accepts each batch on arrival and sends that disposition on the
+      // next tick; an abandon in a later turn (setImmediate) is a second disposition, which must not
+      // bring the batch back. (Abandoned in this handler, the two merge into one: released.)
+      if (!abandonedOne) {
+        abandonedOne = new Promise((resolve) => setImmediate(() => receiver.abandon(msg, (err) => {
+          out({ step: 'feedback-abandon', error: err ? String(err) : '' });
+          resolve();
+        })));
+      }
       for (const r of recs) {
         records.push(r);
         out({ step: 'feedback', record: r, contentType: msg.contentType });
@@ -188,6 +198,7 @@ async function main() {
   const timer = setTimeout(() => fail('feedback', 'timed out; still waiting for ' + [...want].join(', ')), 30000);
   async function finish() {
     clearTimeout(timer);
+    await abandonedOne; // had the hub taken it, the batch comes back: here, or to the Go test over HTTP
     out({ step: 'done', records: records.length });
     await client.close();
     await dc.close();
