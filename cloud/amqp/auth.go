@@ -143,8 +143,10 @@ func (c *conn) install(g *grant) {
 	if old := c.auth.grants[g.audience]; old != nil {
 		old.policy, old.resource, old.device, old.expiry = g.policy, g.resource, g.device, g.expiry
 		g = old
+		c.srv.tokenEvent(TokenRenewed)
 	} else {
 		c.auth.grants[g.audience] = g
+		c.srv.tokenEvent(TokenAccepted)
 	}
 	if g.timer != nil {
 		g.timer.Stop()

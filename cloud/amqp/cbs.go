@@ -70,6 +70,7 @@ func (cbsRequests) message(l *link, d *inDelivery) {
 			l.giveCredit(cbsCredit)
 			if err != nil {
 				c.log.Info("amqp: put-token refused", "audience", name, "err", err)
+				c.srv.tokenEvent(TokenRefused)
 				c.cbsReply(msgID, 401, err.Error())
 				return
 			}

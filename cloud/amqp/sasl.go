@@ -42,6 +42,7 @@ func (c *conn) sasl() error {
 		}
 		if err != nil {
 			c.log.Info("amqp: SASL PLAIN refused", "user", user, "err", err)
+			c.srv.tokenEvent(TokenRefused)
 			c.send(0, &frames.SASLOutcome{Code: encoding.CodeSASLAuth})
 			return closeWith(condUnauthorized, "SASL PLAIN: %v", err)
 		}

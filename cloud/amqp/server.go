@@ -46,6 +46,32 @@ type Options struct {
 	AuthTimeout time.Duration
 	// Now is the clock for token expiry; nil means time.Now.
 	Now func() time.Time
+	// Events are optional callbacks for metrics.
+	Events Events
+}
+
+// Events report what the server did, for metrics. Each may be nil; each must return quickly (it
+// runs with a connection's lock held).
+type Events struct {
+	// Token is called for every SAS token a client presents, on $cbs or by SASL PLAIN.
+	Token func(TokenResult)
+}
+
+// TokenResult is what became of a presented SAS token.
+type TokenResult string
+
+// The token results: a first token for an audience on a connection, a later one for the same
+// audience (Azure's SDKs renew every 45 minutes on the same connection), and a refused one.
+const (
+	TokenAccepted TokenResult = "accepted"
+	TokenRenewed  TokenResult = "renewed"
+	TokenRefused  TokenResult = "refused"
+)
+
+func (s *Server) tokenEvent(r TokenResult) {
+	if s.opt.Events.Token != nil {
+		s.opt.Events.Token(r)
+	}
 }
 
 // WebSocketPath is where Azure's SDKs open AMQP over WebSockets (on the HTTPS port), with

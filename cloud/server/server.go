@@ -245,8 +245,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		s.ep.WS, s.ep.WSS = s.broker.Addr(broker.ListenerWS), s.broker.Addr(broker.ListenerWSS)
 	}
 	if enabled(cfg.Listen.AMQP) || enabled(cfg.Listen.AMQPS) || enabled(cfg.Listen.HTTPS) {
-		s.amqp = amqp.New(amqp.Options{Hub: s.hub, HostName: cfg.HostName, Logger: log.With("component", "amqp")})
-		metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "c2d_amqp_tokens_total", Help: "SAS tokens presented over AMQP ($cbs put-token or SASL PLAIN): accepted (first for its audience on the connection), renewed (same audience, same connection) or refused.",
+		}, []string{"result"})
+		for _, r := range []amqp.TokenResult{amqp.TokenAccepted, amqp.TokenRenewed, amqp.TokenRefused} {
+			tokens.WithLabelValues(string(r)) // present at 0 from the start
+		}
+		s.amqp = amqp.New(amqp.Options{Hub: s.hub, HostName: cfg.HostName, Logger: log.With("component", "amqp"),
+			Events: amqp.Events{Token: func(r amqp.TokenResult) { tokens.WithLabelValues(string(r)).Inc() }}})
+		metrics.Registry().MustRegister(tokens, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "c2d_amqp_connections", Help: "Open AMQP connections (service SDKs and AMQP devices).",
 		}, func() float64 { return float64(s.amqp.Connections()) }))
 		if enabled(cfg.Listen.AMQP) {

@@ -76,7 +76,7 @@ func run(m *testing.M) int {
 		want     map[string]string
 	}{
 		{nodeDir, "sdk-device", []string{"device.js"}, map[string]string{"azure-iot-device": sdkVersion, "azure-iot-device-mqtt": sdkTransportVersion}},
-		{svcDir, "sdk-service", []string{"service.js", "twin-service.js"}, serviceSDK},
+		{svcDir, "sdk-service", []string{"service.js", "service-limits.js", "twin-service.js"}, serviceSDK},
 	}
 	errs := make([]error, len(installs))
 	var wg sync.WaitGroup

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/internal/testproc"
 )
 
@@ -38,23 +39,42 @@ type step struct {
 	ContentType string            `json:"contentType"`
 	Record      map[string]any    `json:"record"`
 	Errors      map[string]string `json:"errors"`
+	Correlation string            `json:"correlationId"`
+	Encoding    string            `json:"contentEncoding"`
+	HasExpiry   bool              `json:"hasExpiry"`
+	Cause       string            `json:"cause"`  // the class of err.amqpError
+	Detail      string            `json:"detail"` // err.amqpError's message
+	PastExpiry  int               `json:"pastExpiryMs"`
 }
 
-// runService runs service.js against a fresh hub with the device on transport.
-func runService(t *testing.T, transport string) []step {
+// runService runs service.js against a fresh hub with the device on transport; it returns the
+// script's steps and, read over HTTP once it ended, a feedback batch still pending (nil if none).
+func runService(t *testing.T, transport string) ([]step, *iothub.FeedbackBatch) {
 	t.Helper()
 	h := testproc.StartHub(t, hubBin, testproc.HubOptions{Args: []string{
 		"--hostname", "localhost", "--log-level", "debug",
 		"--mqtt", "off", "--mqtts", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
 		"--amqps", "127.0.0.1:0"}})
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeBin, "service.js")
-	cmd.Dir = svcDir
-	cmd.Env = append(os.Environ(),
+	steps := runScript(t, h, "service.js",
 		"HUB_HOST=localhost", "OWNER_KEY="+h.Owner.SharedAccessKey,
 		"HTTPS_PORT="+port(h.Endpoints.HTTPS), "AMQPS_PORT="+port(h.Endpoints.AMQPS), "MQTTS_PORT="+port(h.Endpoints.MQTTS),
 		"DEVICE_TRANSPORT="+transport, "NODE_EXTRA_CA_CERTS="+h.Endpoints.CA)
+	left, err := h.Client.ReceiveFeedback(ctxT(t, 10*time.Second), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return steps, left
+}
+
+// runScript runs a script of testdata/sdk-service with env and returns its steps; it fails the
+// test, with the script's output and the hub's log, if the script exits non-zero.
+func runScript(t *testing.T, h *testproc.Hub, script string, env ...string) []step {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeBin, script)
+	cmd.Dir = svcDir
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -67,7 +87,7 @@ func runService(t *testing.T, transport string) []step {
 		}
 	}
 	if err != nil {
-		t.Fatalf("service.js (%s): %v\nstdout:\n%s\nstderr:\n%s\nhub log:\n%s", transport, err, out, stderr.String(), h.Log.String())
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s\nhub log:\n%s", script, err, out, stderr.String(), h.Log.String())
 	}
 	return steps
 }
@@ -89,7 +109,7 @@ func find(steps []step, name string) []step {
 func TestServiceSDKWithDevice(t *testing.T) {
 	for _, transport := range []string{"amqp", "amqpws", "mqtt"} {
 		t.Run(transport, func(t *testing.T) {
-			steps := runService(t, transport)
+			steps, left := runService(t, transport)
 			id := "sdk-" + transport
 			if l := find(steps, "list"); len(l) != 1 || !slices.Contains(l[0].IDs, id) {
 				t.Errorf("Registry.list: %+v, want it to contain %s", l, id)
@@ -113,7 +133,9 @@ func TestServiceSDKWithDevice(t *testing.T) {
 			got := map[string]int{}
 			for _, m := range find(steps, "device-message") {
 				got[m.Body]++
-				if m.MessageID != "m-"+m.Body || m.Props["cmd"] != m.Body {
+				// Every field Client.send takes, as the device SDK hands it to the application.
+				if m.MessageID != "m-"+m.Body || m.Props["cmd"] != m.Body || m.Correlation != "c-"+m.Body ||
+					m.ContentType != "text/plain" || m.Encoding != "utf-8" || !m.HasExpiry {
 					t.Errorf("device got %+v", m)
 				}
 			}
@@ -138,6 +160,17 @@ func TestServiceSDKWithDevice(t *testing.T) {
 				if f.Record["deviceId"] != id {
 					t.Errorf("feedback record %v: deviceId", f.Record)
 				}
+			}
+			// The SDK accepts each batch on arrival; its later abandon is a second disposition,
+			// which the hub ignores: every record once, none left for another reader.
+			if a := find(steps, "feedback-abandon"); len(a) != 1 {
+				t.Errorf("feedback receiver abandon: %+v", a)
+			}
+			if n := len(find(steps, "feedback")); n != len(want) {
+				t.Errorf("%d feedback records read, want %d (each once)", n, len(want))
+			}
+			if left != nil {
+				t.Errorf("feedback batch %+v still pending after the SDK accepted it", left)
 			}
 			for k, v := range want {
 				if status[k] != v {

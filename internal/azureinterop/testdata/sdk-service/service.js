@@ -109,7 +109,9 @@ async function main() {
     seen[body] = (seen[body] || 0) + 1;
     const props = {};
     for (const p of msg.properties.propertyList) props[p.key] = p.value;
-    out({ step: 'device-message', body, messageId: String(msg.messageId), props, delivery: seen[body] });
+    out({ step: 'device-message', body, messageId: String(msg.messageId), props, delivery: seen[body],
+      correlationId: String(msg.correlationId), contentType: msg.contentType, contentEncoding: msg.contentEncoding,
+      hasExpiry: Boolean(msg.expiryTimeUtc) });
     const done = (err) => { if (err) out({ step: 'device-settle-error', body, error: String(err) }); };
     if (process.env.DEVICE_TRANSPORT === 'mqtt') dc.complete(msg, done);
     else if (body === 'reject') dc.reject(msg, done);
@@ -147,11 +149,21 @@ async function main() {
     fail('service-open', err);
   }
   const want = new Set(['m-complete', 'm-reject', 'm-abandon']);
+  let abandonedOne = null;
   const records = [];
   client.getFeedbackReceiver((err, receiver) => {
     if (err) fail('feedback-receiver', err);
     receiver.on('message', (msg) => {
       const recs = JSON.parse(msg.data.toString());
+      // The SDK (rhea's autoaccept) accepts each batch on arrival and sends that disposition on the
+      // next tick; an abandon in a later turn (setImmediate) is a second disposition, which must not
+      // bring the batch back. (Abandoned in this handler, the two merge into one: released.)
+      if (!abandonedOne) {
+        abandonedOne = new Promise((resolve) => setImmediate(() => receiver.abandon(msg, (err) => {
+          out({ step: 'feedback-abandon', error: err ? String(err) : '' });
+          resolve();
+        })));
+      }
       for (const r of recs) {
         records.push(r);
         out({ step: 'feedback', record: r, contentType: msg.contentType });
@@ -165,6 +177,8 @@ async function main() {
     m.messageId = 'm-' + body;
     m.correlationId = 'c-' + body;
     m.ack = 'full';
+    m.contentType = 'text/plain';
+    m.contentEncoding = 'utf-8';
     m.expiryTimeUtc = Date.now() + 10 * 60 * 1000;
     m.properties.add('cmd', body);
     try {
@@ -184,6 +198,7 @@ async function main() {
   const timer = setTimeout(() => fail('feedback', 'timed out; still waiting for ' + [...want].join(', ')), 30000);
   async function finish() {
     clearTimeout(timer);
+    await abandonedOne; // had the hub taken it, the batch comes back: here, or to the Go test over HTTP
     out({ step: 'done', records: records.length });
     await client.close();
     await dc.close();
