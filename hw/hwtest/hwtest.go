@@ -35,6 +35,13 @@ type Pin struct {
 	failErr  error
 	onWrite  func(Write)
 	released bool
+
+	// as an input (input.go)
+	pull   gpio.Pull
+	edge   gpio.Edge
+	edges  chan struct{} // queued edge events
+	halt   chan struct{}
+	driven bool // Drive was called: the level no longer follows the pull
 }
 
 var _ gpio.PinIO = (*Pin)(nil)
