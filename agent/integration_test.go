@@ -103,13 +103,14 @@ func startMosquittoOn(t *testing.T, port int) string {
 // board is one test board: a derived config (sim backend, temp paths, the broker under test).
 type board struct {
 	dir, stateFile, logFile, configFile string
+	inputsFile                          string // the simulated inputs (hardware.sim.inputs_file)
 	cfg                                 *config.Config
 }
 
 func newBoard(t *testing.T, brokerAddr string, extra string) *board {
 	t.Helper()
 	dir := t.TempDir()
-	b := &board{dir: dir, stateFile: filepath.Join(dir, "outputs.json"), logFile: filepath.Join(dir, "transitions.jsonl"), configFile: filepath.Join(dir, "agent.yaml")}
+	b := &board{dir: dir, stateFile: filepath.Join(dir, "outputs.json"), logFile: filepath.Join(dir, "transitions.jsonl"), configFile: filepath.Join(dir, "agent.yaml"), inputsFile: filepath.Join(dir, "inputs.json")}
 	must(t, os.WriteFile(filepath.Join(dir, "device.conn"), []byte(connStr+"\n"), 0o600))
 	yaml := fmt.Sprintf(`connection:
   connection_string_file: %s
@@ -122,6 +123,7 @@ hardware:
   sim:
     state_file: %s
     transition_log: %s
+    inputs_file: %s
 state_dir: %s
 ready_timeout: 20s
 outputs:
@@ -146,7 +148,7 @@ commands:
     steps:
       - {target: act, action: blink, count: 3, interval: 20ms}
       - {target: buzzer, action: pulse, duration: 30ms}
-%s`, filepath.Join(dir, "device.conn"), brokerAddr, b.stateFile, b.logFile, filepath.Join(dir, "state"), extra)
+%s`, filepath.Join(dir, "device.conn"), brokerAddr, b.stateFile, b.logFile, b.inputsFile, filepath.Join(dir, "state"), extra)
 	must(t, os.WriteFile(b.configFile, []byte(yaml), 0o644))
 	cfg, err := config.Load(b.configFile)
 	if err != nil {

@@ -27,7 +27,7 @@ type InputOptions struct {
 	// Taken are the lines the board's outputs hold: an input resolving to one of them is refused
 	// (requesting it as an input would silently turn the output into an input).
 	Taken []Resolution
-	// Logger receives one line per input at open and one per change; nil discards.
+	// Logger receives one line per input at open; nil discards.
 	Logger *slog.Logger
 }
 
@@ -221,7 +221,6 @@ func (in *input) update(on bool) {
 	at := time.Now()
 	in.on, in.since = on, at
 	in.mu.Unlock()
-	in.set.log.Info("input changed", "input", in.spec.Name, "state", onOff(on))
 	in.set.mu.Lock()
 	fn := in.set.notify
 	in.set.mu.Unlock()
