@@ -2,6 +2,7 @@ package hwtest
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -70,8 +71,12 @@ func (p *Pin) Drive(l gpio.Level) {
 func (p *Pin) WaitForEdge(timeout time.Duration) bool {
 	p.mu.Lock()
 	edges, halt := p.edges, p.halt
+	failing := p.failWaits > 0
+	if failing {
+		p.failWaits--
+	}
 	p.mu.Unlock()
-	if edges == nil {
+	if edges == nil || failing {
 		return false
 	}
 	var deadline <-chan time.Time
@@ -88,6 +93,14 @@ func (p *Pin) WaitForEdge(timeout time.Duration) bool {
 	case <-deadline:
 		return false
 	}
+}
+
+// FailWaits makes the next n WaitForEdge calls fail at once, as a read error on the line's
+// file descriptor would.
+func (p *Pin) FailWaits(n int) {
+	p.mu.Lock()
+	p.failWaits = n
+	p.mu.Unlock()
 }
 
 // Halt implements conn.Resource: it interrupts a WaitForEdge in progress (or the next one).
@@ -113,7 +126,10 @@ type Inputs struct {
 
 // NewInputs opens one fake line per spec (each on its own chip line, named after spec.Pin or at
 // spec.Line); Close runs in t.Cleanup.
-func NewInputs(t testing.TB, specs []hw.InputSpec) *Inputs {
+func NewInputs(t testing.TB, specs []hw.InputSpec) *Inputs { return NewInputsLogged(t, specs, nil) }
+
+// NewInputsLogged is NewInputs with the backend's log going to logger.
+func NewInputsLogged(t testing.TB, specs []hw.InputSpec, logger *slog.Logger) *Inputs {
 	t.Helper()
 	c := NewChip("gpiochip0", "pinctrl-hwtest")
 	pins := map[string]*Pin{}
@@ -138,7 +154,7 @@ func NewInputs(t testing.TB, specs []hw.InputSpec) *Inputs {
 			specs[i].Chip = ""
 		}
 	}
-	in, err := sys.OpenInputs(specs, periphhw.InputOptions{})
+	in, err := sys.OpenInputs(specs, periphhw.InputOptions{Logger: logger})
 	if err != nil {
 		t.Fatalf("hwtest.NewInputs: %v", err)
 	}

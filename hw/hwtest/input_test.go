@@ -2,6 +2,7 @@ package hwtest_test
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/c2d-project/c2d/hw"
 	"github.com/c2d-project/c2d/hw/hwtest"
 	"github.com/c2d-project/c2d/hw/periphhw"
+	"github.com/c2d-project/c2d/internal/testproc"
 )
 
 // events collects what Notify reports.
@@ -164,5 +166,25 @@ func TestOpenInputsErrors(t *testing.T) {
 	_, err = sys.OpenInputs([]hw.InputSpec{{Name: "door", Pin: "GPIO99", Line: -1}}, periphhw.InputOptions{})
 	if !errors.Is(err, hw.ErrNotFound) {
 		t.Errorf("unknown pin: %v does not wrap hw.ErrNotFound", err)
+	}
+}
+
+// A wait that fails (a read error on the line) is logged once and retried a second later; the
+// level is read then, so a change the failed wait missed still shows.
+func TestInputFailedWaitRetries(t *testing.T) {
+	var logs testproc.SyncBuffer
+	in := hwtest.NewInputsLogged(t, []hw.InputSpec{{Name: "door", Pin: "GPIO22", Line: -1, Pull: hw.PullDown, Edge: hw.EdgeBoth}},
+		slog.New(slog.NewTextHandler(&logs, nil)))
+	ch := events(in)
+	p := in.Pin("door")
+	p.FailWaits(3)
+	p.Halt() // wake the watcher, which is already waiting, into the failing waits
+	start := time.Now()
+	p.Drive(gpio.High)
+	if e := next(t, ch); !e.On || time.Since(start) < 900*time.Millisecond {
+		t.Fatalf("event %+v after %v; want on, after the 1s back-off", e, time.Since(start))
+	}
+	if n := strings.Count(logs.String(), "waiting for an edge failed"); n != 1 {
+		t.Errorf("%d warnings for one run of failures:\n%s", n, logs.String())
 	}
 }

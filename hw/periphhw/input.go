@@ -27,7 +27,8 @@ type InputOptions struct {
 	// Taken are the lines the board's outputs hold: an input resolving to one of them is refused
 	// (requesting it as an input would silently turn the output into an input).
 	Taken []Resolution
-	// Logger receives one line per input at open; nil discards.
+	// Logger receives one line per input at open, and a warning when waiting for edges fails;
+	// nil discards.
 	Logger *slog.Logger
 }
 
@@ -179,6 +180,7 @@ func (in *input) level() bool { return bool(in.line.Read()) != in.spec.ActiveLow
 // edges restart it: a bouncing contact yields one change), then reads the level.
 func (in *input) watch() {
 	defer close(in.done)
+	failing := 0
 	for {
 		edge := in.line.WaitForEdge(0)
 		if in.set.isClosed() {
@@ -186,7 +188,12 @@ func (in *input) watch() {
 		}
 		if !edge {
 			// A read error (WaitForEdge gives no detail): wait a little rather than spin on a line
-			// that keeps failing, and take the level, which may have changed unseen.
+			// that keeps failing, and take the level, which may have changed unseen. Said once
+			// per run of failures.
+			if failing == 0 {
+				in.set.log.Warn("input: waiting for an edge failed; retrying every second, the state may lag", "input", in.spec.Name, "resolved", in.res.String())
+			}
+			failing++
 			t := time.NewTimer(errorBackoff)
 			select {
 			case <-in.set.stop:
@@ -196,6 +203,10 @@ func (in *input) watch() {
 			}
 			in.update(in.level())
 			continue
+		}
+		if failing > 0 {
+			in.set.log.Info("input: edges arrive again", "input", in.spec.Name, "failed_waits", failing)
+			failing = 0
 		}
 		if in.spec.Debounce > 0 {
 			for in.line.WaitForEdge(in.spec.Debounce) {
