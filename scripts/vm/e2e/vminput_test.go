@@ -80,3 +80,27 @@ func TestVMAgentReportsInput(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the state method shows the door off again", func() bool { return state(t).Inputs["door"].State == "off" })
 }
+
+// An input naming a line the board does not have, or an output's line under another name, stops
+// the agent at start-up naming the input's config path, before anything moves.
+func TestVMAgentRefusesBadInput(t *testing.T) {
+	for _, c := range []struct{ name, yaml, want string }{
+		{"unknown pin", "inputs:\n  door:\n    pin: GPIO99\n", `inputs.door.pin: no line "GPIO99"`},
+		{"an output's line", "inputs:\n  door:\n    chip: pinctrl-rp1\n    line: 17\n", `inputs.door.line: pinctrl-rp1 (gpiochip`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := writeConfig(t, "127.0.0.1:1", "pi-5", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", c.yaml)
+			agent := start(t, "c2d-agent", nil, "--config", cfg)
+			if code := agent.wait(t, 30*time.Second); code == 0 {
+				t.Fatalf("c2d-agent exited 0\n%s", agent.out.String())
+			}
+			out := agent.out.String()
+			if !strings.Contains(out, c.want) {
+				t.Errorf("start-up error should say %q:\n%s", c.want, out)
+			}
+			if c.name == "an output's line" && !strings.Contains(out, "already used by output relay1") {
+				t.Errorf("start-up error should name relay1:\n%s", out)
+			}
+		})
+	}
+}
