@@ -310,11 +310,27 @@ func waitState(t *testing.T, path string, what string, cond func(simhw.State) bo
 	}
 }
 
+// transitions reads the set transitions of output from the log at path. simhw appends a
+// transition's log line just after it replaced the state file, so a test that saw a state first
+// waits for the log to reach the state file's seq (outputs.json beside the log, as newBoard puts it).
 func transitions(t *testing.T, path string, output string) []simhw.Transition {
 	t.Helper()
-	all, err := simhw.ReadTransitions(path)
-	if err != nil {
-		t.Fatal(err)
+	var want uint64
+	if st, err := simhw.ReadState(filepath.Join(filepath.Dir(path), "outputs.json")); err == nil {
+		want = st.Seq
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var all []simhw.Transition
+	for {
+		var err error
+		all, err = simhw.ReadTransitions(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (len(all) > 0 && all[len(all)-1].Seq >= want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling a file another goroutine appends to
 	}
 	var out []simhw.Transition
 	for _, tr := range all {
