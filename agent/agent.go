@@ -132,10 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	a.follower = newFollower(a, followers)
 	since.changed = a.reporter.changed
-	inputs.Notify(func(e hw.InputEvent) {
-		log.Info("input changed", "input", e.Input, "state", onOff(e.On))
-		a.reporter.changed()
-	})
+	inputs.Notify(a.inputChanged)
 	a.dispatcher = dispatch.New(board, safe, log)
 	a.intake = newQueue(maxIntake)
 	var fullLogged time.Time
@@ -265,6 +262,7 @@ type agent struct {
 	methods                       *methods
 	reporter                      *reporter
 	follower                      *follower
+	changes                       changeLog // input change log lines, bounded
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.
