@@ -31,6 +31,9 @@ type Options struct {
 	Notifier *sdnotify.Notifier
 	// OpenBoard opens the hardware; nil opens the config's backend (OpenBoard).
 	OpenBoard func(cfg *config.Config, log *slog.Logger) (hw.Board, error)
+	// OpenInputs opens the config's inputs beside the opened board; nil opens the config's
+	// backend (OpenInputs).
+	OpenInputs func(cfg *config.Config, log *slog.Logger, board hw.Board) (hw.Inputs, error)
 	// ShutdownGrace bounds how long shutdown waits for dispositions and PUBACKs of messages
 	// settled while stopping (default 3s).
 	ShutdownGrace time.Duration
@@ -68,6 +71,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if opts.OpenBoard == nil {
 		opts.OpenBoard = OpenBoard
 	}
+	if opts.OpenInputs == nil {
+		opts.OpenInputs = OpenInputs
+	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 3 * time.Second
 	}
@@ -100,12 +106,19 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	for _, s := range cfg.Specs() {
 		safe[s.Name] = s.Safe
 	}
-	log.Info("hardware ready: outputs in their safe state", "backend", cfg.Hardware.Backend, "outputs", strings.Join(board.Names(), ","))
+	inputs, err := opts.OpenInputs(cfg, log, board)
+	if err != nil {
+		_ = board.Close()
+		return fmt.Errorf("open hardware (%s): %w", cfg.Hardware.Backend, err)
+	}
+	defer inputs.Close()
+	log.Info("hardware ready: outputs in their safe state", "backend", cfg.Hardware.Backend, "outputs", strings.Join(board.Names(), ","),
+		"inputs", strings.Join(inputs.Names(), ","))
 	since := &sinceBoard{Board: board, at: map[string]time.Time{}}
 	board = since
 
 	a := &agent{
-		cfg: cfg, log: log, ledger: led, board: board, catalog: cfg.Catalog(), notifier: opts.Notifier,
+		cfg: cfg, log: log, ledger: led, board: board, inputs: inputs, catalog: cfg.Catalog(), notifier: opts.Notifier,
 		inflight: map[string]*execution{},
 		deviceID: res.Device.DeviceID, version: version.Version, configHash: configHash(cfg), started: time.Now(), since: since,
 	}
@@ -119,6 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	a.follower = newFollower(a, followers)
 	since.changed = a.reporter.changed
+	inputs.Notify(a.inputChanged)
 	a.dispatcher = dispatch.New(board, safe, log)
 	a.intake = newQueue(maxIntake)
 	var fullLogged time.Time
@@ -225,6 +239,7 @@ type agent struct {
 	log        *slog.Logger
 	ledger     *ledger.Ledger
 	board      hw.Board
+	inputs     hw.Inputs
 	catalog    *action.Catalog
 	dispatcher *dispatch.Dispatcher
 	client     *conn.Client
@@ -247,6 +262,7 @@ type agent struct {
 	methods                       *methods
 	reporter                      *reporter
 	follower                      *follower
+	changes                       changeLog // input change log lines, bounded
 }
 
 // execution is one message being run; redeliveries that arrive meanwhile attach to it.

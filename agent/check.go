@@ -47,10 +47,20 @@ func CheckConfig(ctx context.Context, w io.Writer, path string, opt CheckOptions
 		if err != nil {
 			return fmt.Errorf("open hardware (%s): %w", cfg.Hardware.Backend, err)
 		}
+		inputs, err := OpenInputs(cfg, log, board)
+		if err != nil {
+			_ = board.Close()
+			return fmt.Errorf("open hardware (%s): %w", cfg.Hardware.Backend, err)
+		}
+		for _, n := range inputs.Names() {
+			on, _ := inputs.Input(n).State()
+			fmt.Fprintf(w, "input %s: %s\n", n, onOff(on))
+		}
+		_ = inputs.Close()
 		if err := board.Close(); err != nil {
 			return fmt.Errorf("close hardware: %w", err)
 		}
-		fmt.Fprintln(w, "hardware: every output opened and left in its safe state")
+		fmt.Fprintln(w, "hardware: every output opened and left in its safe state; every input read")
 	} else {
 		fmt.Fprintln(w, "hardware: not opened (pins and LEDs are resolved with --hardware, which drives every output to its safe state)")
 	}

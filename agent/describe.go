@@ -54,6 +54,17 @@ func Describe(w io.Writer, cfg *config.Config, res *config.Resolved) {
 		}
 		fmt.Fprintf(w, "  %-12s %s (complete on %s)\n", c.Name, strings.Join(steps, "; "), c.CompleteOn)
 	}
+	if specs := cfg.InputSpecs(); len(specs) > 0 {
+		fmt.Fprintln(w, "inputs:")
+		for _, in := range specs {
+			low := ""
+			if in.ActiveLow {
+				low = ", active-low"
+			}
+			fmt.Fprintf(w, "  %-12s %s%s, pull %s; edge %s; debounce %s\n",
+				in.Name, strings.TrimPrefix(in.String(), in.Name+" "), low, in.Pull, in.Edge, config.ZeroDurationString(in.Debounce))
+		}
+	}
 	for _, warn := range res.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}

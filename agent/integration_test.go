@@ -103,13 +103,14 @@ func startMosquittoOn(t *testing.T, port int) string {
 // board is one test board: a derived config (sim backend, temp paths, the broker under test).
 type board struct {
 	dir, stateFile, logFile, configFile string
+	inputsFile                          string // the simulated inputs (hardware.sim.inputs_file)
 	cfg                                 *config.Config
 }
 
 func newBoard(t *testing.T, brokerAddr string, extra string) *board {
 	t.Helper()
 	dir := t.TempDir()
-	b := &board{dir: dir, stateFile: filepath.Join(dir, "outputs.json"), logFile: filepath.Join(dir, "transitions.jsonl"), configFile: filepath.Join(dir, "agent.yaml")}
+	b := &board{dir: dir, stateFile: filepath.Join(dir, "outputs.json"), logFile: filepath.Join(dir, "transitions.jsonl"), configFile: filepath.Join(dir, "agent.yaml"), inputsFile: filepath.Join(dir, "inputs.json")}
 	must(t, os.WriteFile(filepath.Join(dir, "device.conn"), []byte(connStr+"\n"), 0o600))
 	yaml := fmt.Sprintf(`connection:
   connection_string_file: %s
@@ -122,6 +123,7 @@ hardware:
   sim:
     state_file: %s
     transition_log: %s
+    inputs_file: %s
 state_dir: %s
 ready_timeout: 20s
 outputs:
@@ -146,7 +148,7 @@ commands:
     steps:
       - {target: act, action: blink, count: 3, interval: 20ms}
       - {target: buzzer, action: pulse, duration: 30ms}
-%s`, filepath.Join(dir, "device.conn"), brokerAddr, b.stateFile, b.logFile, filepath.Join(dir, "state"), extra)
+%s`, filepath.Join(dir, "device.conn"), brokerAddr, b.stateFile, b.logFile, b.inputsFile, filepath.Join(dir, "state"), extra)
 	must(t, os.WriteFile(b.configFile, []byte(yaml), 0o644))
 	cfg, err := config.Load(b.configFile)
 	if err != nil {
@@ -308,11 +310,27 @@ func waitState(t *testing.T, path string, what string, cond func(simhw.State) bo
 	}
 }
 
+// transitions reads the set transitions of output from the log at path. simhw appends a
+// transition's log line just after it replaced the state file, so a test that saw a state first
+// waits for the log to reach the state file's seq (outputs.json beside the log, as newBoard puts it).
 func transitions(t *testing.T, path string, output string) []simhw.Transition {
 	t.Helper()
-	all, err := simhw.ReadTransitions(path)
-	if err != nil {
-		t.Fatal(err)
+	var want uint64
+	if st, err := simhw.ReadState(filepath.Join(filepath.Dir(path), "outputs.json")); err == nil {
+		want = st.Seq
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var all []simhw.Transition
+	for {
+		var err error
+		all, err = simhw.ReadTransitions(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (len(all) > 0 && all[len(all)-1].Seq >= want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling a file another goroutine appends to
 	}
 	var out []simhw.Transition
 	for _, tr := range all {

@@ -259,6 +259,12 @@ func (a *agent) boardState() iothub.BoardState {
 		}
 		st.Outputs[n] = iothub.OutputState{State: onOff(o.State()), Since: a.since.get(n, a.started).UTC(), Busy: a.dispatcher.Busy(n)}
 	}
+	for _, n := range a.inputs.Names() {
+		if in := a.inputs.Input(n); in != nil {
+			on, since := in.State()
+			st.Inputs[n] = iothub.InputState{State: onOff(on), Since: since.UTC()}
+		}
+	}
 	a.mu.Lock()
 	st.Completed, st.Rejected, st.LastError = a.completed, a.rejected, a.lastErr
 	a.mu.Unlock()

@@ -59,11 +59,13 @@ type Config struct {
 	ReadyTimeout Duration            `yaml:"ready_timeout"`
 	Outputs      map[string]*Output  `yaml:"outputs"`
 	Commands     map[string]*Command `yaml:"commands"`
+	Inputs       map[string]*Input   `yaml:"inputs"`
 
 	// OutputOrder and CommandOrder are the names in the order the file declares them (Validate sorts
 	// names missing from them alphabetically, for configs built in Go).
 	OutputOrder  []string `yaml:"-"`
 	CommandOrder []string `yaml:"-"`
+	InputOrder   []string `yaml:"-"`
 	// Path is the file the config came from ("" when built in Go); relative paths in the config are
 	// taken relative to the working directory, like every other daemon's.
 	Path string `yaml:"-"`
@@ -101,6 +103,7 @@ type Hardware struct {
 type Sim struct {
 	StateFile     string `yaml:"state_file"`     // every output's state, rewritten atomically on each change
 	TransitionLog string `yaml:"transition_log"` // optional: one JSON line per transition, appended
+	InputsFile    string `yaml:"inputs_file"`    // the simulated inputs' states, watched for changes
 }
 
 // Output is one declared output and what messages may do to it.
@@ -213,6 +216,7 @@ func Parse(data []byte) (*Config, error) {
 	}
 	c.OutputOrder = mappingKeys(&doc, "outputs")
 	c.CommandOrder = mappingKeys(&doc, "commands")
+	c.InputOrder = mappingKeys(&doc, "inputs")
 	if err := c.Validate(); err != nil {
 		return nil, withLines(&doc, err)
 	}
@@ -314,6 +318,7 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, o.validate(p, used)...)
 	}
+	errs = append(errs, c.validateInputs(used)...)
 
 	// commands
 	for _, name := range c.CommandOrder {

@@ -100,7 +100,7 @@ func TestValidationErrors(t *testing.T) {
 		yaml string
 		want string
 	}{
-		{"unknown top key", base + "colour: red\n", `colour: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 7)`},
+		{"unknown top key", base + "colour: red\n", `colour: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands, inputs) (line 7)`},
 		{"unknown output key", base + "    colour: red\n", `outputs.led1.colour: unknown field (known: pin, chip, line, led, active_low, safe, actions, max_duration, max_count, min_interval, complete_on, desired) (line 7)`},
 		{"duplicate key", base + "    pin: GPIO18\n", `outputs.led1.pin: given more than once (line 7)`},
 		{"bad duration", base + "    max_duration: 30\n", `outputs.led1.max_duration: "30" is not a duration (e.g. 500ms, 30s, 1h) (line 7)`},
@@ -125,10 +125,10 @@ func TestValidationErrors(t *testing.T) {
 		{"bad name", "connection:\n  connection_string: \"" + validConn + "\"\noutputs:\n  \"my led\":\n    pin: GPIO4\n", `outputs.my led: name must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit (line 4)`},
 		{"no outputs", "connection:\n  connection_string: \"" + validConn + "\"\n", `outputs: declare at least one output (line 1)`},
 		{"no connection", "outputs:\n  a:\n    pin: GPIO4\n", `connection: set connection_string_file (or connection_string) (line 1)`},
-		{"both connection", base + "  # x\nconnection2: 1\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 8)`},
+		{"both connection", base + "  # x\nconnection2: 1\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands, inputs) (line 8)`},
 		{"bad connection string", "connection:\n  connection_string: \"HostName=hub.local;DeviceId=pi-1\"\noutputs:\n  a:\n    pin: GPIO4\n", `connection.connection_string: invalid connection string: missing credential: one of SharedAccessKey, SharedAccessSignature or x509=true (line 2)`},
 		{"x509", "connection:\n  connection_string: \"HostName=hub.local;DeviceId=pi-1;x509=true\"\noutputs:\n  a:\n    pin: GPIO4\n", `connection.connection_string: x509=true: X.509 client certificates are not supported yet; use a SharedAccessKey (line 2)`},
-		{"broker scheme", base + "connection2:\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands) (line 7)`},
+		{"broker scheme", base + "connection2:\n", `connection2: unknown field (known: connection, hardware, state_dir, executed_ids, ready_timeout, outputs, commands, inputs) (line 7)`},
 		{"broker url", strings.Replace(base, "connection:\n", "connection:\n  broker_url: http://hub:80\n", 1), `connection.broker_url: scheme "http" not supported (use tcp://, ssl://, ws:// or wss://) (line 3)`},
 		{"broker no port", strings.Replace(base, "connection:\n", "connection:\n  broker_url: tcp://hub\n", 1), `connection.broker_url: "tcp://hub" has no port (e.g. tcp://hub:8883) (line 3)`},
 		{"broker list entry", strings.Replace(base, "connection:\n", "connection:\n  broker_url: [ssl://n1:8883, tcp://n2]\n", 1), `connection.broker_url[1]: "tcp://n2" has no port (e.g. tcp://n2:8883) (line 3)`},

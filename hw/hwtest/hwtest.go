@@ -35,6 +35,14 @@ type Pin struct {
 	failErr  error
 	onWrite  func(Write)
 	released bool
+
+	// as an input (input.go)
+	pull      gpio.Pull
+	edge      gpio.Edge
+	edges     chan struct{} // queued edge events
+	halt      chan struct{}
+	driven    bool // Drive was called: the level no longer follows the pull
+	failWaits int
 }
 
 var _ gpio.PinIO = (*Pin)(nil)

@@ -53,4 +53,15 @@
 // with hwtest's fakes built on periph's gpiotest. The real kernel path (Open) needs
 // /dev/gpiochip* and is exercised in the VM test (scripts/vm-gpio-test.sh), which must create its
 // gpio-sim chips and uleds LEDs before the first Open or Resolve: periph enumerates once.
+//
+// # Inputs
+//
+// OpenInputs resolves input lines exactly like outputs' (an input may not take a line an output
+// of the board holds: requesting it as an input would turn the output into one), requests each
+// with its bias (pull up/down/none) and edge detection on the character device, reads its first
+// level, and starts one goroutine per input. The goroutine blocks in periph's WaitForEdge (a read
+// of the line's event file descriptor: no polling), then waits until no further edge arrives for
+// the debounce period (each edge restarts it) and reads the level; only a change of the logical
+// state (ActiveLow applied) is recorded and passed to the Notify callback. Close interrupts the
+// waits with Halt and releases the lines. A failing wait is logged once and retried every second.
 package periphhw

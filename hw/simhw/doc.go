@@ -46,6 +46,14 @@
 // (Close returned the output to safe). ReadTransitions parses it, ignoring a last line still
 // being written.
 //
+// # Inputs (OpenInputs)
+//
+// Simulated inputs follow a JSON file of input name → "on"/"off" ({"door": "on"}) that whoever
+// plays the outside world writes (WriteInputs replaces it atomically). It is watched with inotify
+// on its directory (a replaced file is seen as well as one written in place; modification time
+// twice a second off Linux). Inputs it does not name keep their state; a missing file leaves every
+// input off; a file that does not parse is logged, changes nothing and shows in Err. No debounce.
+//
 // # Faults
 //
 // Options.FailNext and Board.FailNext make the next Set calls on an output fail with a

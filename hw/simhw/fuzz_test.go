@@ -56,3 +56,19 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// Whatever the bytes, ParseInputs never panics, and what it accepts holds only on and off.
+func FuzzParseInputs(f *testing.F) {
+	f.Add([]byte(`{"door": "on", "pir": "off"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		states, err := simhw.ParseInputs(data)
+		if err != nil {
+			return
+		}
+		for n, v := range states {
+			if v != "on" && v != "off" {
+				t.Fatalf("%s accepted as %q", n, v)
+			}
+		}
+	})
+}

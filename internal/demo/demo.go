@@ -58,6 +58,7 @@ hardware:
   sim:
     state_file: %[1]s/agent/board.json
     transition_log: %[1]s/agent/transitions.jsonl
+    inputs_file: %[1]s/agent/inputs.json
 state_dir: %[1]s/agent/state
 outputs:
   act:
@@ -78,6 +79,11 @@ outputs:
     actions: [pulse, blink]
     max_duration: 5s
     max_count: 10
+inputs:
+  door:
+    pin: GPIO22
+    pull: up
+    active_low: true
 commands:
   identify:
     description: blink ACT and chirp so a technician can find this board
@@ -231,6 +237,12 @@ func (r *run) run(ctx context.Context) error {
 	}
 
 	r.say("\n== 6. ask the board itself (direct methods: answered while you wait, never queued) and read its twin")
+	r.say("   (the door contact on GPIO22 closes: $ echo '{\"door\": \"on\"}' > %s)", filepath.Join(r.dir, "agent", "inputs.json"))
+	if err := simhw.WriteInputs(filepath.Join(r.dir, "agent", "inputs.json"), map[string]bool{"door": true}); err != nil {
+		stopWatch()
+		<-watched
+		return fmt.Errorf("close the simulated door: %w", err)
+	}
 	for _, args := range [][]string{
 		{"state", device},
 		{"twin", "show", device}, // reported properties trail changes by up to a second (coalesced)

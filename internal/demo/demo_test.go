@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,10 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}
+	}
+	// c2d state shows the simulated door contact the demo closed.
+	if !regexp.MustCompile(`(?m)^\s+door\s+on\s`).MatchString(out.String()) {
+		t.Errorf("c2d state does not show the door on")
 	}
 }
 

@@ -65,6 +65,27 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("sim state file not written: %v", err)
 	}
 
+	// The example's door contact, uncommented: listed, and read with --hardware.
+	door := strings.Replace(sim, "state_file: "+filepath.Join(dir, "outputs.json"),
+		"state_file: "+filepath.Join(dir, "outputs.json")+"\n    inputs_file: "+filepath.Join(dir, "inputs.json"), 1)
+	door = strings.Replace(door, "# inputs:\n#   door:\n#     pin: GPIO22\n#     pull: up             # up, down or none\n#     active_low: true\n",
+		"inputs:\n  door:\n    pin: GPIO22\n    pull: up\n    active_low: true\n", 1)
+	if err := os.WriteFile(filepath.Join(dir, "inputs.json"), []byte(`{"door": "on"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(door), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run([]string{"check-config", "--hardware", cfg}, &out, &errb); err != nil {
+		t.Fatalf("check-config --hardware with the door: %v\n%s", err, errb.String())
+	}
+	for _, want := range []string{"door         (input GPIO22), active-low, pull up; edge both; debounce 20ms", "input door: on", "every input read"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out.String())
+		}
+	}
+
 	// A bad config names the file and the field.
 	if err := os.WriteFile(cfg, []byte(strings.Replace(derived, "max_count: 50", "max_count: lots", 1)), 0o644); err != nil {
 		t.Fatal(err)
