@@ -267,15 +267,14 @@ func TestKilledAfterActingActsOnce(t *testing.T) {
 	a := startAgent(t, b)
 	send(t, h, "pi-2", "long", "target", "relay1", "action", "pulse", "duration", "1h")
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := simhw.ReadState(b.state)
-		if err == nil && st.Outputs["relay1"].On {
-			break
-		}
+	// Wait for the transition log, not just the state file: the board writes the state file
+	// first and the log line right after, and a kill in between would lose the line this test
+	// counts.
+	for transitions(t, b, "relay1") != "on" {
 		if time.Now().After(deadline) {
 			t.Fatal("relay1 never switched on")
 		}
-		time.Sleep(10 * time.Millisecond) // polling the state file
+		time.Sleep(10 * time.Millisecond) // polling the board's files
 	}
 	must(t, a.cmd.Process.Kill()) // crash mid-pulse: "started" recorded, nothing settled
 	<-a.exited
