@@ -325,6 +325,10 @@ func (c *LiteClient) Close() error {
 	_ = c.write(0xe0, nil)
 	err := c.conn.Close()
 	<-c.done
+	if errors.Is(err, net.ErrClosed) {
+		// The broker closes the connection on DISCONNECT, and the reader may close it first.
+		err = nil
+	}
 	return err
 }
 
