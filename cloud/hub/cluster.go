@@ -207,16 +207,17 @@ func (c *cluster) lost(ds *devState) {
 	h.mu.Unlock()
 	go func() {
 		defer h.wg.Done()
-		h.attachMu.Lock()
+		l := h.attachMu.of(ds.id)
+		l.Lock()
 		h.mu.Lock()
 		cur := h.devs[ds.id]
 		h.mu.Unlock()
 		if cur != ds {
-			h.attachMu.Unlock()
+			l.Unlock()
 			return
 		}
 		h.detach(ds)
-		h.attachMu.Unlock()
+		l.Unlock()
 		h.log.Info("device taken over by another node; dropping its session here", "device", ds.id)
 		h.mu.Lock()
 		fn := h.gone

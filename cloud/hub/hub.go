@@ -24,7 +24,7 @@ type Hub struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup // background goroutines (timers, dispatchers)
 
-	attachMu sync.Mutex // serialises Attach/Detach so a device's hand-over is ordered
+	attachMu attachLocks // per device: serialises Attach/Detach so a device's hand-over is ordered (attachlock.go)
 
 	mu       sync.Mutex
 	devs     map[string]*devState  // attached connections, by device id

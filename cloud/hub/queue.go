@@ -282,8 +282,9 @@ func (h *Hub) Attach(c Conn) {
 		return
 	}
 	id := c.DeviceID()
-	h.attachMu.Lock()
-	defer h.attachMu.Unlock()
+	l := h.attachMu.of(id)
+	l.Lock()
+	defer l.Unlock()
 	h.mu.Lock()
 	old := h.devs[id]
 	h.mu.Unlock()
@@ -328,8 +329,9 @@ func (h *Hub) Attach(c Conn) {
 // (already replaced) is ignored. No Deliver reaches c after Detach returns.
 func (h *Hub) Detach(c Conn) {
 	id := c.DeviceID()
-	h.attachMu.Lock()
-	defer h.attachMu.Unlock()
+	l := h.attachMu.of(id)
+	l.Lock()
+	defer l.Unlock()
 	h.mu.Lock()
 	ds := h.devs[id]
 	h.mu.Unlock()
@@ -339,7 +341,7 @@ func (h *Hub) Detach(c Conn) {
 	h.detach(ds)
 }
 
-// detach ends an attachment; attachMu is held.
+// detach ends an attachment; the device's attachMu lock is held.
 func (h *Hub) detach(ds *devState) {
 	ds.sendMu.Lock() // waits for a Deliver in progress
 	h.mu.Lock()

@@ -89,14 +89,15 @@ func (h *Hub) deviceGone(id string) {
 
 // dropLocal detaches the device's session on this node, if any, and has the broker drop it.
 func (h *Hub) dropLocal(id string) {
-	h.attachMu.Lock()
+	l := h.attachMu.of(id)
+	l.Lock()
 	h.mu.Lock()
 	ds := h.devs[id]
 	h.mu.Unlock()
 	if ds != nil {
 		h.detach(ds)
 	}
-	h.attachMu.Unlock()
+	l.Unlock()
 	h.mu.Lock()
 	fn := h.gone
 	h.mu.Unlock()

@@ -68,9 +68,6 @@ func (s *Service) Invoke(ctx context.Context, deviceID string, req iothub.Method
 	if err != nil {
 		return iothub.MethodResult{}, &iothub.Error{Code: iothub.CodeArgumentInvalid, Detail: err.Error()}
 	}
-	if _, err := s.reg.GetDevice(ctx, deviceID); err != nil {
-		return iothub.MethodResult{}, err
-	}
 	body := []byte(req.Payload)
 	if len(body) == 0 {
 		// Azure's Node device SDK answers an empty body with 400 itself: send JSON null.
@@ -90,7 +87,9 @@ func (s *Service) Invoke(ctx context.Context, deviceID string, req iothub.Method
 	if err := s.publish(ctx, deviceID, iothub.MethodRequestTopic(req.MethodName, rid), body, connTimeout); err != nil {
 		return iothub.MethodResult{}, err
 	}
-	s.log.Debug("direct method sent", "device", deviceID, "method", req.MethodName, "rid", rid, "timeout", respTimeout)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("direct method sent", "device", deviceID, "method", req.MethodName, "rid", rid, "timeout", respTimeout)
+	}
 	t := time.NewTimer(respTimeout)
 	defer t.Stop()
 	select {
@@ -106,7 +105,10 @@ func (s *Service) Invoke(ctx context.Context, deviceID string, req iothub.Method
 }
 
 // publish sends the request now, or — with a connect timeout — as soon as the device connects
-// with the methods subscription within it.
+// with the methods subscription within it. The registry is read only when the device has no
+// session that takes methods (to tell 404001 from 404103): a device with a live session exists
+// and is enabled, since deleting, disabling or re-keying a device drops its session, so the
+// common path costs no store read.
 func (s *Service) publish(ctx context.Context, deviceID, topic string, body []byte, connTimeout time.Duration) error {
 	tp := s.transport.Load()
 	if tp == nil {
@@ -118,7 +120,7 @@ func (s *Service) publish(ctx context.Context, deviceID, topic string, body []by
 		defer t.Stop()
 		deadline = t.C
 	}
-	for {
+	for checked := false; ; {
 		// Register before trying, so a connect between the try and the wait is not missed.
 		ch := make(chan struct{}, 1)
 		s.mu.Lock()
@@ -130,6 +132,15 @@ func (s *Service) publish(ctx context.Context, deviceID, topic string, body []by
 		sent, err := (*tp).PublishMethod(deviceID, topic, body)
 		if sent || err != nil || deadline == nil {
 			s.unready(deviceID, ch)
+		}
+		if !sent && err == nil && !checked {
+			checked = true
+			if _, gerr := s.reg.GetDevice(ctx, deviceID); gerr != nil {
+				if deadline != nil {
+					s.unready(deviceID, ch)
+				}
+				return gerr
+			}
 		}
 		switch {
 		case err != nil:

@@ -52,7 +52,7 @@ type Config struct {
 // Defaults returns the standard run (make bench).
 func Defaults() Config {
 	return Config{
-		Sections:        []string{"fsync", "latency", "throughput", "fleet", "agent"},
+		Sections:        []string{"fsync", "latency", "methods", "throughput", "cluster", "fleet", "agent"},
 		LatencyCommands: 2000, ManyDevices: 100, ManyWorkers: 16, RawRoundTrips: 3000, FsyncSamples: 500,
 		ThroughputMessages: 5000, ThroughputSenders: 32, ThroughputDevices: []int{1, 100, 1000},
 		RawThroughputMessages: 20000, FleetSizes: []int{1000, 10000}, ConnectConcurrency: 64,
@@ -70,6 +70,8 @@ type Report struct {
 	Throughput []ThroughputRow `json:"throughput,omitempty"`
 	Fleet      []FleetRow      `json:"fleet,omitempty"`
 	Agent      *AgentFootprint `json:"agent,omitempty"`
+	Methods    *MethodsReport  `json:"methods,omitempty"` // methods.go
+	Cluster    *ClusterReport  `json:"cluster,omitempty"` // cluster.go
 	// HubShutdownMS is how long a graceful stop (SIGTERM) of the hub took with the largest fleet
 	// connected, until the process exited.
 	HubShutdownMS      float64            `json:"hub_shutdown_with_fleet_ms,omitempty"`
@@ -190,7 +192,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		name string
 		f    func(context.Context) error
 	}{
-		{"fsync", r.fsync}, {"latency", r.latency}, {"throughput", r.throughput}, {"fleet", r.fleet},
+		{"fsync", r.fsync}, {"latency", r.latency}, {"methods", r.methods}, {"throughput", r.throughput}, {"cluster", r.cluster}, {"fleet", r.fleet},
 	}
 	for _, s := range steps {
 		if !r.want(s.name) && !(s.name == "latency" && r.want("agent")) {

@@ -32,6 +32,7 @@ func (rep *Report) PrintTable(w io.Writer) {
 		}
 		fmt.Fprintln(tw)
 	}
+	rep.printMethods(tw)
 	if len(rep.Throughput) > 0 {
 		fmt.Fprintln(tw, "THROUGHPUT\tdevices\tmessages\tsenders\tper second\tsends/s\t")
 		for _, t := range rep.Throughput {
@@ -43,6 +44,7 @@ func (rep *Report) PrintTable(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "Azure IoT Hub S1 (reference, per unit)\t-\t-\t-\t%.2f\t-\t\n\n", rep.AzureS1SendsPerSec)
 	}
+	rep.printCluster(tw)
 	if len(rep.Fleet) > 0 {
 		fmt.Fprintln(tw, "FLEET (idle connected devices)\tdevices\tRSS before\tRSS after\tper device\tconnects/s\t")
 		for _, f := range rep.Fleet {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,7 +93,7 @@ func TestChaosCluster(t *testing.T) {
 		}
 	})
 	client := func() *apiclient.Client { return hubOf(nodes[rand.IntN(len(nodes))]).Client }
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 
 	// Devices, spread over the nodes: device i starts on node i%3 and fails over to the next.
@@ -107,7 +108,7 @@ func TestChaosCluster(t *testing.T) {
 		for j := range nodes {
 			addrs[j] = nodes[(i+j)%len(nodes)].mqtt
 		}
-		devs[i] = &clusterDev{id: id, key: d.Authentication.SymmetricKey.PrimaryKey, addrs: addrs, got: map[string]int{}}
+		devs[i] = &clusterDev{id: id, key: d.Authentication.SymmetricKey.PrimaryKey, addrs: addrs, got: map[string]int{}, sentAt: map[string]time.Time{}}
 	}
 	devCtx, stopDevs := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -122,37 +123,52 @@ func TestChaosCluster(t *testing.T) {
 	acked := map[[2]string]bool{}
 	var refused atomic.Int64
 	next := atomic.Int64{}
-	faultAt := map[int64]func(){
-		int64(nCmd) * 3 / 10: func() {
-			n := nodes[0]
+	kill := func(n *node) func() {
+		return func() {
 			t.Logf("fault: kill -9 node %s", n.name)
 			hubOf(n).Kill()
 			countFault("cluster node kill -9")
-			time.Sleep(2 * time.Second)
-			if err := startNode(n); err != nil {
+			// As the unit does (Restart=on-failure, RestartSec=2): a start while PostgreSQL is
+			// down or still recovering (another fault) fails, and is tried again.
+			var err error
+			for try := 0; try < 30; try++ {
+				time.Sleep(2 * time.Second)
+				if err = startNode(n); err == nil {
+					break
+				}
+				t.Logf("restart node %s (try %d): %v", n.name, try+1, firstLine(err))
+			}
+			if err != nil {
 				t.Error(err)
 			}
-		},
-		int64(nCmd) * 55 / 100: func() {
-			n := nodes[1]
+		}
+	}
+	stop := func(n *node) func() {
+		return func() {
 			t.Logf("fault: SIGSTOP node %s past its heartbeat timeout", n.name)
 			pid := hubOf(n).Endpoints.PID
 			syscall.Kill(pid, syscall.SIGSTOP)
 			countFault("cluster node SIGSTOP")
 			time.Sleep(7 * time.Second)
 			syscall.Kill(pid, syscall.SIGCONT)
-		},
-		int64(nCmd) * 8 / 10: func() {
-			t.Log("fault: pg_ctl stop -m immediate, then start")
-			if err := pg.Kill(); err != nil {
-				t.Error(err)
-			}
-			countFault("PostgreSQL immediate stop")
-			time.Sleep(time.Second)
-			if err := pg.Restart(); err != nil {
-				t.Error(err)
-			}
-		},
+		}
+	}
+	pgStop := func() {
+		t.Log("fault: pg_ctl stop -m immediate, then start")
+		if err := pg.Kill(); err != nil {
+			t.Error(err)
+		}
+		countFault("PostgreSQL immediate stop")
+		time.Sleep(time.Second)
+		if err := pg.Restart(); err != nil {
+			t.Error(err)
+		}
+	}
+	at := func(pct int) int64 { return int64(nCmd) * int64(pct) / 100 }
+	faultAt := map[int64]func(){at(30): kill(nodes[0]), at(55): stop(nodes[1]), at(80): pgStop}
+	if long() { // several kills of different nodes, the stop and the database restart between them
+		faultAt = map[int64]func(){at(15): kill(nodes[0]), at(30): kill(nodes[2]), at(45): stop(nodes[1]),
+			at(60): kill(nodes[1]), at(75): pgStop, at(88): kill(nodes[0])}
 	}
 	var senders sync.WaitGroup
 	for range 8 {
@@ -169,6 +185,7 @@ func TestChaosCluster(t *testing.T) {
 				}
 				d := devs[rand.IntN(len(devs))]
 				mid := "c" + strconv.FormatInt(k, 10)
+				d.sent(mid)
 				if _, err := client().Send(ctx, d.id, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}); err != nil {
 					refused.Add(1) // not acknowledged: it must not matter what became of it
 					continue
@@ -261,7 +278,7 @@ func TestChaosCluster(t *testing.T) {
 	// session (kill, stop, or the claim after a reconnect). Bound: every fault, every device,
 	// max_in_flight each.
 	dups, moved := 0, 0
-	var gaps []time.Duration
+	var gaps, reattach, afterBack []time.Duration
 	for _, d := range devs {
 		d.mu.Lock()
 		for _, n := range d.got {
@@ -273,21 +290,27 @@ func TestChaosCluster(t *testing.T) {
 			moved++
 		}
 		gaps = append(gaps, d.gaps...)
+		reattach = append(reattach, d.reattach...)
+		afterBack = append(afterBack, d.afterBack...)
 		d.mu.Unlock()
 	}
 	bound := len(faultAt) * nDev * maxInFlight
 	if dups > bound {
 		t.Errorf("%d duplicate deliveries; the faults can cause at most %d", dups, bound)
 	}
-	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
-	p := func(q float64) time.Duration {
-		if len(gaps) == 0 {
-			return 0
+	pcts := func(ds []time.Duration) string {
+		if len(ds) == 0 {
+			return "none"
 		}
-		return gaps[int(q*float64(len(gaps)-1))].Round(time.Millisecond)
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1))].Round(time.Millisecond) }
+		return fmt.Sprintf("p50 %v p99 %v max %v (n=%d)", p(0.5), p(0.99), p(1), len(ds))
 	}
-	t.Logf("cluster chaos: %d devices, %d commands (%d acknowledged, %d refused during faults), %d feedback records, %d duplicate deliveries (bound %d), %d devices reconnected; reconnect → first delivery p50 %v p99 %v max %v",
-		nDev, nCmd, len(acked), refused.Load(), len(recs), dups, bound, moved, p(0.5), p(0.99), p(1))
+	t.Logf("cluster chaos: %d devices, %d commands, %d faults (%d acknowledged, %d refused during faults), %d feedback records, %d duplicate deliveries (bound %d), %d devices reconnected",
+		nDev, nCmd, len(faultAt), len(acked), refused.Load(), len(recs), dups, bound, moved)
+	t.Logf("cluster chaos: connection lost → subscribed on a node again: %s", pcts(reattach))
+	t.Logf("cluster chaos: subscribed again → first delivery of a message waiting for it: %s", pcts(afterBack))
+	t.Logf("cluster chaos: connection lost → first delivery of a message waiting for it: %s", pcts(gaps))
 }
 
 func freePort(t *testing.T) string {
@@ -308,9 +331,20 @@ type clusterDev struct {
 
 	mu         sync.Mutex
 	got        map[string]int
+	sentAt     map[string]time.Time // message id → when its send started
 	reconnects int
-	lostAt     time.Time
+	lostAt     time.Time       // first connection loss with nothing delivered since
+	lastLost   time.Time       // latest connection loss
+	backAt     time.Time       // last subscribed again after lostAt
 	gaps       []time.Duration // connection lost → first delivery after it
+	reattach   []time.Duration // connection lost → subscribed on a node again
+	afterBack  []time.Duration // subscribed again → first delivery of a message sent before that
+}
+
+func (d *clusterDev) sent(mid string) {
+	d.mu.Lock()
+	d.sentAt[mid] = time.Now()
+	d.mu.Unlock()
 }
 
 func (d *clusterDev) run(ctx context.Context, host string) {
@@ -337,9 +371,14 @@ func (d *clusterDev) run(ctx context.Context, host string) {
 				}
 				d.mu.Lock()
 				d.got[msg.MessageID]++
-				if !d.lostAt.IsZero() {
+				// Only a message that was waiting when the device came back measures how fast the
+				// new node delivers; one sent later measures the send rate.
+				if !d.lostAt.IsZero() && d.sentAt[msg.MessageID].Before(d.backAt) {
 					d.gaps = append(d.gaps, time.Since(d.lostAt))
-					d.lostAt = time.Time{}
+					d.afterBack = append(d.afterBack, time.Since(d.backAt))
+					d.lostAt, d.backAt = time.Time{}, time.Time{}
+				} else if !d.lostAt.IsZero() && !d.backAt.IsZero() {
+					d.lostAt, d.backAt = time.Time{}, time.Time{} // nothing was waiting
 				}
 				d.mu.Unlock()
 			})
@@ -356,6 +395,14 @@ func (d *clusterDev) run(ctx context.Context, host string) {
 			cur = (cur + 1) % len(d.addrs)
 			continue
 		}
+		d.mu.Lock()
+		if !d.lostAt.IsZero() {
+			// The latest reattach: a device that lost this node too before anything reached it
+			// counts from its last one.
+			d.backAt = time.Now()
+			d.reattach = append(d.reattach, d.backAt.Sub(d.lastLost))
+		}
+		d.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			c.Disconnect(0)
@@ -363,6 +410,7 @@ func (d *clusterDev) run(ctx context.Context, host string) {
 		case <-lost:
 			d.mu.Lock()
 			d.reconnects++
+			d.lastLost = time.Now()
 			if d.lostAt.IsZero() {
 				d.lostAt = time.Now()
 			}
@@ -376,4 +424,12 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }

@@ -46,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.WorkDir, "dir", "", "work directory for data dirs and logs (default: a new temp dir; its disk is the one measured)")
 	fs.StringVar(&cfg.DistDir, "dist", "", "directory of cross-built agents (c2d-agent_linux_*, from scripts/cross-build.sh); default dist/")
 	keep := fs.Bool("keep", false, "keep the work directory (logs) afterwards")
-	sections := fs.String("sections", strings.Join(cfg.Sections, ","), "sections to run: fsync,latency,throughput,fleet,agent")
+	sections := fs.String("sections", strings.Join(cfg.Sections, ","), "sections to run: fsync,latency,methods,throughput,cluster,fleet,agent")
 	fs.IntVar(&cfg.LatencyCommands, "commands", cfg.LatencyCommands, "commands per latency row")
 	fs.IntVar(&cfg.ManyDevices, "many-devices", cfg.ManyDevices, "devices in the many-devices latency row")
 	fs.IntVar(&cfg.ManyWorkers, "many-parallel", cfg.ManyWorkers, "commands outstanding at once in the many-devices row")
