@@ -41,7 +41,7 @@ type ReportedRate struct {
 
 // Method runs and sizes (the section stays well under a minute on 2 cores).
 const (
-	methodCalls      = 3000
+	methodCalls      = 10000
 	reportedOne      = 2000
 	reportedDevices  = 100
 	reportedPerEach  = 50

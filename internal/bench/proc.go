@@ -74,6 +74,7 @@ type HubProc struct {
 	Endpoints                server.Endpoints
 	Log                      *os.File
 
+	store  string
 	cmd    *exec.Cmd
 	exited chan struct{}
 	client *apiclient.Client
@@ -87,6 +88,7 @@ type HubOptions struct {
 	MQTTAddr     string // default 127.0.0.1:0
 	HTTPAddr     string // default 127.0.0.1:0
 	LogPath      string // stderr/stdout go here (appended); default DATA/../hub.log
+	Store        string // the store the config names ("" = SQLite in DataDir): where the policies are read
 }
 
 // StartHub starts `c2d-hub serve` and waits until it has written a fresh endpoints.json and
@@ -101,7 +103,7 @@ func StartHub(ctx context.Context, o HubOptions) (*HubProc, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	h := &HubProc{Bin: o.Bin, DataDir: o.DataDir, MQTTAddr: o.MQTTAddr, HTTPAddr: o.HTTPAddr}
+	h := &HubProc{Bin: o.Bin, DataDir: o.DataDir, MQTTAddr: o.MQTTAddr, HTTPAddr: o.HTTPAddr, store: o.Store}
 	if o.Config != "" {
 		h.ConfigPath = filepath.Join(filepath.Dir(filepath.Clean(o.DataDir)), filepath.Base(o.DataDir)+"-hub.yaml")
 		if err := os.WriteFile(h.ConfigPath, []byte(o.Config), 0o600); err != nil {
@@ -169,7 +171,7 @@ func (h *HubProc) Start(ctx context.Context) error {
 		}
 	}
 	if h.client == nil || h.client.Endpoint() != "http://"+h.Endpoints.HTTP {
-		cs, err := server.ConnectionString(ctx, h.DataDir, HostName, "iothubowner")
+		cs, err := server.StoreConnectionString(ctx, h.store, h.DataDir, HostName, "iothubowner")
 		if err != nil {
 			return err
 		}
