@@ -71,6 +71,14 @@ func TestDirectMethods(t *testing.T) {
 	if code := h.do("POST", "/twins/nobody/methods", "service", `{"methodName":"state"}`).errorCode(t, 404); code != "DeviceNotFound" {
 		t.Fatalf("unknown device: %s", code)
 	}
+	// The registry is read only when no session takes the call: an unknown device asked to be
+	// waited for still fails at once, not after the connect timeout.
+	began := time.Now()
+	if code := h.do("POST", "/twins/nobody/methods", "service", `{"methodName":"state","connectTimeoutInSeconds":30}`).errorCode(t, 404); code != "DeviceNotFound" {
+		t.Fatalf("unknown device with a connect timeout: %s", code)
+	} else if time.Since(began) > 20*time.Second {
+		t.Fatalf("unknown device with a connect timeout: answered after %v, waited for it to connect", time.Since(began))
+	}
 	r := h.do("POST", "/twins/pi-1/methods", "service", `{"methodName":"state"}`)
 	if code := r.errorCode(t, 404); code != "DeviceNotOnline" || r.header.Get("iothub-errorcode") != "DeviceNotOnline" ||
 		!strings.Contains(string(r.body), `"errorCode":404103`) {
