@@ -81,7 +81,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	var err error
 	select {
 	case b.auths <- struct{}{}:
-		res, err = b.core.Authenticate(ctx, req)
+		offStack(func() { res, err = b.core.Authenticate(ctx, req) })
 		<-b.auths
 	case <-ctx.Done():
 		err = fmt.Errorf("waiting to authenticate: %w", ctx.Err())

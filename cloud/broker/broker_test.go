@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -841,5 +842,29 @@ func TestConcurrentConnects(t *testing.T) {
 	}
 	if st := e.settled("racer", res.MessageID); st.Outcome != iothub.StatusSuccess {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// The largest message Azure allows (64 KB, docs/protocol.md §4) reaches the device whole through
+// the session's writer, and the next one after it too (the writer stops when its queue is empty
+// and starts again for the next delivery).
+func TestLargestMessageDeliveredWhole(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	d := e.device("big-c2d")
+	cl := e.connect(d, clientOpts{})
+	cl.subscribeC2D("big-c2d")
+	body := make([]byte, iothub.MaxMessageSize-128) // the rest is the system properties' room
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	for round := range 3 {
+		res := e.send("big-c2d", iothub.SendRequest{Body: body})
+		m, msg := cl.next()
+		if msg.MessageID != res.MessageID || !bytes.Equal(m.Payload(), body) {
+			t.Fatalf("round %d: got %q with %d bytes, want %q with %d", round, msg.MessageID, len(m.Payload()), res.MessageID, len(body))
+		}
+		if st := e.settled("big-c2d", res.MessageID); st.Outcome != iothub.StatusSuccess {
+			t.Fatalf("round %d: %+v", round, st)
+		}
 	}
 }

@@ -36,9 +36,14 @@ type conn struct {
 	auth     hub.AuthRequest // the CONNECT's credentials (reverify)
 	log      *slog.Logger
 
-	out   chan outbound
-	done  chan struct{}
 	timer *time.Timer // SAS token expiry
+
+	// The write queue: PUBLISHes waiting for the session's writer, a goroutine that runs only
+	// while the queue is not empty (queue.go). An idle session holds no queue and no goroutine.
+	wmu      sync.Mutex // never held while taking mu or writing
+	wq       []outbound
+	wrunning bool
+	wstopped bool
 
 	mu        sync.Mutex
 	pending   map[uint16]pendingDelivery // packet id of a delivery not yet PUBACKed
@@ -63,8 +68,6 @@ func newConn(b *Broker, cl *mqtt.Client, info authInfo) *conn {
 		moduleID: info.ModuleID,
 		auth:     info.req,
 		ext:      info.Extension,
-		out:      make(chan outbound, writeQueue),
-		done:     make(chan struct{}),
 		pending:  map[uint16]pendingDelivery{},
 	}
 	c.log = slog.New(limitedHandler{b.log.Handler(), b.logLimits.get(c.deviceID + "/" + c.moduleID)}).With("device", c.deviceID, "client", cl.ID, "remote", cl.Net.Remote)
@@ -105,12 +108,10 @@ func (c *conn) Deliver(m *iothub.Message) error {
 		// A QoS 0 subscriber gets no PUBACK to give: the message is completed once written
 		// (at most once, what the device asked for).
 		pk.FixedHeader.Qos = 0
-		select {
-		case c.out <- outbound{pk: pk, completeOnWrite: m.LockToken}:
-			return nil
-		default:
+		if !c.enqueue(outbound{pk: pk, completeOnWrite: m.LockToken}) {
 			return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, errBacklog)
 		}
+		return nil
 	}
 	pid, ok := c.nextPID()
 	if !ok {
@@ -118,14 +119,12 @@ func (c *conn) Deliver(m *iothub.Message) error {
 	}
 	pk.PacketID = pid
 	c.pending[pid] = pendingDelivery{lockToken: m.LockToken, messageID: m.MessageID}
-	select {
-	case c.out <- outbound{pk: pk}:
-		c.lastPID = pid
-		return nil
-	default:
+	if !c.enqueue(outbound{pk: pk}) {
 		delete(c.pending, pid)
 		return fmt.Errorf("deliver message %q to %s: %w", m.MessageID, c.deviceID, errBacklog)
 	}
+	c.lastPID = pid
+	return nil
 }
 
 // pendingDelivery is a delivery awaiting its PUBACK.
@@ -190,33 +189,6 @@ func (c *conn) forget(lockToken string) {
 	}
 }
 
-// writeLoop writes queued deliveries until the session ends. mochi's Client.WritePacket
-// serialises with mochi's own writes (CONNACK, SUBACK, PUBACK, PINGRESP) under the client lock, and
-// the socket's deadline (1.5 × keep-alive) bounds a write to a stalled device.
-func (c *conn) writeLoop() {
-	defer c.b.writers.Done()
-	for {
-		select {
-		case <-c.done:
-			return
-		case ob := <-c.out:
-			pk := ob.pk
-			err := c.cl.WritePacket(pk)
-			switch {
-			case err == nil:
-				if ob.completeOnWrite != "" {
-					c.b.settle(c, ob.completeOnWrite, iothub.DispositionComplete, "")
-				}
-			case c.cl.Closed():
-				// The session is ending; OnDisconnect detaches it and the core requeues.
-			default:
-				c.log.Warn("writing to device failed; dropping the connection", "error", err)
-				c.cl.Stop(err)
-			}
-		}
-	}
-}
-
 // connOf returns the established session of a mochi client.
 func (b *Broker) connOf(cl *mqtt.Client) *conn {
 	b.mu.RLock()
@@ -229,10 +201,11 @@ func (b *Broker) connOf(cl *mqtt.Client) *conn {
 // Detach(old) before Attach(new) whatever order the two connections' goroutines run in.
 func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 	c := newConn(b, cl, info)
-	if !info.expiry.IsZero() {
-		c.timer = time.AfterFunc(time.Until(info.expiry), func() {
+	if expiry := info.expiry; !expiry.IsZero() {
+		// The closure keeps only the expiry, not the CONNECT's credentials in info.
+		c.timer = time.AfterFunc(time.Until(expiry), func() {
 			c.log.Info("SAS token expired; disconnecting (the device reconnects with a new token)",
-				"expired", info.expiry.UTC().Format(time.RFC3339))
+				"expired", expiry.UTC().Format(time.RFC3339))
 			b.kick(cl, packets.ErrNotAuthorized)
 		})
 	}
@@ -249,8 +222,6 @@ func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 		b.mu.Unlock()
 		c.log.Info("session replaced before it was established")
 		cl.Stop(packets.ErrSessionTakenOver)
-		b.writers.Add(1)
-		go c.writeLoop()
 		return c
 	}
 	var old *conn
@@ -264,8 +235,6 @@ func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 		b.retire(old)
 		old.cl.Stop(packets.ErrSessionTakenOver)
 	}
-	b.writers.Add(1)
-	go c.writeLoop()
 	return c
 }
 
@@ -287,7 +256,7 @@ func (b *Broker) attach(c *conn, qos byte) {
 	c.attached = true
 	c.mu.Unlock()
 	c.log.Info("device subscribed; delivering its queue", "extension", c.ext, "qos", qos)
-	b.core.Attach(c)
+	offStack(func() { b.core.Attach(c) })
 }
 
 // detach unregisters the session from the core (the device unsubscribed); it may attach again.
@@ -335,7 +304,7 @@ func (b *Broker) endSession(c *conn, err error) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	close(c.done)
+	c.stopWriter()
 	c.log.Info("device disconnected", "reason", errString(err))
 	if f := b.opts.Events.Disconnected; f != nil {
 		f(c.deviceID, c.moduleID, err)

@@ -39,12 +39,10 @@ func (b *Broker) PublishMethod(deviceID, topic string, body []byte) (sent bool, 
 		Payload:     body,
 		Created:     time.Now().Unix(),
 	}
-	select {
-	case c.out <- outbound{pk: pk}:
-		return true, nil
-	default:
+	if !c.enqueue(outbound{pk: pk}) {
 		return false, fmt.Errorf("method request to %s: %w", deviceID, errBacklog)
 	}
+	return true, nil
 }
 
 // methodHook tracks direct-method subscriptions and passes devices' answers to Options.Methods. It

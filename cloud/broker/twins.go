@@ -67,12 +67,10 @@ func (c *conn) write(topic string, body []byte) (bool, error) {
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 0},
 		TopicName:   topic, Payload: body, Created: time.Now().Unix(),
 	}
-	select {
-	case c.out <- outbound{pk: pk}:
-		return true, nil
-	default:
+	if !c.enqueue(outbound{pk: pk}) {
 		return false, errBacklog
 	}
+	return true, nil
 }
 
 // twinHook serves the twin topics; it runs before deliveryHook, which would drop them.

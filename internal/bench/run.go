@@ -43,6 +43,11 @@ type Config struct {
 	FleetSizes            []int
 	ConnectConcurrency    int
 	IdleWindow            time.Duration
+	// FleetIdle, when positive, holds the largest fleet idle that long after its row and measures
+	// again: the first row is the hub just after the connect burst; the Go runtime halves grown
+	// goroutine stacks at a GC (one is forced every 2 minutes) and returns freed pages only
+	// gradually, and this row shows what that does to RSS.
+	FleetIdle time.Duration
 	// DistDir holds cross-built agents (dist/c2d-agent_linux_*); default: the module's dist/.
 	DistDir string
 
@@ -864,6 +869,13 @@ func (r *runner) fleetRun(ctx context.Context, name string, pid int, sizes []int
 			ConnectPerSec: float64(n) / connectTime.Seconds()}
 		rows = append(rows, row)
 		r.logf("%s: %d devices: RSS %.1f → %.1f MiB, %.1f KiB/device, %.0f connects/s", name, n, mib(rss0), mib(rss), row.PerDevice/1024, row.ConnectPerSec)
+	}
+	if idle := r.cfg.FleetIdle; idle > 0 && prev > 0 {
+		time.Sleep(idle) // measurement window: the fleet stays idle this long, nothing to wait for
+		rss := settledRSS(pid)
+		row := FleetRow{Name: fmt.Sprintf("%s, after %s idle", name, idle), Devices: prev, RSSBefore: rss0, RSSAfter: rss, PerDevice: float64(rss-rss0) / float64(prev)}
+		rows = append(rows, row)
+		r.logf("%s: %d devices after %s idle: RSS %.1f MiB, %.1f KiB/device", name, prev, idle, mib(rss), row.PerDevice/1024)
 	}
 	return rows, all, nil
 }

@@ -48,7 +48,11 @@ func (rep *Report) PrintTable(w io.Writer) {
 	if len(rep.Fleet) > 0 {
 		fmt.Fprintln(tw, "FLEET (idle connected devices)\tdevices\tRSS before\tRSS after\tper device\tconnects/s\t")
 		for _, f := range rep.Fleet {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f MiB\t%.1f MiB\t%.1f KiB\t%.0f\t\n", f.Name, f.Devices, mib(f.RSSBefore), mib(f.RSSAfter), f.PerDevice/1024, f.ConnectPerSec)
+			cps := "-" // a row measured after an idle hold connected nobody
+			if f.ConnectPerSec > 0 {
+				cps = fmt.Sprintf("%.0f", f.ConnectPerSec)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.1f MiB\t%.1f MiB\t%.1f KiB\t%s\t\n", f.Name, f.Devices, mib(f.RSSBefore), mib(f.RSSAfter), f.PerDevice/1024, cps)
 		}
 		if rep.HubShutdownMS > 0 {
 			fmt.Fprintf(tw, "c2d-hub graceful shutdown (SIGTERM → exit) with the largest fleet connected\t%.0f ms\t\n", rep.HubShutdownMS)

@@ -57,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.ThroughputSenders, "senders", cfg.ThroughputSenders, "concurrent senders (HTTP clients / MQTT publishers)")
 	tpDevices := fs.String("devices", "1,100,1000", "device counts for the throughput rows")
 	fleet := fs.String("fleet", "1000,10000", "fleet sizes (idle connected devices)")
+	fs.DurationVar(&cfg.FleetIdle, "fleet-idle", 0, "also measure the largest fleet after it stayed idle this long (e.g. 3m; 0: off)")
 	fs.IntVar(&cfg.ConnectConcurrency, "connect-parallel", cfg.ConnectConcurrency, "concurrent connects")
 	fs.DurationVar(&cfg.IdleWindow, "idle-window", cfg.IdleWindow, "window over which the idle agent's CPU is measured")
 	if err := fs.Parse(args); err != nil {
