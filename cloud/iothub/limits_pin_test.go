@@ -1,0 +1,42 @@
+package iothub
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// A host name is at most 255 bytes (DNS) and printable ASCII: DEL (0x7f) is refused like a control
+// byte.
+func TestHostNameLimitsAreExact(t *testing.T) {
+	cs := func(host string) string { return "HostName=" + host + ";DeviceId=d;SharedAccessKey=" + keyA }
+	if _, err := ParseDeviceConnectionString(cs(strings.Repeat("h", 255))); err != nil {
+		t.Fatalf("255-byte host name: %v", err)
+	}
+	if _, err := ParseDeviceConnectionString(cs(strings.Repeat("h", 256))); err == nil {
+		t.Fatal("256-byte host name accepted")
+	}
+	if _, err := ParseDeviceConnectionString(cs("hub\x7f.example")); err == nil {
+		t.Fatal("host name with DEL accepted")
+	}
+	if err := ValidateLockToken("lock\x7f"); err == nil {
+		t.Fatal("lock token with DEL accepted")
+	}
+	if err := ValidateLockToken("lock~token"); err != nil {
+		t.Fatalf("lock token with '~' (0x7e, printable): %v", err)
+	}
+}
+
+// A reject reason of exactly MaxReasonLength bytes is kept whole; a longer one is cut to at most
+// that many bytes without splitting a UTF-8 character.
+func TestTruncateReasonAtTheLimit(t *testing.T) {
+	exact := strings.Repeat("r", MaxReasonLength)
+	if got := TruncateReason(exact); got != exact {
+		t.Fatalf("reason of exactly %d bytes changed to %d bytes", MaxReasonLength, len(got))
+	}
+	long := strings.Repeat("a", MaxReasonLength-1) + "é" // the 2-byte é straddles the limit
+	got := TruncateReason(long)
+	if !utf8.ValidString(got) || got != strings.Repeat("a", MaxReasonLength-1) {
+		t.Fatalf("truncated to %d bytes (valid UTF-8: %v), want the %d bytes before é", len(got), utf8.ValidString(got), MaxReasonLength-1)
+	}
+}
