@@ -40,3 +40,23 @@ func TestTruncateReasonAtTheLimit(t *testing.T) {
 		t.Fatalf("truncated to %d bytes (valid UTF-8: %v), want the %d bytes before é", len(got), utf8.ValidString(got), MaxReasonLength-1)
 	}
 }
+
+// Validate checks every id field, not only up to the first empty one; printable ASCII for
+// contentType ends at '~' (0x7e), which is allowed; the reserved "iothub-" prefix covers the bare
+// prefix itself.
+func TestMessageValidateChecksEveryField(t *testing.T) {
+	if err := (&Message{CorrelationID: "c\x01"}).Validate(); err == nil {
+		t.Fatal("bad correlationId after an empty messageId accepted")
+	}
+	if err := (&Message{ContentType: "application/x~json"}).Validate(); err != nil {
+		t.Fatalf("contentType with '~': %v", err)
+	}
+	if err := (&Message{ContentType: "a\x7f"}).Validate(); err == nil {
+		t.Fatal("contentType with DEL accepted")
+	}
+	for _, name := range []string{"iothub-", "IoTHub-"} {
+		if err := ValidatePropertyName(name); err == nil {
+			t.Errorf("property name %q accepted, want the reserved prefix refused", name)
+		}
+	}
+}
