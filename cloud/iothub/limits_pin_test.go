@@ -60,3 +60,28 @@ func TestMessageValidateChecksEveryField(t *testing.T) {
 		}
 	}
 }
+
+// What counts against MaxMessageSize is the sum of the body, the string system properties and
+// the application properties' names and values: each part adds, none subtracts.
+func TestMessageSizeIsTheSumOfItsParts(t *testing.T) {
+	m := &Message{
+		Body: []byte("0123456789"), MessageID: "mid", CorrelationID: "corr", UserID: "user1",
+		To: "/dev/x", ContentType: "text/pl", ContentEncoding: "utf-8-x", Ack: AckFull,
+		Properties: []AppProperty{{Name: "ab", Value: "cde"}},
+	}
+	if got, want := m.Size(), 10+3+4+5+6+7+7+4+2+3; got != want {
+		t.Fatalf("Size() = %d, want %d", got, want)
+	}
+}
+
+// A username's query may hold empty pairs ("?&api-version=…"), skipped without ending the parse,
+// and percent-encoded parameter names, decoded.
+func TestUsernameQueryEmptyPairAndEncodedName(t *testing.T) {
+	u, err := ParseUsername("h/d/?&api-version=2021-04-12&model%2Did=dtmi%3Ax%3B1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Params.Get(ParamAPIVersion) != "2021-04-12" || u.Params.Get("model-id") != "dtmi:x;1" {
+		t.Fatalf("params %v, want api-version and model-id decoded", u.Params)
+	}
+}
