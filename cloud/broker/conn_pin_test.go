@@ -18,14 +18,15 @@ func TestDeliverTopicLengthLimitIsExact(t *testing.T) {
 	if got := len(iothub.DeliveryTopic("d", exact, false)); got != iothub.MaxTopicLength {
 		t.Fatalf("test set-up: topic of %d bytes, want %d", got, iothub.MaxTopicLength)
 	}
-	c := &conn{deviceID: "d", attached: true, out: make(chan outbound, 2), pending: map[uint16]pendingDelivery{}}
+	// wrunning: no writer is started, so what was queued stays in c.wq to be counted.
+	c := &conn{deviceID: "d", attached: true, wrunning: true, pending: map[uint16]pendingDelivery{}}
 	if err := c.Deliver(exact); err != nil {
 		t.Fatalf("topic of exactly %d bytes: %v", iothub.MaxTopicLength, err)
 	}
 	if err := c.Deliver(msg(iothub.MaxTopicLength - base + 1)); err == nil {
 		t.Fatalf("topic of %d bytes delivered", iothub.MaxTopicLength+1)
 	}
-	if len(c.out) != 1 {
-		t.Fatalf("%d packets queued, want 1", len(c.out))
+	if len(c.wq) != 1 {
+		t.Fatalf("%d packets queued, want 1", len(c.wq))
 	}
 }
