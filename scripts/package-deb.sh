@@ -35,7 +35,8 @@ fi
 # Man pages (from each program's --help) and shell completions, made by binaries for this machine.
 case $(uname -m) in x86_64) host=amd64 ;; aarch64) host=arm64 ;; *) host="" ;; esac
 hostbin=$out
-if [[ -z $host ]]; then
+# No binaries for this machine among those built (-a arm64 on an amd64 host): build them aside.
+if [[ -z $host ]] || ! want "$host"; then
   hostbin=$out/.host && host=host && mkdir -p "$hostbin"
   for p in c2d-agent c2d-hub c2d; do
     CGO_ENABLED=0 go build -trimpath -o "$hostbin/${p}_linux_host" "./$(case $p in c2d-agent) echo agent/cmd/c2d-agent ;; c2d-hub) echo cloud/cmd/c2d-hub ;; c2d) echo service-cli/cmd/c2d ;; esac)"

@@ -1,6 +1,7 @@
 # Sourced by scripts/vm-gpio-test.sh and scripts/vm-systemd-test.sh: logging and timings, apt, and
 # Debian's current amd64 kernel with the two drivers it leaves out (gpio-sim, uleds) built out of
-# tree. The caller sets vm_name (log prefix), cache (directory) and vmdir (scripts/vm).
+# tree (and, for scripts/vm-systemd-test.sh --arch arm64, the same for Debian's arm64 kernel, cross-built).
+# The caller sets vm_name (log prefix), cache (directory) and vmdir (scripts/vm).
 # shellcheck shell=bash
 
 log() { printf '%s: %s\n' "$vm_name" "$*" >&2; }
@@ -51,7 +52,8 @@ install_missing() {
 # The kernel to test is whatever Debian ships now for amd64: what the linux-image-amd64
 # metapackage depends on, "linux-image-6.1.0-56-amd64 (= 6.1.192-2)". One apt-cache call: this
 # machine's apt keeps no binary cache, so each call re-reads every list (seconds under load).
-kernel_dep() { { apt-cache show --no-all-versions linux-image-amd64 2>/dev/null || true; } | sed -n 's/^Depends: \(linux-image-[0-9][^ ]*\) (= \([^)]*\)).*/\1 \2/p' | head -1; }
+image_dep() { sed -n 's/^Depends: \(linux-image-[0-9][^ ]*\) (= \([^)]*\)).*/\1 \2/p' | head -1; } # "package version" from apt-cache show
+kernel_dep() { { apt-cache show --no-all-versions linux-image-amd64 2>/dev/null || true; } | image_dep; }
 resolve_kernel() {
 	read -r image_pkg kver <<<"$dep"
 	[[ -n $image_pkg && -n $kver ]] || die "apt knows no linux-image-amd64 (apt sources?)"
@@ -128,17 +130,57 @@ kernel_wait() {
 	timings+=("$(printf '%-24s %6s s' "  (kernel fetch, bg)" "$(since "$kernel_t0")")")
 }
 
-# build_kmod: gpio-sim.ko and uleds.ko for $abi in $kmod (cached by kernel and by scripts/vm/kmod).
+# arm64_kernel (after kernel_wait): Debian's arm64 kernel of the same version. One source package
+# builds both architectures, so the sources, the -common headers and linux-kbuild (host tools, which
+# must be amd64's to run here) come from the amd64 fetch; only linux-headers-<abi>-arm64 is arm64's.
+# apt here knows amd64 only: a private set of arm64 lists ($cache/apt-arm64) leaves the host's apt
+# and dpkg configuration as they are. Sets abi64 and kdir64.
+apt_arm64() {
+	local a=$cache/apt-arm64
+	mkdir -p "$a/lists/partial" "$a/cache/archives/partial"
+	"$1" "${apt_opts[@]}" -o Dir::State::Lists="$a/lists" -o Dir::Cache="$a/cache" \
+		-o APT::Architecture=arm64 -o APT::Architectures::=arm64 "${@:2}"
+}
+arm64_kernel() {
+	local pkg64 kver64
+	dep64() { { apt_arm64 apt-cache show --no-all-versions linux-image-arm64 2>/dev/null || true; } | image_dep; }
+	read -r pkg64 kver64 <<<"$(dep64)"
+	if [[ $kver64 != "$kver" ]]; then # no lists yet, or older ones than the host's
+		apt_arm64 apt-get update || die "apt-get update (arm64 lists)"
+		read -r pkg64 kver64 <<<"$(dep64)"
+	fi
+	[[ $kver64 == "$kver" ]] || die "Debian's arm64 kernel is ${kver64:-unknown}, its amd64 kernel $kver (mirror mid-update?)"
+	abi64=${pkg64#linux-image-}
+	kdir64=$cache/kernel-$kver-arm64
+	[[ ! -f $kdir64/.extracted ]] || return 0
+	log "fetching linux-headers-$abi64 $kver (arm64)"
+	rm -rf "$kdir64" && mkdir -p "$kdir64/debs" "$kdir64/root/usr/lib" "$kdir64/root/usr/src"
+	(cd "$kdir64/debs" && apt_arm64 apt-get download "linux-headers-$abi64=$kver") || die "apt-get download linux-headers-$abi64"
+	dpkg-deb -x "$(echo "$kdir64"/debs/linux-headers-*.deb)" "$kdir64/root"
+	ln -s "$kdir/root/usr/lib/linux-kbuild-$series" "$kdir64/root/usr/lib/"
+	ln -s "$kdir/root/usr/src/linux-headers-${abi%-amd64}-common" "$kdir64/root/usr/src/"
+	sed -i "s|^include /usr/src/|include $kdir64/root/usr/src/|" "$kdir64/root/usr/src/linux-headers-$abi64/Makefile"
+	rm -rf "$kdir64/debs"
+	touch "$kdir64/.extracted"
+}
+
+# build_kmod [arm64]: gpio-sim.ko and uleds.ko for $abi (or, cross-built with Debian's
+# aarch64-linux-gnu compiler, for $abi64) in $kmod (cached by kernel and by scripts/vm/kmod).
 build_kmod() {
-	phase_begin "kernel modules"
-	local kmod_key kcc
+	phase_begin "kernel modules${1:+ ($1)}"
+	local kmod_key kcc kabi=$abi hdir=$kdir/root/usr/src/linux-headers-$abi cross=() prefix=""
+	if [[ ${1:-} == arm64 ]]; then
+		kabi=$abi64 hdir=$kdir64/root/usr/src/linux-headers-$abi64 prefix=aarch64-linux-gnu-
+		cross=(ARCH=arm64 CROSS_COMPILE=$prefix)
+	fi
 	kmod_key=$(cat "$vmdir/kmod/Kbuild" "$vmdir/kmod/irq_sim-module.patch" | sha256sum | cut -c1-12)
-	kmod=$cache/kmod-$abi-$kver-$kmod_key
+	kmod=$cache/kmod-$kabi-$kver-$kmod_key
 	if [[ ! -f $kmod/gpio-sim.ko || ! -f $kmod/uleds.ko ]]; then
-		# The compiler the kernel was built with (gcc-12 on bookworm), named in the headers.
-		kcc=$(sed -n 's/^CC = .*[ )]\(gcc-[0-9][0-9]*\)$/\1/p' "$kdir/root/usr/src/linux-headers-$abi/.kernelvariables")
-		if [[ -n $kcc ]] && ! command -v "$kcc" >/dev/null; then
-			missing=("$kcc")
+		# The compiler the kernel was built with (gcc-12 on bookworm), named in the headers
+		# (Debian's cross compiler for it: gcc-12-aarch64-linux-gnu).
+		kcc=$(sed -n 's/^CC = .*[ )]\(gcc-[0-9][0-9]*\)$/\1/p' "$hdir/.kernelvariables")
+		if [[ -n $kcc ]] && ! command -v "$prefix$kcc" >/dev/null; then
+			missing=("$kcc${prefix:+-${prefix%-}}")
 			install_missing
 		fi
 		rm -rf "$kmod" && mkdir -p "$kmod"
@@ -146,8 +188,8 @@ build_kmod() {
 		cp "$kdir/src/drivers/gpio/gpio-sim.c" "$kmod/gpio-sim-main.c"
 		cp "$kdir/src/drivers/gpio/gpiolib.h" "$kdir/src/kernel/irq/irq_sim.c" "$kdir/src/drivers/leds/uleds.c" "$kmod/"
 		patch -d "$kmod" -p1 --quiet <"$vmdir/kmod/irq_sim-module.patch"
-		make -s -C "$kdir/root/usr/src/linux-headers-$abi" M="$kmod" -j"$(nproc)" modules >"$kmod/build.log" 2>&1 ||
+		make -s -C "$hdir" M="$kmod" "${cross[@]}" -j"$(nproc)" modules >"$kmod/build.log" 2>&1 ||
 			{ cat "$kmod/build.log" >&2; die "module build"; }
 	fi
-	phase_end "kernel modules"
+	phase_end "kernel modules${1:+ ($1)}"
 }

@@ -10,6 +10,7 @@
 set -uo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8
 run=$(cat /mnt/payload/run-id)
+arch=$(cat /mnt/payload/arch) # the packages' architecture: amd64 or arm64 (the guest's own)
 statedir=/var/lib/c2d-vm-test
 mkdir -p "$statedir"
 phase=$(cat "$statedir/phase" 2>/dev/null || echo first)
@@ -61,7 +62,7 @@ secs() { systemd-analyze timespan "$1" | awk '$1 == "μs:" {print int($2 / 10000
 
 cd /root
 first_boot() {
-	say "boot 1: systemd $(systemctl --version | head -1 | cut -d' ' -f2), kernel $(uname -r), up after $(cut -d' ' -f1 /proc/uptime) s"
+	say "boot 1: $arch, systemd $(systemctl --version | head -1 | cut -d' ' -f2), kernel $(uname -r), up after $(cut -d' ' -f1 /proc/uptime) s"
 	check "pi5 gpio" "$CHIP group $(stat -c %G "$CHIP"), label $(cat "/sys/class/gpio/gpiochip$BASE/label"), $(cat "/sys/class/gpio/gpiochip$BASE/ngpio") lines" \
 		test "$(stat -c %G:%a "$CHIP")" = gpio:660
 	check "act led" "/sys/class/leds/ACT" test -e /sys/class/leds/ACT/brightness
@@ -80,7 +81,7 @@ first_boot() {
 
 	# 2. Run a hub (step 1, the packages, is scripts/package-deb.sh on the host).
 	if readme 2 '
-		sudo apt install -y ./dist/c2d-hub_*_amd64.deb ./dist/c2d_*_amd64.deb
+		sudo apt install -y ./dist/c2d-hub_*_'"$arch"'.deb ./dist/c2d_*_'"$arch"'.deb
 		SUDO_EDITOR=~/.edit-hostname sudoedit /etc/c2d/hub.yaml
 		sudo systemctl restart c2d-hub
 		sudo c2d-hub connection-string --data /var/lib/c2d-hub >owner.conn
@@ -109,8 +110,8 @@ first_boot() {
 	export C2D_CONNECTION_STRING=$owner C2D_ENDPOINT=https://hub.local:8443 C2D_CA_FILE=/home/pi/hub-ca.pem
 
 	# 4. Install the agent on the Pi ("scp dist/c2d-agent_*_armhf.deb pump-7.conn hub-ca.pem pi@pump-7:").
-	cp /home/pi/dist/c2d-agent_*_amd64.deb /home/pi/ && chown pi: /home/pi/c2d-agent_*_amd64.deb
-	readme 4a 'sudo apt install -y ./c2d-agent_*_amd64.deb'
+	cp /home/pi/dist/c2d-agent_*_"$arch".deb /home/pi/ && chown pi: /home/pi/c2d-agent_*_"$arch".deb
+	readme 4a "sudo apt install -y ./c2d-agent_*_$arch.deb"
 	check "install agent" "user $(id c2d-agent 2>&1); path unit $(systemctl is-active c2d-agent.path); agent $(systemctl is-active c2d-agent.service)" \
 		bash -c 'id -nG c2d-agent | grep -qw gpio && [[ $(systemctl is-active c2d-agent.path) == active && $(systemctl is-active c2d-agent.service) != active ]]'
 	check "idle until provisioned" "apt: $(grep -m1 'idle until' /root/readme-4a.log)" \
@@ -296,6 +297,21 @@ second_boot() {
 	wait_for 30 bash -c '[[ $(c2d queue show pump-7 -o json | grep -c "\"messageId\"" || true) == 0 ]]'
 	check "queue empty" "$(c2d queue show pump-7 2>&1 | head -3 | tr '\n' ' ')" bash -c '[[ $(c2d queue show pump-7 -o json | grep -c "\"messageId\"" || true) == 0 ]]'
 	timed "reboot checks"
+
+	# The watchdog is fed for good, not only right after a start: once one agent process has lived
+	# two WatchdogSec periods (plus RestartSec), systemd's record of its last keep-alive
+	# (WatchdogTimestamp) is at most half a period old (the agent pings every WatchdogSec/2), and this
+	# boot saw no watchdog timeout and no restart. A notify loop that stops after a while would not
+	# show in boot 1, whose agents are restarted on purpose before their watchdog could fire.
+	wd=$(secs "$(agent WatchdogUSec)") rs=$(secs "$(agent RestartUSec)")
+	pid=$(agent MainPID) n=$(agent NRestarts)
+	alive() { [[ $(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ') -ge $((2 * wd + rs + 5)) ]]; }
+	wait_for $((2 * wd + rs + 30)) alive
+	ping_age=$(($(date +%s) - $(date -d "$(agent WatchdogTimestamp)" +%s 2>/dev/null || echo 0)))
+	wdn=$(journalctl -b --no-pager -u c2d-agent | grep -c 'Watchdog timeout')
+	check "watchdog fed" "c2d-agent PID $pid up $(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ') s (want ≥ $((2 * wd + rs + 5)), WatchdogSec=${wd}s); last keep-alive ${ping_age} s ago (want ≤ $((wd / 2 + 5))); now PID $(agent MainPID), NRestarts $n→$(agent NRestarts), watchdog timeouts this boot: $wdn (want 0)" \
+		bash -c "[[ $wdn == 0 && $ping_age -le $((wd / 2 + 5)) && \$(systemctl show -p MainPID --value c2d-agent) == $pid && \$(systemctl show -p NRestarts --value c2d-agent) == $n ]] && systemctl is-active -q c2d-agent"
+	timed "watchdog fed"
 
 	# README "Uninstall".
 	c2d send pump-7 --props 'target=relay1;action=on' --wait 30s >/dev/null 2>&1
