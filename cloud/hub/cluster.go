@@ -67,9 +67,11 @@ type cluster struct {
 	h    *Hub
 	node string
 
-	mu     sync.Mutex
-	out    wake
-	signal chan struct{}
+	mu      sync.Mutex
+	out     wake
+	apiURL  string // AdvertiseAPI (route.go)
+	apiHost string
+	signal  chan struct{}
 }
 
 func newCluster(h *Hub, node string) *cluster {
@@ -422,7 +424,9 @@ func (c *cluster) beat() error {
 			// Another node declared this one dead (it stalled past nodeTimeout): its devices
 			// were released and fenced; the poll drops their sessions here.
 			h.log.Warn("this node was declared dead by another (stalled past the node timeout); its devices reconnect", "node", c.node)
-			if err := tx.registerNode(nodeRow{ID: c.node, Started: now, Heartbeat: now, Devices: n, Version: version.Version}); err != nil {
+			url, host := c.advertised()
+			if err := tx.registerNode(nodeRow{ID: c.node, Started: now, Heartbeat: now, Devices: n, Version: version.Version,
+				APIURL: url, APIHost: host}); err != nil {
 				return err
 			}
 		}

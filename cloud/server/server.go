@@ -278,6 +278,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 	}
 
+	if err = s.joinCluster(ctx); err != nil {
+		return nil, err
+	}
 	if firstStart {
 		s.printFirstStart(stdout)
 		if err = writeFileAtomic(noticePath, []byte("the first-start notice was printed\n"), 0o600); err != nil {
