@@ -57,21 +57,24 @@ type wake struct {
 	// holds (credentials.go). Best effort like every wake-up: a node that misses it still refuses
 	// the old key at the next CONNECT.
 	Creds []string `json:"c,omitempty"`
+	// Desired: twin desired changes made on Node for devices with no session there (route.go).
+	Desired []desiredWake `json:"d,omitempty"`
 }
 
 func (w *wake) empty() bool {
-	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0
+	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0 && len(w.Desired) == 0
 }
 
 type cluster struct {
 	h    *Hub
 	node string
 
-	mu      sync.Mutex
-	out     wake
-	apiURL  string // AdvertiseAPI (route.go)
-	apiHost string
-	signal  chan struct{}
+	mu        sync.Mutex
+	out       wake
+	apiURL    string // AdvertiseAPI (route.go)
+	apiHost   string
+	onDesired func(deviceID string, version int64, patch []byte) // OnDesiredChange (route.go)
+	signal    chan struct{}
 }
 
 func newCluster(h *Hub, node string) *cluster {
@@ -323,6 +326,7 @@ func split(w wake) []string {
 	a.Gone, z.Gone = half(w.Gone)
 	a.Owned, z.Owned = half(w.Owned)
 	a.Creds, z.Creds = half(w.Creds)
+	a.Desired, z.Desired = w.Desired[:len(w.Desired)/2], w.Desired[len(w.Desired)/2:]
 	a.Settled, z.Settled = w.Settled[:len(w.Settled)/2], w.Settled[len(w.Settled)/2:]
 	return append(split(a), split(z)...)
 }
@@ -381,6 +385,7 @@ func (c *cluster) received(payload string) {
 	for _, id := range w.Creds {
 		h.localCredentialsChanged(id)
 	}
+	c.desiredChanged(w.Desired)
 	for _, id := range append(w.Owned, w.Gone...) {
 		h.mu.Lock()
 		ds := h.devs[id]

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -79,4 +80,65 @@ func (c *cluster) advertised() (url, host string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.apiURL, c.apiHost
+}
+
+// maxWakePatch bounds a desired patch carried in a wake-up (NOTIFY's payload limit); a larger one
+// is announced without it and the device's node reads the twin's desired section instead.
+const maxWakePatch = 3000
+
+// desiredWake is one twin desired change in a wake-up.
+type desiredWake struct {
+	Device  string          `json:"i"`
+	Version int64           `json:"v"`
+	Patch   json.RawMessage `json:"p,omitempty"` // the notification's body; absent when too large
+}
+
+// PublishDesiredChange tells the other nodes that deviceID's desired properties changed to version
+// (patch: the notification's JSON body), for a device with no session on this node: the node
+// holding it passes the change on (OnDesiredChange). Coalesced with the other wake-ups and best
+// effort like them: a board whose node misses it reads its twin at its next connect. A no-op on a
+// hub that is not in a cluster.
+func (h *Hub) PublishDesiredChange(deviceID string, version int64, patch []byte) {
+	c := h.cl
+	if c == nil {
+		return
+	}
+	if len(patch) > maxWakePatch || !json.Valid(patch) {
+		patch = nil
+	}
+	c.mu.Lock()
+	c.out.Desired = append(c.out.Desired, desiredWake{Device: deviceID, Version: version, Patch: patch})
+	c.mu.Unlock()
+	c.kickSender()
+}
+
+// OnDesiredChange registers what runs when another node announces a desired change
+// (PublishDesiredChange); patch is nil when it was too large to carry. fn runs on the listener's
+// goroutine: it must not block.
+func (h *Hub) OnDesiredChange(fn func(deviceID string, version int64, patch []byte)) {
+	if h.cl == nil {
+		return
+	}
+	h.cl.mu.Lock()
+	h.cl.onDesired = fn
+	h.cl.mu.Unlock()
+}
+
+func (c *cluster) desiredChanged(ds []desiredWake) {
+	if len(ds) == 0 {
+		return
+	}
+	c.mu.Lock()
+	fn := c.onDesired
+	c.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	for _, d := range ds {
+		var patch []byte
+		if len(d.Patch) > 0 {
+			patch = d.Patch
+		}
+		fn(d.Device, d.Version, patch)
+	}
 }

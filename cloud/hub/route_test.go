@@ -1,8 +1,13 @@
 package hub
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/c2d-project/c2d/internal/pgtest"
 )
@@ -49,5 +54,56 @@ func TestDeviceRoute(t *testing.T) {
 	}
 	if _, ok, err := single.DeviceRoute(ctx, "pi-1"); ok || err != nil {
 		t.Fatalf("single hub routes: %v %v", ok, err)
+	}
+}
+
+// A wake-up with many desired changes is split into NOTIFY payloads under PostgreSQL's limit, each
+// change in exactly one of them, patches intact; an oversized patch is announced without it.
+func TestSplitDesiredWake(t *testing.T) {
+	patch := []byte(`{"$version":7,"note":"` + strings.Repeat("x", maxWakePatch-30) + `"}`)
+	w := wake{Node: "a", Kick: []string{"k"}}
+	for i := range 20 {
+		w.Desired = append(w.Desired, desiredWake{Device: fmt.Sprintf("pi-%d", i), Version: 7, Patch: patch})
+	}
+	seen := map[string]int{}
+	for _, p := range split(w) {
+		if len(p) > maxNotifyPayload {
+			t.Fatalf("payload of %d bytes, over %d", len(p), maxNotifyPayload)
+		}
+		var got wake
+		if err := json.Unmarshal([]byte(p), &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range got.Desired {
+			if d.Version != 7 || !bytes.Equal(d.Patch, patch) {
+				t.Fatalf("%s: version %d, patch of %d bytes", d.Device, d.Version, len(d.Patch))
+			}
+			seen[d.Device]++
+		}
+	}
+	if len(seen) != 20 {
+		t.Fatalf("%d of 20 changes arrived", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s in %d payloads", id, n)
+		}
+	}
+
+	url := pgtest.DB(t)
+	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	got := make(chan desiredWake, 2)
+	b.OnDesiredChange(func(id string, v int64, p []byte) { got <- desiredWake{Device: id, Version: v, Patch: p} })
+	a.PublishDesiredChange("pi-1", 3, []byte(`{"$version":3,"a":1}`))
+	a.PublishDesiredChange("pi-2", 4, []byte(`{"$version":4,"big":"`+strings.Repeat("y", maxWakePatch)+`"}`))
+	for _, want := range []desiredWake{{"pi-1", 3, []byte(`{"$version":3,"a":1}`)}, {"pi-2", 4, nil}} {
+		select {
+		case d := <-got:
+			if d.Device != want.Device || d.Version != want.Version || !bytes.Equal(d.Patch, want.Patch) {
+				t.Fatalf("b heard %s v%d %q; want %s v%d %q", d.Device, d.Version, d.Patch, want.Device, want.Version, want.Patch)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("b heard nothing of %s", want.Device)
+		}
 	}
 }

@@ -12,11 +12,21 @@ import (
 )
 
 // joinCluster advertises this node's service API in its nodes row and lets direct methods for
-// devices held by other nodes go there (docs/cluster.md, "Routing direct methods"). A no-op on a
-// hub with its own store.
+// devices held by other nodes go there (docs/cluster.md, "Routing direct methods"); desired
+// changes other nodes relay reach the boards connected here. A no-op on a hub with its own store.
 func (s *Server) joinCluster(ctx context.Context) error {
 	if s.hub.Node() == "" {
 		return nil
+	}
+	if s.broker != nil {
+		// Desired changes made on another node for boards connected here.
+		s.hub.OnDesiredChange(func(id string, version int64, patch []byte) {
+			if patch != nil {
+				s.twins.DesiredChanged(context.Background(), id, version, patch) // does not block
+				return
+			}
+			go s.twins.DesiredChanged(context.Background(), id, version, nil) // reads the store
+		})
 	}
 	api := s.cfg.APIURL
 	if api == "" {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/cloud/server"
 	"github.com/c2d-project/c2d/internal/pgtest"
@@ -159,5 +161,53 @@ func TestClusterDirectMethods(t *testing.T) {
 	}
 	if n, m := a.s.Methods().Pending(), b.s.Methods().Pending(); n != 0 || m != 0 {
 		t.Fatalf("calls still pending: %d on a, %d on b", n, m)
+	}
+}
+
+// TestClusterDesiredChanges: a twin desired change made through node a reaches the board whose
+// session is on node b at once, as Azure's notification (the patch with its $version); one too
+// large to relay in a wake-up arrives as the whole desired section, read from the store by b.
+func TestClusterDesiredChanges(t *testing.T) {
+	a, b := clusterNodes(t)
+	a.device("pi-1")
+	d, err := b.owner.GetDevice(b.ctx(), "pi-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi := b.connect(d, devOpts{})
+	desired := make(chan paho.Message, 16)
+	if st := pi.c.Subscribe("$iothub/twin/PATCH/properties/desired/#", 0, func(_ paho.Client, m paho.Message) { desired <- m }); !st.WaitTimeout(deadline) || st.Error() != nil {
+		t.Fatal(st.Error())
+	}
+	recv := func() paho.Message {
+		t.Helper()
+		select {
+		case m := <-desired:
+			return m
+		case <-time.After(deadline):
+			t.Fatal("no desired-change notification on b's board")
+		}
+		return nil
+	}
+
+	sent := time.Now()
+	if r := a.do("PATCH", "/twins/pi-1", "iothubowner", `{"properties":{"desired":{"outputs":{"relay1":"on"}}}}`); r.code != 200 {
+		t.Fatalf("PATCH through a: %d %s", r.code, r.body)
+	}
+	n := recv()
+	t.Logf("desired change through a → board on b: %v", time.Since(sent))
+	if n.Topic() != "$iothub/twin/PATCH/properties/desired/?$version=2" || string(n.Payload()) != `{"$version":2,"outputs":{"relay1":"on"}}` {
+		t.Fatalf("notification %q %s", n.Topic(), n.Payload())
+	}
+
+	big := strings.Repeat("x", 4000)
+	if r := a.do("PATCH", "/twins/pi-1", "iothubowner", `{"properties":{"desired":{"note":"`+big+`"}}}`); r.code != 200 {
+		t.Fatalf("large PATCH through a: %d %s", r.code, r.body)
+	}
+	n = recv()
+	var body map[string]any
+	if n.Topic() != "$iothub/twin/PATCH/properties/desired/?$version=3" || json.Unmarshal(n.Payload(), &body) != nil ||
+		body["note"] != big || body["$version"] != float64(3) || body["outputs"] == nil {
+		t.Fatalf("large change: %q %.200s", n.Topic(), n.Payload())
 	}
 }
