@@ -9,7 +9,10 @@ import (
 
 // Methods runs direct methods; *methods.Service implements it.
 type Methods interface {
+	// Invoke calls the device wherever its session is (in a cluster, through its node).
 	Invoke(ctx context.Context, deviceID string, req iothub.MethodRequest) (iothub.MethodResult, error)
+	// InvokeLocal tries this node's sessions only: for calls another node forwarded.
+	InvokeLocal(ctx context.Context, deviceID string, req iothub.MethodRequest) (iothub.MethodResult, error)
 }
 
 // invokeMethod is Azure's `POST /twins/{id}/methods`: 200 with the device's {status, payload}, or
@@ -27,7 +30,12 @@ func (s *Server) invokeMethod(w http.ResponseWriter, r *http.Request) error {
 	stop := context.AfterFunc(s.drain, cancel)
 	defer stop()
 	id := r.PathValue("id")
-	res, err := s.opt.Methods.Invoke(ctx, id, req)
+	invoke := s.opt.Methods.Invoke
+	if from := r.Header.Get(iothub.ForwardedHeader); from != "" {
+		invoke = s.opt.Methods.InvokeLocal
+		s.log.Debug("direct method forwarded by another node", "device", id, "method", req.MethodName, "from", from)
+	}
+	res, err := invoke(ctx, id, req)
 	if err != nil {
 		return err
 	}

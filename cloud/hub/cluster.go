@@ -57,19 +57,24 @@ type wake struct {
 	// holds (credentials.go). Best effort like every wake-up: a node that misses it still refuses
 	// the old key at the next CONNECT.
 	Creds []string `json:"c,omitempty"`
+	// Desired: twin desired changes made on Node for devices with no session there (route.go).
+	Desired []desiredWake `json:"d,omitempty"`
 }
 
 func (w *wake) empty() bool {
-	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0
+	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0 && len(w.Desired) == 0
 }
 
 type cluster struct {
 	h    *Hub
 	node string
 
-	mu     sync.Mutex
-	out    wake
-	signal chan struct{}
+	mu        sync.Mutex
+	out       wake
+	apiURL    string // AdvertiseAPI (route.go)
+	apiHost   string
+	onDesired func(deviceID string, version int64, patch []byte) // OnDesiredChange (route.go)
+	signal    chan struct{}
 }
 
 func newCluster(h *Hub, node string) *cluster {
@@ -321,6 +326,7 @@ func split(w wake) []string {
 	a.Gone, z.Gone = half(w.Gone)
 	a.Owned, z.Owned = half(w.Owned)
 	a.Creds, z.Creds = half(w.Creds)
+	a.Desired, z.Desired = w.Desired[:len(w.Desired)/2], w.Desired[len(w.Desired)/2:]
 	a.Settled, z.Settled = w.Settled[:len(w.Settled)/2], w.Settled[len(w.Settled)/2:]
 	return append(split(a), split(z)...)
 }
@@ -379,6 +385,7 @@ func (c *cluster) received(payload string) {
 	for _, id := range w.Creds {
 		h.localCredentialsChanged(id)
 	}
+	c.desiredChanged(w.Desired)
 	for _, id := range append(w.Owned, w.Gone...) {
 		h.mu.Lock()
 		ds := h.devs[id]
@@ -422,7 +429,9 @@ func (c *cluster) beat() error {
 			// Another node declared this one dead (it stalled past nodeTimeout): its devices
 			// were released and fenced; the poll drops their sessions here.
 			h.log.Warn("this node was declared dead by another (stalled past the node timeout); its devices reconnect", "node", c.node)
-			if err := tx.registerNode(nodeRow{ID: c.node, Started: now, Heartbeat: now, Devices: n, Version: version.Version}); err != nil {
+			url, host := c.advertised()
+			if err := tx.registerNode(nodeRow{ID: c.node, Started: now, Heartbeat: now, Devices: n, Version: version.Version,
+				APIURL: url, APIHost: host}); err != nil {
 				return err
 			}
 		}

@@ -362,7 +362,7 @@ func (h *Hub) Status(ctx context.Context) (iothub.HubStatus, error) {
 		nodes, err := tx.nodes()
 		for _, n := range nodes {
 			st.Nodes = append(st.Nodes, iothub.NodeStatus{NodeID: n.ID, StartedTimeUTC: n.Started,
-				HeartbeatTimeUTC: n.Heartbeat, DeviceCount: n.Devices, Version: n.Version})
+				HeartbeatTimeUTC: n.Heartbeat, DeviceCount: n.Devices, Version: n.Version, APIURL: n.APIURL})
 		}
 		return err
 	})

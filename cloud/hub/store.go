@@ -142,6 +142,8 @@ type storeTx interface {
 	deleteNode(node string) error
 	nodes() ([]nodeRow, error)
 	enqueuedDevices() ([]string, error)
+	setNodeAPI(node, url, host string) error
+	deviceRoute(deviceID string) (r nodeRoute, found bool, err error) // the live or dead node holding it
 
 	connHistoryTx
 }
@@ -153,6 +155,8 @@ type nodeRow struct {
 	Heartbeat time.Time
 	Devices   int
 	Version   string
+	APIURL    string // where its service API is reached ("" when it advertises none)
+	APIHost   string // the host name SAS tokens for that API are signed for
 }
 
 type logger interface {
@@ -279,6 +283,10 @@ var migrations = []string{
 		generation_id TEXT NOT NULL,
 		doc           TEXT NOT NULL
 	);`,
+	// Clusters: where each node's service API is reached (route.go), so that a node can pass a
+	// direct method to the node holding the device's session.
+	`ALTER TABLE nodes ADD COLUMN api_url TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN api_host TEXT NOT NULL DEFAULT '';`,
 }
 
 // earliest returns the earlier of two times, a zero time meaning "none".

@@ -60,11 +60,30 @@ func (t *sqlTx) sessionsOf(node string) (map[string]int64, error) {
 }
 
 func (t *sqlTx) registerNode(n nodeRow) error {
-	_, err := t.exec(`INSERT INTO nodes (node_id, started, heartbeat, devices, version) VALUES (?, ?, ?, ?, ?)
+	_, err := t.exec(`INSERT INTO nodes (node_id, started, heartbeat, devices, version, api_url, api_host) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (node_id) DO UPDATE SET started = excluded.started, heartbeat = excluded.heartbeat,
-		devices = excluded.devices, version = excluded.version`,
-		n.ID, ms(n.Started), ms(n.Heartbeat), n.Devices, n.Version)
+		devices = excluded.devices, version = excluded.version, api_url = excluded.api_url, api_host = excluded.api_host`,
+		n.ID, ms(n.Started), ms(n.Heartbeat), n.Devices, n.Version, n.APIURL, n.APIHost)
 	return err
+}
+
+func (t *sqlTx) setNodeAPI(node, url, host string) error {
+	_, err := t.exec(`UPDATE nodes SET api_url = ?, api_host = ? WHERE node_id = ?`, url, host, node)
+	return err
+}
+
+// deviceRoute reads the node holding deviceID's session and that node's row (no row lock: a
+// route is advice, every write is still fenced by the epoch).
+func (t *sqlTx) deviceRoute(deviceID string) (nodeRoute, bool, error) {
+	var r nodeRoute
+	var hb int64
+	err := t.queryRow(`SELECT s.node_id, n.heartbeat, n.api_url, n.api_host FROM device_sessions s
+		JOIN nodes n ON n.node_id = s.node_id WHERE s.device_id = ?`, deviceID).Scan(&r.Node, &hb, &r.APIURL, &r.HostName)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nodeRoute{}, false, nil
+	}
+	r.heartbeat = fromMs(hb)
+	return r, err == nil, err
 }
 
 func (t *sqlTx) heartbeat(node string, now time.Time, devices int) (bool, error) {
@@ -99,7 +118,7 @@ func (t *sqlTx) deleteNode(node string) error {
 }
 
 func (t *sqlTx) nodes() ([]nodeRow, error) {
-	rows, err := t.query(`SELECT node_id, started, heartbeat, devices, version FROM nodes ORDER BY node_id`)
+	rows, err := t.query(`SELECT node_id, started, heartbeat, devices, version, api_url, api_host FROM nodes ORDER BY node_id`)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +127,7 @@ func (t *sqlTx) nodes() ([]nodeRow, error) {
 	for rows.Next() {
 		var n nodeRow
 		var st, hb int64
-		if err := rows.Scan(&n.ID, &st, &hb, &n.Devices, &n.Version); err != nil {
+		if err := rows.Scan(&n.ID, &st, &hb, &n.Devices, &n.Version, &n.APIURL, &n.APIHost); err != nil {
 			return nil, err
 		}
 		n.Started, n.Heartbeat = fromMs(st), fromMs(hb)

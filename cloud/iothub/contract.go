@@ -252,4 +252,6 @@ type NodeStatus struct {
 	HeartbeatTimeUTC time.Time `json:"heartbeatTimeUtc"`
 	DeviceCount      int       `json:"connectedDeviceCount"` // sessions it holds, as of its heartbeat
 	Version          string    `json:"version"`
+	// APIURL is where the other nodes reach its service API (direct methods are passed there).
+	APIURL string `json:"apiUrl,omitempty"`
 }

@@ -27,6 +27,12 @@ const (
 	MaxMethodConnectTimeout      = 300 * time.Second
 )
 
+// ForwardedHeader (c2d extension) marks a direct-method call one node of a c2d-hub cluster passed
+// to the node holding the device's session; its value is the sending node's id. A node that gets
+// it runs the call on its own sessions only and never passes it on: a call makes at most one
+// extra hop and never loops.
+const ForwardedHeader = "C2D-Forwarded-By"
+
 // MethodRequest is the body of `POST /twins/{id}/methods` (Azure's CloudToDeviceMethod). A nil
 // timeout means Azure's default (30 s to answer; 0 s to connect: the device must be online).
 type MethodRequest struct {

@@ -12,4 +12,8 @@
 // The package depends only on the hub core (to tell an unknown device, 404001, from an offline
 // one) and the wire contract in cloud/iothub; the broker reports sessions and answers through
 // MethodsReady and MethodResponse.
+//
+// In a cluster (route.go) a call for a device whose session is on another node is passed to that
+// node's service API (one HTTP hop, marked with iothub.ForwardedHeader so it is never passed on
+// again) and its answer returned unchanged.
 package methods

@@ -35,6 +35,7 @@ type Service struct {
 	log *slog.Logger
 
 	transport atomic.Pointer[Transport]
+	forwarder atomic.Pointer[Forwarder] // nil: no cluster (route.go)
 	rid       atomic.Uint64
 
 	mu      sync.Mutex
@@ -59,11 +60,25 @@ func New(reg Registry, log *slog.Logger) *Service {
 // SetTransport sets how requests reach devices (the broker, created after the Service).
 func (s *Service) SetTransport(t Transport) { s.transport.Store(&t) }
 
+// SetForwarder makes calls for devices held by another node of the cluster go there (route.go).
+func (s *Service) SetForwarder(f *Forwarder) { s.forwarder.Store(f) }
+
 // Invoke calls a direct method on a device and returns its answer. Errors are *iothub.Error (as
 // the service API renders them) or the hub's typed errors: 400004 for a bad request, 404001 for
 // an unknown device, 404103 DeviceNotOnline, 504101 GatewayTimeout; ctx ending (the caller gone,
-// the hub shutting down) returns ctx's error.
+// the hub shutting down) returns ctx's error. In a cluster (SetForwarder), a device whose session
+// is on another node is called through that node.
 func (s *Service) Invoke(ctx context.Context, deviceID string, req iothub.MethodRequest) (iothub.MethodResult, error) {
+	return s.invoke(ctx, deviceID, req, s.forwarder.Load())
+}
+
+// InvokeLocal is Invoke for a call another node forwarded (iothub.ForwardedHeader): only this node's
+// sessions are tried, and the call is never passed on.
+func (s *Service) InvokeLocal(ctx context.Context, deviceID string, req iothub.MethodRequest) (iothub.MethodResult, error) {
+	return s.invoke(ctx, deviceID, req, nil)
+}
+
+func (s *Service) invoke(ctx context.Context, deviceID string, req iothub.MethodRequest, fwd *Forwarder) (iothub.MethodResult, error) {
 	respTimeout, connTimeout, err := req.Timeouts()
 	if err != nil {
 		return iothub.MethodResult{}, &iothub.Error{Code: iothub.CodeArgumentInvalid, Detail: err.Error()}
@@ -84,8 +99,17 @@ func (s *Service) Invoke(ctx context.Context, deviceID string, req iothub.Method
 		s.mu.Unlock()
 	}()
 
-	if err := s.publish(ctx, deviceID, iothub.MethodRequestTopic(req.MethodName, rid), body, connTimeout); err != nil {
-		return iothub.MethodResult{}, err
+	var elsewhere func(connLeft time.Duration) (iothub.MethodResult, bool, error)
+	if fwd != nil {
+		elsewhere = func(connLeft time.Duration) (iothub.MethodResult, bool, error) {
+			return fwd.forward(ctx, deviceID, req, respTimeout, connLeft)
+		}
+	}
+	if res, err := s.publish(ctx, deviceID, iothub.MethodRequestTopic(req.MethodName, rid), body, connTimeout, elsewhere); res != nil || err != nil {
+		if res == nil {
+			return iothub.MethodResult{}, err
+		}
+		return *res, err
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("direct method sent", "device", deviceID, "method", req.MethodName, "rid", rid, "timeout", respTimeout)
@@ -109,16 +133,28 @@ func (s *Service) Invoke(ctx context.Context, deviceID string, req iothub.Method
 // session that takes methods (to tell 404001 from 404103): a device with a live session exists
 // and is enabled, since deleting, disabling or re-keying a device drops its session, so the
 // common path costs no store read.
-func (s *Service) publish(ctx context.Context, deviceID, topic string, body []byte, connTimeout time.Duration) error {
+//
+// elsewhere (nil: local sessions only) is tried whenever no local session takes the request: when
+// another node holds the device it runs the whole call there and publish returns its answer
+// (res non-nil); it is given what is left of the connect timeout.
+func (s *Service) publish(ctx context.Context, deviceID, topic string, body []byte, connTimeout time.Duration,
+	elsewhere func(connLeft time.Duration) (iothub.MethodResult, bool, error)) (res *iothub.MethodResult, _ error) {
 	tp := s.transport.Load()
 	if tp == nil {
-		return iothub.NotOnline("device %q: this hub has no MQTT listener", deviceID)
+		return nil, iothub.NotOnline("device %q: this hub has no MQTT listener", deviceID)
 	}
+	began := time.Now()
 	var deadline <-chan time.Time
 	if connTimeout > 0 {
 		t := time.NewTimer(connTimeout)
 		defer t.Stop()
 		deadline = t.C
+	}
+	var recheck <-chan time.Time
+	if elsewhere != nil && deadline != nil {
+		t := time.NewTicker(routeRecheck)
+		defer t.Stop()
+		recheck = t.C
 	}
 	for checked := false; ; {
 		// Register before trying, so a connect between the try and the wait is not missed.
@@ -139,26 +175,35 @@ func (s *Service) publish(ctx context.Context, deviceID, topic string, body []by
 				if deadline != nil {
 					s.unready(deviceID, ch)
 				}
-				return gerr
+				return nil, gerr
+			}
+		}
+		if !sent && err == nil && elsewhere != nil {
+			if r, handled, ferr := elsewhere(max(0, connTimeout-time.Since(began))); handled {
+				if deadline != nil {
+					s.unready(deviceID, ch)
+				}
+				return &r, ferr
 			}
 		}
 		switch {
 		case err != nil:
-			return fmt.Errorf("direct method to %s: %w", deviceID, err)
+			return nil, fmt.Errorf("direct method to %s: %w", deviceID, err)
 		case sent:
-			return nil
+			return nil, nil
 		case deadline == nil:
-			return iothub.NotOnline("device %q is not connected (or has not subscribed to direct methods); "+
+			return nil, iothub.NotOnline("device %q is not connected (or has not subscribed to direct methods); "+
 				"connectTimeoutInSeconds waits for it", deviceID)
 		}
 		select {
 		case <-ch:
+		case <-recheck: // connected to another node meanwhile?
 		case <-deadline:
 			s.unready(deviceID, ch)
-			return iothub.NotOnline("Timed out waiting for device %q to connect (%v)", deviceID, connTimeout)
+			return nil, iothub.NotOnline("Timed out waiting for device %q to connect (%v)", deviceID, connTimeout)
 		case <-ctx.Done():
 			s.unready(deviceID, ch)
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		s.unready(deviceID, ch)
 	}

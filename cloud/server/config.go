@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,6 +53,10 @@ type Config struct {
 	Feedback Feedback  `yaml:"feedback"`
 	Auth     Auth      `yaml:"auth"`
 	Log      LogConfig `yaml:"log"`
+	// APIURL is where the other nodes of a cluster reach this node's service API, to pass it
+	// direct methods for the devices it holds: https://host:port. Default: the HTTPS listener
+	// (the hostname when it listens on every address), else the HTTP listener.
+	APIURL string `yaml:"api_url"`
 }
 
 // Auth is what bounds credentials and strangers (docs/security.md).
@@ -310,6 +315,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.NodeID) > 64 || strings.ContainsAny(c.NodeID, " \t\r\n/") {
 		return fmt.Errorf("node_id: %q: want up to 64 characters without spaces or '/'", c.NodeID)
+	}
+	if c.APIURL != "" {
+		u, err := url.Parse(c.APIURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("api_url: %q: want https://host:port (or http://host:port)", c.APIURL)
+		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("tls: cert_file and key_file go together (set both, or neither for the generated CA)")

@@ -82,6 +82,8 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"log format", "log:\n  format: xml\n", "log.format"},
 		{"half tls", "tls:\n  cert_file: /x.pem\n", "tls: cert_file and key_file go together"},
 		{"hostname", "hostname: a/b\n", "hostname"},
+		{"api url scheme", "api_url: 10.0.0.1:8443\n", `api_url: "10.0.0.1:8443": want https://host:port`},
+		{"api url path", "api_url: https://n1:8443/api\n", "api_url: "},
 		{"not yaml", "queue: [\n", "load "},
 	}
 	for _, tc := range cases {

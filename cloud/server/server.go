@@ -179,6 +179,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 
 	var events *hub.EventLog // device-to-cloud events, when devices can connect
 	s.twins = twin.NewService(s.hub, log.With("component", "twins"))
+	if s.hub.Node() != "" {
+		s.twins.SetRelay(s.hub) // desired changes for boards on other nodes (cluster.go)
+	}
 	if enabled(cfg.Listen.MQTT) || enabled(cfg.Listen.MQTTS) || enabled(cfg.Listen.WS) || enabled(cfg.Listen.WSS) {
 		authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "c2d_mqtt_auth_failures_total", Help: "MQTT CONNECTs refused (bad or expired token, unknown or disabled device).",
@@ -278,6 +281,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 	}
 
+	if err = s.joinCluster(ctx); err != nil {
+		return nil, err
+	}
 	if firstStart {
 		s.printFirstStart(stdout)
 		if err = writeFileAtomic(noticePath, []byte("the first-start notice was printed\n"), 0o600); err != nil {

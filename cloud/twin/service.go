@@ -26,12 +26,21 @@ type Notifier interface {
 	PublishDesired(deviceID, topic string, body []byte) (sent bool, err error)
 }
 
+// Relay passes a desired change to the other nodes of a cluster, for a device with no session on
+// this node; *hub.Hub implements it (PublishDesiredChange).
+type Relay interface {
+	PublishDesiredChange(deviceID string, version int64, patch []byte)
+}
+
+var _ Relay = (*hub.Hub)(nil)
+
 // Service serves twins to the service API and to devices over MQTT. Safe for concurrent use.
 type Service struct {
-	st  Store
-	log *slog.Logger
-	now func() time.Time
-	n   Notifier
+	st    Store
+	log   *slog.Logger
+	now   func() time.Time
+	n     Notifier
+	relay Relay
 }
 
 // NewService returns a Service over st; SetNotifier connects it to the broker.
@@ -44,6 +53,37 @@ func NewService(st Store, log *slog.Logger) *Service {
 
 // SetNotifier sets where desired changes go (the broker, created after the Service).
 func (s *Service) SetNotifier(n Notifier) { s.n = n }
+
+// SetRelay makes desired changes for devices not connected here reach the node holding them (a
+// cluster; set before serving).
+func (s *Service) SetRelay(r Relay) { s.relay = r }
+
+// DesiredChanged sends a desired change another node made (Relay) to the device if it is
+// connected here and subscribed; a nil patch (too large to relay) sends the whole desired section.
+func (s *Service) DesiredChanged(ctx context.Context, id string, version int64, patch []byte) {
+	if s.n == nil {
+		return
+	}
+	if patch == nil {
+		raw, dev, err := s.st.ReadTwin(ctx, id)
+		if err != nil {
+			s.log.Debug("relayed desired change: read the twin", "device", id, "err", err)
+			return
+		}
+		d, err := load(raw)
+		if err != nil {
+			s.log.Warn("relayed desired change: twin unreadable", "device", id, "err", err)
+			return
+		}
+		d = s.orNew(d, dev)
+		version, patch = d.Desired.Version, mustJSON(d.Desired.Plain())
+	}
+	if sent, err := s.n.PublishDesired(id, DesiredTopic(version), patch); err != nil {
+		s.log.Warn("relayed desired change not sent to the device; it reads its twin when it reconnects", "device", id, "err", err)
+	} else if sent {
+		s.log.Debug("relayed desired change sent", "device", id, "version", version)
+	}
+}
 
 // Twin is Azure's twin JSON (api-version 2021-04-12) as GET /twins/{id} returns it.
 type Twin struct {
@@ -251,7 +291,11 @@ func (s *Service) Update(ctx context.Context, id string, body []byte, ifMatch st
 			s.log.Warn("desired change not sent to the device; it reads its twin when it reconnects", "device", id, "err", err)
 		} else if sent {
 			s.log.Debug("desired change sent", "device", id, "version", notifyVersion)
+		} else if s.relay != nil {
+			s.relay.PublishDesiredChange(id, notifyVersion, notify)
 		}
+	} else if notify != nil && s.relay != nil {
+		s.relay.PublishDesiredChange(id, notifyVersion, notify)
 	}
 	return out, nil
 }

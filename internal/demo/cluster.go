@@ -147,6 +147,10 @@ func (r *run) cluster(ctx context.Context) error {
 	if err := r.show(ctx, 0, "c2d", "hub", "status"); err != nil {
 		return err
 	}
+	r.say("\n-- a direct method through node n1: n1 passes it to n2, which holds the board")
+	if err := r.show(ctx, 0, "c2d", "invoke", device, "state"); err != nil {
+		return err
+	}
 
 	r.say("\n== 5. kill -9 node n2, which holds the board")
 	if err := nodes[1].p.cmd.Process.Kill(); err != nil {

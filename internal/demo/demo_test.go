@@ -47,8 +47,9 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// TestDemoCluster runs `make demo-cluster`'s program: three nodes on PostgreSQL, the board's node
-// killed with -9, the board carrying on through another node.
+// TestDemoCluster runs `make demo-cluster`'s program: three nodes on PostgreSQL, a direct method
+// through a node that does not hold the board answered by the board, the board's node killed with
+// -9, the board carrying on through another node.
 func TestDemoCluster(t *testing.T) {
 	pgtest.Need(t)
 	bin := t.TempDir()
@@ -68,7 +69,7 @@ func TestDemoCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"Node n2:", "the agent moved to node n3", "completed message demo-3", "completed message demo-4",
+		"Node n2:", "n1 passes it to n2", "Status: 200", `"id": "demo-2"`, "the agent moved to node n3", "completed message demo-3", "completed message demo-4",
 		`unknown target "relay9"`, "demo finished",
 	} {
 		if !strings.Contains(out.String(), want) {

@@ -99,8 +99,12 @@ answers but reports itself unhealthy. Needs a policy with ServiceConnect or Regi
 				if st.Node != "" {
 					kv = append(kv, "Answered by node", st.Node)
 					for _, n := range st.Nodes {
-						kv = append(kv, "Node "+n.NodeID, fmt.Sprintf("%d devices, heartbeat %s ago, version %s",
-							n.DeviceCount, time.Since(n.HeartbeatTimeUTC).Round(100*time.Millisecond), n.Version))
+						line := fmt.Sprintf("%d devices, heartbeat %s ago, version %s",
+							n.DeviceCount, time.Since(n.HeartbeatTimeUTC).Round(100*time.Millisecond), n.Version)
+						if n.APIURL != "" {
+							line += ", API " + n.APIURL
+						}
+						kv = append(kv, "Node "+n.NodeID, line)
 					}
 				}
 				err = fields(cmd.OutOrStdout(), kv...)
