@@ -904,6 +904,9 @@ func (r *runner) ratios() {
 	ratio("latency_p50_agent_vs_raw_mosquitto", "c2d-agent", "raw-mosquitto")
 	ratio("latency_p50_lite1_vs_raw_mochi", "lite-1", "raw-mochi")
 	ratio("latency_p50_lite1_vs_raw_mosquitto", "lite-1", "raw-mosquitto")
+	if l, ok := lat["c2d-agent"]; ok && l.Settle != nil && l.Settle.P50 > 0 {
+		r.rep.Ratios[FeedbackVsSettledKey] = round2(l.Feedback.P50 / l.Settle.P50)
+	}
 	if r.rep.Fsync != nil && r.rep.Fsync.P50 > 0 {
 		if l, ok := lat["c2d-agent"]; ok {
 			r.rep.Ratios["latency_p50_agent_in_fsyncs"] = round2(l.Feedback.P50 / r.rep.Fsync.P50)
