@@ -430,9 +430,16 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 		return
 	}
 	a.mu.Unlock()
+	// The done record is written before the outcome is sent and fsynced while it travels: a kill
+	// can no longer lose it, and only a power loss inside that fsync, with the outcome lost too,
+	// can make the redelivery answer "interrupted" instead (docs/agent.md). Nothing moves twice:
+	// the start record was durable before the first output moved.
+	written := false
 	if ex.id != "" {
-		if err := a.ledger.Finish(ex.id, ex.fp, outcome(disp), reason, time.Now()); err != nil {
+		if err := a.ledger.FinishWritten(ex.id, ex.fp, outcome(disp), reason, time.Now()); err != nil {
 			log.Error("executed-id log", "err", err)
+		} else {
+			written = true
 		}
 	}
 	if disp == iothub.DispositionReject {
@@ -447,6 +454,11 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 	a.count(disp, reason)
 	for _, d := range ds {
 		a.client.Settle(d, disp, reason)
+	}
+	if written {
+		if err := a.ledger.Sync(); err != nil {
+			log.Error("executed-id log", "err", err)
+		}
 	}
 }
 
