@@ -51,6 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	keep := fs.Bool("keep", false, "keep the work directory (logs) afterwards")
 	sections := fs.String("sections", strings.Join(cfg.Sections, ","), "sections to run: fsync,latency,throughput,fleet,agent")
 	fs.IntVar(&cfg.LatencyCommands, "commands", cfg.LatencyCommands, "commands per latency row")
+	fs.BoolVar(&cfg.SimBoardOnDisk, "sim-board-on-disk", false, "keep the agent's sim board files (state file, transition log) on the data disk instead of /dev/shm")
 	fs.IntVar(&cfg.ManyDevices, "many-devices", cfg.ManyDevices, "devices in the many-devices latency row")
 	fs.IntVar(&cfg.ManyWorkers, "many-parallel", cfg.ManyWorkers, "commands outstanding at once in the many-devices row")
 	fs.IntVar(&cfg.RawRoundTrips, "round-trips", cfg.RawRoundTrips, "round trips per raw MQTT latency baseline")
