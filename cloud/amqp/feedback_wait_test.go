@@ -7,27 +7,14 @@ import (
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/hub"
+	"github.com/c2d-project/c2d/cloud/hub/hubtest"
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
-
-// stillClock is a hub clock whose timers never fire: only a receiver, never the batch window, can
-// make a partial feedback batch form.
-type stillClock struct{ now time.Time }
-
-func (c stillClock) Now() time.Time { return c.now }
-func (stillClock) NewTimer(time.Duration) (hub.Timer, <-chan time.Time) {
-	return stillTimer{}, make(chan time.Time)
-}
-
-type stillTimer struct{}
-
-func (stillTimer) Stop() bool               { return true }
-func (stillTimer) Reset(time.Duration) bool { return true }
 
 // A feedback link with credit is a receiver that is waiting: a record reaches it without the
 // one-hour batch window passing (the hub's timers never fire here).
 func TestFeedbackLinkWithCreditGetsRecordsWithoutTheInterval(t *testing.T) {
-	e := newEnv(t, hub.Config{FeedbackInterval: time.Hour, Clock: stillClock{now: time.Now()}})
+	e := newEnv(t, hub.Config{FeedbackInterval: time.Hour, Clock: hubtest.StillClock{At: time.Now()}})
 	e.device("pi-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
