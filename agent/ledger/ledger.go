@@ -127,17 +127,38 @@ func (l *Ledger) Lookup(id string) (Entry, bool) {
 
 // Start records durably that executing id begins (call before the first pin moves).
 func (l *Ledger) Start(id, fingerprint string, now time.Time) error {
-	return l.write(record{Op: "start", ID: id, Fingerprint: fingerprint, Time: now.UTC()})
+	return l.write(record{Op: "start", ID: id, Fingerprint: fingerprint, Time: now.UTC()}, true)
 }
 
 // Finish records durably how id was settled (call before acknowledging it).
 func (l *Ledger) Finish(id, fingerprint string, outcome Outcome, reason string, now time.Time) error {
-	return l.write(record{Op: "done", ID: id, Fingerprint: fingerprint, Outcome: outcome, Reason: reason, Time: now.UTC()})
+	return l.write(record{Op: "done", ID: id, Fingerprint: fingerprint, Outcome: outcome, Reason: reason, Time: now.UTC()}, true)
+}
+
+// FinishWritten records how id was settled and returns once the line is written to the file,
+// before it is fsynced: from then on it survives the agent being killed (the kernel holds it), and
+// Sync makes it survive power loss too. The agent sends the outcome while Sync runs (see
+// docs/agent.md, "when the done record is durable").
+func (l *Ledger) FinishWritten(id, fingerprint string, outcome Outcome, reason string, now time.Time) error {
+	return l.write(record{Op: "done", ID: id, Fingerprint: fingerprint, Outcome: outcome, Reason: reason, Time: now.UTC()}, false)
+}
+
+// Sync makes every record written so far durable.
+func (l *Ledger) Sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return errors.New("executed-id log: closed")
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("executed-id log: fsync %s: %w", l.path, err)
+	}
+	return nil
 }
 
 // Forget drops id, so a redelivery runs again (after an abandon).
 func (l *Ledger) Forget(id string, now time.Time) error {
-	return l.write(record{Op: "forget", ID: id, Time: now.UTC()})
+	return l.write(record{Op: "forget", ID: id, Time: now.UTC()}, true)
 }
 
 // Close closes the file.
@@ -152,7 +173,7 @@ func (l *Ledger) Close() error {
 	return err
 }
 
-func (l *Ledger) write(r record) error {
+func (l *Ledger) write(r record, sync bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
@@ -165,8 +186,10 @@ func (l *Ledger) write(r record) error {
 	if _, err := l.f.Write(line); err != nil {
 		return fmt.Errorf("executed-id log: write %s: %w", l.path, err)
 	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("executed-id log: fsync %s: %w", l.path, err)
+	if sync {
+		if err := l.f.Sync(); err != nil {
+			return fmt.Errorf("executed-id log: fsync %s: %w", l.path, err)
+		}
 	}
 	l.records++
 	l.apply(r)

@@ -204,3 +204,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A done record written but not yet fsynced is in the file: a process killed before Sync (the
+// kernel keeps what was written) finds it on reopen, and Sync afterwards succeeds.
+func TestFinishWrittenIsReadBackBeforeSync(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	if err := l.Start("m1", "fp", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.FinishWritten("m1", "fp", Reject, "bad pin", now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := l.Lookup("m1"); !ok || !e.Done || e.Outcome != Reject || e.Reason != "bad pin" {
+		t.Fatalf("in memory: %+v, %v", e, ok)
+	}
+	// Another reader of the file (what a restarted agent sees after a kill -9).
+	l2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if e, ok := l2.Lookup("m1"); !ok || !e.Done || e.Outcome != Reject || e.Reason != "bad pin" || !e.Started.Equal(now) {
+		t.Fatalf("reopened: %+v, %v", e, ok)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Sync(); err == nil {
+		t.Fatal("Sync after Close succeeded")
+	}
+}

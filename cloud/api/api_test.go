@@ -28,7 +28,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	cfg := hub.Config{HostName: hostName, FeedbackInterval: 20 * time.Millisecond}.Defaults()
+	return newEnvConfig(t, hub.Config{FeedbackInterval: 20 * time.Millisecond})
+}
+
+func newEnvConfig(t *testing.T, cfg hub.Config) *env {
+	t.Helper()
+	cfg.HostName = hostName
+	cfg = cfg.Defaults()
 	m := api.NewMetrics()
 	h, err := hub.Open(context.Background(), t.TempDir(), cfg, m.HubEvents(nil))
 	if err != nil {

@@ -90,7 +90,10 @@
 // and correlationId; enqueuedTimeUtc is, as in Azure, when the outcome happened (the settle, the
 // expiry, the purge), not when the message was sent. They form batches of feedback_batch_size (64), or whatever is waiting once
 // the oldest record waited feedback_interval: 1 s by default, short enough for interactive use
-// (Azure: 15 s). A batch is locked for feedback_lock_timeout when received; Complete deletes it,
+// (Azure: 15 s). A receiver that is already waiting (a long-polling GET, an AMQP feedback link
+// with credit) does not wait for that window: when no batch is available, the records pending form
+// one at once. Under load the receiver is busy with the previous batch while records accumulate,
+// so batches stay large without a timer. A batch is locked for feedback_lock_timeout when received; Complete deletes it,
 // Abandon or lock expiry offers it again until feedback_max_delivery_count deliveries, after which
 // it is dropped (logged); a batch not completed within feedback_ttl is dropped (logged).
 //

@@ -199,8 +199,9 @@ func idleSweeper(t *testing.T, clk *manualClock) {
 	}
 }
 
-// Records short of a full batch form one once the oldest has waited feedback_interval: the
-// settle that created the record arms the timer for exactly then.
+// With no receiver waiting, records short of a full batch form one once the oldest has waited
+// feedback_interval: the settle that created the record arms the timer for exactly then. (A
+// receiver that is waiting forms one at once: feedback_test.go.)
 func TestPartialFeedbackBatchFormsAfterInterval(t *testing.T) {
 	cfg := testConfig()
 	cfg.FeedbackInterval = 2 * time.Second // before the 5 s lock deadline, which also arms the sweeper
@@ -212,8 +213,17 @@ func TestPartialFeedbackBatchFormsAfterInterval(t *testing.T) {
 	h.Attach(c)
 	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
 	clk.Advance(2*time.Second - time.Millisecond)
-	noFeedback(t, h, 50*time.Millisecond)
+	if batchAvailable(t, h, clk.Now()) {
+		t.Fatal("batch formed before the interval")
+	}
 	clk.Advance(time.Millisecond)
+	deadline := time.Now().Add(waitLimit)
+	for !batchAvailable(t, h, clk.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatal("no batch formed at the interval")
+		}
+		time.Sleep(time.Millisecond) // the sweeper runs on its own goroutine once the clock fires it
+	}
 	if recs := receiveRecords(t, h, 1); recs[0].OriginalMessageID != "m1" {
 		t.Fatalf("records %+v", recs)
 	}

@@ -11,11 +11,20 @@ import (
 // at once, and whatever is left once its oldest record waited FeedbackInterval. It arms the timer
 // for the next interval.
 func (h *Hub) formBatches(tx storeTx, now time.Time, e *effects) error {
+	return h.form(tx, now, false, e)
+}
+
+// form is formBatches; with receiving set (a receiver is asking for feedback and no batch is
+// available) whatever is pending forms batches now instead of waiting out FeedbackInterval. The
+// interval exists so that records travel in batches, not to delay a receiver that is already
+// there: under load the receiver is busy with the previous batch while records accumulate, so
+// the next one is full-sized again (the way group commit batches without a timer).
+func (h *Hub) form(tx storeTx, now time.Time, receiving bool, e *effects) error {
 	n, oldest, err := tx.unbatched()
 	if err != nil || n == 0 {
 		return err
 	}
-	due := !oldest.Add(h.cfg.FeedbackInterval).After(now)
+	due := receiving || !oldest.Add(h.cfg.FeedbackInterval).After(now)
 	for n >= h.cfg.FeedbackBatchSize || (n > 0 && due) {
 		id, err := tx.maxBatchID()
 		if err != nil {
@@ -39,7 +48,8 @@ func (h *Hub) formBatches(tx storeTx, now time.Time, e *effects) error {
 	return nil
 }
 
-// feedbackReady wakes every ReceiveFeedback waiting for a batch.
+// feedbackReady wakes every ReceiveFeedback waiting: a batch became available, or a record a
+// waiting receiver forms one from (finish).
 func (h *Hub) feedbackReady() {
 	h.fbMu.Lock()
 	close(h.fbCh)
@@ -54,8 +64,10 @@ func (h *Hub) feedbackChan() <-chan struct{} {
 }
 
 // ReceiveFeedback locks and returns the next feedback batch (oldest first), blocking until one is
-// ready or ctx ends (then nil, ctx.Err()). The batch stays locked for FeedbackLockTimeout; after
-// that, or on AbandonFeedback, it is offered again until FeedbackMaxDeliveryCount deliveries.
+// ready or ctx ends (then nil, ctx.Err()). With no batch available, records already pending form
+// one at once (form): a receiver that is there does not wait for the batch window. The batch
+// stays locked for FeedbackLockTimeout; after that, or on AbandonFeedback, it is offered again
+// until FeedbackMaxDeliveryCount deliveries.
 func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
 	for {
 		ch := h.feedbackChan()
@@ -64,6 +76,11 @@ func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error
 			fb = nil
 			now := h.now()
 			b, ok, err := tx.availableBatch(now)
+			if err == nil && !ok {
+				if err = h.form(tx, now, true, e); err == nil {
+					b, ok, err = tx.availableBatch(now)
+				}
+			}
 			if err != nil || !ok {
 				return err
 			}
@@ -85,13 +102,17 @@ func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error
 		if fb != nil {
 			return fb, nil
 		}
+		h.fbWaiting.Add(1)
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			h.fbWaiting.Add(-1)
 			return nil, ctx.Err()
 		case <-h.done:
+			h.fbWaiting.Add(-1)
 			return nil, ErrClosed
 		}
+		h.fbWaiting.Add(-1)
 	}
 }
 

@@ -40,8 +40,9 @@ type Hub struct {
 	waitMu  sync.Mutex
 	waiters map[waitKey]*waiter
 
-	fbMu sync.Mutex
-	fbCh chan struct{} // closed (and replaced) when a feedback batch may have become available
+	fbMu      sync.Mutex
+	fbCh      chan struct{} // closed (and replaced) when feedback may have become receivable
+	fbWaiting atomic.Int32  // ReceiveFeedback calls blocked for feedback (tests wait on it)
 
 	timer  *sweeper
 	unlock func()   // releases DATA/hub.lock
@@ -277,7 +278,7 @@ type effects struct {
 	settled  []msgRow // terminal now
 	requeued []msgRow // back to Enqueued (LockToken = the lock they had)
 	kick     map[string]bool
-	feedback bool // a feedback batch became available
+	feedback bool // feedback became receivable: a batch formed, or a record a waiting receiver batches
 	deadline time.Time
 }
 
@@ -374,6 +375,7 @@ func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reaso
 			return fmt.Errorf("feedback record: %w", err)
 		}
 		e.wake(now.Add(h.cfg.FeedbackInterval))
+		e.feedback = true // a receiver already waiting batches it now (ReceiveFeedback)
 	}
 	e.settled = append(e.settled, *m)
 	return nil

@@ -334,10 +334,16 @@ func TestFeedbackBatchingAndAbandon(t *testing.T) {
 	if err := h.CompleteFeedback(context.Background(), b2.LockToken); err != nil {
 		t.Fatal(err)
 	}
-	noFeedback(t, h, 100*time.Millisecond) // m6 waits for its batch (interval 1h)
+	// m6 waits for its batch (interval 1h) until a receiver asks: then it forms at once.
+	if batchAvailable(t, h, time.Now()) {
+		t.Fatal("m6 formed a batch with no receiver and the interval not passed")
+	}
 	st, _ := h.Status(context.Background())
 	if st.PendingFeedbackCount != 1 {
 		t.Fatalf("pending feedback %d, want 1", st.PendingFeedbackCount)
+	}
+	if recs := receiveRecords(t, h, 1); len(recs) != 1 || recs[0].OriginalMessageID != "m6" {
+		t.Fatalf("last batch %+v, want m6 alone", recs)
 	}
 }
 

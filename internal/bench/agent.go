@@ -34,13 +34,24 @@ type AgentSetup struct {
 	// c2d's extension) or "azure" (Azure's dialect: the PUBACK completes).
 	Dispositions string
 	KeepAlive    time.Duration // connection.keep_alive; default 30s (the agent allows 5s and up)
+	// BoardDir holds the sim board's state file and transition log (default Dir). The bench puts
+	// them on tmpfs: they stand in for GPIO registers, and an atomic file replace per transition
+	// on the data disk is not what a board's output costs.
+	BoardDir string
 }
 
 // ConfigPath, TransitionLog, StateFile and LogPath are where the agent's files live.
 func (a AgentSetup) ConfigPath() string    { return filepath.Join(a.Dir, "agent.yaml") }
-func (a AgentSetup) TransitionLog() string { return filepath.Join(a.Dir, "transitions.jsonl") }
-func (a AgentSetup) StateFile() string     { return filepath.Join(a.Dir, "outputs.json") }
-func (a AgentSetup) LogPath() string       { return filepath.Join(a.Dir, "agent.log") }
+func (a AgentSetup) TransitionLog() string { return filepath.Join(a.boardDir(), "transitions.jsonl") }
+func (a AgentSetup) StateFile() string     { return filepath.Join(a.boardDir(), "outputs.json") }
+
+func (a AgentSetup) boardDir() string {
+	if a.BoardDir != "" {
+		return a.BoardDir
+	}
+	return a.Dir
+}
+func (a AgentSetup) LogPath() string { return filepath.Join(a.Dir, "agent.log") }
 
 // ReconnectBound is the longest the agent may wait before a reconnect attempt (its reconnect_max).
 func (a AgentSetup) ReconnectBound() time.Duration {

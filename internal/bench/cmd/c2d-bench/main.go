@@ -37,6 +37,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		_, _ = bench.RaiseFileLimit()
 		return bench.ServeRawBroker(ctx, *addr, func(a string) { fmt.Fprintln(stdout, "listening", a) })
 	}
+	if len(args) > 0 && args[0] == "check" {
+		return check(args[1:], stdout, stderr)
+	}
 	cfg := bench.Defaults()
 	fs := flag.NewFlagSet("c2d-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -48,6 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	keep := fs.Bool("keep", false, "keep the work directory (logs) afterwards")
 	sections := fs.String("sections", strings.Join(cfg.Sections, ","), "sections to run: fsync,latency,methods,throughput,cluster,fleet,agent")
 	fs.IntVar(&cfg.LatencyCommands, "commands", cfg.LatencyCommands, "commands per latency row")
+	fs.BoolVar(&cfg.SimBoardOnDisk, "sim-board-on-disk", false, "keep the agent's sim board files (state file, transition log) on the data disk instead of /dev/shm")
 	fs.IntVar(&cfg.ManyDevices, "many-devices", cfg.ManyDevices, "devices in the many-devices latency row")
 	fs.IntVar(&cfg.ManyWorkers, "many-parallel", cfg.ManyWorkers, "commands outstanding at once in the many-devices row")
 	fs.IntVar(&cfg.RawRoundTrips, "round-trips", cfg.RawRoundTrips, "round trips per raw MQTT latency baseline")
@@ -129,6 +133,35 @@ func binaries(ctx context.Context, cfg *bench.Config, stderr io.Writer) error {
 	if cfg.AgentBin == "" {
 		cfg.AgentBin = a
 	}
+	return nil
+}
+
+// check is make bench-check: the report's figures against issue #14's targets (-valid: only
+// that the report is complete for the sections it names, the smoke test's check).
+func check(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("json", "bin/bench.json", "the report c2d-bench wrote")
+	valid := fs.String("valid", "", "only check that the report is complete for these `sections` (comma-separated)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rep, err := bench.ReadReport(*path)
+	if err != nil {
+		return err
+	}
+	if *valid != "" {
+		if err := rep.Validate(strings.Split(*valid, ",")); err != nil {
+			return fmt.Errorf("%s is not a complete report: %w", *path, err)
+		}
+		fmt.Fprintf(stdout, "%s: a complete report (%s)\n", *path, *valid)
+		return nil
+	}
+	fmt.Fprintf(stdout, "bench-check %s (run of %s UTC)\n", *path, rep.Started.UTC().Format("2006-01-02 15:04"))
+	if err := bench.CheckReport(stdout, rep, bench.Targets); err != nil {
+		return fmt.Errorf("%s: %w", *path, err)
+	}
+	fmt.Fprintln(stdout, "bench-check: every target met")
 	return nil
 }
 

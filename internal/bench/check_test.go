@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// passing is a report meeting every target, each figure near its limit.
+func passing() *Report {
+	return &Report{
+		Started: time.Date(2026, 12, 3, 11, 26, 0, 0, time.UTC), Took: "1m",
+		Ratios: map[string]float64{
+			"throughput_1000_devices_vs_raw_mochi": 0.5,
+			"settled_p50_agent_vs_raw_mochi":       5,
+			FeedbackVsSettledKey:                   1.99,
+		},
+		Fleet: []FleetRow{
+			{Name: "plain mochi (no hooks)", Devices: 10000, PerDevice: 90 * 1024}, // not the hub's row
+			{Name: "c2d-hub (auth, session attach, queue)", Devices: 1000, PerDevice: 80 * 1024},
+			{Name: "c2d-hub (auth, session attach, queue)", Devices: 10000, PerDevice: 40 * 1024},
+		},
+		Agent: &AgentFootprint{RSSIdle: 12 << 20, RSSLoad: 15 << 20, HWMLoad: 16 << 20},
+	}
+}
+
+func TestCheckPassesAtTheLimits(t *testing.T) {
+	var out bytes.Buffer
+	if err := CheckReport(&out, passing(), Targets); err != nil {
+		t.Fatalf("CheckReport: %v\n%s", err, &out)
+	}
+	if n := strings.Count(out.String(), "ok      "); n != len(Targets) {
+		t.Fatalf("%d ok lines for %d targets:\n%s", n, len(Targets), &out)
+	}
+}
+
+// Each figure just past its target fails the check, and the error names it with its value and
+// the target; the other figures stay ok.
+func TestCheckNamesEachMissedFigure(t *testing.T) {
+	cases := []struct {
+		key, want string
+		spoil     func(*Report)
+	}{
+		{"throughput_1000_devices_vs_raw_mochi", "0.49 × (target ≥ 0.5 ×)", func(r *Report) { r.Ratios["throughput_1000_devices_vs_raw_mochi"] = 0.49 }},
+		{"settled_p50_agent_vs_raw_mochi", "5.01 × (target ≤ 5 ×)", func(r *Report) { r.Ratios["settled_p50_agent_vs_raw_mochi"] = 5.01 }},
+		{FeedbackVsSettledKey, "6.10 × (target ≤ 2 ×)", func(r *Report) { r.Ratios[FeedbackVsSettledKey] = 6.1 }},
+		{"hub_kib_per_idle_device_10000", "76.20 KiB (target ≤ 40 KiB)", func(r *Report) { r.Fleet[2].PerDevice = 76.2 * 1024 }},
+		{"agent_rss_idle", "12.50 MiB (target ≤ 12 MiB)", func(r *Report) { r.Agent.RSSIdle = 12<<20 + 512<<10 }},
+		{"agent_rss_peak", "17.00 MiB (target ≤ 16 MiB)", func(r *Report) { r.Agent.RSSLoad = 17 << 20 }},
+	}
+	for _, c := range cases {
+		t.Run(c.key, func(t *testing.T) {
+			rep := passing()
+			c.spoil(rep)
+			var out bytes.Buffer
+			err := CheckReport(&out, rep, Targets)
+			if !errors.Is(err, ErrTargetsMissed) {
+				t.Fatalf("CheckReport = %v, want ErrTargetsMissed\n%s", err, &out)
+			}
+			if !strings.Contains(err.Error(), c.key+" "+c.want) || !strings.Contains(err.Error(), "1 of 6") {
+				t.Fatalf("error %q does not name %s %s as the one miss", err, c.key, c.want)
+			}
+			if !strings.Contains(out.String(), "MISSED  ") || strings.Count(out.String(), "ok      ") != len(Targets)-1 {
+				t.Fatalf("output:\n%s", &out)
+			}
+		})
+	}
+}
+
+// A report without a figure (a section not run) does not pass: a guard that measured nothing
+// guards nothing.
+func TestCheckFailsOnMissingFigures(t *testing.T) {
+	var out bytes.Buffer
+	err := CheckReport(&out, &Report{Ratios: map[string]float64{}}, Targets)
+	if !errors.Is(err, ErrTargetsMissed) || !strings.Contains(err.Error(), "6 of 6") ||
+		!strings.Contains(err.Error(), "hub_kib_per_idle_device_10000 missing (target ≤ 40 KiB)") {
+		t.Fatalf("CheckReport on an empty report = %v", err)
+	}
+	if strings.Count(out.String(), "MISSING ") != len(Targets) {
+		t.Fatalf("output:\n%s", &out)
+	}
+}
+
+// The ratio the feedback target reads is computed from the c2d-agent latency row.
+func TestRatiosFeedbackVsSettled(t *testing.T) {
+	r := &runner{rep: &Report{Ratios: map[string]float64{}, Latency: []LatencyRow{
+		{Name: "c2d-agent", Feedback: Dist{P50: 6}, Settle: &Dist{P50: 2.4}},
+		{Name: "lite-1", Feedback: Dist{P50: 100}, Settle: &Dist{P50: 1}},
+	}}}
+	r.ratios()
+	if got := r.rep.Ratios[FeedbackVsSettledKey]; got != 2.5 {
+		t.Fatalf("%s = %v, want 6 / 2.4 = 2.5", FeedbackVsSettledKey, got)
+	}
+}
+
+func TestReadReportValidate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bench.json")
+	rep := passing()
+	rep.Agent.BinaryBytes = 7 << 20
+	rep.Fsync = &Dist{N: 10, P50: 0.2, Max: 0.5}
+	if err := rep.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadReport(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Validate([]string{"fsync", "agent"}); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	err = got.Validate([]string{"latency", "throughput"})
+	if err == nil || !strings.Contains(err.Error(), "latency: no rows") || !strings.Contains(err.Error(), "throughput: no rows") {
+		t.Fatalf("Validate of a report without latency and throughput rows = %v", err)
+	}
+}
