@@ -141,43 +141,16 @@ func dialMethodDevice(addr, id, key string) (*LiteClient, error) {
 
 // rawRequestReply: the method path without the hub, QoS 0 both ways as Azure's methods are.
 func rawRequestReply(ctx context.Context, addr string, n int) (Dist, error) {
-	replies := make(chan struct{}, 1)
-	req, err := DialLite(addr, LiteOptions{ClientID: "mreq", CleanSession: true, OnMessage: func(string, []byte) { replies <- struct{}{} }})
+	ds, err := roundTrip{
+		name: "raw-method-request-reply", qos: 0, reqFilter: "mreq/#", replyFilter: "mres/#",
+		reqTopic: func(i int) string { return "mreq/state/" + strconv.Itoa(i) },
+		payload:  []byte("null"),
+		reply: func(topic string, _ []byte) (string, []byte) {
+			return "mres/" + strings.TrimPrefix(topic, "mreq/"), []byte(methodAnswerBody)
+		},
+	}.measure(ctx, addr, n)
 	if err != nil {
 		return Dist{}, err
-	}
-	defer req.Close()
-	var resp *LiteClient
-	resp, err = DialLite(addr, LiteOptions{ClientID: "mresp", CleanSession: true, OnMessage: func(topic string, _ []byte) {
-		_, _ = resp.PublishAsync("mres/"+strings.TrimPrefix(topic, "mreq/"), []byte(methodAnswerBody), 0)
-	}})
-	if err != nil {
-		return Dist{}, err
-	}
-	defer resp.Close()
-	if err := resp.Subscribe("mreq/#", 0, 10*time.Second); err != nil {
-		return Dist{}, err
-	}
-	if err := req.Subscribe("mres/#", 0, 10*time.Second); err != nil {
-		return Dist{}, err
-	}
-	warm := n / 20
-	var ds []time.Duration
-	for i := 0; i < n+warm; i++ {
-		t0 := time.Now()
-		if _, err := req.PublishAsync("mreq/state/"+strconv.Itoa(i), []byte("null"), 0); err != nil {
-			return Dist{}, err
-		}
-		select {
-		case <-replies:
-		case <-time.After(10 * time.Second):
-			return Dist{}, fmt.Errorf("raw request/reply: no reply within 10s (QoS 0 lost on loopback?)")
-		case <-ctx.Done():
-			return Dist{}, ctx.Err()
-		}
-		if i >= warm {
-			ds = append(ds, time.Since(t0))
-		}
 	}
 	return Summarise(ds), nil
 }

@@ -493,46 +493,14 @@ func (r *runner) latency(ctx context.Context) error {
 
 // requestReply measures a QoS 1 request → reply round trip between two clients through a broker.
 func (r *runner) requestReply(ctx context.Context, name, addr string) (LatencyRow, error) {
-	replies := make(chan struct{}, 1)
-	req, err := DialLite(addr, LiteOptions{ClientID: name + "-req", CleanSession: true, OnMessage: func(string, []byte) { replies <- struct{}{} }})
+	ds, err := roundTrip{
+		name: name, qos: 1, reqFilter: "rr/req", replyFilter: "rr/reply",
+		reqTopic: func(int) string { return "rr/req" },
+		payload:  []byte("target=out1&action=toggle"),
+		reply:    func(_ string, p []byte) (string, []byte) { return "rr/reply", p },
+	}.measure(ctx, addr, r.cfg.RawRoundTrips)
 	if err != nil {
 		return LatencyRow{}, err
-	}
-	defer req.Close()
-	var resp *LiteClient
-	resp, err = DialLite(addr, LiteOptions{ClientID: name + "-resp", CleanSession: true, OnMessage: func(_ string, p []byte) {
-		// Reply from the reader goroutine without waiting for the PUBACK (that would block reading).
-		_, _ = resp.PublishAsync("rr/reply", p, 1)
-	}})
-	if err != nil {
-		return LatencyRow{}, err
-	}
-	defer resp.Close()
-	if err := resp.Subscribe("rr/req", 1, 10*time.Second); err != nil {
-		return LatencyRow{}, err
-	}
-	if err := req.Subscribe("rr/reply", 1, 10*time.Second); err != nil {
-		return LatencyRow{}, err
-	}
-	n := r.cfg.RawRoundTrips
-	warm := n / 20
-	var ds []time.Duration
-	payload := []byte("target=out1&action=toggle")
-	for i := 0; i < n+warm; i++ {
-		t := time.Now()
-		if _, err := req.PublishAsync("rr/req", payload, 1); err != nil {
-			return LatencyRow{}, err
-		}
-		select {
-		case <-replies:
-		case <-time.After(10 * time.Second):
-			return LatencyRow{}, fmt.Errorf("%s: no reply within 10s", name)
-		case <-ctx.Done():
-			return LatencyRow{}, ctx.Err()
-		}
-		if i >= warm {
-			ds = append(ds, time.Since(t))
-		}
 	}
 	row := LatencyRow{Name: name, Parallel: 1, Feedback: Summarise(ds),
 		Devices: "2 lightweight clients, QoS 1 request → QoS 1 reply (the floor)"}
