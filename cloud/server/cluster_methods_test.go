@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -21,16 +20,7 @@ import (
 // API on HTTPS (advertised to the other) and, for the test's own requests, on plain HTTP.
 func clusterNodes(t *testing.T) (a, b *itHub) {
 	t.Helper()
-	pgtest.Need(t)
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Stop)
-	url, err := pg.NewDB(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	url := pgtest.DB(t)
 	node := func(id string, before func(c *server.Config)) *itHub {
 		return newITHub(t, func(c *server.Config) {
 			c.Store, c.NodeID, c.Listen.HTTPS = url, id, "127.0.0.1:0"
