@@ -16,7 +16,14 @@ type methodState struct {
 	ready bool   // subscribed to iothub.MethodsFilter, SUBACK written
 	on    uint16 // ready once the SUBACK with this packet id is written
 	due   bool
+	// held are requests made after the subscription was granted and before its SUBACK was
+	// written: the device has subscribed as far as its caller can tell (a service that saw the
+	// SUBACK's effect may call at once), so they are written right after the SUBACK, not refused.
+	held []outbound
 }
+
+// maxHeldRequests bounds what waits for one SUBACK; calls beyond it are refused as not online.
+const maxHeldRequests = 16
 
 // PublishMethod writes a direct-method request to the device's current session (not a module's)
 // if it has subscribed to `$iothub/methods/POST/#`; sent is false when it has not. Requests are
@@ -30,7 +37,7 @@ func (b *Broker) PublishMethod(deviceID, topic string, body []byte) (sent bool, 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.meth.ready || c.ended || c.cl.Closed() {
+	if c.ended || c.cl.Closed() {
 		return false, nil
 	}
 	pk := packets.Packet{
@@ -38,6 +45,13 @@ func (b *Broker) PublishMethod(deviceID, topic string, body []byte) (sent bool, 
 		TopicName:   topic,
 		Payload:     body,
 		Created:     time.Now().Unix(),
+	}
+	if !c.meth.ready {
+		if !c.meth.due || len(c.meth.held) >= maxHeldRequests {
+			return false, nil
+		}
+		c.meth.held = append(c.meth.held, outbound{pk: pk})
+		return true, nil
 	}
 	if !c.enqueue(outbound{pk: pk}) {
 		return false, fmt.Errorf("method request to %s: %w", deviceID, errBacklog)
@@ -112,6 +126,13 @@ func (h *methodHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) 
 func (h *methodHook) ready(c *conn) {
 	c.mu.Lock()
 	c.meth.ready = true
+	// Under c.mu, so no request made from now on overtakes the held ones.
+	for _, ob := range c.meth.held {
+		if !c.enqueue(ob) {
+			c.log.Warn("direct-method request dropped: write queue full", "topic", ob.pk.TopicName)
+		}
+	}
+	c.meth.held = nil
 	c.mu.Unlock()
 	if m := h.b.opts.Methods; m != nil {
 		m.MethodsReady(c.deviceID)
