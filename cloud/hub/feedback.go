@@ -48,16 +48,25 @@ func (h *Hub) form(tx storeTx, now time.Time, receiving bool, e *effects) error 
 	return nil
 }
 
+// fbSignal is one wake-up of the feedback receivers: ch is closed at at.
+type fbSignal struct {
+	ch chan struct{}
+	at time.Time // set before ch is closed (StageFeedback measures from it)
+}
+
+func newFBSignal() *fbSignal { return &fbSignal{ch: make(chan struct{})} }
+
 // feedbackReady wakes every ReceiveFeedback waiting: a batch became available, or a record a
 // waiting receiver forms one from (finish).
 func (h *Hub) feedbackReady() {
 	h.fbMu.Lock()
-	close(h.fbCh)
-	h.fbCh = make(chan struct{})
+	h.fbCh.at = time.Now()
+	close(h.fbCh.ch)
+	h.fbCh = newFBSignal()
 	h.fbMu.Unlock()
 }
 
-func (h *Hub) feedbackChan() <-chan struct{} {
+func (h *Hub) feedbackChan() *fbSignal {
 	h.fbMu.Lock()
 	defer h.fbMu.Unlock()
 	return h.fbCh
@@ -69,8 +78,9 @@ func (h *Hub) feedbackChan() <-chan struct{} {
 // stays locked for FeedbackLockTimeout; after that, or on AbandonFeedback, it is offered again
 // until FeedbackMaxDeliveryCount deliveries.
 func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
+	var woken time.Time // when the wake-up this receive waited for came (zero: it did not wait)
 	for {
-		ch := h.feedbackChan()
+		sig := h.feedbackChan()
 		var fb *iothub.FeedbackBatch
 		err := h.update(ctx, func(tx storeTx, e *effects) error {
 			fb = nil
@@ -100,11 +110,15 @@ func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error
 			return nil, err
 		}
 		if fb != nil {
+			if !woken.IsZero() {
+				h.stage(StageFeedback, woken)
+			}
 			return fb, nil
 		}
 		h.fbWaiting.Add(1)
 		select {
-		case <-ch:
+		case <-sig.ch:
+			woken = sig.at
 		case <-ctx.Done():
 			h.fbWaiting.Add(-1)
 			return nil, ctx.Err()

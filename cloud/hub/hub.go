@@ -41,8 +41,8 @@ type Hub struct {
 	waiters map[waitKey]*waiter
 
 	fbMu      sync.Mutex
-	fbCh      chan struct{} // closed (and replaced) when feedback may have become receivable
-	fbWaiting atomic.Int32  // ReceiveFeedback calls blocked for feedback (tests wait on it)
+	fbCh      *fbSignal    // closed (and replaced) when feedback may have become receivable (feedback.go)
+	fbWaiting atomic.Int32 // ReceiveFeedback calls blocked for feedback (tests wait on it)
 
 	timer  *sweeper
 	unlock func()   // releases DATA/hub.lock
@@ -112,7 +112,7 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		activity: map[string]time.Time{},
 		pols:     map[string]Policy{},
 		waiters:  map[waitKey]*waiter{},
-		fbCh:     make(chan struct{}),
+		fbCh:     newFBSignal(),
 	}
 	h.unlock = unlock
 	if st.shared() {
