@@ -43,6 +43,9 @@ func (h *Hub) form(tx storeTx, now time.Time, receiving bool, e *effects) error 
 		}
 	}
 	if n > 0 && !due {
+		if !receiving && e.handoff == nil && h.handOffWanted() {
+			return h.handOffPending(tx, now, e)
+		}
 		e.wake(oldest.Add(h.cfg.FeedbackInterval))
 	}
 	return nil
@@ -80,6 +83,9 @@ func (h *Hub) feedbackChan() *fbSignal {
 func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
 	var woken time.Time // when the wake-up this receive waited for came (zero: it did not wait)
 	for {
+		if hb, ok := h.takeReady(); ok {
+			return hb.b, nil
+		}
 		sig := h.feedbackChan()
 		var fb *iothub.FeedbackBatch
 		err := h.update(ctx, func(tx storeTx, e *effects) error {
@@ -115,18 +121,31 @@ func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error
 			}
 			return fb, nil
 		}
-		h.fbWaiting.Add(1)
+		w := h.addWaiter()
+		var end error
+		var hb handedBatch
+		handed := false
 		select {
+		case hb = <-w.got:
+			handed = true
 		case <-sig.ch:
 			woken = sig.at
 		case <-ctx.Done():
-			h.fbWaiting.Add(-1)
-			return nil, ctx.Err()
+			end = ctx.Err()
 		case <-h.done:
-			h.fbWaiting.Add(-1)
-			return nil, ErrClosed
+			end = ErrClosed
 		}
-		h.fbWaiting.Add(-1)
+		// A batch handed over is this receiver's, whatever else woke it: its lock is taken.
+		if x, ok := h.removeWaiter(w); ok {
+			hb, handed = x, true
+		}
+		if handed {
+			h.stage(StageFeedback, hb.at)
+			return hb.b, nil
+		}
+		if end != nil {
+			return nil, end
+		}
 	}
 }
 
