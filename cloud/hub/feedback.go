@@ -43,10 +43,10 @@ func (h *Hub) form(tx storeTx, now time.Time, receiving bool, e *effects) error 
 		}
 	}
 	if n > 0 && !due {
+		e.wake(oldest.Add(h.cfg.FeedbackInterval)) // in case no batch is handed over below
 		if !receiving && e.handoff == nil && h.handOffWanted() {
 			return h.handOffPending(tx, now, e)
 		}
-		e.wake(oldest.Add(h.cfg.FeedbackInterval))
 	}
 	return nil
 }
@@ -83,10 +83,11 @@ func (h *Hub) feedbackChan() *fbSignal {
 func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
 	var woken time.Time // when the wake-up this receive waited for came (zero: it did not wait)
 	for {
+		// The signal first: a batch handed over after takeReady looked closes it (handOff).
+		sig := h.feedbackChan()
 		if hb, ok := h.takeReady(); ok {
 			return hb.b, nil
 		}
-		sig := h.feedbackChan()
 		var fb *iothub.FeedbackBatch
 		err := h.update(ctx, func(tx storeTx, e *effects) error {
 			fb = nil

@@ -78,15 +78,19 @@ func (h *Hub) handOffPending(tx storeTx, now time.Time, e *effects) error {
 func (h *Hub) handOff(hb *handedBatch) {
 	hb.at = time.Now()
 	h.fbMu.Lock()
-	defer h.fbMu.Unlock()
 	h.fbHand.count++
 	if len(h.fbHand.waiters) > 0 {
 		w := h.fbHand.waiters[0]
 		h.fbHand.waiters = h.fbHand.waiters[1:]
 		w.got <- *hb
+		h.fbMu.Unlock()
 		return
 	}
 	h.fbHand.ready = append(h.fbHand.ready, *hb)
+	h.fbMu.Unlock()
+	// A receive between its own look and its registration as a waiter would miss it otherwise:
+	// it waits on the signal it took before that look.
+	h.feedbackReady()
 }
 
 // addWaiter registers a receiver about to block.
