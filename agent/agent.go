@@ -461,7 +461,7 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 	a.count(disp, reason)
 	if written {
 		// Asked before the settle: the disposition's goroutine, started next, must not wait
-		// behind an fsync on this goroutine's processor (that cost 0.15 ms a command; see
+		// behind an fsync on this goroutine's processor (that cost ≈ 0.1 ms a command; see
 		// docs/benchmarks.md, "Where the time goes: agent and feedback").
 		a.ledger.SyncSoon()
 	}
