@@ -22,8 +22,9 @@ const (
 	// disposition publish) to the outcome, and its feedback record, being durable.
 	StageSettle Stage = "settle"
 	// StageFeedback is a waiting ReceiveFeedback, from the commit that woke it (a record or a
-	// batch became available) until it holds a locked batch. A receive that finds a batch at once
-	// did not wait for the hub and is not counted.
+	// batch became available, or a batch was handed over to it: feedback_handoff.go) until it
+	// holds a locked batch. A receive that finds a batch at once did not wait for the hub and is
+	// not counted.
 	StageFeedback Stage = "feedback"
 )
 
