@@ -459,13 +459,14 @@ func (a *agent) finish(ex *execution, disp iothub.Disposition, reason string, lo
 	ex.deliveries = nil
 	a.mu.Unlock()
 	a.count(disp, reason)
+	if written {
+		// Asked before the settle: the disposition's goroutine, started next, must not wait
+		// behind an fsync on this goroutine's processor (that cost ≈ 0.1 ms a command; see
+		// docs/benchmarks.md, "Where the time goes: agent and feedback").
+		a.ledger.SyncSoon()
+	}
 	for _, d := range ds {
 		a.client.Settle(d, disp, reason)
-	}
-	if written {
-		if err := a.ledger.Sync(); err != nil {
-			log.Error("executed-id log", "err", err)
-		}
 	}
 }
 
@@ -562,11 +563,21 @@ func (a *agent) updateStatus() {
 	}
 }
 
+// statusEvery spaces STATUS= updates: what `systemctl status` shows is at most this old, and a
+// busy board sends one update per interval instead of two per command.
+const statusEvery = 250 * time.Millisecond
+
 func (a *agent) statusLoop(stop <-chan struct{}) {
 	for {
 		select {
 		case <-a.statusKick:
-			_ = a.notifier.Status(a.status())
+		case <-stop:
+			return
+		}
+		_ = a.notifier.Status(a.status())
+		// Changes made meanwhile wait in statusKick and go out, current, after the pause.
+		select {
+		case <-time.After(statusEvery):
 		case <-stop:
 			return
 		}

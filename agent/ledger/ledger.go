@@ -61,6 +61,14 @@ type Ledger struct {
 	entries map[string]*list.Element // id → element of order (value *Entry)
 	order   *list.List               // least recently written first
 	records int                      // lines in the file
+	dirty   bool                     // a line was written since the last fsync began
+
+	syncFile func(*os.File) error // (*os.File).Sync; tests count and hold fsyncs
+
+	syncOnce sync.Once
+	syncKick chan struct{} // SyncSoon → syncer (cap 1: requests made during an fsync coalesce)
+	syncStop chan struct{} // closed by Close
+	syncDone chan struct{} // closed when the syncer returns
 }
 
 // Options configure Open.
@@ -77,7 +85,8 @@ func Open(path string, opts Options) (*Ledger, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Ledger{path: path, max: opts.MaxIDs, log: opts.Logger, entries: map[string]*list.Element{}, order: list.New()}
+	l := &Ledger{path: path, max: opts.MaxIDs, log: opts.Logger, entries: map[string]*list.Element{}, order: list.New(),
+		syncFile: (*os.File).Sync, syncKick: make(chan struct{}, 1), syncStop: make(chan struct{}), syncDone: make(chan struct{})}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("executed-id log: %w", err)
 	}
@@ -137,8 +146,8 @@ func (l *Ledger) Finish(id, fingerprint string, outcome Outcome, reason string, 
 
 // FinishWritten records how id was settled and returns once the line is written to the file,
 // before it is fsynced: from then on it survives the agent being killed (the kernel holds it), and
-// Sync makes it survive power loss too. The agent sends the outcome while Sync runs (see
-// docs/agent.md, "when the done record is durable").
+// Sync (or SyncSoon) makes it survive power loss too. The agent sends the outcome while the fsync
+// runs (see docs/agent.md, "When each record is durable").
 func (l *Ledger) FinishWritten(id, fingerprint string, outcome Outcome, reason string, now time.Time) error {
 	return l.write(record{Op: "done", ID: id, Fingerprint: fingerprint, Outcome: outcome, Reason: reason, Time: now.UTC()}, false)
 }
@@ -150,10 +159,55 @@ func (l *Ledger) Sync() error {
 	if l.f == nil {
 		return errors.New("executed-id log: closed")
 	}
-	if err := l.f.Sync(); err != nil {
+	return l.syncLocked()
+}
+
+func (l *Ledger) syncLocked() error {
+	if err := l.syncFile(l.f); err != nil {
 		return fmt.Errorf("executed-id log: fsync %s: %w", l.path, err)
 	}
+	l.dirty = false
 	return nil
+}
+
+// SyncSoon has the ledger's own goroutine make every record written so far durable, and returns at
+// once: the caller (the job that just wrote its done record) goes on to send the outcome instead
+// of waiting in fsync(2). Requests made while an fsync runs share the next one, so under load
+// one fsync covers many done records. Close waits for it and syncs what is left.
+func (l *Ledger) SyncSoon() {
+	l.syncOnce.Do(func() { go l.syncer() })
+	select {
+	case l.syncKick <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Ledger) syncer() {
+	defer close(l.syncDone)
+	for {
+		select {
+		case <-l.syncStop:
+			return
+		case <-l.syncKick:
+		}
+		// The fsync runs without the lock: the next message's Lookup and Start do not wait
+		// for it. A line written meanwhile sets dirty again and its own SyncSoon follows.
+		l.mu.Lock()
+		f, dirty := l.f, l.dirty
+		l.dirty = false
+		l.mu.Unlock()
+		if f == nil || !dirty {
+			continue
+		}
+		if err := l.syncFile(f); err != nil && !errors.Is(err, os.ErrClosed) {
+			// (ErrClosed: a compaction replaced the file, fsynced, under the lock meanwhile.)
+			l.mu.Lock()
+			l.dirty = true
+			l.mu.Unlock()
+			l.log.Error("executed-id log: a done record is written but could not be made durable; retried with the next record",
+				"path", l.path, "err", err)
+		}
+	}
 }
 
 // Forget drops id, so a redelivery runs again (after an abandon).
@@ -161,14 +215,29 @@ func (l *Ledger) Forget(id string, now time.Time) error {
 	return l.write(record{Op: "forget", ID: id, Time: now.UTC()}, true)
 }
 
-// Close closes the file.
+// Close stops the background sync, makes what was written durable and closes the file.
 func (l *Ledger) Close() error {
+	l.syncOnce.Do(func() { close(l.syncDone) }) // never started: nothing to wait for
+	l.mu.Lock()
+	select {
+	case <-l.syncStop:
+	default:
+		close(l.syncStop)
+	}
+	l.mu.Unlock()
+	<-l.syncDone
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
 		return nil
 	}
-	err := l.f.Close()
+	var err error
+	if l.dirty {
+		err = l.syncLocked()
+	}
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
 	l.f = nil
 	return err
 }
@@ -186,9 +255,10 @@ func (l *Ledger) write(r record, sync bool) error {
 	if _, err := l.f.Write(line); err != nil {
 		return fmt.Errorf("executed-id log: write %s: %w", l.path, err)
 	}
+	l.dirty = true
 	if sync {
-		if err := l.f.Sync(); err != nil {
-			return fmt.Errorf("executed-id log: fsync %s: %w", l.path, err)
+		if err := l.syncLocked(); err != nil {
+			return err
 		}
 	}
 	l.records++
@@ -286,6 +356,7 @@ func (l *Ledger) compactLocked() error {
 	}
 	l.f = f
 	l.records = n
+	l.dirty = false // the new file was fsynced before the rename
 	return nil
 }
 

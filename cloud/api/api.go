@@ -172,7 +172,7 @@ func (s *Server) handle(pattern string, rights []hub.Permission, fn handlerFunc)
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, start: start}
 		h.ServeHTTP(sw, r)
 		d := time.Since(start)
 		s.opt.Metrics.observeHTTP(route, sw.code, d)
@@ -185,6 +185,7 @@ type statusWriter struct {
 	http.ResponseWriter
 	code  int
 	wrote bool
+	start time.Time // when the handler chain began (hub.StageDecodeAuth)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -276,6 +277,9 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	var req iothub.SendRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		s.opt.Metrics.observeStage(hub.StageDecodeAuth, time.Since(sw.start))
 	}
 	res, err := s.opt.Hub.Send(r.Context(), r.PathValue("id"), req)
 	if err != nil {

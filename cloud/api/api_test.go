@@ -356,6 +356,13 @@ func TestSendAndFeedbackWire(t *testing.T) {
 		"c2d_devices_connected 1",
 		`c2d_devices{status="enabled"} 1`,
 		"c2d_http_request_duration_seconds_bucket",
+		// The per-stage breakdown: one of each for the one command (the feedback stage counts
+		// only receives that waited, so only its presence is certain).
+		`c2d_stage_seconds_count{stage="decode_auth"} 1`,
+		`c2d_stage_seconds_count{stage="commit"} 1`,
+		`c2d_stage_seconds_count{stage="deliver"} 1`,
+		`c2d_stage_seconds_count{stage="settle"} 1`,
+		`c2d_stage_seconds_count{stage="feedback"}`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q", want)

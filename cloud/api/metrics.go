@@ -31,6 +31,7 @@ type Metrics struct {
 	sendToSettle prometheus.Histogram
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
+	stages       *prometheus.HistogramVec
 }
 
 // StatusFunc reads the hub's status (hub.Hub.Status).
@@ -68,8 +69,16 @@ func NewMetrics() *Metrics {
 		Help:    "Service API request latency by route pattern (long-polls included).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"route"})
+	m.stages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "c2d_stage_seconds",
+		Help:    "Time spent in each stage of a command's path through the hub (decode_auth, commit, deliver, settle, feedback; docs/benchmarks.md).",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .00075, .001, .0015, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"stage"})
+	for _, st := range hub.Stages {
+		m.stages.WithLabelValues(string(st)) // export every stage from the first scrape
+	}
 	m.reg.MustRegister(m.sent, m.settled, m.deliveries, m.abandons, m.connects, m.sendToSettle,
-		m.httpRequests, m.httpDuration,
+		m.httpRequests, m.httpDuration, m.stages,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []iothub.FeedbackStatus{iothub.StatusSuccess, iothub.StatusRejected, iothub.StatusExpired,
 		iothub.StatusDeliveryCountExceeded, iothub.StatusPurged} {
@@ -127,6 +136,12 @@ func (m *Metrics) HubEvents(next *hub.Events) hub.Events {
 				next.Abandoned(id)
 			}
 		},
+		Stage: func(st hub.Stage, d time.Duration) {
+			m.observeStage(st, d)
+			if next.Stage != nil {
+				next.Stage(st, d)
+			}
+		},
 		Connected: func(id string, up bool) {
 			if up {
 				m.connects.WithLabelValues("connected").Inc()
@@ -138,6 +153,10 @@ func (m *Metrics) HubEvents(next *hub.Events) hub.Events {
 			}
 		},
 	}
+}
+
+func (m *Metrics) observeStage(st hub.Stage, d time.Duration) {
+	m.stages.WithLabelValues(string(st)).Observe(d.Seconds())
 }
 
 func (m *Metrics) observeHTTP(route string, code int, d time.Duration) {

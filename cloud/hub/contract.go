@@ -136,4 +136,6 @@ type Events struct {
 	Settled   func(deviceID string, outcome iothub.FeedbackStatus, sendToSettle time.Duration)
 	Abandoned func(deviceID string)
 	Connected func(deviceID string, connected bool)
+	// Stage hears how long one stage of a command's path took (stages.go).
+	Stage func(stage Stage, d time.Duration)
 }

@@ -92,7 +92,8 @@
 // the oldest record waited feedback_interval: 1 s by default, short enough for interactive use
 // (Azure: 15 s). A receiver that is already waiting (a long-polling GET, an AMQP feedback link
 // with credit) does not wait for that window: when no batch is available, the records pending form
-// one at once. Under load the receiver is busy with the previous batch while records accumulate,
+// one at once — on a single node in the commit of the settle that wrote the record, which locks
+// it for the waiting receiver and hands it over (feedback_handoff.go). Under load the receiver is busy with the previous batch while records accumulate,
 // so batches stay large without a timer. A batch is locked for feedback_lock_timeout when received; Complete deletes it,
 // Abandon or lock expiry offers it again until feedback_max_delivery_count deliveries, after which
 // it is dropped (logged); a batch not completed within feedback_ttl is dropped (logged).

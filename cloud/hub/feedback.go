@@ -43,21 +43,33 @@ func (h *Hub) form(tx storeTx, now time.Time, receiving bool, e *effects) error 
 		}
 	}
 	if n > 0 && !due {
-		e.wake(oldest.Add(h.cfg.FeedbackInterval))
+		e.wake(oldest.Add(h.cfg.FeedbackInterval)) // in case no batch is handed over below
+		if !receiving && e.handoff == nil && h.handOffWanted() {
+			return h.handOffPending(tx, now, e)
+		}
 	}
 	return nil
 }
+
+// fbSignal is one wake-up of the feedback receivers: ch is closed at at.
+type fbSignal struct {
+	ch chan struct{}
+	at time.Time // set before ch is closed (StageFeedback measures from it)
+}
+
+func newFBSignal() *fbSignal { return &fbSignal{ch: make(chan struct{})} }
 
 // feedbackReady wakes every ReceiveFeedback waiting: a batch became available, or a record a
 // waiting receiver forms one from (finish).
 func (h *Hub) feedbackReady() {
 	h.fbMu.Lock()
-	close(h.fbCh)
-	h.fbCh = make(chan struct{})
+	h.fbCh.at = time.Now()
+	close(h.fbCh.ch)
+	h.fbCh = newFBSignal()
 	h.fbMu.Unlock()
 }
 
-func (h *Hub) feedbackChan() <-chan struct{} {
+func (h *Hub) feedbackChan() *fbSignal {
 	h.fbMu.Lock()
 	defer h.fbMu.Unlock()
 	return h.fbCh
@@ -69,8 +81,13 @@ func (h *Hub) feedbackChan() <-chan struct{} {
 // stays locked for FeedbackLockTimeout; after that, or on AbandonFeedback, it is offered again
 // until FeedbackMaxDeliveryCount deliveries.
 func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
+	var woken time.Time // when the wake-up this receive waited for came (zero: it did not wait)
 	for {
-		ch := h.feedbackChan()
+		// The signal first: a batch handed over after takeReady looked closes it (handOff).
+		sig := h.feedbackChan()
+		if hb, ok := h.takeReady(); ok {
+			return hb.b, nil
+		}
 		var fb *iothub.FeedbackBatch
 		err := h.update(ctx, func(tx storeTx, e *effects) error {
 			fb = nil
@@ -100,19 +117,36 @@ func (h *Hub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error
 			return nil, err
 		}
 		if fb != nil {
+			if !woken.IsZero() {
+				h.stage(StageFeedback, woken)
+			}
 			return fb, nil
 		}
-		h.fbWaiting.Add(1)
+		w := h.addWaiter()
+		var end error
+		var hb handedBatch
+		handed := false
 		select {
-		case <-ch:
+		case hb = <-w.got:
+			handed = true
+		case <-sig.ch:
+			woken = sig.at
 		case <-ctx.Done():
-			h.fbWaiting.Add(-1)
-			return nil, ctx.Err()
+			end = ctx.Err()
 		case <-h.done:
-			h.fbWaiting.Add(-1)
-			return nil, ErrClosed
+			end = ErrClosed
 		}
-		h.fbWaiting.Add(-1)
+		// A batch handed over is this receiver's, whatever else woke it: its lock is taken.
+		if x, ok := h.removeWaiter(w); ok {
+			hb, handed = x, true
+		}
+		if handed {
+			h.stage(StageFeedback, hb.at)
+			return hb.b, nil
+		}
+		if end != nil {
+			return nil, end
+		}
 	}
 }
 

@@ -41,8 +41,9 @@ type Hub struct {
 	waiters map[waitKey]*waiter
 
 	fbMu      sync.Mutex
-	fbCh      chan struct{} // closed (and replaced) when feedback may have become receivable
-	fbWaiting atomic.Int32  // ReceiveFeedback calls blocked for feedback (tests wait on it)
+	fbCh      *fbSignal    // closed (and replaced) when feedback may have become receivable (feedback.go)
+	fbWaiting atomic.Int32 // ReceiveFeedback calls blocked for feedback (tests wait on it)
+	fbHand    fbHandoff    // batches locked for waiting receivers by other transactions (feedback_handoff.go)
 
 	timer  *sweeper
 	unlock func()   // releases DATA/hub.lock
@@ -112,7 +113,7 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		activity: map[string]time.Time{},
 		pols:     map[string]Policy{},
 		waiters:  map[waitKey]*waiter{},
-		fbCh:     make(chan struct{}),
+		fbCh:     newFBSignal(),
 	}
 	h.unlock = unlock
 	if st.shared() {
@@ -278,7 +279,8 @@ type effects struct {
 	settled  []msgRow // terminal now
 	requeued []msgRow // back to Enqueued (LockToken = the lock they had)
 	kick     map[string]bool
-	feedback bool // feedback became receivable: a batch formed, or a record a waiting receiver batches
+	feedback bool         // feedback became receivable: a batch formed, or a record a waiting receiver batches
+	handoff  *handedBatch // a batch locked for a waiting receiver (feedback_handoff.go)
 	deadline time.Time
 }
 
@@ -331,6 +333,9 @@ func (h *Hub) apply(e *effects) {
 	}
 	for id := range e.kick {
 		h.kick(id)
+	}
+	if e.handoff != nil {
+		h.handOff(e.handoff)
 	}
 	if e.feedback {
 		h.feedbackReady()

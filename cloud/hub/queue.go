@@ -74,6 +74,7 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 		return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
 			n, iothub.MaxTopicLength)
 	}
+	begin := time.Now()
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
 		last, n, ok, err := tx.sendInfo(deviceID)
 		if err != nil {
@@ -101,6 +102,7 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	if err != nil {
 		return iothub.SendResult{}, err
 	}
+	h.stage(StageCommit, begin)
 	if h.ev.Sent != nil {
 		h.ev.Sent(deviceID)
 	}
@@ -454,6 +456,7 @@ func (h *Hub) dispatch(ds *devState) {
 		}
 		var locked []msgRow
 		again := false
+		began := time.Now()
 		err := h.update(context.Background(), func(tx storeTx, e *effects) error {
 			locked, again = locked[:0], false
 			if err := h.owns(tx, ds); err != nil {
@@ -505,7 +508,7 @@ func (h *Hub) dispatch(ds *devState) {
 			ds.kicked = true
 			h.mu.Unlock()
 		}
-		back := h.deliverLocked(ds, locked)
+		back := h.deliverLocked(ds, locked, began)
 		ds.sendMu.Unlock()
 		if len(back) > 0 {
 			if err := h.releaseTokens(ds, back, false); err != nil && !isClosed(err) {
@@ -518,7 +521,8 @@ func (h *Hub) dispatch(ds *devState) {
 // deliverLocked hands locked messages to the attachment's Conn; ds.sendMu is held, so ds is not
 // detached. It returns the lock tokens of messages that must go back to the queue: the one whose
 // Deliver failed and every one after it (a failed Conn gets nothing more).
-func (h *Hub) deliverLocked(ds *devState, locked []msgRow) (back []string) {
+// began is when the round started locking them (StageDeliver).
+func (h *Hub) deliverLocked(ds *devState, locked []msgRow, began time.Time) (back []string) {
 	if len(locked) == 0 {
 		return nil
 	}
@@ -541,6 +545,7 @@ func (h *Hub) deliverLocked(ds *devState, locked []msgRow) (back []string) {
 			back = append(back, m.LockToken)
 			continue
 		}
+		h.stage(StageDeliver, began)
 		if h.ev.Delivered != nil {
 			h.ev.Delivered(ds.id)
 		}
@@ -567,6 +572,7 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 		return errInvalid("disposition %q: want complete, reject or abandon", d)
 	}
 	reason = iothub.TruncateReason(reason)
+	began := time.Now()
 	var ds *devState
 	if h.cl != nil {
 		// In a cluster a settle counts only through the session that holds the device.
@@ -609,6 +615,7 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 	if err != nil {
 		return err
 	}
+	h.stage(StageSettle, began)
 	h.mu.Lock()
 	h.activity[deviceID] = h.now()
 	h.mu.Unlock()

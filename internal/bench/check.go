@@ -173,6 +173,16 @@ func (rep *Report) Validate(sections []string) error {
 				if l.Feedback.N == 0 || l.Feedback.P50 <= 0 || l.Feedback.P50 > l.Feedback.Max {
 					bad("latency %s: %+v is not a measured distribution", l.Name, l.Feedback)
 				}
+				if l.Send == nil {
+					continue // a raw baseline: no hub
+				}
+				// The hub's per-stage breakdown (stages.go); the feedback stage counts only
+				// receives that waited, which a row with several commands outstanding may lack.
+				for _, st := range stageNames {
+					if c := l.Stages[st].Count; c <= 0 && st != "feedback" {
+						bad("latency %s: no hub stage %s", l.Name, st)
+					}
+				}
 			}
 			if _, ok := rep.Ratios[FeedbackVsSettledKey]; !ok {
 				bad("latency: no %s ratio", FeedbackVsSettledKey)

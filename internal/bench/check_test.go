@@ -116,3 +116,25 @@ func TestReadReportValidate(t *testing.T) {
 		t.Fatalf("Validate of a report without latency and throughput rows = %v", err)
 	}
 }
+
+// A c2d latency row without the hub's stage breakdown is incomplete; a raw baseline has none.
+func TestValidateWantsHubStages(t *testing.T) {
+	stages := map[string]StageStat{}
+	for _, n := range stageNames {
+		stages[n] = StageStat{Count: 10, MeanMS: 0.5, P50MS: 0.4}
+	}
+	d := Dist{N: 10, P50: 3, Max: 9}
+	rep := &Report{Started: time.Now(), Took: "1s", Ratios: map[string]float64{FeedbackVsSettledKey: 1.5}, Latency: []LatencyRow{
+		{Name: "c2d-agent", Feedback: d, Send: &d, Settle: &d, Stages: stages},
+		{Name: "raw-mochi", Feedback: d},
+	}}
+	if err := rep.Validate([]string{"latency"}); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	delete(stages, "deliver")
+	delete(stages, "feedback") // allowed to be absent
+	err := rep.Validate([]string{"latency"})
+	if err == nil || !strings.Contains(err.Error(), "latency c2d-agent: no hub stage deliver") || strings.Contains(err.Error(), "feedback") {
+		t.Fatalf("Validate without the deliver and feedback stages = %v; want only deliver named", err)
+	}
+}

@@ -109,6 +109,9 @@ type LatencyRow struct {
 	Send     *Dist  `json:"send_201,omitempty"`
 	Settle   *Dist  `json:"send_to_settled,omitempty"`
 	Extra    int    `json:"duplicate_or_unknown_feedback,omitempty"`
+	// Stages is the hub's own per-stage timing over the row's measured commands (stages.go),
+	// keyed by stage: decode_auth, commit, deliver, settle, feedback.
+	Stages map[string]StageStat `json:"hub_stages,omitempty"`
 }
 
 // ThroughputRow is one throughput measurement.
@@ -151,6 +154,8 @@ type runner struct {
 	rep  *Report
 	logw io.Writer
 	seq  atomic.Int64
+	// hubHTTP is the latency hub's API address: its /metrics has the per-stage timings.
+	hubHTTP string
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -301,7 +306,7 @@ func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedba
 		send, fbk time.Duration
 	}
 	samples := make([]sample, total)
-	err := parallel2(ctx, total, parallel, func(i int) error {
+	one := func(i int) error {
 		dev := devices[i%len(devices)]
 		mid := fmt.Sprintf("%s-%d-%d", name, r.seq.Add(1), i)
 		ch := fw.expect(mid)
@@ -319,9 +324,29 @@ func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedba
 			return ctx.Err()
 		}
 		return nil
-	})
+	}
+	if err := parallel2(ctx, warm, parallel, one); err != nil {
+		return LatencyRow{}, err
+	}
+	// The hub's stage histograms around the measured commands only (not the warm-up).
+	var before stageSnapshot
+	if r.hubHTTP != "" {
+		var err error
+		if before, err = scrapeStages(ctx, r.hubHTTP); err != nil {
+			return LatencyRow{}, err
+		}
+	}
+	err := parallel2(ctx, n, parallel, func(i int) error { return one(warm + i) })
 	if err != nil {
 		return LatencyRow{}, err
+	}
+	var stages map[string]StageStat
+	if before != nil {
+		after, err := scrapeStages(ctx, r.hubHTTP)
+		if err != nil {
+			return LatencyRow{}, err
+		}
+		stages = after.since(before)
 	}
 	samples = samples[warm:]
 	var send, fbk, settle []time.Duration
@@ -349,9 +374,9 @@ func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedba
 		return LatencyRow{}, err
 	}
 	sd, std := Summarise(send), Summarise(settle)
-	row := LatencyRow{Name: name, Parallel: parallel, Feedback: Summarise(fbk), Send: &sd, Settle: &std, Extra: fw.extras()}
-	r.logf("%s: send→feedback p50 %.2f p95 %.2f p99 %.2f ms (send 201 p50 %.2f, settled p50 %.2f)",
-		name, row.Feedback.P50, row.Feedback.P95, row.Feedback.P99, sd.P50, std.P50)
+	row := LatencyRow{Name: name, Parallel: parallel, Feedback: Summarise(fbk), Send: &sd, Settle: &std, Extra: fw.extras(), Stages: stages}
+	r.logf("%s: send→feedback p50 %.2f p95 %.2f p99 %.2f ms (send 201 p50 %.2f, settled p50 %.2f)%s",
+		name, row.Feedback.P50, row.Feedback.P95, row.Feedback.P99, sd.P50, std.P50, stagesLine(stages))
 	return row, nil
 }
 
@@ -382,6 +407,8 @@ func (r *runner) latency(ctx context.Context) error {
 		return err
 	}
 	defer hub.Close()
+	r.hubHTTP = hub.Endpoints.HTTP
+	defer func() { r.hubHTTP = "" }()
 	c := hub.Client()
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()

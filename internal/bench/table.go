@@ -31,6 +31,7 @@ func (rep *Report) PrintTable(w io.Writer) {
 				l.Feedback.P50, l.Feedback.P95, l.Feedback.P99, l.Feedback.Max, sendP50, setP50)
 		}
 		fmt.Fprintln(tw)
+		rep.printStages(tw)
 	}
 	rep.printMethods(tw)
 	if len(rep.Throughput) > 0 {

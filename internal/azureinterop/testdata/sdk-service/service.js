@@ -151,6 +151,10 @@ async function main() {
   const want = new Set(['m-complete', 'm-reject', 'm-abandon']);
   let abandonedOne = null;
   const records = [];
+  // Every record may arrive while the sends below are still awaited (a waiting receiver gets each
+  // at once): the script finishes once both are done.
+  let allFeedback;
+  const feedbackDone = new Promise((resolve) => { allFeedback = resolve; });
   client.getFeedbackReceiver((err, receiver) => {
     if (err) fail('feedback-receiver', err);
     receiver.on('message', (msg) => {
@@ -169,7 +173,7 @@ async function main() {
         out({ step: 'feedback', record: r, contentType: msg.contentType });
         want.delete(r.originalMessageId);
       }
-      if (want.size === 0) finish();
+      if (want.size === 0) allFeedback();
     });
   });
   for (const body of ['complete', 'reject', 'abandon']) {
@@ -196,14 +200,13 @@ async function main() {
   }
 
   const timer = setTimeout(() => fail('feedback', 'timed out; still waiting for ' + [...want].join(', ')), 30000);
-  async function finish() {
-    clearTimeout(timer);
-    await abandonedOne; // had the hub taken it, the batch comes back: here, or to the Go test over HTTP
-    out({ step: 'done', records: records.length });
-    await client.close();
-    await dc.close();
-    process.exit(0);
-  }
+  await feedbackDone;
+  clearTimeout(timer);
+  await abandonedOne; // had the hub taken it, the batch comes back: here, or to the Go test over HTTP
+  out({ step: 'done', records: records.length });
+  await client.close();
+  await dc.close();
+  process.exit(0);
 }
 
 main().catch((err) => fail('main', err));
