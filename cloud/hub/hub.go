@@ -194,6 +194,7 @@ func (h *Hub) recover(ctx context.Context) error {
 	var requeued, dead int
 	var unlocked int64
 	err := h.st.update(ctx, func(tx storeTx) error {
+		*e, requeued, dead = effects{}, 0, 0 // fn may run again (a retried transaction)
 		var err error
 		if pols, err = ensurePolicies(tx); err != nil {
 			return fmt.Errorf("policies: %w", err)

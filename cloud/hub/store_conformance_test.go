@@ -571,6 +571,94 @@ func TestStoreGroupCommitIsolatesFailures(t *testing.T) {
 	})
 }
 
+// Group-committed updates that fail in the ways there are, side by side with ones that succeed: a
+// refusal decided from what was read (nothing to undo), a failure or a refusal after writing, and
+// a statement that failed (on PostgreSQL that aborts the whole transaction). Each answer is its own,
+// only the successful writes stay, and the batch-mates of a failing statement still commit.
+func TestStoreGroupCommitFailureKinds(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		if err := st.update(context.Background(), func(tx storeTx) error {
+			return tx.insertDevice(deviceRow{ID: "taken", Status: iothub.DeviceEnabled, UpdatedAt: at(0)})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("boom")
+		// A batch with a failure to undo runs again with savepoints; one with only refusals and
+		// successes commits as it is: both paths are taken.
+		for round, kinds := range [][]int{{0, 1, 2, 3, 4}, {0, 3, 4}, {0, 4}} {
+			var wg sync.WaitGroup
+			errs := make([]error, 64)
+			id := func(i int) string { return fmt.Sprintf("r%d-d%02d", round, i) }
+			// The writer is held until every update is queued, so they share one transaction.
+			held, running := make(chan struct{}), make(chan struct{})
+			go st.update(context.Background(), func(storeTx) error { close(running); <-held; return nil })
+			<-running
+			go func() {
+				defer close(held)
+				for deadline := time.Now().Add(10 * time.Second); len(st.(*sqlStore).reqs) < len(errs) && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			for i := range errs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = st.update(context.Background(), func(tx storeTx) error {
+						switch kinds[i%len(kinds)] {
+						case 0: // refused after reading
+							if _, ok, err := tx.device(id(i)); err != nil || ok {
+								return fmt.Errorf("device %s: %v %v", id(i), ok, err)
+							}
+							return errDeviceNotFound(id(i))
+						case 1: // fails after writing
+							if err := tx.insertDevice(deviceRow{ID: id(i), Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+								return err
+							}
+							return boom
+						case 2: // a statement fails: the primary key is taken
+							return tx.insertDevice(deviceRow{ID: "taken", Status: iothub.DeviceEnabled, UpdatedAt: at(0)})
+						case 3: // refused after writing
+							if err := tx.insertDevice(deviceRow{ID: id(i), Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+								return err
+							}
+							return errDeviceNotFound(id(i))
+						}
+						return tx.insertDevice(deviceRow{ID: id(i), Status: iothub.DeviceEnabled, UpdatedAt: at(0)})
+					})
+				}()
+			}
+			wg.Wait()
+			see(t, st, func(tx storeTx) error {
+				for i, err := range errs {
+					_, ok, rerr := tx.device(id(i))
+					if rerr != nil {
+						return rerr
+					}
+					switch kinds[i%len(kinds)] {
+					case 0, 3:
+						if !errors.Is(err, ErrDeviceNotFound) || ok {
+							t.Fatalf("refused update %s: %v, stored %v", id(i), err, ok)
+						}
+					case 1:
+						if !errors.Is(err, boom) || ok {
+							t.Fatalf("failing update %s: %v, stored %v", id(i), err, ok)
+						}
+					case 2:
+						if err == nil || errors.Is(err, boom) || errors.Is(err, ErrDeviceNotFound) {
+							t.Fatalf("duplicate insert %d: %v, want the store's constraint error", i, err)
+						}
+					case 4:
+						if err != nil || !ok {
+							t.Fatalf("update %s: %v, stored %v", id(i), err, ok)
+						}
+					}
+				}
+				return nil
+			})
+		}
+	})
+}
+
 func TestStoreMigrationsAndNewerSchema(t *testing.T) {
 	for _, k := range storeKinds {
 		t.Run(k.name, func(t *testing.T) {
