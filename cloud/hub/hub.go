@@ -278,6 +278,7 @@ type effects struct {
 	settled  []msgRow // terminal now
 	requeued []msgRow // back to Enqueued (LockToken = the lock they had)
 	kick     map[string]bool
+	records  int  // feedback records written
 	feedback bool // a feedback batch became available
 	deadline time.Time
 }
@@ -348,8 +349,17 @@ func (h *Hub) apply(e *effects) {
 // finish moves m to its terminal outcome and, when its ack asks for it, writes its feedback
 // record in the same transaction: a crash can neither lose the record nor make two.
 func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects) error {
+	return h.conclude(tx, m, outcome, reason, now, e, tx.settle)
+}
+
+// finishTaken is finish for a message takeLocked already removed from the queue.
+func (h *Hub) finishTaken(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects) error {
+	return h.conclude(tx, m, outcome, reason, now, e, tx.insertSettled)
+}
+
+func (h *Hub) conclude(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects, store func(*msgRow) error) error {
 	m.Outcome, m.Reason, m.SettledAt, m.State = outcome, reason, now, outcome.Terminal()
-	if err := tx.settle(m); err != nil {
+	if err := store(m); err != nil {
 		return fmt.Errorf("settle %s/%d: %w", m.DeviceID, m.Seq, err)
 	}
 	if m.Ack.Wants(outcome) {
@@ -374,10 +384,22 @@ func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reaso
 		if err := tx.insertRecord(rec, now); err != nil {
 			return fmt.Errorf("feedback record: %w", err)
 		}
+		e.records++
 		e.wake(now.Add(h.cfg.FeedbackInterval))
 	}
 	e.settled = append(e.settled, *m)
 	return nil
+}
+
+// batchIfRecorded forms feedback batches when the operation wrote a feedback record. Only a new
+// record can make a batch due sooner than the deadline the timer already holds (finish arms it
+// for the record's interval, and the sweep forms what is due), so an operation that wrote none
+// skips counting the unbatched records: one statement less per send, delivery and settle.
+func (h *Hub) batchIfRecorded(tx storeTx, now time.Time, e *effects) error {
+	if e.records == 0 {
+		return nil
+	}
+	return h.formBatches(tx, now, e)
 }
 
 // release takes an Invisible message out of its lock: back to Enqueued, or dead-lettered when it

@@ -267,7 +267,7 @@ func (h *Hub) Purge(ctx context.Context, deviceID string) (iothub.PurgeResult, e
 			}
 		}
 		res.TotalMessagesPurged = len(ms)
-		return h.formBatches(tx, now, e)
+		return h.batchIfRecorded(tx, now, e)
 	})
 	return res, err
 }
@@ -398,7 +398,7 @@ func (h *Hub) releaseTokens(ds *devState, tokens []string, detaching bool) error
 				return err
 			}
 		}
-		return h.formBatches(tx, now, e)
+		return h.batchIfRecorded(tx, now, e)
 	})
 }
 
@@ -485,7 +485,7 @@ func (h *Hub) dispatch(ds *devState) {
 				locked = append(locked, *m)
 				e.wake(m.LockedUntil)
 			}
-			return h.formBatches(tx, now, e)
+			return h.batchIfRecorded(tx, now, e)
 		})
 		if err != nil {
 			ds.sendMu.Unlock()
@@ -586,25 +586,35 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 			}
 		}
 		now := h.now()
-		m, ok, err := tx.byToken(deviceID, lockToken)
+		if d == iothub.DispositionAbandon {
+			m, ok, err := tx.byToken(deviceID, lockToken)
+			if err != nil {
+				return err
+			}
+			if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
+				return errLockLost(deviceID, lockToken)
+			}
+			if _, err := h.release(tx, &m, now, e); err != nil {
+				return err
+			}
+			return h.batchIfRecorded(tx, now, e)
+		}
+		// Complete and reject: the lookup, the lock check and the removal in one statement.
+		m, ok, err := tx.takeLocked(deviceID, lockToken, now)
 		if err != nil {
 			return err
 		}
-		if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
+		if !ok {
 			return errLockLost(deviceID, lockToken)
 		}
-		switch d {
-		case iothub.DispositionComplete:
-			err = h.finish(tx, &m, iothub.StatusSuccess, "", now, e)
-		case iothub.DispositionReject:
-			err = h.finish(tx, &m, iothub.StatusRejected, reason, now, e)
-		case iothub.DispositionAbandon:
-			_, err = h.release(tx, &m, now, e)
+		outcome, why := iothub.StatusSuccess, ""
+		if d == iothub.DispositionReject {
+			outcome, why = iothub.StatusRejected, reason
 		}
-		if err != nil {
+		if err := h.finishTaken(tx, &m, outcome, why, now, e); err != nil {
 			return err
 		}
-		return h.formBatches(tx, now, e)
+		return h.batchIfRecorded(tx, now, e)
 	})
 	if err != nil {
 		return err

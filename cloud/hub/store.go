@@ -107,6 +107,11 @@ type storeTx interface {
 	setLock(deviceID string, seq int64, token string, until time.Time, deliveryCount int) error
 	requeue(deviceID string, seq int64) error
 	settle(m *msgRow) error // moves m to the settled outcomes (m.Outcome, Reason, SettledAt set)
+	// takeLocked removes and returns the device's message locked under token, if it is Invisible
+	// and its lock is valid at now (one statement: the lookup and the removal of a settle);
+	// insertSettled then records its outcome.
+	takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error)
+	insertSettled(m *msgRow) error
 	lockExpired(now time.Time, limit int) ([]msgRow, error)
 	ttlExpired(now time.Time, limit int) ([]msgRow, error) // Enqueued only
 	invisible() ([]msgRow, error)

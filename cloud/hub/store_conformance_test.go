@@ -319,6 +319,24 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			}
 			return nil
 		})
+		// takeLocked takes a message only under its own device and token, while it is locked.
+		up(t, st, func(tx storeTx) error {
+			for _, c := range []struct {
+				dev, tok string
+				now      time.Time
+			}{{"other", "tok2", at(0)}, {"d", "nope", at(0)}, {"d", "tok2", at(2 * time.Minute)}, {"d", "tok2", at(time.Hour)}} {
+				if m, ok, err := tx.takeLocked(c.dev, c.tok, c.now); err != nil || ok {
+					return fmt.Errorf("takeLocked(%s, %s, %v) = %+v, %v, %v; want nothing", c.dev, c.tok, c.now, m, ok, err)
+				}
+			}
+			return nil
+		})
+		see(t, st, func(tx storeTx) error {
+			if _, ok, _ := tx.byToken("d", "tok2"); !ok {
+				t.Fatal("a takeLocked that matched nothing removed the message")
+			}
+			return nil
+		})
 		// Abandon 1 (requeue), complete 2 (settle).
 		up(t, st, func(tx storeTx) error {
 			if err := tx.requeue("d", 1); err != nil {
@@ -378,6 +396,39 @@ func TestStoreMessageLifecycle(t *testing.T) {
 		see(t, st, func(tx storeTx) error {
 			if m, _, _ := tx.byMessageID("d", "m2"); m.Seq != 4 || m.Outcome != iothub.StatusPurged {
 				t.Fatalf("byMessageID with two settled = %+v", m)
+			}
+			return nil
+		})
+		// takeLocked on a valid lock returns the message as stored and removes it; insertSettled
+		// records its outcome.
+		up(t, st, func(tx storeTx) error {
+			m := testMsg("d", 5)
+			if err := tx.insertMessage(&m); err != nil {
+				return err
+			}
+			return tx.setLock("d", 5, "tok5", at(time.Minute), 2)
+		})
+		up(t, st, func(tx storeTx) error {
+			m, ok, err := tx.takeLocked("d", "tok5", at(time.Minute-time.Millisecond))
+			if err != nil || !ok {
+				return fmt.Errorf("takeLocked on a valid lock: %v, %v", ok, err)
+			}
+			want := testMsg("d", 5)
+			want.State, want.LockToken, want.LockedUntil, want.DeliveryCount = iothub.StateInvisible, "tok5", at(time.Minute), 2
+			sameMsg(t, "taken message", m, want)
+			if again, ok, err := tx.takeLocked("d", "tok5", at(0)); err != nil || ok {
+				return fmt.Errorf("takeLocked twice: %+v, %v, %v", again, ok, err)
+			}
+			m.Outcome, m.SettledAt, m.State = iothub.StatusSuccess, at(30*time.Minute), iothub.StateCompleted
+			return tx.insertSettled(&m)
+		})
+		see(t, st, func(tx storeTx) error {
+			if _, ok, _ := tx.byToken("d", "tok5"); ok {
+				t.Fatal("a taken message is still pending")
+			}
+			s, ok, err := tx.byMessageID("d", testMsg("d", 5).MessageID)
+			if err != nil || !ok || s.Seq != 5 || s.Outcome != iothub.StatusSuccess || s.DeliveryCount != 2 || !s.SettledAt.Equal(at(30*time.Minute)) {
+				t.Fatalf("taken message's outcome = %+v, %v, %v", s, ok, err)
 			}
 			return nil
 		})

@@ -15,8 +15,8 @@ import (
 )
 
 // sqlStore is the store over database/sql, shared by SQLite and PostgreSQL: one writer goroutine
-// owns all writes and group-commits them (each request in its own savepoint of one transaction, so
-// concurrent operations share one commit), and a pool of connections serves views. The dialect
+// owns all writes and group-commits them (concurrent operations share one transaction and one
+// commit; savepoints only when a failing operation has writes to undo), and a pool of connections serves views. The dialect
 // holds what differs between the engines; the SQL itself (store_sql_*.go) is written once in the
 // subset both run, so the two stores cannot drift.
 type sqlStore struct {
@@ -31,6 +31,7 @@ type sqlStore struct {
 	stopped  chan struct{}
 	writers  sync.WaitGroup // the writer goroutines (one for SQLite)
 	commits  atomic.Int64   // transactions committed (benchmarks report operations per commit)
+	stmts    atomic.Int64   // statements run by updates (benchmarks report statements per command)
 	maxBatch int
 	onClose  func() error    // extra clean-up after the pools closed (nil: none)
 	pgCfg    *pgx.ConnConfig // PostgreSQL: for the LISTEN connection (store_pg.go)
@@ -196,7 +197,7 @@ func (s *sqlStore) commitOne(ctx context.Context, r *writeReq) (retry []*writeRe
 		r.done <- fmt.Errorf("%s: begin: %w", s.d.name, err)
 		return nil
 	}
-	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true}
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true, stmts: &s.stmts}
 	if err := r.fn(t); err != nil {
 		tx.Rollback()
 		if s.canRetry(r, err) {
@@ -227,7 +228,7 @@ func (s *sqlStore) commitPlain(ctx context.Context, batch []*writeReq) (retry []
 		return nil, true
 	}
 	errs := make([]error, len(batch))
-	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true}
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true, stmts: &s.stmts}
 	for i, r := range batch {
 		t.dirty = false
 		if errs[i] = r.fn(t); errs[i] != nil && (t.dirty || !isRefusal(errs[i])) {
@@ -274,7 +275,7 @@ func (s *sqlStore) commitSavepoints(ctx context.Context, batch []*writeReq) (ret
 		return nil
 	}
 	errs := make([]error, len(batch))
-	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true}
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true, stmts: &s.stmts}
 	for i, r := range batch {
 		if _, err := t.exec("SAVEPOINT op"); err != nil {
 			tx.Rollback()
@@ -388,6 +389,13 @@ type sqlTx struct {
 	// dirty: since the writer last cleared it, a statement that may have changed data ran, or a
 	// statement failed (commitPlain).
 	dirty bool
+	stmts *atomic.Int64 // counts statements (nil: not counted)
+}
+
+func (t *sqlTx) count() {
+	if t.stmts != nil {
+		t.stmts.Add(1)
+	}
 }
 
 // forUpdate is the row-locking suffix for a SELECT whose rows this write goes on to change.
@@ -426,6 +434,7 @@ func fromMs(v int64) time.Time {
 // deadlock (a fleet reconnecting at once after a restart did exactly that).
 func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
+	t.count()
 	t.dirty = true // every exec writes (or takes a lock a savepoint would release)
 	if st := t.cache.get(q); st != nil {
 		return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
@@ -441,6 +450,7 @@ func reads(q string) bool {
 
 func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	q = t.d.rebind(q)
+	t.count()
 	if !reads(q) {
 		t.dirty = true
 	}
@@ -473,6 +483,7 @@ func (r sqlRow) Scan(dest ...any) error {
 
 func (t *sqlTx) queryRow(q string, args ...any) sqlRow {
 	q = t.d.rebind(q)
+	t.count()
 	if !reads(q) {
 		t.dirty = true
 	}

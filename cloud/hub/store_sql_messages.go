@@ -172,11 +172,15 @@ func (t *sqlTx) requeue(deviceID string, seq int64) error {
 }
 
 func (t *sqlTx) settle(m *msgRow) error {
-	props, err := marshalProps(m.Properties)
-	if err != nil {
+	if _, err := t.exec(`DELETE FROM messages WHERE device_id = ? AND seq = ?`, m.DeviceID, m.Seq); err != nil {
 		return err
 	}
-	if _, err := t.exec(`DELETE FROM messages WHERE device_id = ? AND seq = ?`, m.DeviceID, m.Seq); err != nil {
+	return t.insertSettled(m)
+}
+
+func (t *sqlTx) insertSettled(m *msgRow) error {
+	props, err := marshalProps(m.Properties)
+	if err != nil {
 		return err
 	}
 	_, err = t.exec(`INSERT INTO settled (device_id, seq, message_id, correlation_id, ack, properties,
@@ -185,6 +189,22 @@ func (t *sqlTx) settle(m *msgRow) error {
 		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, string(m.Ack), props, ms(m.EnqueuedAt),
 		ms(m.ExpiresAt), m.DeliveryCount, string(m.State), string(m.Outcome), m.Reason, ms(m.SettledAt))
 	return err
+}
+
+// takeLocked: DELETE … RETURNING takes the row lock (PostgreSQL) and checks the lock in one
+// statement, where a settle used to SELECT … FOR UPDATE and then DELETE.
+func (t *sqlTx) takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error) {
+	dirty := t.dirty
+	ms, err := t.queryMsgs(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
+		AND locked_until > ? RETURNING `+msgCols, token, deviceID, string(iothub.StateInvisible), ms(now))
+	if err != nil {
+		return msgRow{}, false, err
+	}
+	if len(ms) == 0 {
+		t.dirty = dirty // it matched nothing, so it changed nothing: a lost lock is a clean refusal
+		return msgRow{}, false, nil
+	}
+	return ms[0], true, nil
 }
 
 func (t *sqlTx) lockExpired(now time.Time, limit int) ([]msgRow, error) {
