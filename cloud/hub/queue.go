@@ -69,7 +69,7 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	}
 	// Percent-encoding can triple a property's size: refuse now what could never be put on the
 	// wire, rather than store it and fail every delivery (the longest form: with a lock token).
-	wire.LockToken = newLockToken()
+	wire.LockToken = longestLockToken
 	if n := len(iothub.DeliveryTopic(deviceID, wire, true)); n > iothub.MaxTopicLength {
 		return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
 			n, iothub.MaxTopicLength)
@@ -455,35 +455,35 @@ func (h *Hub) dispatch(ds *devState) {
 		var locked []msgRow
 		again := false
 		err := h.update(context.Background(), func(tx storeTx, e *effects) error {
-			locked, again = locked[:0], false
+			locked, again = nil, false
 			if err := h.owns(tx, ds); err != nil {
 				return err
 			}
+			// One statement locks the round's messages: the delivery count is durable before
+			// Deliver is called, so a device that crashes on a message still uses up one of its
+			// deliveries.
 			now := h.now()
-			ms, err := tx.enqueued(ds.id, free)
+			until := now.Add(h.cfg.LockTimeout)
+			ms, err := tx.lockNext(ds.id, free, until, newLockPrefix())
 			if err != nil {
 				return err
 			}
 			for i := range ms {
 				m := &ms[i]
-				if !m.ExpiresAt.After(now) {
-					if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
-						return err
-					}
-					again = true
+				if m.ExpiresAt.After(now) {
+					locked = append(locked, *m)
 					continue
 				}
-				// The delivery count is durable before Deliver is called: a device that crashes
-				// on a message still uses up one of its deliveries.
-				m.DeliveryCount++
-				m.LockToken = newLockToken()
-				m.LockedUntil = now.Add(h.cfg.LockTimeout)
-				m.State = iothub.StateInvisible
-				if err := tx.setLock(m.DeviceID, m.Seq, m.LockToken, m.LockedUntil, m.DeliveryCount); err != nil {
+				// Its TTL passed before the timer expired it: Expired, never delivered.
+				m.DeliveryCount--
+				m.State, m.LockToken, m.LockedUntil = iothub.StateEnqueued, "", time.Time{}
+				if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
 					return err
 				}
-				locked = append(locked, *m)
-				e.wake(m.LockedUntil)
+				again = true
+			}
+			if len(locked) > 0 {
+				e.wake(until)
 			}
 			return h.batchIfRecorded(tx, now, e)
 		})
@@ -500,7 +500,7 @@ func (h *Hub) dispatch(ds *devState) {
 			h.mu.Unlock()
 			return
 		}
-		if again {
+		if again { // slots the expired messages took are free again
 			h.mu.Lock()
 			ds.kicked = true
 			h.mu.Unlock()

@@ -105,6 +105,10 @@ type storeTx interface {
 	byToken(deviceID, token string) (msgRow, bool, error)
 	byMessageID(deviceID, messageID string) (msgRow, bool, error) // pending or settled, newest
 	setLock(deviceID string, seq int64, token string, until time.Time, deliveryCount int) error
+	// lockNext locks up to limit of the device's Enqueued messages, oldest first, for one
+	// delivery each (one statement): Invisible until until, delivery count + 1, lock token prefix
+	// followed by the sequence number. It returns them as locked, in sequence order.
+	lockNext(deviceID string, limit int, until time.Time, prefix string) ([]msgRow, error)
 	requeue(deviceID string, seq int64) error
 	settle(m *msgRow) error // moves m to the settled outcomes (m.Outcome, Reason, SettledAt set)
 	// takeLocked removes and returns the device's message locked under token, if it is Invisible

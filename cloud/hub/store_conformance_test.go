@@ -585,6 +585,63 @@ func TestStoreFeedbackBatches(t *testing.T) {
 	})
 }
 
+// lockNext locks exactly up to its limit, oldest Enqueued first, skipping locked messages, and
+// returns the messages as locked (PostgreSQL once locked more than the limit: a subquery rerun).
+func TestStoreLockNext(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		up(t, st, func(tx storeTx) error {
+			for _, d := range []string{"d", "e"} {
+				if err := tx.insertDevice(deviceRow{ID: d, Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+					return err
+				}
+			}
+			for seq := int64(1); seq <= 10; seq++ {
+				m := testMsg("d", seq)
+				if err := tx.insertMessage(&m); err != nil {
+					return err
+				}
+			}
+			m := testMsg("e", 1)
+			return tx.insertMessage(&m)
+		})
+		for round, want := range [][]int64{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}, {10}, {}} {
+			var got []msgRow
+			up(t, st, func(tx storeTx) error {
+				var err error
+				got, err = tx.lockNext("d", 3, at(time.Duration(round+1)*time.Minute), fmt.Sprintf("p%d-", round))
+				return err
+			})
+			if len(got) != len(want) {
+				t.Fatalf("round %d: locked %d messages, want %v", round, len(got), want)
+			}
+			for i, m := range got {
+				w := testMsg("d", want[i])
+				w.State, w.DeliveryCount = iothub.StateInvisible, 1
+				w.LockToken, w.LockedUntil = fmt.Sprintf("p%d-%d", round, want[i]), at(time.Duration(round+1)*time.Minute)
+				sameMsg(t, fmt.Sprintf("round %d, message %d", round, i), m, w)
+			}
+		}
+		see(t, st, func(tx storeTx) error {
+			if ms, _ := tx.enqueued("e", 10); len(ms) != 1 {
+				t.Fatalf("another device's queue changed: %+v", ms)
+			}
+			if m, ok, _ := tx.byToken("d", "p1-5"); !ok || m.Seq != 5 || m.State != iothub.StateInvisible {
+				t.Fatalf("byToken of a lockNext token: %+v, %v", m, ok)
+			}
+			return nil
+		})
+		// A requeued message is locked again, its delivery count going on.
+		up(t, st, func(tx storeTx) error { return tx.requeue("d", 2) })
+		up(t, st, func(tx storeTx) error {
+			ms, err := tx.lockNext("d", 5, at(time.Hour), "q")
+			if err != nil || len(ms) != 1 || ms[0].Seq != 2 || ms[0].DeliveryCount != 2 || ms[0].LockToken != "q2" {
+				return fmt.Errorf("lockNext after a requeue = %+v, %v", ms, err)
+			}
+			return nil
+		})
+	})
+}
+
 // Concurrent updates share commits; a failing one undoes only its own writes.
 func TestStoreGroupCommitIsolatesFailures(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store, _ func() store) {

@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"cmp"
 	"database/sql"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -163,6 +165,30 @@ func (t *sqlTx) setLock(deviceID string, seq int64, token string, until time.Tim
 	_, err := t.exec(`UPDATE messages SET state = ?, lock_token = ?, locked_until = ?, delivery_count = ?
 		WHERE device_id = ? AND seq = ?`, string(iothub.StateInvisible), token, ms(until), deliveryCount, deviceID, seq)
 	return err
+}
+
+// lockNext: the messages are chosen in a materialized CTE. As a subquery of the UPDATE,
+// PostgreSQL may run the SELECT … LIMIT … FOR UPDATE again while updating, and a rerun skips
+// the rows just updated and picks the next ones: more than limit locked.
+func (t *sqlTx) lockNext(deviceID string, limit int, until time.Time, prefix string) ([]msgRow, error) {
+	dirty := t.dirty
+	ms, err := t.queryMsgs(`WITH next AS MATERIALIZED (SELECT seq FROM messages
+			WHERE device_id = ? AND state = ? ORDER BY seq LIMIT ?`+t.forUpdate()+`)
+		UPDATE messages SET state = ?, lock_token = ? || CAST(seq AS TEXT), locked_until = ?,
+			delivery_count = delivery_count + 1
+		WHERE device_id = ? AND seq IN (SELECT seq FROM next)
+		RETURNING `+msgCols,
+		deviceID, string(iothub.StateEnqueued), limit,
+		string(iothub.StateInvisible), prefix, ms(until), deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) == 0 {
+		t.dirty = dirty // it matched nothing, so it changed nothing
+	}
+	// RETURNING gives no order.
+	slices.SortFunc(ms, func(a, b msgRow) int { return cmp.Compare(a.Seq, b.Seq) })
+	return ms, nil
 }
 
 func (t *sqlTx) requeue(deviceID string, seq int64) error {
