@@ -69,6 +69,10 @@ type devState struct {
 	inflight map[string]time.Time // lock token → locked until
 	kicked   bool
 	running  bool
+	// queued: the store may hold Enqueued messages for this device that no delivery round has
+	// seen. Every kick sets it; a round that found fewer messages than free slots clears it, so a
+	// slot freed by a settle starts a round only when there may be something to deliver.
+	queued bool
 
 	epoch int64     // the ownership epoch this node holds the device at (shared stores)
 	since time.Time // when attached (local clock)
@@ -275,11 +279,12 @@ func (h *Hub) now() time.Time { return h.cfg.Now().UTC().Truncate(time.Milliseco
 // effects collects, inside a transaction, what must happen once it committed: waking waiters,
 // freeing delivery slots, kicking dispatchers, events, rearming the timer.
 type effects struct {
-	settled  []msgRow // terminal now
-	requeued []msgRow // back to Enqueued (LockToken = the lock they had)
-	kick     map[string]bool
-	records  int  // feedback records written
-	feedback bool // a feedback batch became available
+	settled  []msgRow        // terminal now
+	requeued []msgRow        // back to Enqueued (LockToken = the lock they had)
+	kick     map[string]bool // devices with messages to deliver
+	freed    map[string]bool // devices with a delivery slot freed
+	records  int             // feedback records written
+	feedback bool            // a feedback batch became available
 	deadline time.Time
 }
 
@@ -310,7 +315,10 @@ func (h *Hub) apply(e *effects) {
 			if ds := h.devs[m.DeviceID]; ds != nil {
 				if _, ok := ds.inflight[m.LockToken]; ok {
 					delete(ds.inflight, m.LockToken)
-					e.kickDevice(m.DeviceID)
+					if e.freed == nil {
+						e.freed = map[string]bool{}
+					}
+					e.freed[m.DeviceID] = true
 				}
 			}
 		}
@@ -332,6 +340,11 @@ func (h *Hub) apply(e *effects) {
 	}
 	for id := range e.kick {
 		h.kick(id)
+	}
+	for id := range e.freed {
+		if !e.kick[id] {
+			h.kickFreed(id)
+		}
 	}
 	if e.feedback {
 		h.feedbackReady()

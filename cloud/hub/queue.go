@@ -75,22 +75,19 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 			n, iothub.MaxTopicLength)
 	}
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
-		last, n, ok, err := tx.sendInfo(deviceID)
+		seq, n, ok, err := tx.nextSeq(deviceID, h.cfg.MaxQueueDepth)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return errDeviceNotFound(deviceID)
 		}
-		if n >= h.cfg.MaxQueueDepth {
+		if seq == 0 {
 			return coded(ErrQueueFull, iothub.CodeDeviceMaximumQueueDepthExceeded,
 				"device %s has %d messages pending (limit %d): purge its queue or wait for it to drain",
 				deviceID, n, h.cfg.MaxQueueDepth)
 		}
-		m.Seq = last + 1
-		if err := tx.setLastSeq(deviceID, m.Seq); err != nil {
-			return err
-		}
+		m.Seq = seq
 		if err := tx.insertMessage(m); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
@@ -402,13 +399,24 @@ func (h *Hub) releaseTokens(ds *devState, tokens []string, detaching bool) error
 	})
 }
 
-// kick asks the device's dispatcher to fill its free delivery slots. Cheap and idempotent.
-func (h *Hub) kick(id string) {
+// kick asks the device's dispatcher to fill its free delivery slots: the device may have
+// messages to deliver. Cheap and idempotent.
+func (h *Hub) kick(id string) { h.kickIf(id, false) }
+
+// kickFreed is kick for a delivery slot that became free: a round runs only when the device may
+// have Enqueued messages (devState.queued), which spares a round (a statement and a share of a
+// commit) after every settle of a device whose queue is drained.
+func (h *Hub) kickFreed(id string) { h.kickIf(id, true) }
+
+func (h *Hub) kickIf(id string, onlyQueued bool) {
 	h.mu.Lock()
 	ds := h.devs[id]
-	if ds == nil || ds.detached || ds.broken || h.closed() {
+	if ds == nil || ds.detached || ds.broken || h.closed() || (onlyQueued && !ds.queued) {
 		h.mu.Unlock()
 		return
+	}
+	if !onlyQueued {
+		ds.queued = true
 	}
 	ds.kicked = true
 	if ds.running {
@@ -500,11 +508,16 @@ func (h *Hub) dispatch(ds *devState) {
 			h.mu.Unlock()
 			return
 		}
-		if again { // slots the expired messages took are free again
-			h.mu.Lock()
+		h.mu.Lock()
+		switch {
+		case again: // slots the expired messages took are free again
 			ds.kicked = true
-			h.mu.Unlock()
+		case len(locked) < free && !ds.kicked:
+			// The round took every Enqueued message it could see; one queued since is kicked
+			// again (kicked set), so a later round sees it.
+			ds.queued = false
 		}
+		h.mu.Unlock()
 		back := h.deliverLocked(ds, locked)
 		ds.sendMu.Unlock()
 		if len(back) > 0 {

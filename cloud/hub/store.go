@@ -97,6 +97,10 @@ type storeTx interface {
 	// pending messages
 	sendInfo(deviceID string) (lastSeq int64, pending int, found bool, err error)
 	setLastSeq(deviceID string, seq int64) error
+	// nextSeq takes the device's next sequence number when fewer than maxPending messages are
+	// pending: seq > 0. Otherwise it changes nothing and returns seq 0 with the pending count
+	// (found false: no such device).
+	nextSeq(deviceID string, maxPending int) (seq int64, pending int, found bool, err error)
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error

@@ -585,6 +585,38 @@ func TestStoreFeedbackBatches(t *testing.T) {
 	})
 }
 
+// nextSeq hands out sequence numbers while the queue has room, and changes nothing when it is
+// full or the device unknown.
+func TestStoreNextSeq(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		up(t, st, func(tx storeTx) error {
+			return tx.insertDevice(deviceRow{ID: "d", Status: iothub.DeviceEnabled, LastSeq: 40, UpdatedAt: at(0)})
+		})
+		for i := int64(1); i <= 3; i++ {
+			up(t, st, func(tx storeTx) error {
+				seq, _, ok, err := tx.nextSeq("d", 3)
+				if err != nil || !ok || seq != 40+i {
+					return fmt.Errorf("nextSeq %d = %d, %v, %v; want %d", i, seq, ok, err, 40+i)
+				}
+				m := testMsg("d", seq)
+				return tx.insertMessage(&m)
+			})
+		}
+		up(t, st, func(tx storeTx) error {
+			if seq, n, ok, err := tx.nextSeq("d", 3); err != nil || !ok || seq != 0 || n != 3 {
+				return fmt.Errorf("nextSeq on a full queue = %d, %d, %v, %v; want 0, 3 pending", seq, n, ok, err)
+			}
+			if seq, _, ok, err := tx.nextSeq("nope", 3); err != nil || ok || seq != 0 {
+				return fmt.Errorf("nextSeq of an unknown device = %d, %v, %v", seq, ok, err)
+			}
+			if seq, _, ok, err := tx.nextSeq("d", 4); err != nil || !ok || seq != 44 {
+				return fmt.Errorf("nextSeq with room again = %d, %v, %v; want 44 (the refusal took no number)", seq, ok, err)
+			}
+			return nil
+		})
+	})
+}
+
 // lockNext locks exactly up to its limit, oldest Enqueued first, skipping locked messages, and
 // returns the messages as locked (PostgreSQL once locked more than the limit: a subquery rerun).
 func TestStoreLockNext(t *testing.T) {

@@ -48,6 +48,9 @@ type dialect struct {
 	name string // "sqlite" or "postgres", for error messages
 	// numbered: placeholders are $1, $2 … (PostgreSQL); the SQL is written with '?'.
 	numbered bool
+	// serial: one transaction writes at a time and sees nothing change under it (SQLite), so a
+	// read and the write that depends on it may share one statement.
+	serial bool
 	// forUpdate is appended to a SELECT whose rows the transaction goes on to change, so that
 	// concurrent writers of other nodes wait and then see the new version ("" on SQLite, whose
 	// single writer needs no row locks). skipLocked does the same for sweeps: a row another node

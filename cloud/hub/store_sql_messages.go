@@ -30,6 +30,37 @@ func (t *sqlTx) setLastSeq(deviceID string, seq int64) error {
 	return err
 }
 
+func (t *sqlTx) nextSeq(deviceID string, maxPending int) (int64, int, bool, error) {
+	if t.d.serial {
+		// One writer at a time: the queue cannot change between the count and the update, so
+		// one conditional UPDATE … RETURNING does the lookup, the depth check and the increment.
+		dirty := t.dirty
+		var seq int64
+		err := t.queryRow(`UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = ?
+			AND (SELECT COUNT(*) FROM messages WHERE device_id = ?) < ? RETURNING last_seq`,
+			deviceID, deviceID, maxPending).Scan(&seq)
+		if err == nil {
+			return seq, 0, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return 0, 0, false, err
+		}
+		t.dirty = dirty // it matched nothing, so it changed nothing: say why (a refusal)
+		_, n, ok, err := t.sendInfo(deviceID)
+		return 0, n, ok, err
+	}
+	// Concurrent writers (PostgreSQL): the device row is locked first, then the count is read in
+	// a statement of its own, which sees every message committed before the lock was granted.
+	last, n, ok, err := t.sendInfo(deviceID)
+	if err != nil || !ok || n >= maxPending {
+		return 0, n, ok, err
+	}
+	if err := t.setLastSeq(deviceID, last+1); err != nil {
+		return 0, 0, false, err
+	}
+	return last + 1, n, true, nil
+}
+
 func (t *sqlTx) pendingCount(deviceID string) (int, error) {
 	var n int
 	err := t.queryRow(`SELECT COUNT(*) FROM messages WHERE device_id = ?`, deviceID).Scan(&n)
