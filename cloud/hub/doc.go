@@ -13,8 +13,10 @@
 // synchronous=FULL: a commit that returned has been fsync'd, so it survives kill -9 and power
 // loss. Every acknowledgement the hub gives (Send's result, a Settle, a feedback completion)
 // is given only after its commit. One writer goroutine owns all writes and group-commits: it takes
-// every request waiting (up to 512), runs each in its own SAVEPOINT of one transaction (a failing
-// request undoes only its own writes) and commits once, so concurrent sends share one fsync.
+// every request waiting (up to 512), runs them in one transaction and commits once, so concurrent
+// sends share one fsync. A request refused before it wrote needs nothing undone; when one fails
+// after writing, the batch runs again with each request in its own SAVEPOINT, so the failing
+// request undoes only its own writes.
 // Reads use a separate pool of read-only connections. busy_timeout is 10 s. Statements are prepared
 // once (parsing costs more than running them). hub.db is created 0600 (it holds keys), and
 // DATA/hub.lock (flock) refuses a second hub on the same data directory; ReadPolicies reads the

@@ -45,6 +45,15 @@ func randomToken(n int) string {
 // newLockToken is 22 characters: 128 random bits.
 func newLockToken() string { return randomToken(16) }
 
+// A message's lock token is a prefix drawn for each delivery round (16 characters: 96 random bits)
+// followed by the message's sequence number, so one statement can lock a round's messages
+// (lockNext) and every token is still unique and unguessable.
+func newLockPrefix() string { return randomToken(12) }
+
+// longestLockToken is as long as a message's lock token can be (a prefix and a 19-digit sequence
+// number), in characters that percent-encoding leaves alone, as the token's are.
+var longestLockToken = newLockPrefix() + "9223372036854775807"
+
 // newKey is a 32-byte key in standard base64, as Azure generates them.
 func newKey() string {
 	b := make([]byte, 32)

@@ -71,6 +71,10 @@ type devState struct {
 	inflight map[string]time.Time // lock token → locked until
 	kicked   bool
 	running  bool
+	// queued: the store may hold Enqueued messages for this device that no delivery round has
+	// seen. Every kick sets it; a round that found fewer messages than free slots clears it, so a
+	// slot freed by a settle starts a round only when there may be something to deliver.
+	queued bool
 
 	epoch int64     // the ownership epoch this node holds the device at (shared stores)
 	since time.Time // when attached (local clock)
@@ -196,6 +200,7 @@ func (h *Hub) recover(ctx context.Context) error {
 	var requeued, dead int
 	var unlocked int64
 	err := h.st.update(ctx, func(tx storeTx) error {
+		*e, requeued, dead = effects{}, 0, 0 // fn may run again (a retried transaction)
 		var err error
 		if pols, err = ensurePolicies(tx); err != nil {
 			return fmt.Errorf("policies: %w", err)
@@ -276,11 +281,13 @@ func (h *Hub) now() time.Time { return h.cfg.Now().UTC().Truncate(time.Milliseco
 // effects collects, inside a transaction, what must happen once it committed: waking waiters,
 // freeing delivery slots, kicking dispatchers, events, rearming the timer.
 type effects struct {
-	settled  []msgRow // terminal now
-	requeued []msgRow // back to Enqueued (LockToken = the lock they had)
-	kick     map[string]bool
-	feedback bool         // feedback became receivable: a batch formed, or a record a waiting receiver batches
-	handoff  *handedBatch // a batch locked for a waiting receiver (feedback_handoff.go)
+	settled  []msgRow        // terminal now
+	requeued []msgRow        // back to Enqueued (LockToken = the lock they had)
+	kick     map[string]bool // devices with messages to deliver
+	freed    map[string]bool // devices with a delivery slot freed
+	records  int             // feedback records written
+	feedback bool            // feedback became receivable: a batch formed, or a record a waiting receiver batches
+	handoff  *handedBatch    // a batch locked for a waiting receiver (feedback_handoff.go)
 	deadline time.Time
 }
 
@@ -311,7 +318,10 @@ func (h *Hub) apply(e *effects) {
 			if ds := h.devs[m.DeviceID]; ds != nil {
 				if _, ok := ds.inflight[m.LockToken]; ok {
 					delete(ds.inflight, m.LockToken)
-					e.kickDevice(m.DeviceID)
+					if e.freed == nil {
+						e.freed = map[string]bool{}
+					}
+					e.freed[m.DeviceID] = true
 				}
 			}
 		}
@@ -334,6 +344,11 @@ func (h *Hub) apply(e *effects) {
 	for id := range e.kick {
 		h.kick(id)
 	}
+	for id := range e.freed {
+		if !e.kick[id] {
+			h.kickFreed(id)
+		}
+	}
 	if e.handoff != nil {
 		h.handOff(e.handoff)
 	}
@@ -353,8 +368,17 @@ func (h *Hub) apply(e *effects) {
 // finish moves m to its terminal outcome and, when its ack asks for it, writes its feedback
 // record in the same transaction: a crash can neither lose the record nor make two.
 func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects) error {
+	return h.conclude(tx, m, outcome, reason, now, e, tx.settle)
+}
+
+// finishTaken is finish for a message takeLocked already removed from the queue.
+func (h *Hub) finishTaken(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects) error {
+	return h.conclude(tx, m, outcome, reason, now, e, tx.insertSettled)
+}
+
+func (h *Hub) conclude(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects, store func(*msgRow) error) error {
 	m.Outcome, m.Reason, m.SettledAt, m.State = outcome, reason, now, outcome.Terminal()
-	if err := tx.settle(m); err != nil {
+	if err := store(m); err != nil {
 		return fmt.Errorf("settle %s/%d: %w", m.DeviceID, m.Seq, err)
 	}
 	if m.Ack.Wants(outcome) {
@@ -379,11 +403,23 @@ func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reaso
 		if err := tx.insertRecord(rec, now); err != nil {
 			return fmt.Errorf("feedback record: %w", err)
 		}
+		e.records++
 		e.wake(now.Add(h.cfg.FeedbackInterval))
 		e.feedback = true // a receiver already waiting batches it now (ReceiveFeedback)
 	}
 	e.settled = append(e.settled, *m)
 	return nil
+}
+
+// batchIfRecorded forms feedback batches when the operation wrote a feedback record. Only a new
+// record can make a batch due sooner than the deadline the timer already holds (finish arms it
+// for the record's interval, and the sweep forms what is due), so an operation that wrote none
+// skips counting the unbatched records: one statement less per send, delivery and settle.
+func (h *Hub) batchIfRecorded(tx storeTx, now time.Time, e *effects) error {
+	if e.records == 0 {
+		return nil
+	}
+	return h.formBatches(tx, now, e)
 }
 
 // release takes an Invisible message out of its lock: back to Enqueued, or dead-lettered when it

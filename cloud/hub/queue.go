@@ -69,29 +69,26 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	}
 	// Percent-encoding can triple a property's size: refuse now what could never be put on the
 	// wire, rather than store it and fail every delivery (the longest form: with a lock token).
-	wire.LockToken = newLockToken()
+	wire.LockToken = longestLockToken
 	if n := len(iothub.DeliveryTopic(deviceID, wire, true)); n > iothub.MaxTopicLength {
 		return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
 			n, iothub.MaxTopicLength)
 	}
 	begin := time.Now()
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
-		last, n, ok, err := tx.sendInfo(deviceID)
+		seq, n, ok, err := tx.nextSeq(deviceID, h.cfg.MaxQueueDepth)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return errDeviceNotFound(deviceID)
 		}
-		if n >= h.cfg.MaxQueueDepth {
+		if seq == 0 {
 			return coded(ErrQueueFull, iothub.CodeDeviceMaximumQueueDepthExceeded,
 				"device %s has %d messages pending (limit %d): purge its queue or wait for it to drain",
 				deviceID, n, h.cfg.MaxQueueDepth)
 		}
-		m.Seq = last + 1
-		if err := tx.setLastSeq(deviceID, m.Seq); err != nil {
-			return err
-		}
+		m.Seq = seq
 		if err := tx.insertMessage(m); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
@@ -269,7 +266,7 @@ func (h *Hub) Purge(ctx context.Context, deviceID string) (iothub.PurgeResult, e
 			}
 		}
 		res.TotalMessagesPurged = len(ms)
-		return h.formBatches(tx, now, e)
+		return h.batchIfRecorded(tx, now, e)
 	})
 	return res, err
 }
@@ -400,17 +397,28 @@ func (h *Hub) releaseTokens(ds *devState, tokens []string, detaching bool) error
 				return err
 			}
 		}
-		return h.formBatches(tx, now, e)
+		return h.batchIfRecorded(tx, now, e)
 	})
 }
 
-// kick asks the device's dispatcher to fill its free delivery slots. Cheap and idempotent.
-func (h *Hub) kick(id string) {
+// kick asks the device's dispatcher to fill its free delivery slots: the device may have
+// messages to deliver. Cheap and idempotent.
+func (h *Hub) kick(id string) { h.kickIf(id, false) }
+
+// kickFreed is kick for a delivery slot that became free: a round runs only when the device may
+// have Enqueued messages (devState.queued), which spares a round (a statement and a share of a
+// commit) after every settle of a device whose queue is drained.
+func (h *Hub) kickFreed(id string) { h.kickIf(id, true) }
+
+func (h *Hub) kickIf(id string, onlyQueued bool) {
 	h.mu.Lock()
 	ds := h.devs[id]
-	if ds == nil || ds.detached || ds.broken || h.closed() {
+	if ds == nil || ds.detached || ds.broken || h.closed() || (onlyQueued && !ds.queued) {
 		h.mu.Unlock()
 		return
+	}
+	if !onlyQueued {
+		ds.queued = true
 	}
 	ds.kicked = true
 	if ds.running {
@@ -458,37 +466,37 @@ func (h *Hub) dispatch(ds *devState) {
 		again := false
 		began := time.Now()
 		err := h.update(context.Background(), func(tx storeTx, e *effects) error {
-			locked, again = locked[:0], false
+			locked, again = nil, false
 			if err := h.owns(tx, ds); err != nil {
 				return err
 			}
+			// One statement locks the round's messages: the delivery count is durable before
+			// Deliver is called, so a device that crashes on a message still uses up one of its
+			// deliveries.
 			now := h.now()
-			ms, err := tx.enqueued(ds.id, free)
+			until := now.Add(h.cfg.LockTimeout)
+			ms, err := tx.lockNext(ds.id, free, until, newLockPrefix())
 			if err != nil {
 				return err
 			}
 			for i := range ms {
 				m := &ms[i]
-				if !m.ExpiresAt.After(now) {
-					if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
-						return err
-					}
-					again = true
+				if m.ExpiresAt.After(now) {
+					locked = append(locked, *m)
 					continue
 				}
-				// The delivery count is durable before Deliver is called: a device that crashes
-				// on a message still uses up one of its deliveries.
-				m.DeliveryCount++
-				m.LockToken = newLockToken()
-				m.LockedUntil = now.Add(h.cfg.LockTimeout)
-				m.State = iothub.StateInvisible
-				if err := tx.setLock(m.DeviceID, m.Seq, m.LockToken, m.LockedUntil, m.DeliveryCount); err != nil {
+				// Its TTL passed before the timer expired it: Expired, never delivered.
+				m.DeliveryCount--
+				m.State, m.LockToken, m.LockedUntil = iothub.StateEnqueued, "", time.Time{}
+				if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
 					return err
 				}
-				locked = append(locked, *m)
-				e.wake(m.LockedUntil)
+				again = true
 			}
-			return h.formBatches(tx, now, e)
+			if len(locked) > 0 {
+				e.wake(until)
+			}
+			return h.batchIfRecorded(tx, now, e)
 		})
 		if err != nil {
 			ds.sendMu.Unlock()
@@ -503,11 +511,16 @@ func (h *Hub) dispatch(ds *devState) {
 			h.mu.Unlock()
 			return
 		}
-		if again {
-			h.mu.Lock()
+		h.mu.Lock()
+		switch {
+		case again: // slots the expired messages took are free again
 			ds.kicked = true
-			h.mu.Unlock()
+		case len(locked) < free && !ds.kicked:
+			// The round took every Enqueued message it could see; one queued since is kicked
+			// again (kicked set), so a later round sees it.
+			ds.queued = false
 		}
+		h.mu.Unlock()
 		back := h.deliverLocked(ds, locked, began)
 		ds.sendMu.Unlock()
 		if len(back) > 0 {
@@ -592,25 +605,35 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 			}
 		}
 		now := h.now()
-		m, ok, err := tx.byToken(deviceID, lockToken)
+		if d == iothub.DispositionAbandon {
+			m, ok, err := tx.byToken(deviceID, lockToken)
+			if err != nil {
+				return err
+			}
+			if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
+				return errLockLost(deviceID, lockToken)
+			}
+			if _, err := h.release(tx, &m, now, e); err != nil {
+				return err
+			}
+			return h.batchIfRecorded(tx, now, e)
+		}
+		// Complete and reject: the lookup, the lock check and the removal in one statement.
+		m, ok, err := tx.takeLocked(deviceID, lockToken, now)
 		if err != nil {
 			return err
 		}
-		if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
+		if !ok {
 			return errLockLost(deviceID, lockToken)
 		}
-		switch d {
-		case iothub.DispositionComplete:
-			err = h.finish(tx, &m, iothub.StatusSuccess, "", now, e)
-		case iothub.DispositionReject:
-			err = h.finish(tx, &m, iothub.StatusRejected, reason, now, e)
-		case iothub.DispositionAbandon:
-			_, err = h.release(tx, &m, now, e)
+		outcome, why := iothub.StatusSuccess, ""
+		if d == iothub.DispositionReject {
+			outcome, why = iothub.StatusRejected, reason
 		}
-		if err != nil {
+		if err := h.finishTaken(tx, &m, outcome, why, now, e); err != nil {
 			return err
 		}
-		return h.formBatches(tx, now, e)
+		return h.batchIfRecorded(tx, now, e)
 	})
 	if err != nil {
 		return err

@@ -28,7 +28,7 @@ func TestCompleteProducesSuccessFeedback(t *testing.T) {
 	c := newConn("dev1")
 	h.Attach(c)
 	m := c.next(t)
-	if m.MessageID != "m1" || string(m.Body) != "hi" || len(m.LockToken) != 22 || strings.ContainsAny(m.LockToken, "/+#") {
+	if m.MessageID != "m1" || string(m.Body) != "hi" || len(m.LockToken) != 17 || strings.ContainsAny(m.LockToken, "/+#") {
 		t.Fatalf("delivered %+v", m)
 	}
 	if v, _ := m.Property("led"); v != "on" {

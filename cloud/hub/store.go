@@ -97,6 +97,10 @@ type storeTx interface {
 	// pending messages
 	sendInfo(deviceID string) (lastSeq int64, pending int, found bool, err error)
 	setLastSeq(deviceID string, seq int64) error
+	// nextSeq takes the device's next sequence number when fewer than maxPending messages are
+	// pending: seq > 0. Otherwise it changes nothing and returns seq 0 with the pending count
+	// (found false: no such device).
+	nextSeq(deviceID string, maxPending int) (seq int64, pending int, found bool, err error)
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error
@@ -105,8 +109,17 @@ type storeTx interface {
 	byToken(deviceID, token string) (msgRow, bool, error)
 	byMessageID(deviceID, messageID string) (msgRow, bool, error) // pending or settled, newest
 	setLock(deviceID string, seq int64, token string, until time.Time, deliveryCount int) error
+	// lockNext locks up to limit of the device's Enqueued messages, oldest first, for one
+	// delivery each (one statement): Invisible until until, delivery count + 1, lock token prefix
+	// followed by the sequence number. It returns them as locked, in sequence order.
+	lockNext(deviceID string, limit int, until time.Time, prefix string) ([]msgRow, error)
 	requeue(deviceID string, seq int64) error
 	settle(m *msgRow) error // moves m to the settled outcomes (m.Outcome, Reason, SettledAt set)
+	// takeLocked removes and returns the device's message locked under token, if it is Invisible
+	// and its lock is valid at now (one statement: the lookup and the removal of a settle);
+	// insertSettled then records its outcome.
+	takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error)
+	insertSettled(m *msgRow) error
 	lockExpired(now time.Time, limit int) ([]msgRow, error)
 	ttlExpired(now time.Time, limit int) ([]msgRow, error) // Enqueued only
 	invisible() ([]msgRow, error)

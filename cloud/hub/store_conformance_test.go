@@ -319,6 +319,24 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			}
 			return nil
 		})
+		// takeLocked takes a message only under its own device and token, while it is locked.
+		up(t, st, func(tx storeTx) error {
+			for _, c := range []struct {
+				dev, tok string
+				now      time.Time
+			}{{"other", "tok2", at(0)}, {"d", "nope", at(0)}, {"d", "tok2", at(2 * time.Minute)}, {"d", "tok2", at(time.Hour)}} {
+				if m, ok, err := tx.takeLocked(c.dev, c.tok, c.now); err != nil || ok {
+					return fmt.Errorf("takeLocked(%s, %s, %v) = %+v, %v, %v; want nothing", c.dev, c.tok, c.now, m, ok, err)
+				}
+			}
+			return nil
+		})
+		see(t, st, func(tx storeTx) error {
+			if _, ok, _ := tx.byToken("d", "tok2"); !ok {
+				t.Fatal("a takeLocked that matched nothing removed the message")
+			}
+			return nil
+		})
 		// Abandon 1 (requeue), complete 2 (settle).
 		up(t, st, func(tx storeTx) error {
 			if err := tx.requeue("d", 1); err != nil {
@@ -378,6 +396,39 @@ func TestStoreMessageLifecycle(t *testing.T) {
 		see(t, st, func(tx storeTx) error {
 			if m, _, _ := tx.byMessageID("d", "m2"); m.Seq != 4 || m.Outcome != iothub.StatusPurged {
 				t.Fatalf("byMessageID with two settled = %+v", m)
+			}
+			return nil
+		})
+		// takeLocked on a valid lock returns the message as stored and removes it; insertSettled
+		// records its outcome.
+		up(t, st, func(tx storeTx) error {
+			m := testMsg("d", 5)
+			if err := tx.insertMessage(&m); err != nil {
+				return err
+			}
+			return tx.setLock("d", 5, "tok5", at(time.Minute), 2)
+		})
+		up(t, st, func(tx storeTx) error {
+			m, ok, err := tx.takeLocked("d", "tok5", at(time.Minute-time.Millisecond))
+			if err != nil || !ok {
+				return fmt.Errorf("takeLocked on a valid lock: %v, %v", ok, err)
+			}
+			want := testMsg("d", 5)
+			want.State, want.LockToken, want.LockedUntil, want.DeliveryCount = iothub.StateInvisible, "tok5", at(time.Minute), 2
+			sameMsg(t, "taken message", m, want)
+			if again, ok, err := tx.takeLocked("d", "tok5", at(0)); err != nil || ok {
+				return fmt.Errorf("takeLocked twice: %+v, %v, %v", again, ok, err)
+			}
+			m.Outcome, m.SettledAt, m.State = iothub.StatusSuccess, at(30*time.Minute), iothub.StateCompleted
+			return tx.insertSettled(&m)
+		})
+		see(t, st, func(tx storeTx) error {
+			if _, ok, _ := tx.byToken("d", "tok5"); ok {
+				t.Fatal("a taken message is still pending")
+			}
+			s, ok, err := tx.byMessageID("d", testMsg("d", 5).MessageID)
+			if err != nil || !ok || s.Seq != 5 || s.Outcome != iothub.StatusSuccess || s.DeliveryCount != 2 || !s.SettledAt.Equal(at(30*time.Minute)) {
+				t.Fatalf("taken message's outcome = %+v, %v, %v", s, ok, err)
 			}
 			return nil
 		})
@@ -534,6 +585,95 @@ func TestStoreFeedbackBatches(t *testing.T) {
 	})
 }
 
+// nextSeq hands out sequence numbers while the queue has room, and changes nothing when it is
+// full or the device unknown.
+func TestStoreNextSeq(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		up(t, st, func(tx storeTx) error {
+			return tx.insertDevice(deviceRow{ID: "d", Status: iothub.DeviceEnabled, LastSeq: 40, UpdatedAt: at(0)})
+		})
+		for i := int64(1); i <= 3; i++ {
+			up(t, st, func(tx storeTx) error {
+				seq, _, ok, err := tx.nextSeq("d", 3)
+				if err != nil || !ok || seq != 40+i {
+					return fmt.Errorf("nextSeq %d = %d, %v, %v; want %d", i, seq, ok, err, 40+i)
+				}
+				m := testMsg("d", seq)
+				return tx.insertMessage(&m)
+			})
+		}
+		up(t, st, func(tx storeTx) error {
+			if seq, n, ok, err := tx.nextSeq("d", 3); err != nil || !ok || seq != 0 || n != 3 {
+				return fmt.Errorf("nextSeq on a full queue = %d, %d, %v, %v; want 0, 3 pending", seq, n, ok, err)
+			}
+			if seq, _, ok, err := tx.nextSeq("nope", 3); err != nil || ok || seq != 0 {
+				return fmt.Errorf("nextSeq of an unknown device = %d, %v, %v", seq, ok, err)
+			}
+			if seq, _, ok, err := tx.nextSeq("d", 4); err != nil || !ok || seq != 44 {
+				return fmt.Errorf("nextSeq with room again = %d, %v, %v; want 44 (the refusal took no number)", seq, ok, err)
+			}
+			return nil
+		})
+	})
+}
+
+// lockNext locks exactly up to its limit, oldest Enqueued first, skipping locked messages, and
+// returns the messages as locked (PostgreSQL once locked more than the limit: a subquery rerun).
+func TestStoreLockNext(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		up(t, st, func(tx storeTx) error {
+			for _, d := range []string{"d", "e"} {
+				if err := tx.insertDevice(deviceRow{ID: d, Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+					return err
+				}
+			}
+			for seq := int64(1); seq <= 10; seq++ {
+				m := testMsg("d", seq)
+				if err := tx.insertMessage(&m); err != nil {
+					return err
+				}
+			}
+			m := testMsg("e", 1)
+			return tx.insertMessage(&m)
+		})
+		for round, want := range [][]int64{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}, {10}, {}} {
+			var got []msgRow
+			up(t, st, func(tx storeTx) error {
+				var err error
+				got, err = tx.lockNext("d", 3, at(time.Duration(round+1)*time.Minute), fmt.Sprintf("p%d-", round))
+				return err
+			})
+			if len(got) != len(want) {
+				t.Fatalf("round %d: locked %d messages, want %v", round, len(got), want)
+			}
+			for i, m := range got {
+				w := testMsg("d", want[i])
+				w.State, w.DeliveryCount = iothub.StateInvisible, 1
+				w.LockToken, w.LockedUntil = fmt.Sprintf("p%d-%d", round, want[i]), at(time.Duration(round+1)*time.Minute)
+				sameMsg(t, fmt.Sprintf("round %d, message %d", round, i), m, w)
+			}
+		}
+		see(t, st, func(tx storeTx) error {
+			if ms, _ := tx.enqueued("e", 10); len(ms) != 1 {
+				t.Fatalf("another device's queue changed: %+v", ms)
+			}
+			if m, ok, _ := tx.byToken("d", "p1-5"); !ok || m.Seq != 5 || m.State != iothub.StateInvisible {
+				t.Fatalf("byToken of a lockNext token: %+v, %v", m, ok)
+			}
+			return nil
+		})
+		// A requeued message is locked again, its delivery count going on.
+		up(t, st, func(tx storeTx) error { return tx.requeue("d", 2) })
+		up(t, st, func(tx storeTx) error {
+			ms, err := tx.lockNext("d", 5, at(time.Hour), "q")
+			if err != nil || len(ms) != 1 || ms[0].Seq != 2 || ms[0].DeliveryCount != 2 || ms[0].LockToken != "q2" {
+				return fmt.Errorf("lockNext after a requeue = %+v, %v", ms, err)
+			}
+			return nil
+		})
+	})
+}
+
 // Concurrent updates share commits; a failing one undoes only its own writes.
 func TestStoreGroupCommitIsolatesFailures(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store, _ func() store) {
@@ -568,6 +708,94 @@ func TestStoreGroupCommitIsolatesFailures(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// Group-committed updates that fail in the ways there are, side by side with ones that succeed: a
+// refusal decided from what was read (nothing to undo), a failure or a refusal after writing, and
+// a statement that failed (on PostgreSQL that aborts the whole transaction). Each answer is its own,
+// only the successful writes stay, and the batch-mates of a failing statement still commit.
+func TestStoreGroupCommitFailureKinds(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		if err := st.update(context.Background(), func(tx storeTx) error {
+			return tx.insertDevice(deviceRow{ID: "taken", Status: iothub.DeviceEnabled, UpdatedAt: at(0)})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("boom")
+		// A batch with a failure to undo runs again with savepoints; one with only refusals and
+		// successes commits as it is: both paths are taken.
+		for round, kinds := range [][]int{{0, 1, 2, 3, 4}, {0, 3, 4}, {0, 4}} {
+			var wg sync.WaitGroup
+			errs := make([]error, 64)
+			id := func(i int) string { return fmt.Sprintf("r%d-d%02d", round, i) }
+			// The writer is held until every update is queued, so they share one transaction.
+			held, running := make(chan struct{}), make(chan struct{})
+			go st.update(context.Background(), func(storeTx) error { close(running); <-held; return nil })
+			<-running
+			go func() {
+				defer close(held)
+				for deadline := time.Now().Add(10 * time.Second); len(st.(*sqlStore).reqs) < len(errs) && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			for i := range errs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = st.update(context.Background(), func(tx storeTx) error {
+						switch kinds[i%len(kinds)] {
+						case 0: // refused after reading
+							if _, ok, err := tx.device(id(i)); err != nil || ok {
+								return fmt.Errorf("device %s: %v %v", id(i), ok, err)
+							}
+							return errDeviceNotFound(id(i))
+						case 1: // fails after writing
+							if err := tx.insertDevice(deviceRow{ID: id(i), Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+								return err
+							}
+							return boom
+						case 2: // a statement fails: the primary key is taken
+							return tx.insertDevice(deviceRow{ID: "taken", Status: iothub.DeviceEnabled, UpdatedAt: at(0)})
+						case 3: // refused after writing
+							if err := tx.insertDevice(deviceRow{ID: id(i), Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+								return err
+							}
+							return errDeviceNotFound(id(i))
+						}
+						return tx.insertDevice(deviceRow{ID: id(i), Status: iothub.DeviceEnabled, UpdatedAt: at(0)})
+					})
+				}()
+			}
+			wg.Wait()
+			see(t, st, func(tx storeTx) error {
+				for i, err := range errs {
+					_, ok, rerr := tx.device(id(i))
+					if rerr != nil {
+						return rerr
+					}
+					switch kinds[i%len(kinds)] {
+					case 0, 3:
+						if !errors.Is(err, ErrDeviceNotFound) || ok {
+							t.Fatalf("refused update %s: %v, stored %v", id(i), err, ok)
+						}
+					case 1:
+						if !errors.Is(err, boom) || ok {
+							t.Fatalf("failing update %s: %v, stored %v", id(i), err, ok)
+						}
+					case 2:
+						if err == nil || errors.Is(err, boom) || errors.Is(err, ErrDeviceNotFound) {
+							t.Fatalf("duplicate insert %d: %v, want the store's constraint error", i, err)
+						}
+					case 4:
+						if err != nil || !ok {
+							t.Fatalf("update %s: %v, stored %v", id(i), err, ok)
+						}
+					}
+				}
+				return nil
+			})
+		}
 	})
 }
 

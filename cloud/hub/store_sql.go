@@ -15,8 +15,8 @@ import (
 )
 
 // sqlStore is the store over database/sql, shared by SQLite and PostgreSQL: one writer goroutine
-// owns all writes and group-commits them (each request in its own savepoint of one transaction, so
-// concurrent operations share one commit), and a pool of connections serves views. The dialect
+// owns all writes and group-commits them (concurrent operations share one transaction and one
+// commit; savepoints only when a failing operation has writes to undo), and a pool of connections serves views. The dialect
 // holds what differs between the engines; the SQL itself (store_sql_*.go) is written once in the
 // subset both run, so the two stores cannot drift.
 type sqlStore struct {
@@ -31,6 +31,7 @@ type sqlStore struct {
 	stopped  chan struct{}
 	writers  sync.WaitGroup // the writer goroutines (one for SQLite)
 	commits  atomic.Int64   // transactions committed (benchmarks report operations per commit)
+	stmts    atomic.Int64   // statements run by updates (benchmarks report statements per command)
 	maxBatch int
 	onClose  func() error    // extra clean-up after the pools closed (nil: none)
 	pgCfg    *pgx.ConnConfig // PostgreSQL: for the LISTEN connection (store_pg.go)
@@ -47,6 +48,9 @@ type dialect struct {
 	name string // "sqlite" or "postgres", for error messages
 	// numbered: placeholders are $1, $2 … (PostgreSQL); the SQL is written with '?'.
 	numbered bool
+	// serial: one transaction writes at a time and sees nothing change under it (SQLite), so a
+	// read and the write that depends on it may share one statement.
+	serial bool
 	// forUpdate is appended to a SELECT whose rows the transaction goes on to change, so that
 	// concurrent writers of other nodes wait and then see the new version ("" on SQLite, whose
 	// single writer needs no row locks). skipLocked does the same for sweeps: a row another node
@@ -164,6 +168,15 @@ func (s *sqlStore) writer() {
 
 // commit runs batch in one transaction and answers every request, except those that hit a
 // retryable conflict: they are returned to be run again.
+//
+// A batch first runs without savepoints: most operations either succeed or are refused before
+// they write anything (an unknown device, a full queue, a lost lock), and such a refusal leaves
+// nothing to undo. Two statements per operation (SAVEPOINT, RELEASE) were a third of the
+// statements of a completed command, and on PostgreSQL each is a round trip. Only when an
+// operation fails after it wrote, or one of its statements failed (which on PostgreSQL aborts the
+// whole transaction), is the batch rolled back and run again with a savepoint per operation, so
+// that the failing one undoes only its own writes. Every fn may run more than once (as for a
+// retried conflict), and nothing is answered before the transaction that holds it committed.
 func (s *sqlStore) commit(batch []*writeReq) (retry []*writeReq) {
 	ctx := context.Background()
 	if s.d.opTimeout > 0 {
@@ -171,6 +184,86 @@ func (s *sqlStore) commit(batch []*writeReq) (retry []*writeReq) {
 		ctx, cancel = context.WithTimeout(ctx, s.d.opTimeout)
 		defer cancel()
 	}
+	if len(batch) == 1 {
+		return s.commitOne(ctx, batch[0])
+	}
+	if retry, ok := s.commitPlain(ctx, batch); ok {
+		return retry
+	}
+	return s.commitSavepoints(ctx, batch)
+}
+
+// commitOne runs a batch of one: its own transaction is its savepoint.
+func (s *sqlStore) commitOne(ctx context.Context, r *writeReq) (retry []*writeReq) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		r.done <- fmt.Errorf("%s: begin: %w", s.d.name, err)
+		return nil
+	}
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true, stmts: &s.stmts}
+	if err := r.fn(t); err != nil {
+		tx.Rollback()
+		if s.canRetry(r, err) {
+			return []*writeReq{r}
+		}
+		r.done <- err
+		return nil
+	}
+	if err := tx.Commit(); err != nil {
+		s.log.Error("commit failed", "store", s.d.name, "err", err, "operations", 1)
+		r.done <- fmt.Errorf("%s: commit: %w", s.d.name, err)
+		return nil
+	}
+	s.commits.Add(1)
+	r.done <- nil
+	return nil
+}
+
+// commitPlain runs batch without savepoints. It reports false, having rolled back and answered
+// nothing, when an operation failed in a way that needs its own writes undone.
+func (s *sqlStore) commitPlain(ctx context.Context, batch []*writeReq) (retry []*writeReq, ok bool) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		err = fmt.Errorf("%s: begin: %w", s.d.name, err)
+		for _, r := range batch {
+			r.done <- err
+		}
+		return nil, true
+	}
+	errs := make([]error, len(batch))
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true, stmts: &s.stmts}
+	for i, r := range batch {
+		t.dirty = false
+		if errs[i] = r.fn(t); errs[i] != nil && (t.dirty || !isRefusal(errs[i])) {
+			tx.Rollback()
+			return nil, false
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		s.log.Error("commit failed", "store", s.d.name, "err", err, "operations", len(batch))
+		err = fmt.Errorf("%s: commit: %w", s.d.name, err)
+		for _, r := range batch {
+			r.done <- err
+		}
+		return nil, true
+	}
+	s.commits.Add(1)
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+	return nil, true
+}
+
+// isRefusal: err is the hub's own answer to a request (an *iothub.Error-coded refusal, or
+// fencing), decided from what was read, never a statement that failed.
+func isRefusal(err error) bool {
+	var ce *codedError
+	return errors.As(err, &ce) || errors.Is(err, errFenced)
+}
+
+// commitSavepoints runs batch with a savepoint around each operation, so a failing one undoes
+// only its own writes.
+func (s *sqlStore) commitSavepoints(ctx context.Context, batch []*writeReq) (retry []*writeReq) {
 	answered := make([]bool, len(batch))
 	fail := func(err error) {
 		for i, r := range batch {
@@ -185,20 +278,8 @@ func (s *sqlStore) commit(batch []*writeReq) (retry []*writeReq) {
 		return nil
 	}
 	errs := make([]error, len(batch))
-	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true}
+	t := &sqlTx{ctx: ctx, tx: tx, cache: s.wc, d: s.d, write: true, stmts: &s.stmts}
 	for i, r := range batch {
-		if len(batch) == 1 {
-			errs[i] = r.fn(t)
-			if errs[i] != nil {
-				tx.Rollback()
-				if s.canRetry(r, errs[i]) {
-					return batch
-				}
-				r.done <- errs[i]
-				return nil
-			}
-			continue
-		}
 		if _, err := t.exec("SAVEPOINT op"); err != nil {
 			tx.Rollback()
 			fail(fmt.Errorf("%s: savepoint: %w", s.d.name, err))
@@ -308,6 +389,16 @@ type sqlTx struct {
 	cache *stmtCache // nil: the driver caches prepared statements itself (pgx)
 	d     *dialect
 	write bool // an update's transaction (row locks are taken only there)
+	// dirty: since the writer last cleared it, a statement that may have changed data ran, or a
+	// statement failed (commitPlain).
+	dirty bool
+	stmts *atomic.Int64 // counts statements (nil: not counted)
+}
+
+func (t *sqlTx) count() {
+	if t.stmts != nil {
+		t.stmts.Add(1)
+	}
 }
 
 // forUpdate is the row-locking suffix for a SELECT whose rows this write goes on to change.
@@ -346,26 +437,63 @@ func fromMs(v int64) time.Time {
 // deadlock (a fleet reconnecting at once after a restart did exactly that).
 func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
+	t.count()
+	t.dirty = true // every exec writes (or takes a lock a savepoint would release)
 	if st := t.cache.get(q); st != nil {
 		return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
 	}
 	return t.tx.ExecContext(t.ctx, q, args...)
 }
 
-func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
-	q = t.d.rebind(q)
-	if st := t.cache.get(q); st != nil {
-		return t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
-	}
-	return t.tx.QueryContext(t.ctx, q, args...)
+// reads reports whether q only reads (a SELECT); INSERT … RETURNING and the like write.
+func reads(q string) bool {
+	q = strings.TrimLeft(q, " \t\n")
+	return len(q) >= 6 && strings.EqualFold(q[:6], "SELECT")
 }
 
-func (t *sqlTx) queryRow(q string, args ...any) *sql.Row {
+func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	q = t.d.rebind(q)
-	if st := t.cache.get(q); st != nil {
-		return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
+	t.count()
+	if !reads(q) {
+		t.dirty = true
 	}
-	return t.tx.QueryRowContext(t.ctx, q, args...)
+	var rows *sql.Rows
+	var err error
+	if st := t.cache.get(q); st != nil {
+		rows, err = t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
+	} else {
+		rows, err = t.tx.QueryContext(t.ctx, q, args...)
+	}
+	if err != nil {
+		t.dirty = true
+	}
+	return rows, err
+}
+
+// sqlRow is *sql.Row that marks its transaction dirty when the statement failed.
+type sqlRow struct {
+	t *sqlTx
+	r *sql.Row
+}
+
+func (r sqlRow) Scan(dest ...any) error {
+	err := r.r.Scan(dest...)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		r.t.dirty = true
+	}
+	return err
+}
+
+func (t *sqlTx) queryRow(q string, args ...any) sqlRow {
+	q = t.d.rebind(q)
+	t.count()
+	if !reads(q) {
+		t.dirty = true
+	}
+	if st := t.cache.get(q); st != nil {
+		return sqlRow{t, t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)}
+	}
+	return sqlRow{t, t.tx.QueryRowContext(t.ctx, q, args...)}
 }
 
 // stmtCache keeps each statement prepared once per pool: parsing SQL costs more CPU than running

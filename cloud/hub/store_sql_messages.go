@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"cmp"
 	"database/sql"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -26,6 +28,37 @@ func (t *sqlTx) sendInfo(deviceID string) (int64, int, bool, error) {
 func (t *sqlTx) setLastSeq(deviceID string, seq int64) error {
 	_, err := t.exec(`UPDATE devices SET last_seq = ? WHERE device_id = ?`, seq, deviceID)
 	return err
+}
+
+func (t *sqlTx) nextSeq(deviceID string, maxPending int) (int64, int, bool, error) {
+	if t.d.serial {
+		// One writer at a time: the queue cannot change between the count and the update, so
+		// one conditional UPDATE … RETURNING does the lookup, the depth check and the increment.
+		dirty := t.dirty
+		var seq int64
+		err := t.queryRow(`UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = ?
+			AND (SELECT COUNT(*) FROM messages WHERE device_id = ?) < ? RETURNING last_seq`,
+			deviceID, deviceID, maxPending).Scan(&seq)
+		if err == nil {
+			return seq, 0, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return 0, 0, false, err
+		}
+		t.dirty = dirty // it matched nothing, so it changed nothing: say why (a refusal)
+		_, n, ok, err := t.sendInfo(deviceID)
+		return 0, n, ok, err
+	}
+	// Concurrent writers (PostgreSQL): the device row is locked first, then the count is read in
+	// a statement of its own, which sees every message committed before the lock was granted.
+	last, n, ok, err := t.sendInfo(deviceID)
+	if err != nil || !ok || n >= maxPending {
+		return 0, n, ok, err
+	}
+	if err := t.setLastSeq(deviceID, last+1); err != nil {
+		return 0, 0, false, err
+	}
+	return last + 1, n, true, nil
 }
 
 func (t *sqlTx) pendingCount(deviceID string) (int, error) {
@@ -165,6 +198,30 @@ func (t *sqlTx) setLock(deviceID string, seq int64, token string, until time.Tim
 	return err
 }
 
+// lockNext: the messages are chosen in a materialized CTE. As a subquery of the UPDATE,
+// PostgreSQL may run the SELECT … LIMIT … FOR UPDATE again while updating, and a rerun skips
+// the rows just updated and picks the next ones: more than limit locked.
+func (t *sqlTx) lockNext(deviceID string, limit int, until time.Time, prefix string) ([]msgRow, error) {
+	dirty := t.dirty
+	ms, err := t.queryMsgs(`WITH next AS MATERIALIZED (SELECT seq FROM messages
+			WHERE device_id = ? AND state = ? ORDER BY seq LIMIT ?`+t.forUpdate()+`)
+		UPDATE messages SET state = ?, lock_token = ? || CAST(seq AS TEXT), locked_until = ?,
+			delivery_count = delivery_count + 1
+		WHERE device_id = ? AND seq IN (SELECT seq FROM next)
+		RETURNING `+msgCols,
+		deviceID, string(iothub.StateEnqueued), limit,
+		string(iothub.StateInvisible), prefix, ms(until), deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) == 0 {
+		t.dirty = dirty // it matched nothing, so it changed nothing
+	}
+	// RETURNING gives no order.
+	slices.SortFunc(ms, func(a, b msgRow) int { return cmp.Compare(a.Seq, b.Seq) })
+	return ms, nil
+}
+
 func (t *sqlTx) requeue(deviceID string, seq int64) error {
 	_, err := t.exec(`UPDATE messages SET state = ?, lock_token = NULL, locked_until = NULL
 		WHERE device_id = ? AND seq = ?`, string(iothub.StateEnqueued), deviceID, seq)
@@ -172,11 +229,15 @@ func (t *sqlTx) requeue(deviceID string, seq int64) error {
 }
 
 func (t *sqlTx) settle(m *msgRow) error {
-	props, err := marshalProps(m.Properties)
-	if err != nil {
+	if _, err := t.exec(`DELETE FROM messages WHERE device_id = ? AND seq = ?`, m.DeviceID, m.Seq); err != nil {
 		return err
 	}
-	if _, err := t.exec(`DELETE FROM messages WHERE device_id = ? AND seq = ?`, m.DeviceID, m.Seq); err != nil {
+	return t.insertSettled(m)
+}
+
+func (t *sqlTx) insertSettled(m *msgRow) error {
+	props, err := marshalProps(m.Properties)
+	if err != nil {
 		return err
 	}
 	_, err = t.exec(`INSERT INTO settled (device_id, seq, message_id, correlation_id, ack, properties,
@@ -185,6 +246,22 @@ func (t *sqlTx) settle(m *msgRow) error {
 		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, string(m.Ack), props, ms(m.EnqueuedAt),
 		ms(m.ExpiresAt), m.DeliveryCount, string(m.State), string(m.Outcome), m.Reason, ms(m.SettledAt))
 	return err
+}
+
+// takeLocked: DELETE … RETURNING takes the row lock (PostgreSQL) and checks the lock in one
+// statement, where a settle used to SELECT … FOR UPDATE and then DELETE.
+func (t *sqlTx) takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error) {
+	dirty := t.dirty
+	ms, err := t.queryMsgs(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
+		AND locked_until > ? RETURNING `+msgCols, token, deviceID, string(iothub.StateInvisible), ms(now))
+	if err != nil {
+		return msgRow{}, false, err
+	}
+	if len(ms) == 0 {
+		t.dirty = dirty // it matched nothing, so it changed nothing: a lost lock is a clean refusal
+		return msgRow{}, false, nil
+	}
+	return ms[0], true, nil
 }
 
 func (t *sqlTx) lockExpired(now time.Time, limit int) ([]msgRow, error) {

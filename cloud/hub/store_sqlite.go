@@ -10,9 +10,9 @@ import (
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 )
 
-// sqliteDialect: one writer connection (SQLite has one writer anyway), no row locks, the local
-// clock.
-func sqliteDialect() *dialect { return &dialect{name: "sqlite"} }
+// sqliteDialect: one writer connection (SQLite has one writer anyway), so serial; no row locks,
+// the local clock.
+func sqliteDialect() *dialect { return &dialect{name: "sqlite", serial: true} }
 
 // openSQLite keeps everything in DATA/hub.db. One writer connection owned by one goroutine
 // (group commit); a small pool of read-only connections for views (WAL lets them read while the

@@ -80,6 +80,9 @@ type Listen struct {
 	// the HTTPS listener at /$iothub/websocket).
 	AMQPS string `yaml:"amqps"`
 	AMQP  string `yaml:"amqp"` // plain AMQP (no TLS), off by default: for loopback tests
+	// Debug serves net/http/pprof (CPU, heap, allocation, goroutine and mutex profiles) for
+	// profiling a running hub. Off by default; loopback addresses only (checkDebugAddr).
+	Debug string `yaml:"debug"`
 }
 
 // TLSFiles names a certificate and key to serve; both empty means the hub's own CA in DATA/tls.
@@ -139,7 +142,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func Default() Config {
 	h := hub.Config{}.Defaults()
 	return Config{
-		Listen: Listen{MQTT: DefaultMQTTAddr, MQTTS: DefaultMQTTSAddr, HTTP: DefaultHTTPAddr, HTTPS: DefaultHTTPSAddr, WS: Off, WSS: Off, AMQPS: DefaultAMQPSAddr, AMQP: Off},
+		Listen: Listen{MQTT: DefaultMQTTAddr, MQTTS: DefaultMQTTSAddr, HTTP: DefaultHTTPAddr, HTTPS: DefaultHTTPSAddr, WS: Off, WSS: Off, AMQPS: DefaultAMQPSAddr, AMQP: Off, Debug: Off},
 		Queue: Queue{
 			DefaultTTL: Duration(h.DefaultTTL), MinTTL: Duration(h.MinTTL), MaxTTL: Duration(h.MaxTTL),
 			LockTimeout: Duration(h.LockTimeout), MaxDeliveryCount: h.MaxDeliveryCount,
@@ -309,6 +312,9 @@ func (c Config) Validate() error {
 		if err := checkAddr(l.addr); err != nil {
 			return fmt.Errorf("%s: %w", l.key, err)
 		}
+	}
+	if err := checkDebugAddr(c.Listen.Debug); err != nil {
+		return fmt.Errorf("listen.debug: %w", err)
 	}
 	if c.Store != "" && c.Store != "sqlite" && !hub.IsPostgresURL(c.Store) {
 		return errors.New("store: want sqlite, a postgres:// URL or a PostgreSQL key=value connection string")

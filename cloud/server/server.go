@@ -49,6 +49,7 @@ type Endpoints struct {
 	WSS      string    `json:"wss,omitempty"`
 	AMQP     string    `json:"amqp,omitempty"`
 	AMQPS    string    `json:"amqps,omitempty"`
+	Debug    string    `json:"debug,omitempty"` // net/http/pprof on loopback (listen.debug)
 	HostName string    `json:"hostname"`
 	CA       string    `json:"ca,omitempty"` // absent when the certificate was given (cert_file)
 	PID      int       `json:"pid"`
@@ -94,6 +95,7 @@ type Server struct {
 	api          *api.Server
 	amqp         *amqp.Server // nil when every AMQP listener (amqp, amqps, https's WebSockets) is off
 	http         []*http.Server
+	debug        *http.Server // listen.debug (pprof); nil when off
 	ep           Endpoints
 	notifier     *sdnotify.Notifier
 	errc         chan error
@@ -280,6 +282,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			return nil, fmt.Errorf("listen.https: %w", err)
 		}
 	}
+	if enabled(cfg.Listen.Debug) {
+		if s.ep.Debug, err = s.serveDebug(cfg.Listen.Debug); err != nil {
+			return nil, fmt.Errorf("listen.debug: %w", err)
+		}
+	}
 
 	if err = s.joinCluster(ctx); err != nil {
 		return nil, err
@@ -297,7 +304,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	var listening []string
 	for _, l := range []struct{ name, addr string }{
 		{"mqtt", s.ep.MQTT}, {"mqtts", s.ep.MQTTS}, {"ws", s.ep.WS}, {"wss", s.ep.WSS}, {"http", s.ep.HTTP}, {"https", s.ep.HTTPS},
-		{"amqp", s.ep.AMQP}, {"amqps", s.ep.AMQPS},
+		{"amqp", s.ep.AMQP}, {"amqps", s.ep.AMQPS}, {"debug", s.ep.Debug},
 	} {
 		if l.addr != "" {
 			log.Info("listening", "listener", l.name, "addr", l.addr)
@@ -432,6 +439,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	_ = s.notifier.Stopping()
 	s.log.Info("shutting down")
 	s.api.Drain()
+	if s.debug != nil {
+		_ = s.debug.Close() // a profile being taken is not worth waiting for
+	}
 	var wg sync.WaitGroup
 	for _, hs := range s.http {
 		wg.Add(1)
@@ -487,6 +497,9 @@ func (s *Server) closeAll() error {
 	close(s.closeWD)
 	for _, hs := range s.http {
 		_ = hs.Close()
+	}
+	if s.debug != nil {
+		_ = s.debug.Close()
 	}
 	if s.broker != nil && !s.brokerClosed {
 		_ = s.broker.Close()

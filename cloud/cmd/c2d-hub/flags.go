@@ -52,6 +52,7 @@ func serveCommand(run func(context.Context, server.Config) error) *cobra.Command
 	f.StringVar(&flags.Listen.WSS, "wss", d.Listen.WSS, `MQTT over secure WebSockets listen address, or "off"`)
 	f.StringVar(&flags.Listen.AMQPS, "amqps", d.Listen.AMQPS, `AMQP over TLS listen address (Azure's service SDKs), or "off"`)
 	f.StringVar(&flags.Listen.AMQP, "amqp", d.Listen.AMQP, `plain AMQP listen address, or "off"`)
+	f.StringVar(&flags.Listen.Debug, "debug-listen", d.Listen.Debug, `net/http/pprof profiling listen address, loopback only (127.0.0.1:6060), or "off"`)
 	f.StringVar(&flags.TLS.CertFile, "tls-cert", "", "server certificate (PEM) instead of the generated CA's")
 	f.StringVar(&flags.TLS.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	f.StringVar(&flags.Log.Level, "log-level", d.Log.Level, "debug, info, warn or error")
@@ -62,22 +63,23 @@ func serveCommand(run func(context.Context, server.Config) error) *cobra.Command
 // override copies every flag the user set onto cfg.
 func override(fs *pflag.FlagSet, cfg, flags *server.Config) {
 	set := map[string]func(){
-		"data":       func() { cfg.DataDir = flags.DataDir },
-		"hostname":   func() { cfg.HostName = flags.HostName },
-		"store":      func() { cfg.Store = flags.Store },
-		"node-id":    func() { cfg.NodeID = flags.NodeID },
-		"mqtt":       func() { cfg.Listen.MQTT = flags.Listen.MQTT },
-		"mqtts":      func() { cfg.Listen.MQTTS = flags.Listen.MQTTS },
-		"http":       func() { cfg.Listen.HTTP = flags.Listen.HTTP },
-		"https":      func() { cfg.Listen.HTTPS = flags.Listen.HTTPS },
-		"ws":         func() { cfg.Listen.WS = flags.Listen.WS },
-		"wss":        func() { cfg.Listen.WSS = flags.Listen.WSS },
-		"amqps":      func() { cfg.Listen.AMQPS = flags.Listen.AMQPS },
-		"amqp":       func() { cfg.Listen.AMQP = flags.Listen.AMQP },
-		"tls-cert":   func() { cfg.TLS.CertFile = flags.TLS.CertFile },
-		"tls-key":    func() { cfg.TLS.KeyFile = flags.TLS.KeyFile },
-		"log-level":  func() { cfg.Log.Level = flags.Log.Level },
-		"log-format": func() { cfg.Log.Format = flags.Log.Format },
+		"data":         func() { cfg.DataDir = flags.DataDir },
+		"hostname":     func() { cfg.HostName = flags.HostName },
+		"store":        func() { cfg.Store = flags.Store },
+		"node-id":      func() { cfg.NodeID = flags.NodeID },
+		"mqtt":         func() { cfg.Listen.MQTT = flags.Listen.MQTT },
+		"mqtts":        func() { cfg.Listen.MQTTS = flags.Listen.MQTTS },
+		"http":         func() { cfg.Listen.HTTP = flags.Listen.HTTP },
+		"https":        func() { cfg.Listen.HTTPS = flags.Listen.HTTPS },
+		"ws":           func() { cfg.Listen.WS = flags.Listen.WS },
+		"wss":          func() { cfg.Listen.WSS = flags.Listen.WSS },
+		"amqps":        func() { cfg.Listen.AMQPS = flags.Listen.AMQPS },
+		"amqp":         func() { cfg.Listen.AMQP = flags.Listen.AMQP },
+		"debug-listen": func() { cfg.Listen.Debug = flags.Listen.Debug },
+		"tls-cert":     func() { cfg.TLS.CertFile = flags.TLS.CertFile },
+		"tls-key":      func() { cfg.TLS.KeyFile = flags.TLS.KeyFile },
+		"log-level":    func() { cfg.Log.Level = flags.Log.Level },
+		"log-format":   func() { cfg.Log.Format = flags.Log.Format },
 	}
 	fs.Visit(func(f *pflag.Flag) {
 		if apply, ok := set[f.Name]; ok {

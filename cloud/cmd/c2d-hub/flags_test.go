@@ -82,3 +82,23 @@ func TestServeFlagsOverrideOnlyWhatIsSet(t *testing.T) {
 		t.Fatalf("resolved %+v", got)
 	}
 }
+
+// --debug-listen is refused on anything but loopback, before the hub starts.
+func TestServeRefusesDebugListenOffLoopback(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "")
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	ran := false
+	cmd := serveCommand(func(context.Context, server.Config) error { ran = true; return nil })
+	cmd.SetArgs([]string{"--debug-listen", "0.0.0.0:6060"})
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.Execute()
+	if err == nil || ran || !strings.Contains(err.Error(), "listen.debug") || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("serve --debug-listen 0.0.0.0:6060: ran=%v err=%v, want a refusal naming loopback", ran, err)
+	}
+	var got server.Config
+	cmd = serveCommand(func(_ context.Context, cfg server.Config) error { got = cfg; return nil })
+	cmd.SetArgs([]string{"--debug-listen", "127.0.0.1:6060"})
+	if err := cmd.Execute(); err != nil || got.Listen.Debug != "127.0.0.1:6060" {
+		t.Fatalf("serve --debug-listen 127.0.0.1:6060: %v, listen.debug %q", err, got.Listen.Debug)
+	}
+}
