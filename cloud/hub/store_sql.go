@@ -393,6 +393,27 @@ type sqlTx struct {
 	// statement failed (commitPlain).
 	dirty bool
 	stmts *atomic.Int64 // counts statements (nil: not counted)
+	// handles holds the transaction's handle of each prepared statement it ran: a group commit
+	// runs the same few statements for hundreds of requests, and a handle per call (Tx.StmtContext)
+	// was ~16 % of the hub's allocated bytes and more work at commit (docs/benchmarks.md).
+	handles map[*sql.Stmt]*sql.Stmt
+}
+
+// stmt returns this transaction's handle of q's prepared statement, nil while it is not prepared.
+func (t *sqlTx) stmt(q string) *sql.Stmt {
+	st := t.cache.get(q)
+	if st == nil {
+		return nil
+	}
+	if ts := t.handles[st]; ts != nil {
+		return ts
+	}
+	ts := t.tx.StmtContext(t.ctx, st)
+	if t.handles == nil {
+		t.handles = make(map[*sql.Stmt]*sql.Stmt, 8)
+	}
+	t.handles[st] = ts
+	return ts
 }
 
 func (t *sqlTx) count() {
@@ -439,8 +460,8 @@ func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
 	t.count()
 	t.dirty = true // every exec writes (or takes a lock a savepoint would release)
-	if st := t.cache.get(q); st != nil {
-		return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
+	if st := t.stmt(q); st != nil {
+		return st.ExecContext(t.ctx, args...)
 	}
 	return t.tx.ExecContext(t.ctx, q, args...)
 }
@@ -459,8 +480,8 @@ func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	}
 	var rows *sql.Rows
 	var err error
-	if st := t.cache.get(q); st != nil {
-		rows, err = t.tx.StmtContext(t.ctx, st).QueryContext(t.ctx, args...)
+	if st := t.stmt(q); st != nil {
+		rows, err = st.QueryContext(t.ctx, args...)
 	} else {
 		rows, err = t.tx.QueryContext(t.ctx, q, args...)
 	}
@@ -490,8 +511,8 @@ func (t *sqlTx) queryRow(q string, args ...any) sqlRow {
 	if !reads(q) {
 		t.dirty = true
 	}
-	if st := t.cache.get(q); st != nil {
-		return sqlRow{t, t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)}
+	if st := t.stmt(q); st != nil {
+		return sqlRow{t, st.QueryRowContext(t.ctx, args...)}
 	}
 	return sqlRow{t, t.tx.QueryRowContext(t.ctx, q, args...)}
 }
