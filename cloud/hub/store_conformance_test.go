@@ -582,6 +582,25 @@ func TestStoreFeedbackBatches(t *testing.T) {
 			}
 			return nil
 		})
+		// Forming from a count read before another node batched the records finds nothing to
+		// take: no batch is left behind for a receiver to get with no records in it.
+		up(t, st, func(tx storeTx) error { return tx.deleteBatch(2) })
+		up(t, st, func(tx storeTx) error {
+			k, err := tx.formBatch(batchRow{ID: 3, EnqueuedAt: at(0), ExpiresAt: at(time.Hour)}, 10)
+			if err == nil && k != 0 {
+				t.Fatalf("formBatch with nothing unbatched took %d", k)
+			}
+			return err
+		})
+		see(t, st, func(tx storeTx) error {
+			if b, ok, _ := tx.availableBatch(at(0)); ok {
+				t.Fatalf("an empty batch is available: %+v", b)
+			}
+			if id, _ := tx.maxBatchID(); id != 0 {
+				t.Fatalf("maxBatchID after an empty form = %d, want 0 (no batch left)", id)
+			}
+			return nil
+		})
 	})
 }
 
