@@ -245,9 +245,19 @@ func (r *run) run(ctx context.Context) error {
 	}
 	for _, args := range [][]string{
 		{"state", device},
-		{"twin", "show", device}, // reported properties trail changes by up to a second (coalesced)
+		{"twin", "show", device},
 		{"invoke", device, "blink", "--payload", `{"target":"act","count":2,"interval":"100ms"}`},
 	} {
+		if args[0] == "twin" {
+			// The state method reads the board now; its reported properties follow within a
+			// second (the agent coalesces them into at most one update a second), so the twin
+			// is shown once it has caught up, as a technician would see it a moment later.
+			if err := r.waitTwinInput(ctx, "door", "on"); err != nil {
+				stopWatch()
+				<-watched
+				return err
+			}
+		}
 		err := r.show(ctx, 0, "c2d", args...)
 		board.poll()
 		if err != nil {
@@ -398,6 +408,39 @@ func (r *run) waitConnected(ctx context.Context, agent *proc) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("agent not connected within 30s\n%s", tail(agent.log))
+		}
+	}
+}
+
+// waitTwinInput waits until the device twin reports input name in state (the agent reports
+// changes coalesced, at most one update a second).
+func (r *run) waitTwinInput(ctx context.Context, name, state string) error {
+	began := time.Now()
+	for {
+		out, err := r.output(ctx, "c2d", "twin", "show", device, "-o", "json")
+		if err != nil {
+			return err
+		}
+		var tw struct {
+			Properties struct {
+				Reported struct {
+					Inputs map[string]struct {
+						State string `json:"state"`
+					} `json:"inputs"`
+				} `json:"reported"`
+			} `json:"properties"`
+		}
+		if json.Unmarshal([]byte(out), &tw) == nil && tw.Properties.Reported.Inputs[name].State == state {
+			r.say("   (the twin reports %s %s now: reported properties follow a change within a second)", name, state)
+			return nil
+		}
+		if time.Since(began) > 5*time.Second {
+			return fmt.Errorf("the twin of %s does not report input %s %s 5 s after the change: %s", device, name, state, out)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond): // polling the twin with a deadline
 		}
 	}
 }
