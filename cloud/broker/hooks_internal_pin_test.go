@@ -2,13 +2,18 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
 )
 
 type fixedTwin []byte
@@ -74,5 +79,60 @@ func TestReusedPacketIDDoesNotResubscribeDesired(t *testing.T) {
 	r.ping()
 	if sent, _ := b.PublishDesired("pi-reuse", topic, []byte(`{}`)); sent {
 		t.Fatal("a SUBACK that reused the old packet id subscribed the device to desired changes again")
+	}
+}
+
+// A direct-method call to a session that has ended, or whose connection is closed and whose
+// disconnect is still being handled, is refused at once (the service answers DeviceNotOnline)
+// rather than queued for a connection that will never write it.
+func TestMethodCallToEndingSessionIsRefused(t *testing.T) {
+	b := bareBroker(t)
+	for _, end := range []func(c *conn){
+		func(c *conn) { b.life.Lock(); b.retire(c); b.life.Unlock() }, // taken over
+		func(c *conn) { c.cl.Stop(errors.New("connection reset")) },   // OnDisconnect not run yet
+	} {
+		cl := pipeClient(t, b, "pi-m")
+		b.srv.Clients.Add(cl)
+		c := b.establish(cl, authFor("pi-m", time.Time{}))
+		c.mu.Lock()
+		c.meth.ready = true
+		c.mu.Unlock()
+		end(c)
+		if sent, err := b.PublishMethod("pi-m", iothub.MethodRequestTopic("reboot", "1"), nil); sent || err != nil {
+			t.Fatalf("call to an ending session: sent %v, %v", sent, err)
+		}
+	}
+}
+
+// Calls made between the grant and the SUBACK are held up to maxHeldRequests (16); the next is
+// refused as not online. Released after the SUBACK, none is reported as dropped.
+func TestMethodCallsHeldForASubackAreBounded(t *testing.T) {
+	srv, peer := net.Pipe()
+	defer srv.Close()
+	defer peer.Close()
+	cl := mqtt.New(nil).NewClient(srv, "t", "pi-1", false)
+	logs := &syncBuffer{}
+	b := &Broker{opts: Options{Methods: &readySink{}}, conns: map[*mqtt.Client]*conn{}, devices: map[string]*conn{}}
+	b.log = slog.New(slog.NewTextHandler(logs, nil))
+	c := &conn{b: b, cl: cl, deviceID: "pi-1", wrunning: true, pending: map[uint16]pendingDelivery{}, log: b.log}
+	b.conns[cl], b.devices["pi-1"] = c, c
+	h := &methodHook{b: b}
+	h.OnSubscribed(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 7,
+		Filters: packets.Subscriptions{{Filter: iothub.MethodsFilter}}}, []byte{0})
+	topic := iothub.MethodRequestTopic("state", "1")
+	for i := range maxHeldRequests {
+		if sent, err := b.PublishMethod("pi-1", topic, nil); !sent || err != nil {
+			t.Fatalf("call %d before the SUBACK: sent %v, %v", i+1, sent, err)
+		}
+	}
+	if sent, _ := b.PublishMethod("pi-1", topic, nil); sent {
+		t.Fatalf("call %d before the SUBACK held", maxHeldRequests+1)
+	}
+	h.OnPacketSent(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: 7}, nil)
+	if len(c.wq) != maxHeldRequests {
+		t.Fatalf("%d requests written after the SUBACK, want %d", len(c.wq), maxHeldRequests)
+	}
+	if strings.Contains(logs.String(), "dropped") {
+		t.Fatalf("released requests reported dropped:\n%s", logs)
 	}
 }
