@@ -205,7 +205,13 @@ func dialRaw(t *testing.T, b *Broker, h *hub.Hub, id string) *rawDevice {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := iothub.DeviceConnectionString{HostName: pinHost, DeviceID: id, SharedAccessKey: d.Authentication.SymmetricKey.PrimaryKey}.Token(time.Now(), time.Hour)
+	return connectRawDevice(t, b, id, d.Authentication.SymmetricKey.PrimaryKey)
+}
+
+// connectRawDevice connects (another session of) a registered device with its key.
+func connectRawDevice(t *testing.T, b *Broker, id, key string) *rawDevice {
+	t.Helper()
+	tok, err := iothub.DeviceConnectionString{HostName: pinHost, DeviceID: id, SharedAccessKey: key}.Token(time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,6 +364,26 @@ func TestDroppedMQTT311DeviceGetsNoDisconnectPacket(t *testing.T) {
 	}
 	if len(got) != 0 {
 		t.Fatalf("a 3.1.1 device was sent % x before its connection closed, want nothing", got)
+	}
+}
+
+// A new connection of a device takes its session over; MQTT 3.1.1 has no DISCONNECT from the
+// server, so the old connection is closed with nothing written first (mochi would send one).
+func TestTakenOverMQTT311SessionGetsNoDisconnectPacket(t *testing.T) {
+	b, h := startPinBroker(t, Options{})
+	old := dialRaw(t, b, h, "pi-take")
+	old.ping()
+	d, err := h.GetDevice(context.Background(), "pi-take")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connectRawDevice(t, b, "pi-take", d.Authentication.SymmetricKey.PrimaryKey).ping()
+	got, err := io.ReadAll(old.c)
+	if err != nil {
+		t.Fatalf("read after the takeover: %v", err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("the taken-over 3.1.1 connection was sent % x before it closed, want nothing", got)
 	}
 }
 
