@@ -387,6 +387,53 @@ func TestTakenOverMQTT311SessionGetsNoDisconnectPacket(t *testing.T) {
 	}
 }
 
+// MQTT 3.1.1 has no negative PUBACK: a device's QoS 1 PUBLISH to a topic it may not publish to
+// closes its connection, with nothing written first; a QoS 0 one is dropped and the connection
+// stays.
+func TestRefusedPublishQoS1ClosesQoS0Drops(t *testing.T) {
+	b, h := startPinBroker(t, Options{})
+	r := dialRaw(t, b, h, "pi-pub")
+	other := iothub.EventsTopic("pi-other", nil)
+	pub := func(qos byte, pid uint16) {
+		var buf bytes.Buffer
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, ProtocolVersion: 4, TopicName: other, PacketID: pid, Payload: []byte("spoof")}
+		if err := pk.PublishEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.c.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(0, 0)
+	r.ping() // still connected
+	pub(1, 9)
+	got, err := io.ReadAll(r.c)
+	if err != nil {
+		t.Fatalf("read after the refused QoS 1 PUBLISH: %v", err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("the device was sent % x before its connection closed, want nothing", got)
+	}
+}
+
+// A 3.1.1 CONNACK carries only 3.1.1 return codes: an empty client id with CleanSession=0 is
+// refused with 0x02 identifier rejected (mochi's own answer is MQTT 5's 0x80).
+func TestEmptyClientIDWithPersistentSessionRefusedWith311Code(t *testing.T) {
+	b, _ := startPinBroker(t, Options{})
+	nc, err := net.Dial("tcp", b.Addr(ListenerMQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	r := &rawDevice{t: t, c: nc}
+	r.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: false, Keepalive: 60}})
+	if typ, body := r.read(); typ != packets.Connack || !bytes.Equal(body, []byte{0, 0x02}) {
+		t.Fatalf("CONNACK type %d body % x, want return code 0x02", typ, body)
+	}
+}
+
 // Events.AcceptError hears of every failed Accept, named by the listener that failed; without
 // the observer a failed Accept is only logged.
 func TestAcceptErrorsReachTheObserverNamedByListener(t *testing.T) {
