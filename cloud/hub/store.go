@@ -95,8 +95,6 @@ type storeTx interface {
 	updatePolicyKeys(name, primaryKey, secondaryKey string) error
 
 	// pending messages
-	sendInfo(deviceID string) (lastSeq int64, pending int, found bool, err error)
-	setLastSeq(deviceID string, seq int64) error
 	// nextSeq takes the device's next sequence number when fewer than maxPending messages are
 	// pending: seq > 0. Otherwise it changes nothing and returns seq 0 with the pending count
 	// (found false: no such device).
@@ -104,11 +102,9 @@ type storeTx interface {
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error
-	enqueued(deviceID string, limit int) ([]msgRow, error)
 	pending(deviceID string) ([]msgRow, error)
 	byToken(deviceID, token string) (msgRow, bool, error)
 	byMessageID(deviceID, messageID string) (msgRow, bool, error) // pending or settled, newest
-	setLock(deviceID string, seq int64, token string, until time.Time, deliveryCount int) error
 	// lockNext locks up to limit of the device's Enqueued messages, oldest first, for one
 	// delivery each (one statement): Invisible until until, delivery count + 1, lock token prefix
 	// followed by the sequence number. It returns them as locked, in sequence order.

@@ -242,7 +242,7 @@ func TestStoreMessageLifecycle(t *testing.T) {
 				if err := tx.insertMessage(&m); err != nil {
 					return err
 				}
-				if err := tx.setLastSeq("d", seq); err != nil {
+				if err := sqlOf(tx).setLastSeq("d", seq); err != nil {
 					return err
 				}
 				sent = append(sent, m)
@@ -251,14 +251,14 @@ func TestStoreMessageLifecycle(t *testing.T) {
 		})
 		st = reopen()
 		see(t, st, func(tx storeTx) error {
-			last, n, ok, err := tx.sendInfo("d")
+			last, n, ok, err := sqlOf(tx).sendInfo("d")
 			if err != nil || !ok || last != 3 || n != 3 {
 				t.Fatalf("sendInfo = %d, %d, %v, %v", last, n, ok, err)
 			}
-			if _, _, ok, _ := tx.sendInfo("nope"); ok {
+			if _, _, ok, _ := sqlOf(tx).sendInfo("nope"); ok {
 				t.Fatal("sendInfo found a missing device")
 			}
-			ms, err := tx.enqueued("d", 2)
+			ms, err := sqlOf(tx).enqueued("d", 2)
 			if err != nil || len(ms) != 2 {
 				t.Fatalf("enqueued(limit 2) = %d, %v", len(ms), err)
 			}
@@ -277,10 +277,10 @@ func TestStoreMessageLifecycle(t *testing.T) {
 		})
 		// Deliver 1 and 2: lock them.
 		up(t, st, func(tx storeTx) error {
-			if err := tx.setLock("d", 1, "tok1", at(time.Minute), 1); err != nil {
+			if err := sqlOf(tx).setLock("d", 1, "tok1", at(time.Minute), 1); err != nil {
 				return err
 			}
-			return tx.setLock("d", 2, "tok2", at(2*time.Minute), 4)
+			return sqlOf(tx).setLock("d", 2, "tok2", at(2*time.Minute), 4)
 		})
 		see(t, st, func(tx storeTx) error {
 			m, ok, err := tx.byToken("d", "tok2")
@@ -293,7 +293,7 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			if _, ok, _ := tx.byToken("other", "tok2"); ok {
 				t.Fatal("byToken found a token under another device")
 			}
-			if ms, _ := tx.enqueued("d", 10); len(ms) != 1 || ms[0].Seq != 3 {
+			if ms, _ := sqlOf(tx).enqueued("d", 10); len(ms) != 1 || ms[0].Seq != 3 {
 				t.Fatalf("enqueued while 1, 2 are locked = %+v", ms)
 			}
 			inv, _ := tx.invisible()
@@ -354,7 +354,7 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			if _, ok, _ := tx.byToken("d", "tok1"); ok {
 				t.Fatal("a requeued message still answers to its old lock token")
 			}
-			ms, _ := tx.enqueued("d", 10)
+			ms, _ := sqlOf(tx).enqueued("d", 10)
 			if len(ms) != 2 || ms[0].Seq != 1 || ms[0].DeliveryCount != 1 || ms[0].LockToken != "" || !ms[0].LockedUntil.IsZero() {
 				t.Fatalf("after requeue: %+v", ms)
 			}
@@ -406,7 +406,7 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			if err := tx.insertMessage(&m); err != nil {
 				return err
 			}
-			return tx.setLock("d", 5, "tok5", at(time.Minute), 2)
+			return sqlOf(tx).setLock("d", 5, "tok5", at(time.Minute), 2)
 		})
 		up(t, st, func(tx storeTx) error {
 			m, ok, err := tx.takeLocked("d", "tok5", at(time.Minute-time.Millisecond))
@@ -673,7 +673,7 @@ func TestStoreLockNext(t *testing.T) {
 			}
 		}
 		see(t, st, func(tx storeTx) error {
-			if ms, _ := tx.enqueued("e", 10); len(ms) != 1 {
+			if ms, _ := sqlOf(tx).enqueued("e", 10); len(ms) != 1 {
 				t.Fatalf("another device's queue changed: %+v", ms)
 			}
 			if m, ok, _ := tx.byToken("d", "p1-5"); !ok || m.Seq != 5 || m.State != iothub.StateInvisible {

@@ -142,11 +142,6 @@ func (t *sqlTx) queryMsgs(q string, args ...any) ([]msgRow, error) {
 	return scanMsgs(rows)
 }
 
-func (t *sqlTx) enqueued(deviceID string, limit int) ([]msgRow, error) {
-	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE device_id = ? AND state = ?
-		ORDER BY seq LIMIT ?`+t.forUpdate(), deviceID, string(iothub.StateEnqueued), limit)
-}
-
 func (t *sqlTx) pending(deviceID string) ([]msgRow, error) {
 	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE device_id = ? ORDER BY seq`+t.forUpdate(), deviceID)
 }
@@ -190,12 +185,6 @@ func (t *sqlTx) byMessageID(deviceID, messageID string) (msgRow, bool, error) {
 	}
 	s.EnqueuedAt, s.ExpiresAt, s.SettledAt = fromMs(enq), fromMs(exp), fromMs(at)
 	return s, true, nil
-}
-
-func (t *sqlTx) setLock(deviceID string, seq int64, token string, until time.Time, deliveryCount int) error {
-	_, err := t.exec(`UPDATE messages SET state = ?, lock_token = ?, locked_until = ?, delivery_count = ?
-		WHERE device_id = ? AND seq = ?`, string(iothub.StateInvisible), token, ms(until), deliveryCount, deviceID, seq)
-	return err
 }
 
 // lockNext: the messages are chosen in a materialized CTE. As a subquery of the UPDATE,
