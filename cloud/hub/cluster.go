@@ -164,7 +164,7 @@ func (h *Hub) releaseInvisible(tx storeTx, dev string, now time.Time, e *effects
 // claim makes this node the device's owner; the device's locked messages are redelivered here.
 func (c *cluster) claim(dev string) (int64, error) {
 	var epoch int64
-	err := c.h.update(context.Background(), func(tx storeTx, e *effects) error {
+	err := c.h.updateFor(context.Background(), dev, func(tx storeTx, e *effects) error {
 		now := c.h.now()
 		var err error
 		if epoch, err = tx.claimDevice(dev, c.node, now); err != nil {
@@ -182,6 +182,15 @@ func (c *cluster) claim(dev string) (int64, error) {
 		c.kickSender()
 	}
 	return epoch, err
+}
+
+// owner is the ownership this node's writes for ds's device are conditional on (the zero owner
+// without a cluster, or without a session).
+func (h *Hub) owner(ds *devState) owner {
+	if h.cl == nil || ds == nil {
+		return owner{}
+	}
+	return owner{node: h.cl.node, epoch: ds.epoch}
 }
 
 // owns checks, inside a transaction, that this node still holds ds's device at ds's epoch.

@@ -31,14 +31,17 @@ const (
 	pgLockBatches int64 = 0x63326468_00000002 // "c2dh" 2: forming feedback batches
 )
 
-// pgWriters group-committing writers share the load. One: on a 2-core machine four measured no
-// better (the CPU, shared with the server, is the limit, not the round trips), and concurrent
-// batches on one node would hold row locks against each other.
-const pgWriters = 1
+// pgWriters group-committing writers share the load, each with its own lane of devices
+// (sqlStore.updateFor). One writer spends most of its time waiting for the server's answers while
+// the server waits for its next statement; three kept both busy on a 2-core machine where one
+// reached about half their rate (docs/benchmarks.md, "PostgreSQL: where the time goes").
+const pgWriters = 3
 
 func pgDialect() *dialect {
 	return &dialect{
 		name:        "postgres",
+		writers:     pgWriters,
+		dmlCTE:      true,
 		numbered:    true,
 		forUpdate:   " FOR UPDATE",
 		skipLocked:  " FOR UPDATE SKIP LOCKED",
