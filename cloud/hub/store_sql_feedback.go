@@ -46,6 +46,12 @@ func (t *sqlTx) formBatch(b batchRow, limit int) (int, error) {
 		return 0, err
 	}
 	n, err := res.RowsAffected()
+	if err == nil && n == 0 {
+		// The records counted were batched meanwhile by a transaction that committed while this
+		// one waited for the batch lock (another node, or another writer of this one): no empty
+		// batch may be offered to a receiver.
+		_, err = t.exec(`DELETE FROM feedback_batches WHERE id = ?`, b.ID)
+	}
 	return int(n), err
 }
 
