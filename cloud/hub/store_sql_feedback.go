@@ -46,13 +46,14 @@ func (t *sqlTx) formBatch(b batchRow, limit int) (int, error) {
 		return 0, err
 	}
 	n, err := res.RowsAffected()
-	if err == nil && n == 0 {
-		// The records counted were batched meanwhile by a transaction that committed while this
-		// one waited for the batch lock (another node, or another writer of this one): no empty
-		// batch may be offered to a receiver.
-		_, err = t.exec(`DELETE FROM feedback_batches WHERE id = ?`, b.ID)
+	if err != nil || n > 0 {
+		return int(n), err
 	}
-	return int(n), err
+	// Nothing left to batch: the count the caller formed from was read before the batch lock
+	// (another node batched those records meanwhile). An empty batch would be received as a batch
+	// with no records.
+	_, err = t.exec(`DELETE FROM feedback_batches WHERE id = ?`, b.ID)
+	return 0, err
 }
 
 const batchCols = `id, enqueued_at, expires_at, delivery_count, lock_token, locked_until`
