@@ -75,9 +75,9 @@ type dialect struct {
 	unavailable func(error) bool
 	// serverTime reads the database clock ("" : the local clock is the store's clock).
 	serverTime string
-	// dmlCTE: a WITH may hold INSERT, UPDATE and DELETE (PostgreSQL): several writes in one
-	// statement, one round trip (store_sql_hot.go).
-	dmlCTE bool
+	// fused: a command's writes run as single statements (PostgreSQL): data-modifying CTEs and
+	// the store's server-side functions, one round trip each (store_sql_hot.go).
+	fused bool
 
 	rebound sync.Map // '?' query → numbered query
 }

@@ -2,8 +2,6 @@ package hub
 
 import (
 	"cmp"
-	"database/sql"
-	"errors"
 	"slices"
 	"time"
 
@@ -12,14 +10,14 @@ import (
 
 // The three writes of every command — enqueue, lock for delivery, settle — each as few
 // statements as the engine allows. On PostgreSQL every statement is a round trip made while the
-// writer's transaction waits, so each of these is one statement there (two for enqueue) with
-// data-modifying CTEs, where the generic form, which SQLite runs, takes up to four.
+// writer's transaction waits, so each of these is one statement there (data-modifying CTEs, and a
+// server-side function for enqueue), where the generic form, which SQLite runs, takes up to four.
 
 // enqueue takes the device's next sequence number and inserts m under it (m.Seq set) when fewer
 // than maxPending messages are pending. Otherwise it changes nothing and returns seq 0 with the
 // pending count (found false: no such device).
 func (t *sqlTx) enqueue(m *msgRow, maxPending int) (int64, int, bool, error) {
-	if !t.d.dmlCTE {
+	if !t.d.fused {
 		seq, n, ok, err := t.nextSeq(m.DeviceID, maxPending)
 		if err != nil || !ok || seq == 0 {
 			return 0, n, ok, err
@@ -27,18 +25,8 @@ func (t *sqlTx) enqueue(m *msgRow, maxPending int) (int64, int, bool, error) {
 		m.Seq = seq
 		return seq, n, true, t.insertMessage(m)
 	}
-	// The device row is locked first (concurrent nodes take turns), in a statement of its own:
-	// the count in the next one then sees every message committed before the lock was granted
-	// (READ COMMITTED takes a snapshot per statement, not per lock).
-	dirty := t.dirty
-	var last int64
-	err := t.queryRow(`SELECT last_seq FROM devices WHERE device_id = ?`+t.forUpdate(), m.DeviceID).Scan(&last)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, false, nil
-	}
-	if err != nil {
-		return 0, 0, false, err
-	}
+	// One round trip: c2d_enqueue_1 (store_pg.go) locks the device row, then counts and inserts
+	// in statements of their own, so the count is exact while concurrent nodes take turns.
 	props, err := marshalProps(m.Properties)
 	if err != nil {
 		return 0, 0, false, err
@@ -47,26 +35,21 @@ func (t *sqlTx) enqueue(m *msgRow, maxPending int) (int64, int, bool, error) {
 	if m.ExplicitExpiry {
 		explicit = 1
 	}
+	dirty := t.dirty
+	var found bool
 	var n int
 	var seq int64
-	err = t.queryRow(`WITH c AS (SELECT COUNT(*) AS n FROM messages WHERE device_id = ?),
-		u AS (UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = ? AND (SELECT n FROM c) < ?
-			RETURNING last_seq),
-		ins AS (INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
-			content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
-			state, delivery_count, lock_token, locked_until)
-			SELECT ?, last_seq, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL FROM u RETURNING seq)
-		SELECT (SELECT n FROM c), COALESCE((SELECT seq FROM ins), 0)`,
-		m.DeviceID, m.DeviceID, maxPending,
-		m.DeviceID, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
+	err = t.queryRow(`SELECT known, pending, seq FROM c2d_enqueue_1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.DeviceID, maxPending, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
 		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicit,
-		string(iothub.StateEnqueued)).Scan(&n, &seq)
+		string(iothub.StateEnqueued)).Scan(&found, &n, &seq)
+	t.dirty = true // a function call may write
 	if err != nil {
 		return 0, 0, false, err
 	}
 	if seq == 0 {
-		t.dirty = dirty // the queue is full: nothing was written, a clean refusal
-		return 0, n, true, nil
+		t.dirty = dirty // no such device, or the queue is full: nothing was written, a clean refusal
+		return 0, n, found, nil
 	}
 	m.Seq = seq
 	return seq, n, true, nil
@@ -100,7 +83,7 @@ const ownedCTE = `own AS (SELECT 1 FROM device_sessions WHERE device_id = ? AND 
 
 // lockNextOwned is lockNext while o holds the device (errFenced otherwise).
 func (t *sqlTx) lockNextOwned(deviceID string, o owner, limit int, until time.Time, prefix string) ([]msgRow, error) {
-	if !t.d.dmlCTE || o.node == "" {
+	if !t.d.fused || o.node == "" {
 		if err := t.checkOwner(deviceID, o); err != nil {
 			return nil, err
 		}
@@ -137,7 +120,7 @@ func (t *sqlTx) lockNextOwned(deviceID string, o owner, limit int, until time.Ti
 // (Outcome, Reason, SettledAt, State set); false when no such lock is valid, errFenced when o
 // no longer holds the device. The feedback record is the caller's (Hub.recorded).
 func (t *sqlTx) settleLocked(deviceID, token string, now time.Time, o owner, outcome iothub.FeedbackStatus, reason string) (msgRow, bool, error) {
-	if !t.d.dmlCTE || o.node == "" {
+	if !t.d.fused || o.node == "" {
 		if err := t.checkOwner(deviceID, o); err != nil {
 			return msgRow{}, false, err
 		}
