@@ -53,6 +53,11 @@ type wake struct {
 	Feedback bool        `json:"f,omitempty"`
 	Gone     []string    `json:"g,omitempty"` // disabled or deleted: drop their sessions
 	Owned    []string    `json:"o,omitempty"` // taken over by Node
+	// OwnedAt is the epoch Node took each of Owned at (same order). A node drops its session of
+	// such a device only while it holds an older epoch: a wake-up that arrives after the device
+	// already moved on to this node (it reconnected within the coalescing window) is stale.
+	// Missing (an older node's wake-up): drop it.
+	OwnedAt []int64 `json:"oe,omitempty"`
 	// Creds: devices whose keys changed ("" for a policy's): each node re-checks the sessions it
 	// holds (credentials.go). Best effort like every wake-up: a node that misses it still refuses
 	// the old key at the next CONNECT.
@@ -178,6 +183,7 @@ func (c *cluster) claim(dev string) (int64, error) {
 	if err == nil {
 		c.mu.Lock()
 		c.out.Owned = append(c.out.Owned, dev)
+		c.out.OwnedAt = append(c.out.OwnedAt, epoch)
 		c.mu.Unlock()
 		c.kickSender()
 	}
@@ -334,6 +340,9 @@ func split(w wake) []string {
 	a.Kick, z.Kick = half(w.Kick)
 	a.Gone, z.Gone = half(w.Gone)
 	a.Owned, z.Owned = half(w.Owned)
+	if len(w.OwnedAt) == len(w.Owned) {
+		a.OwnedAt, z.OwnedAt = w.OwnedAt[:len(a.Owned)], w.OwnedAt[len(a.Owned):]
+	}
 	a.Creds, z.Creds = half(w.Creds)
 	a.Desired, z.Desired = w.Desired[:len(w.Desired)/2], w.Desired[len(w.Desired)/2:]
 	a.Settled, z.Settled = w.Settled[:len(w.Settled)/2], w.Settled[len(w.Settled)/2:]
@@ -395,13 +404,14 @@ func (c *cluster) received(payload string) {
 		h.localCredentialsChanged(id)
 	}
 	c.desiredChanged(w.Desired)
-	for _, id := range append(w.Owned, w.Gone...) {
+	for i, id := range append(w.Owned, w.Gone...) {
 		h.mu.Lock()
 		ds := h.devs[id]
 		h.mu.Unlock()
-		if ds != nil {
-			c.lost(ds)
+		if ds == nil || (i < len(w.Owned) && i < len(w.OwnedAt) && w.OwnedAt[i] <= ds.epoch) {
+			continue
 		}
+		c.lost(ds)
 	}
 }
 
