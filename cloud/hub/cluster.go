@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -53,16 +55,23 @@ type wake struct {
 	Feedback bool        `json:"f,omitempty"`
 	Gone     []string    `json:"g,omitempty"` // disabled or deleted: drop their sessions
 	Owned    []string    `json:"o,omitempty"` // taken over by Node
+	// OwnedAt is the epoch Node took each of Owned at (same order). A node drops its session of
+	// such a device only while it holds an older epoch: a wake-up that arrives after the device
+	// already moved on to this node (it reconnected within the coalescing window) is stale.
+	// Missing (an older node's wake-up): drop it.
+	OwnedAt []int64 `json:"oe,omitempty"`
 	// Creds: devices whose keys changed ("" for a policy's): each node re-checks the sessions it
 	// holds (credentials.go). Best effort like every wake-up: a node that misses it still refuses
 	// the old key at the next CONNECT.
 	Creds []string `json:"c,omitempty"`
 	// Desired: twin desired changes made on Node for devices with no session there (route.go).
 	Desired []desiredWake `json:"d,omitempty"`
+	// Hello: Node has just joined (or rejoined): the others send their wake-ups again.
+	Hello bool `json:"h,omitempty"`
 }
 
 func (w *wake) empty() bool {
-	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0 && len(w.Desired) == 0
+	return len(w.Kick) == 0 && len(w.Settled) == 0 && !w.Feedback && len(w.Gone) == 0 && len(w.Owned) == 0 && len(w.Creds) == 0 && len(w.Desired) == 0 && !w.Hello
 }
 
 type cluster struct {
@@ -75,10 +84,19 @@ type cluster struct {
 	apiHost   string
 	onDesired func(deviceID string, version int64, patch []byte) // OnDesiredChange (route.go)
 	signal    chan struct{}
+	// peers: another live node is known, so wake-ups are worth sending. A node alone on the
+	// store (the common single-node PostgreSQL set-up) sends none: each was a NOTIFY, its own
+	// echo read back and decoded, ≈ 8 % of the hub's CPU under load. Set from the nodes table
+	// at start and every heartbeat, and at once by any wake-up of another node (a joining node
+	// says Hello).
+	peers atomic.Bool
+	heard atomic.Int64 // when a wake-up of another node last arrived (local clock, ns)
+	echo  string       // how this node's own wake-ups begin: they come back to its listener
 }
 
 func newCluster(h *Hub, node string) *cluster {
-	return &cluster{h: h, node: node, out: wake{Node: node}, signal: make(chan struct{}, 1)}
+	q, _ := json.Marshal(node)
+	return &cluster{h: h, node: node, out: wake{Node: node}, signal: make(chan struct{}, 1), echo: `{"n":` + string(q) + `,`}
 }
 
 // start registers the node, takes back what an earlier run of this node held (a crash leaves its
@@ -105,7 +123,36 @@ func (c *cluster) start(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	var nodes []nodeRow
+	if err := h.view(ctx, func(tx storeTx) error {
+		var err error
+		nodes, err = tx.nodes()
+		return err
+	}); err != nil {
+		return fmt.Errorf("read the cluster's nodes: %w", err)
+	}
+	c.peers.Store(c.othersAlive(nodes, h.now()))
+	c.hello()
 	return nil
+}
+
+// othersAlive reports whether nodes holds another node whose heartbeat is recent.
+func (c *cluster) othersAlive(nodes []nodeRow, now time.Time) bool {
+	for _, n := range nodes {
+		if n.ID != c.node && n.Heartbeat.After(now.Add(-nodeTimeout)) {
+			return true
+		}
+	}
+	return false
+}
+
+// hello tells the other nodes that this one is there (they may have stopped sending wake-ups).
+func (c *cluster) hello() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.h.st.notify(ctx, split(wake{Node: c.node, Hello: true})[0]); err != nil && !isClosed(err) {
+		c.h.log.Warn("announcing this node to the others failed; they find it at their next heartbeat", "err", err)
+	}
 }
 
 // leave removes the node's heartbeat on a clean shutdown (its sessions were released as its
@@ -164,7 +211,7 @@ func (h *Hub) releaseInvisible(tx storeTx, dev string, now time.Time, e *effects
 // claim makes this node the device's owner; the device's locked messages are redelivered here.
 func (c *cluster) claim(dev string) (int64, error) {
 	var epoch int64
-	err := c.h.update(context.Background(), func(tx storeTx, e *effects) error {
+	err := c.h.updateFor(context.Background(), dev, func(tx storeTx, e *effects) error {
 		now := c.h.now()
 		var err error
 		if epoch, err = tx.claimDevice(dev, c.node, now); err != nil {
@@ -178,10 +225,20 @@ func (c *cluster) claim(dev string) (int64, error) {
 	if err == nil {
 		c.mu.Lock()
 		c.out.Owned = append(c.out.Owned, dev)
+		c.out.OwnedAt = append(c.out.OwnedAt, epoch)
 		c.mu.Unlock()
 		c.kickSender()
 	}
 	return epoch, err
+}
+
+// owner is the ownership this node's writes for ds's device are conditional on (the zero owner
+// without a cluster, or without a session).
+func (h *Hub) owner(ds *devState) owner {
+	if h.cl == nil || ds == nil {
+		return owner{}
+	}
+	return owner{node: h.cl.node, epoch: ds.epoch}
 }
 
 // owns checks, inside a transaction, that this node still holds ds's device at ds's epoch.
@@ -300,7 +357,7 @@ func (c *cluster) sender() {
 		w := c.out
 		c.out = wake{Node: c.node}
 		c.mu.Unlock()
-		if w.empty() {
+		if w.empty() || !c.peers.Load() {
 			continue
 		}
 		for _, p := range split(w) {
@@ -325,6 +382,9 @@ func split(w wake) []string {
 	a.Kick, z.Kick = half(w.Kick)
 	a.Gone, z.Gone = half(w.Gone)
 	a.Owned, z.Owned = half(w.Owned)
+	if len(w.OwnedAt) == len(w.Owned) {
+		a.OwnedAt, z.OwnedAt = w.OwnedAt[:len(a.Owned)], w.OwnedAt[len(a.Owned):]
+	}
 	a.Creds, z.Creds = half(w.Creds)
 	a.Desired, z.Desired = w.Desired[:len(w.Desired)/2], w.Desired[len(w.Desired)/2:]
 	a.Settled, z.Settled = w.Settled[:len(w.Settled)/2], w.Settled[len(w.Settled)/2:]
@@ -364,6 +424,9 @@ func (c *cluster) listener(listening chan struct{}) {
 }
 
 func (c *cluster) received(payload string) {
+	if strings.HasPrefix(payload, c.echo) {
+		return // this node's own
+	}
 	var w wake
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
 		c.h.log.Warn("unreadable wake-up", "err", err)
@@ -372,6 +435,8 @@ func (c *cluster) received(payload string) {
 	if w.Node == c.node {
 		return
 	}
+	c.heard.Store(time.Now().UnixNano())
+	c.peers.Store(true)
 	h := c.h
 	for _, id := range w.Kick {
 		h.kick(id)
@@ -386,13 +451,14 @@ func (c *cluster) received(payload string) {
 		h.localCredentialsChanged(id)
 	}
 	c.desiredChanged(w.Desired)
-	for _, id := range append(w.Owned, w.Gone...) {
+	for i, id := range append(w.Owned, w.Gone...) {
 		h.mu.Lock()
 		ds := h.devs[id]
 		h.mu.Unlock()
-		if ds != nil {
-			c.lost(ds)
+		if ds == nil || (i < len(w.Owned) && i < len(w.OwnedAt) && w.OwnedAt[i] <= ds.epoch) {
+			continue
 		}
+		c.lost(ds)
 	}
 }
 
@@ -419,7 +485,10 @@ func (c *cluster) beat() error {
 	h.mu.Lock()
 	n := len(h.devs)
 	h.mu.Unlock()
-	return h.update(context.Background(), func(tx storeTx, e *effects) error {
+	began := time.Now().UnixNano()
+	var alive, rejoined bool
+	err := h.update(context.Background(), func(tx storeTx, e *effects) error {
+		alive, rejoined = false, false
 		now := h.now()
 		known, err := tx.heartbeat(c.node, now, n)
 		if err != nil {
@@ -434,6 +503,7 @@ func (c *cluster) beat() error {
 				APIURL: url, APIHost: host}); err != nil {
 				return err
 			}
+			rejoined = true
 		}
 		dead, err := tx.deadNodes(now.Add(-nodeTimeout))
 		if err != nil {
@@ -451,8 +521,19 @@ func (c *cluster) beat() error {
 				return err
 			}
 		}
-		return nil
+		nodes, err := tx.nodes()
+		alive = c.othersAlive(nodes, now)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	// A wake-up heard while the heartbeat ran comes from a node the snapshot may have missed.
+	c.peers.Store(alive || c.heard.Load() >= began)
+	if rejoined {
+		c.hello()
+	}
+	return nil
 }
 
 // poll is the safety net under the wake-ups: deliver what is queued for local devices, drop

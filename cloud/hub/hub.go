@@ -371,16 +371,18 @@ func (h *Hub) finish(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reaso
 	return h.conclude(tx, m, outcome, reason, now, e, tx.settle)
 }
 
-// finishTaken is finish for a message takeLocked already removed from the queue.
-func (h *Hub) finishTaken(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects) error {
-	return h.conclude(tx, m, outcome, reason, now, e, tx.insertSettled)
-}
-
 func (h *Hub) conclude(tx storeTx, m *msgRow, outcome iothub.FeedbackStatus, reason string, now time.Time, e *effects, store func(*msgRow) error) error {
 	m.Outcome, m.Reason, m.SettledAt, m.State = outcome, reason, now, outcome.Terminal()
 	if err := store(m); err != nil {
 		return fmt.Errorf("settle %s/%d: %w", m.DeviceID, m.Seq, err)
 	}
+	return h.recorded(tx, m, now, e)
+}
+
+// recorded follows m's move to the settled outcomes (m.Outcome, Reason set) in the same
+// transaction: its feedback record when its ack asks for one, and the effects.
+func (h *Hub) recorded(tx storeTx, m *msgRow, now time.Time, e *effects) error {
+	outcome, reason := m.Outcome, m.Reason
 	if m.Ack.Wants(outcome) {
 		d, _, err := tx.device(m.DeviceID)
 		if err != nil {
@@ -483,14 +485,25 @@ func (h *Hub) notifyDevice(id string) {
 
 // update wraps the store's update with the closed check and effect application.
 func (h *Hub) update(ctx context.Context, fn func(tx storeTx, e *effects) error) error {
+	return h.updateFor(ctx, "", fn)
+}
+
+// updateFor is update for an operation on one device (store.updateFor; "": none in particular).
+func (h *Hub) updateFor(ctx context.Context, deviceID string, fn func(tx storeTx, e *effects) error) error {
 	if h.closed() {
 		return ErrClosed
 	}
 	e := &effects{}
-	err := h.st.update(ctx, func(tx storeTx) error {
+	run := func(tx storeTx) error {
 		*e = effects{}
 		return fn(tx, e)
-	})
+	}
+	var err error
+	if deviceID == "" {
+		err = h.st.update(ctx, run)
+	} else {
+		err = h.st.updateFor(ctx, deviceID, run)
+	}
 	if err != nil {
 		return err
 	}

@@ -75,10 +75,10 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 			n, iothub.MaxTopicLength)
 	}
 	begin := time.Now()
-	err := h.update(ctx, func(tx storeTx, e *effects) error {
-		seq, n, ok, err := tx.nextSeq(deviceID, h.cfg.MaxQueueDepth)
+	err := h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
+		seq, n, ok, err := tx.enqueue(m, h.cfg.MaxQueueDepth)
 		if err != nil {
-			return err
+			return fmt.Errorf("enqueue: %w", err)
 		}
 		if !ok {
 			return errDeviceNotFound(deviceID)
@@ -87,10 +87,6 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 			return coded(ErrQueueFull, iothub.CodeDeviceMaximumQueueDepthExceeded,
 				"device %s has %d messages pending (limit %d): purge its queue or wait for it to drain",
 				deviceID, n, h.cfg.MaxQueueDepth)
-		}
-		m.Seq = seq
-		if err := tx.insertMessage(m); err != nil {
-			return fmt.Errorf("enqueue: %w", err)
 		}
 		e.kickDevice(deviceID)
 		e.wake(m.ExpiresAt)
@@ -247,7 +243,7 @@ func (h *Hub) statusAfterWait(ctx context.Context, deviceID, messageID string) (
 // Purged among feedback status codes; c2d emits it so senders waiting on feedback learn the end).
 func (h *Hub) Purge(ctx context.Context, deviceID string) (iothub.PurgeResult, error) {
 	res := iothub.PurgeResult{DeviceID: deviceID}
-	err := h.update(ctx, func(tx storeTx, e *effects) error {
+	err := h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
 		res.TotalMessagesPurged = 0
 		if _, ok, err := tx.device(deviceID); err != nil || !ok {
 			if err == nil {
@@ -373,7 +369,7 @@ func (h *Hub) detach(ds *devState) {
 // also gives up this node's ownership.
 func (h *Hub) releaseTokens(ds *devState, tokens []string, detaching bool) error {
 	deviceID := ds.id
-	return h.update(context.Background(), func(tx storeTx, e *effects) error {
+	return h.updateFor(context.Background(), deviceID, func(tx storeTx, e *effects) error {
 		now := h.now()
 		if err := h.owns(tx, ds); errors.Is(err, errFenced) {
 			return nil
@@ -465,17 +461,14 @@ func (h *Hub) dispatch(ds *devState) {
 		var locked []msgRow
 		again := false
 		began := time.Now()
-		err := h.update(context.Background(), func(tx storeTx, e *effects) error {
+		err := h.updateFor(context.Background(), ds.id, func(tx storeTx, e *effects) error {
 			locked, again = nil, false
-			if err := h.owns(tx, ds); err != nil {
-				return err
-			}
-			// One statement locks the round's messages: the delivery count is durable before
-			// Deliver is called, so a device that crashes on a message still uses up one of its
-			// deliveries.
+			// One statement locks the round's messages, while this node holds the device: the
+			// delivery count is durable before Deliver is called, so a device that crashes on a
+			// message still uses up one of its deliveries.
 			now := h.now()
 			until := now.Add(h.cfg.LockTimeout)
-			ms, err := tx.lockNext(ds.id, free, until, newLockPrefix())
+			ms, err := tx.lockNextOwned(ds.id, h.owner(ds), free, until, newLockPrefix())
 			if err != nil {
 				return err
 			}
@@ -596,7 +589,26 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 			return errLockLost(deviceID, lockToken)
 		}
 	}
-	err := h.update(ctx, func(tx storeTx, e *effects) error {
+	err := h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
+		now := h.now()
+		if d != iothub.DispositionAbandon {
+			// Complete and reject: the ownership check, the lookup, the lock check, the removal
+			// and the outcome in one statement where the store can (PostgreSQL).
+			outcome, why := iothub.StatusSuccess, ""
+			if d == iothub.DispositionReject {
+				outcome, why = iothub.StatusRejected, reason
+			}
+			m, ok, err := tx.settleLocked(deviceID, lockToken, now, h.owner(ds), outcome, why)
+			if errors.Is(err, errFenced) || (err == nil && !ok) {
+				return errLockLost(deviceID, lockToken)
+			} else if err != nil {
+				return err
+			}
+			if err := h.recorded(tx, &m, now, e); err != nil {
+				return err
+			}
+			return h.batchIfRecorded(tx, now, e)
+		}
 		if ds != nil {
 			if err := h.owns(tx, ds); errors.Is(err, errFenced) {
 				return errLockLost(deviceID, lockToken)
@@ -604,33 +616,15 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 				return err
 			}
 		}
-		now := h.now()
-		if d == iothub.DispositionAbandon {
-			m, ok, err := tx.byToken(deviceID, lockToken)
-			if err != nil {
-				return err
-			}
-			if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
-				return errLockLost(deviceID, lockToken)
-			}
-			if _, err := h.release(tx, &m, now, e); err != nil {
-				return err
-			}
-			return h.batchIfRecorded(tx, now, e)
-		}
-		// Complete and reject: the lookup, the lock check and the removal in one statement.
-		m, ok, err := tx.takeLocked(deviceID, lockToken, now)
+		// Abandon.
+		m, ok, err := tx.byToken(deviceID, lockToken)
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !ok || m.State != iothub.StateInvisible || !m.LockedUntil.After(now) {
 			return errLockLost(deviceID, lockToken)
 		}
-		outcome, why := iothub.StatusSuccess, ""
-		if d == iothub.DispositionReject {
-			outcome, why = iothub.StatusRejected, reason
-		}
-		if err := h.finishTaken(tx, &m, outcome, why, now, e); err != nil {
+		if _, err := h.release(tx, &m, now, e); err != nil {
 			return err
 		}
 		return h.batchIfRecorded(tx, now, e)

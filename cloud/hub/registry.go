@@ -158,7 +158,7 @@ func (h *Hub) PutDevice(ctx context.Context, d iothub.Device, ifMatch string) (d
 	var row deviceRow
 	var count int
 	disabled, rekeyed := false, false
-	err = h.update(ctx, func(tx storeTx, e *effects) error {
+	err = h.updateFor(ctx, d.DeviceID, func(tx storeTx, e *effects) error {
 		created, disabled, rekeyed = false, false, false
 		now := h.now()
 		cur, ok, err := tx.device(d.DeviceID)
@@ -282,7 +282,7 @@ func (h *Hub) GetDevice(ctx context.Context, id string) (iothub.Device, error) {
 // a connected session is dropped by the broker (it learns through OnDeviceGone). ifMatch as in
 // PutDevice.
 func (h *Hub) DeleteDevice(ctx context.Context, id, ifMatch string) error {
-	err := h.update(ctx, func(tx storeTx, e *effects) error {
+	err := h.updateFor(ctx, id, func(tx storeTx, e *effects) error {
 		cur, ok, err := tx.device(id)
 		if err != nil {
 			return err

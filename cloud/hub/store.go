@@ -18,6 +18,10 @@ type store interface {
 	// error, or the commit's). Concurrent updates are group-committed: each runs inside its own
 	// savepoint of one shared transaction, so a failing fn undoes only its own writes.
 	update(ctx context.Context, fn func(tx storeTx) error) error
+	// updateFor is update for an operation on one device (key: its id). A store with several
+	// writers (PostgreSQL) runs every operation on one key on the same writer, so its concurrent
+	// transactions never wait for each other's locks on a device's rows.
+	updateFor(ctx context.Context, key string, fn func(tx storeTx) error) error
 	// view runs fn in a read-only transaction (a consistent snapshot).
 	view(ctx context.Context, fn func(tx storeTx) error) error
 	// close finishes the updates already submitted, then closes; later calls return ErrClosed.
@@ -116,6 +120,13 @@ type storeTx interface {
 	// insertSettled then records its outcome.
 	takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error)
 	insertSettled(m *msgRow) error
+	// enqueue, lockNextOwned and settleLocked are a command's three writes, each in as few
+	// statements as the store allows (store_sql_hot.go): nextSeq and insertMessage; lockNext
+	// while o holds the device (errFenced otherwise); a complete or reject (takeLocked and
+	// insertSettled, the returned message as settled) while o holds the device.
+	enqueue(m *msgRow, maxPending int) (seq int64, pending int, found bool, err error)
+	lockNextOwned(deviceID string, o owner, limit int, until time.Time, prefix string) ([]msgRow, error)
+	settleLocked(deviceID, token string, now time.Time, o owner, outcome iothub.FeedbackStatus, reason string) (msgRow, bool, error)
 	lockExpired(now time.Time, limit int) ([]msgRow, error)
 	ttlExpired(now time.Time, limit int) ([]msgRow, error) // Enqueued only
 	invisible() ([]msgRow, error)

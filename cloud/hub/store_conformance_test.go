@@ -754,7 +754,7 @@ func TestStoreGroupCommitFailureKinds(t *testing.T) {
 			<-running
 			go func() {
 				defer close(held)
-				for deadline := time.Now().Add(10 * time.Second); len(st.(*sqlStore).reqs) < len(errs) && time.Now().Before(deadline); {
+				for deadline := time.Now().Add(10 * time.Second); len(st.(*sqlStore).lanes[0]) < len(errs) && time.Now().Before(deadline); {
 					time.Sleep(time.Millisecond)
 				}
 			}()

@@ -31,14 +31,17 @@ const (
 	pgLockBatches int64 = 0x63326468_00000002 // "c2dh" 2: forming feedback batches
 )
 
-// pgWriters group-committing writers share the load. One: on a 2-core machine four measured no
-// better (the CPU, shared with the server, is the limit, not the round trips), and concurrent
-// batches on one node would hold row locks against each other.
-const pgWriters = 1
+// pgWriters group-committing writers share the load, each with its own lane of devices
+// (sqlStore.updateFor). One writer spends most of its time waiting for the server's answers while
+// the server waits for its next statement; three kept both busy on a 2-core machine where one
+// reached about half their rate (docs/benchmarks.md, "PostgreSQL: where the time goes").
+const pgWriters = 3
 
 func pgDialect() *dialect {
 	return &dialect{
 		name:        "postgres",
+		writers:     pgWriters,
+		fused:       true,
 		numbered:    true,
 		forUpdate:   " FOR UPDATE",
 		skipLocked:  " FOR UPDATE SKIP LOCKED",
@@ -186,7 +189,8 @@ func pgDDL(q string) string {
 }
 
 // migratePostgres takes the schema to len(migrations) under a session advisory lock, each step in
-// its own transaction with the version (table c2d_schema) it reaches. A newer schema is refused.
+// its own transaction with the version (table c2d_schema) it reaches, then creates pgFunctions. A
+// newer schema is refused.
 func migratePostgres(ctx context.Context, db *sql.DB) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -231,6 +235,53 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 		}
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+	}
+	return createPgFunctions(ctx, conn)
+}
+
+// pgFunctions are the store's server-side functions. Each name carries its version: a changed
+// function gets a new name, so nodes of the old and the new c2d-hub running side by side (a
+// rolling upgrade) each call their own. They are created (or replaced by the same text) at every
+// start, after the migrations, under the migration lock; they hold no data.
+var pgFunctions = []string{
+	// c2d_enqueue_1 is enqueue (store_sql_hot.go) in one round trip: the device row is locked,
+	// then the queue counted and the message inserted by statements of their own. In READ
+	// COMMITTED each statement of a volatile function takes a new snapshot, so the count sees
+	// every message committed before the lock was granted (concurrent nodes take turns per device).
+	// known false: no such device; seq 0: the queue is full (pending messages), nothing written.
+	`CREATE OR REPLACE FUNCTION c2d_enqueue_1(p_device TEXT, p_max BIGINT, p_message_id TEXT,
+		p_correlation_id TEXT, p_user_id TEXT, p_ack TEXT, p_content_type TEXT,
+		p_content_encoding TEXT, p_properties TEXT, p_body BYTEA, p_enqueued_at BIGINT,
+		p_expires_at BIGINT, p_explicit_expiry INTEGER, p_state TEXT,
+		OUT known BOOLEAN, OUT pending BIGINT, OUT seq BIGINT)
+	LANGUAGE plpgsql VOLATILE AS $$
+	BEGIN
+		known := false; pending := 0; seq := 0;
+		PERFORM 1 FROM devices WHERE device_id = p_device FOR UPDATE;
+		IF NOT FOUND THEN
+			RETURN;
+		END IF;
+		known := true;
+		SELECT COUNT(*) INTO pending FROM messages WHERE device_id = p_device;
+		IF pending >= p_max THEN
+			RETURN;
+		END IF;
+		UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = p_device RETURNING last_seq INTO seq;
+		INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack, content_type,
+			content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry, state,
+			delivery_count, lock_token, locked_until)
+		VALUES (p_device, seq, p_message_id, p_correlation_id, p_user_id, p_ack, p_content_type,
+			p_content_encoding, p_properties, p_body, p_enqueued_at, p_expires_at, p_explicit_expiry,
+			p_state, 0, NULL, NULL);
+	END $$`,
+}
+
+// createPgFunctions creates pgFunctions; the migration lock is held.
+func createPgFunctions(ctx context.Context, conn *sql.Conn) error {
+	for _, f := range pgFunctions {
+		if _, err := conn.ExecContext(ctx, f); err != nil {
+			return fmt.Errorf("create server-side functions: %w", err)
 		}
 	}
 	return nil

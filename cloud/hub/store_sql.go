@@ -14,9 +14,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// sqlStore is the store over database/sql, shared by SQLite and PostgreSQL: one writer goroutine
-// owns all writes and group-commits them (concurrent operations share one transaction and one
-// commit; savepoints only when a failing operation has writes to undo), and a pool of connections serves views. The dialect
+// sqlStore is the store over database/sql, shared by SQLite and PostgreSQL: writer goroutines own
+// all writes and group-commit them (concurrent operations share one transaction and one commit;
+// savepoints only when a failing operation has writes to undo), and a pool of connections serves
+// views. SQLite has one writer; PostgreSQL several, each with its own lane of requests: a
+// device's operations always take the same lane (updateFor), so two transactions of one node
+// never wait for each other's row locks. The dialect
 // holds what differs between the engines; the SQL itself (store_sql_*.go) is written once in the
 // subset both run, so the two stores cannot drift.
 type sqlStore struct {
@@ -25,8 +28,8 @@ type sqlStore struct {
 	d      *dialect
 	log    logger
 
-	reqs     chan *writeReq
-	mu       sync.RWMutex // held for reading while submitting; Close takes it to stop submissions
+	lanes    []chan *writeReq // one per writer; unkeyed updates take lanes[0]
+	mu       sync.RWMutex     // held for reading while submitting; Close takes it to stop submissions
 	closed   bool
 	stopped  chan struct{}
 	writers  sync.WaitGroup // the writer goroutines (one for SQLite)
@@ -60,7 +63,8 @@ type dialect struct {
 	batchLock string
 	readOpts  *sql.TxOptions
 	// writers is how many group-committing writer goroutines run (0: one). PostgreSQL takes
-	// several: each statement is a round trip, and row locks keep concurrent writers correct.
+	// several: each statement is a round trip, and one writer waiting for its answers leaves the
+	// server idle (see pgWriters).
 	writers int
 	// opTimeout bounds one group commit (0: none). A database server that stopped answering must
 	// fail the requests, not hang them: the node reports itself unhealthy and recovers later.
@@ -71,6 +75,9 @@ type dialect struct {
 	unavailable func(error) bool
 	// serverTime reads the database clock ("" : the local clock is the store's clock).
 	serverTime string
+	// fused: a command's writes run as single statements (PostgreSQL): data-modifying CTEs and
+	// the store's server-side functions, one round trip each (store_sql_hot.go).
+	fused bool
 
 	rebound sync.Map // '?' query → numbered query
 }
@@ -102,19 +109,40 @@ const maxRetries = 5
 func newSQLStore(w, r *sql.DB, wc, rc *stmtCache, d *dialect, log logger) *sqlStore {
 	s := &sqlStore{
 		w: w, r: r, wc: wc, rc: rc, d: d, log: log,
-		reqs:     make(chan *writeReq, 1024),
 		stopped:  make(chan struct{}),
 		maxBatch: 512,
 	}
-	s.writers.Add(max(1, d.writers))
-	for range max(1, d.writers) {
-		go s.writer()
+	n := max(1, d.writers)
+	s.writers.Add(n)
+	for range n {
+		lane := make(chan *writeReq, 1024)
+		s.lanes = append(s.lanes, lane)
+		go s.writer(lane)
 	}
 	go func() { s.writers.Wait(); close(s.stopped) }()
 	return s
 }
 
 func (s *sqlStore) update(ctx context.Context, fn func(tx storeTx) error) error {
+	return s.submit(ctx, s.lanes[0], fn)
+}
+
+// updateFor is update for an operation on one device: every operation on key takes the same
+// writer's lane. Concurrent transactions of one node then never hold row locks of the same
+// device: they cannot wait for each other there, nor deadlock (which PostgreSQL resolves only
+// after deadlock_timeout, a second by default).
+func (s *sqlStore) updateFor(ctx context.Context, key string, fn func(tx storeTx) error) error {
+	if len(s.lanes) == 1 {
+		return s.submit(ctx, s.lanes[0], fn)
+	}
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return s.submit(ctx, s.lanes[h%uint32(len(s.lanes))], fn)
+}
+
+func (s *sqlStore) submit(ctx context.Context, lane chan *writeReq, fn func(tx storeTx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -124,7 +152,7 @@ func (s *sqlStore) update(ctx context.Context, fn func(tx storeTx) error) error 
 		s.mu.RUnlock()
 		return ErrClosed
 	}
-	s.reqs <- r
+	lane <- r
 	s.mu.RUnlock()
 	// Once submitted, wait for the outcome even if ctx ends: the write may commit, and the
 	// caller must not report failure for something that became durable.
@@ -139,17 +167,17 @@ func (s *sqlStore) classify(err error) error {
 	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 }
 
-// writer is the only goroutine that writes. It takes whatever requests are waiting (up to
-// maxBatch) and commits them in one transaction: one fsync for all of them.
-func (s *sqlStore) writer() {
+// writer is the only goroutine that writes the requests of its lane. It takes whatever requests
+// are waiting (up to maxBatch) and commits them in one transaction: one fsync for all of them.
+func (s *sqlStore) writer(lane chan *writeReq) {
 	defer s.writers.Done()
 	batch := make([]*writeReq, 0, s.maxBatch)
-	for r := range s.reqs {
+	for r := range lane {
 		batch = append(batch[:0], r)
 	fill:
 		for len(batch) < s.maxBatch {
 			select {
-			case r, ok := <-s.reqs:
+			case r, ok := <-lane:
 				if !ok {
 					break fill
 				}
@@ -371,7 +399,9 @@ func (s *sqlStore) close() error {
 		return ErrClosed
 	}
 	s.closed = true
-	close(s.reqs)
+	for _, lane := range s.lanes {
+		close(lane)
+	}
 	s.mu.Unlock()
 	<-s.stopped
 	err := errors.Join(s.wc.close(), s.rc.close(), s.r.Close(), s.w.Close())

@@ -53,7 +53,7 @@ func (h *Hub) ReadTwin(ctx context.Context, id string) (doc []byte, dev iothub.D
 // not have side effects; its error aborts the update and is returned as it is.
 func (h *Hub) UpdateTwin(ctx context.Context, id string, fn func(doc []byte, dev iothub.Device) ([]byte, error)) (iothub.Device, error) {
 	var dev iothub.Device
-	err := h.update(ctx, func(tx storeTx, _ *effects) error {
+	err := h.updateFor(ctx, id, func(tx storeTx, _ *effects) error {
 		tt, ok := tx.(twinTx)
 		if !ok {
 			return ErrTwinsUnsupported

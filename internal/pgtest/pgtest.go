@@ -229,3 +229,54 @@ func Main(m *testing.M) int {
 	}
 	return code
 }
+
+// CPU is the processor time the shared server (DB's) used so far: its postmaster with the
+// children it reaped, and every live backend (benchmarks report the server's CPU per operation
+// beside the client's). Zero when no server runs or /proc cannot be read.
+func CPU() time.Duration {
+	sharedMu.Lock()
+	s := shared
+	sharedMu.Unlock()
+	if s == nil {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pm, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		return 0
+	}
+	ents, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces) in parentheses: state ppid … utime
+		// stime cutime cstime are the 12th to 15th of them.
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		n := 2 // utime, stime
+		switch {
+		case pid == pm:
+			n = 4 // and the reaped children's
+		case ppid != pm:
+			continue
+		}
+		for _, v := range f[11 : 11+n] {
+			t, _ := strconv.ParseInt(v, 10, 64)
+			ticks += t
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}

@@ -1,0 +1,107 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/pgtest"
+	"github.com/jackc/pgx/v5"
+)
+
+// A takeover wake-up that arrives after the device already moved on to this node (it reconnected
+// here within the sender's coalescing window) is stale: the session stays. One from a later
+// takeover drops it.
+func TestClusterStaleTakeoverWakeUp(t *testing.T) {
+	url := pgtest.DB(t)
+	b := openNode(t, url, "b")
+	gone := make(chan string, 4)
+	b.OnDeviceGone(func(id string) { gone <- id })
+	mustDevice(t, b, "pi-1")
+	b.Attach(newConn("pi-1"))
+	b.mu.Lock()
+	epoch := b.devs["pi-1"].epoch
+	b.mu.Unlock()
+	wakeUp := func(at int64) {
+		p, _ := json.Marshal(wake{Node: "a", Owned: []string{"pi-1"}, OwnedAt: []int64{at}})
+		b.cl.received(string(p))
+	}
+	wakeUp(epoch - 1)
+	select {
+	case id := <-gone:
+		t.Fatalf("a takeover at epoch %d dropped %s's session held at epoch %d", epoch-1, id, epoch)
+	case <-time.After(300 * time.Millisecond):
+	}
+	wakeUp(epoch + 1)
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a takeover at epoch %d left the session held at epoch %d", epoch+1, epoch)
+	}
+}
+
+// A node alone on the store sends no wake-ups (nobody would read them); a node that joins says
+// Hello, and from then on the first node's changes are announced again.
+func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
+	url := pgtest.DB(t)
+	a := openNode(t, url, "a")
+	mustDevice(t, a, "pi-1")
+	conn := newConn("pi-1")
+	a.Attach(conn)
+
+	ctx := ctxT(t)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	if _, err := l.Exec(ctx, "LISTEN "+pgChannel); err != nil {
+		t.Fatal(err)
+	}
+	next := func(within time.Duration) (wake, bool) {
+		wctx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		n, err := l.WaitForNotification(wctx)
+		if err != nil {
+			return wake{}, false
+		}
+		var w wake
+		if err := json.Unmarshal([]byte(n.Payload), &w); err != nil {
+			t.Fatalf("wake-up %q: %v", n.Payload, err)
+		}
+		return w, true
+	}
+
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
+	settle(t, a, "pi-1", conn.next(t), iothub.DispositionComplete, "")
+	if w, ok := next(300 * time.Millisecond); ok {
+		t.Fatalf("node a, alone, sent a wake-up: %+v", w)
+	}
+
+	openNode(t, url, "b")
+	if w, ok := next(waitLimit); !ok || w.Node != "b" || !w.Hello {
+		t.Fatalf("node b joined without a Hello: %+v, %v", w, ok)
+	}
+	for a.cl.peers.Load() == false {
+		if _, ok := next(waitLimit); !ok {
+			t.Fatal("node a did not learn of node b")
+		}
+	}
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m2"})
+	settle(t, a, "pi-1", conn.next(t), iothub.DispositionComplete, "")
+	for {
+		w, ok := next(waitLimit)
+		if !ok {
+			t.Fatal("node a announced nothing once node b was there")
+		}
+		if w.Node == "a" && len(w.Settled) > 0 && w.Settled[0] == [2]string{"pi-1", "m2"} {
+			return
+		}
+	}
+}
