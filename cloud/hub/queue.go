@@ -75,6 +75,7 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 			n, iothub.MaxTopicLength)
 	}
 	begin := time.Now()
+	var round sendRound // the device's delivery round, when this send takes it (sendlock.go)
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
 		seq, n, ok, err := tx.nextSeq(deviceID, h.cfg.MaxQueueDepth)
 		if err != nil {
@@ -89,20 +90,21 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 				deviceID, n, h.cfg.MaxQueueDepth)
 		}
 		m.Seq = seq
-		if err := tx.insertMessage(m); err != nil {
+		if err := round.insert(h, tx, m, e); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
-		e.kickDevice(deviceID)
 		e.wake(m.ExpiresAt)
 		return nil
 	})
 	if err != nil {
+		round.finish(h, false)
 		return iothub.SendResult{}, err
 	}
 	h.stage(StageCommit, begin)
 	if h.ev.Sent != nil {
 		h.ev.Sent(deviceID)
 	}
+	round.finish(h, true)
 	return iothub.SendResult{
 		DeviceID:        deviceID,
 		MessageID:       m.MessageID,

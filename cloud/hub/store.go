@@ -104,6 +104,11 @@ type storeTx interface {
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error
+	// insertFirst inserts m like insertMessage, except when no other message of the device is
+	// Enqueued: then m is stored locked for its first delivery (Invisible until until, delivery
+	// count 1, lock token token) and locked is true. A send whose device is ready for it locks
+	// its message in its own transaction (sendlock.go).
+	insertFirst(m *msgRow, token string, until time.Time) (locked bool, err error)
 	enqueued(deviceID string, limit int) ([]msgRow, error)
 	pending(deviceID string) ([]msgRow, error)
 	byToken(deviceID, token string) (msgRow, bool, error)

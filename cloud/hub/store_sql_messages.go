@@ -90,18 +90,76 @@ func (t *sqlTx) insertMessage(m *msgRow) error {
 	if err != nil {
 		return err
 	}
-	explicit := 0
-	if m.ExplicitExpiry {
-		explicit = 1
-	}
 	_, err = t.exec(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
 		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
 		state, delivery_count, lock_token, locked_until)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
 		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
-		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicit,
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
 		string(iothub.StateEnqueued), 0)
 	return err
+}
+
+// insertRow inserts m in the given state and lock (insertFirst on concurrent writers).
+func (t *sqlTx) insertRow(m *msgRow, state iothub.MessageState, deliveries int, token string, until time.Time) error {
+	props, err := marshalProps(m.Properties)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
+		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
+		state, delivery_count, lock_token, locked_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
+		string(state), deliveries, token, ms(until))
+	return err
+}
+
+// insertFirst inserts m (Enqueued, as insertMessage) unless none of the device's other messages is
+// Enqueued: then m goes in locked for its first delivery under token until until (Invisible,
+// delivery count 1), and locked reports it. On a serial store it is one statement: the check and
+// the insert cannot be separated by another writer.
+func (t *sqlTx) insertFirst(m *msgRow, token string, until time.Time) (locked bool, err error) {
+	if !t.d.serial {
+		// Concurrent writers: the send locked the device row (nextSeq); the check is a statement
+		// of its own.
+		var waiting bool
+		if err := t.queryRow(`SELECT EXISTS (SELECT 1 FROM messages WHERE device_id = ? AND state = ?)`,
+			m.DeviceID, string(iothub.StateEnqueued)).Scan(&waiting); err != nil {
+			return false, err
+		}
+		if waiting {
+			return false, t.insertMessage(m)
+		}
+		return true, t.insertRow(m, iothub.StateInvisible, 1, token, until)
+	}
+	props, err := marshalProps(m.Properties)
+	if err != nil {
+		return false, err
+	}
+	var count int
+	err = t.queryRow(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
+		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
+		state, delivery_count, lock_token, locked_until)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+			CASE WHEN q.w THEN ? ELSE ? END, CASE WHEN q.w THEN 0 ELSE 1 END,
+			CASE WHEN q.w THEN NULL ELSE ? END, CASE WHEN q.w THEN NULL ELSE ? END
+		FROM (SELECT EXISTS (SELECT 1 FROM messages WHERE device_id = ? AND state = ?) AS w) AS q
+		RETURNING delivery_count`,
+		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
+		string(iothub.StateEnqueued), string(iothub.StateInvisible), token, ms(until),
+		m.DeviceID, string(iothub.StateEnqueued)).Scan(&count)
+	t.dirty = true
+	return count == 1, err
+}
+
+func explicitInt(m *msgRow) int {
+	if m.ExplicitExpiry {
+		return 1
+	}
+	return 0
 }
 
 const msgCols = `device_id, seq, message_id, correlation_id, user_id, ack, content_type,
