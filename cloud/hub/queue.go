@@ -42,6 +42,13 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	if m.MessageID == "" {
 		m.MessageID = newUUID()
 	}
+	// Encoded here rather than in the transaction: the store's one writer is the hub's
+	// bottleneck under load, the senders are many.
+	props, err := marshalProps(m.Properties)
+	if err != nil {
+		return iothub.SendResult{}, errInvalid("properties: %v", err)
+	}
+	m.storedProps = props
 	if req.ExpiryTimeUTC != nil {
 		exp := req.ExpiryTimeUTC.UTC().Truncate(time.Millisecond)
 		// A client computing "now + min_ttl" loses a little to transit: allow a small grace.
@@ -75,8 +82,8 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 			n, iothub.MaxTopicLength)
 	}
 	begin := time.Now()
-	var round sendRound // the device's delivery round, when this send takes it (sendlock.go)
-	err := h.update(ctx, func(tx storeTx, e *effects) error {
+	var round heldRound // the device's delivery round, when this send takes it (round.go)
+	err = h.update(ctx, func(tx storeTx, e *effects) error {
 		seq, n, ok, err := tx.nextSeq(deviceID, h.cfg.MaxQueueDepth)
 		if err != nil {
 			return err
@@ -472,33 +479,11 @@ func (h *Hub) dispatch(ds *devState) {
 			if err := h.owns(tx, ds); err != nil {
 				return err
 			}
-			// One statement locks the round's messages: the delivery count is durable before
-			// Deliver is called, so a device that crashes on a message still uses up one of its
-			// deliveries.
-			now := h.now()
-			until := now.Add(h.cfg.LockTimeout)
-			ms, err := tx.lockNext(ds.id, free, until, newLockPrefix())
-			if err != nil {
+			var err error
+			if locked, again, err = h.lockRound(tx, ds.id, free, e); err != nil {
 				return err
 			}
-			for i := range ms {
-				m := &ms[i]
-				if m.ExpiresAt.After(now) {
-					locked = append(locked, *m)
-					continue
-				}
-				// Its TTL passed before the timer expired it: Expired, never delivered.
-				m.DeliveryCount--
-				m.State, m.LockToken, m.LockedUntil = iothub.StateEnqueued, "", time.Time{}
-				if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
-					return err
-				}
-				again = true
-			}
-			if len(locked) > 0 {
-				e.wake(until)
-			}
-			return h.batchIfRecorded(tx, now, e)
+			return h.batchIfRecorded(tx, h.now(), e)
 		})
 		if err != nil {
 			ds.sendMu.Unlock()
@@ -531,6 +516,37 @@ func (h *Hub) dispatch(ds *devState) {
 			}
 		}
 	}
+}
+
+// lockRound locks up to free of the device's Enqueued messages, oldest first, for delivery: one
+// statement, so the delivery count is durable before Deliver is called and a device that crashes
+// on a message still uses up one of its deliveries. A message whose TTL passed before the timer
+// expired it is Expired instead, never delivered; again reports that the slots those took are
+// free again.
+func (h *Hub) lockRound(tx storeTx, id string, free int, e *effects) (locked []msgRow, again bool, err error) {
+	now := h.now()
+	until := now.Add(h.cfg.LockTimeout)
+	ms, err := tx.lockNext(id, free, until, newLockPrefix())
+	if err != nil {
+		return nil, false, err
+	}
+	for i := range ms {
+		m := &ms[i]
+		if m.ExpiresAt.After(now) {
+			locked = append(locked, *m)
+			continue
+		}
+		m.DeliveryCount--
+		m.State, m.LockToken, m.LockedUntil = iothub.StateEnqueued, "", time.Time{}
+		if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
+			return nil, false, err
+		}
+		again = true
+	}
+	if len(locked) > 0 {
+		e.wake(until)
+	}
+	return locked, again, nil
 }
 
 // deliverLocked hands locked messages to the attachment's Conn; ds.sendMu is held, so ds is not
@@ -598,6 +614,7 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 			return errLockLost(deviceID, lockToken)
 		}
 	}
+	var round heldRound // the device's next delivery round, when this settle takes it (round.go)
 	err := h.update(ctx, func(tx storeTx, e *effects) error {
 		if ds != nil {
 			if err := h.owns(tx, ds); errors.Is(err, errFenced) {
@@ -635,12 +652,17 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 		if err := h.finishTaken(tx, &m, outcome, why, now, e); err != nil {
 			return err
 		}
+		if err := round.next(h, tx, deviceID, lockToken, e); err != nil {
+			return err
+		}
 		return h.batchIfRecorded(tx, now, e)
 	})
 	if err != nil {
+		round.finish(h, false)
 		return err
 	}
 	h.stage(StageSettle, began)
+	round.finish(h, true)
 	h.mu.Lock()
 	h.activity[deviceID] = h.now()
 	h.mu.Unlock()

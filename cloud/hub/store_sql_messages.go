@@ -86,7 +86,7 @@ func (t *sqlTx) pendingCounts() (map[string]int, error) {
 }
 
 func (t *sqlTx) insertMessage(m *msgRow) error {
-	props, err := marshalProps(m.Properties)
+	props, err := m.propsJSON()
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (t *sqlTx) insertMessage(m *msgRow) error {
 
 // insertRow inserts m in the given state and lock (insertFirst on concurrent writers).
 func (t *sqlTx) insertRow(m *msgRow, state iothub.MessageState, deliveries int, token string, until time.Time) error {
-	props, err := marshalProps(m.Properties)
+	props, err := m.propsJSON()
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,7 @@ func (t *sqlTx) insertFirst(m *msgRow, token string, until time.Time) (locked bo
 		}
 		return true, t.insertRow(m, iothub.StateInvisible, 1, token, until)
 	}
-	props, err := marshalProps(m.Properties)
+	props, err := m.propsJSON()
 	if err != nil {
 		return false, err
 	}
@@ -166,7 +166,9 @@ const msgCols = `device_id, seq, message_id, correlation_id, user_id, ack, conte
 	content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry, state,
 	delivery_count, lock_token, locked_until`
 
-func scanMsgs(rows *sql.Rows) ([]msgRow, error) {
+// scanMsgs reads message rows; with decode false their properties are kept as stored (a settle
+// only copies them into its outcome: decoding and re-encoding them was a share of the writer's CPU).
+func scanMsgs(rows *sql.Rows, decode bool) ([]msgRow, error) {
 	defer rows.Close()
 	var out []msgRow
 	for rows.Next() {
@@ -181,9 +183,12 @@ func scanMsgs(rows *sql.Rows) ([]msgRow, error) {
 			&m.DeliveryCount, &tok, &until); err != nil {
 			return nil, err
 		}
-		var err error
-		if m.Properties, err = unmarshalProps(props); err != nil {
-			return nil, err
+		m.storedProps = props
+		if decode {
+			var err error
+			if m.Properties, err = unmarshalProps(props); err != nil {
+				return nil, err
+			}
 		}
 		m.EnqueuedAt, m.ExpiresAt, m.ExplicitExpiry = fromMs(enq), fromMs(exp), explicit != 0
 		m.LockToken, m.LockedUntil = tok.String, fromMs(until.Int64)
@@ -197,7 +202,7 @@ func (t *sqlTx) queryMsgs(q string, args ...any) ([]msgRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	return scanMsgs(rows)
+	return scanMsgs(rows, true)
 }
 
 func (t *sqlTx) enqueued(deviceID string, limit int) ([]msgRow, error) {
@@ -294,7 +299,7 @@ func (t *sqlTx) settle(m *msgRow) error {
 }
 
 func (t *sqlTx) insertSettled(m *msgRow) error {
-	props, err := marshalProps(m.Properties)
+	props, err := m.propsJSON()
 	if err != nil {
 		return err
 	}
@@ -310,8 +315,12 @@ func (t *sqlTx) insertSettled(m *msgRow) error {
 // statement, where a settle used to SELECT … FOR UPDATE and then DELETE.
 func (t *sqlTx) takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error) {
 	dirty := t.dirty
-	ms, err := t.queryMsgs(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
+	rows, err := t.query(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
 		AND locked_until > ? RETURNING `+msgCols, token, deviceID, string(iothub.StateInvisible), ms(now))
+	if err != nil {
+		return msgRow{}, false, err
+	}
+	ms, err := scanMsgs(rows, false)
 	if err != nil {
 		return msgRow{}, false, err
 	}

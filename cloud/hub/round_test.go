@@ -181,3 +181,43 @@ func waitRoundIdle(t *testing.T, h *Hub, id string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A settle that frees the slot of a device with messages waiting hands the next one to the
+// connection before Settle returns (its own transaction locked it), oldest first.
+func TestSettleDeliversTheNextMessageAtOnce(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight = 1
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	for i := range 3 {
+		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i)})
+	}
+	m := c.next(t)
+	if m.MessageID != "m0" {
+		t.Fatalf("first delivery %s", m.MessageID)
+	}
+	for i := 1; i < 3; i++ {
+		waitRoundIdle(t, h, "dev1") // the sends' round, which found no free slot
+		c.none(t, 20*time.Millisecond)
+		settle(t, h, "dev1", m, iothub.DispositionComplete, "")
+		select {
+		case m = <-c.ch:
+		default:
+			t.Fatalf("m%d was not handed to the connection by the time the settle of m%d returned", i, i-1)
+		}
+		if m.MessageID != fmt.Sprint("m", i) {
+			t.Fatalf("after settling m%d got %s", i-1, m.MessageID)
+		}
+		if st, err := h.MessageStatus(context.Background(), "dev1", m.MessageID); err != nil || st.State != iothub.StateInvisible || st.DeliveryCount != 1 {
+			t.Fatalf("%s: %+v, %v", m.MessageID, st, err)
+		}
+	}
+	settle(t, h, "dev1", m, iothub.DispositionComplete, "")
+	for i := range 3 {
+		if st := waitSettled(t, h, "dev1", fmt.Sprint("m", i)); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 1 {
+			t.Fatalf("m%d: %+v", i, st)
+		}
+	}
+}
