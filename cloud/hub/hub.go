@@ -287,10 +287,10 @@ type effects struct {
 	freed    map[string]bool // devices with a delivery slot freed
 	// round: a device whose next deliveries this transaction locked itself (a settle taking the
 	// device's round, round.go): the slot it freed starts no other round.
-	round string
-	records  int             // feedback records written
-	feedback bool            // feedback became receivable: a batch formed, or a record a waiting receiver batches
-	handoff  *handedBatch    // a batch locked for a waiting receiver (feedback_handoff.go)
+	round    string
+	records  int          // feedback records written
+	feedback bool         // feedback became receivable: a batch formed, or a record a waiting receiver batches
+	handoff  *handedBatch // a batch locked for a waiting receiver (feedback_handoff.go)
 	deadline time.Time
 }
 
