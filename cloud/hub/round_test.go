@@ -121,48 +121,6 @@ func TestSendDoesNotOvertakeAnEnqueuedMessage(t *testing.T) {
 	}
 }
 
-// With every slot taken, a send is queued and delivered when a slot frees, in order.
-func TestSendToBusyDeviceWaitsForASlot(t *testing.T) {
-	cfg := testConfig()
-	cfg.MaxInFlight = 2
-	h := newTestHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	c := newConn("dev1")
-	h.Attach(c)
-	for i := range 5 {
-		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i)})
-	}
-	var held []*iothub.Message
-	for i := range 2 {
-		m := c.next(t)
-		if m.MessageID != fmt.Sprint("m", i) {
-			t.Fatalf("delivery %d is %s", i, m.MessageID)
-		}
-		held = append(held, m)
-	}
-	c.none(t, 50*time.Millisecond)
-	for i := 2; i < 5; i++ {
-		settle(t, h, "dev1", held[0], iothub.DispositionComplete, "")
-		held = held[1:]
-		m := c.next(t)
-		if m.MessageID != fmt.Sprint("m", i) {
-			t.Fatalf("after a settle got %s, want m%d", m.MessageID, i)
-		}
-		held = append(held, m)
-		if q, _ := h.Queue(context.Background(), "dev1"); len(q) > 0 {
-			n := 0
-			for _, s := range q {
-				if s.State == iothub.StateInvisible {
-					n++
-				}
-			}
-			if n > cfg.MaxInFlight {
-				t.Fatalf("%d messages locked, max_in_flight %d", n, cfg.MaxInFlight)
-			}
-		}
-	}
-}
-
 // waitRoundIdle waits until no delivery round runs for the device.
 func waitRoundIdle(t *testing.T, h *Hub, id string) {
 	t.Helper()

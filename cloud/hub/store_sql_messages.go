@@ -86,25 +86,18 @@ func (t *sqlTx) pendingCounts() (map[string]int, error) {
 }
 
 func (t *sqlTx) insertMessage(m *msgRow) error {
-	props, err := m.propsJSON()
-	if err != nil {
-		return err
-	}
-	_, err = t.exec(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
-		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
-		state, delivery_count, lock_token, locked_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
-		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
-		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
-		string(iothub.StateEnqueued), 0)
-	return err
+	return t.insertRow(m, iothub.StateEnqueued, 0, "", time.Time{})
 }
 
-// insertRow inserts m in the given state and lock (insertFirst on concurrent writers).
+// insertRow inserts m in the given state and lock (no token: unlocked, lock columns NULL).
 func (t *sqlTx) insertRow(m *msgRow, state iothub.MessageState, deliveries int, token string, until time.Time) error {
 	props, err := m.propsJSON()
 	if err != nil {
 		return err
+	}
+	var tok, lockedUntil any // NULL: lock_token is unique among the locked messages only
+	if token != "" {
+		tok, lockedUntil = token, ms(until)
 	}
 	_, err = t.exec(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
 		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
@@ -112,7 +105,7 @@ func (t *sqlTx) insertRow(m *msgRow, state iothub.MessageState, deliveries int, 
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
 		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
-		string(state), deliveries, token, ms(until))
+		string(state), deliveries, tok, lockedUntil)
 	return err
 }
 
