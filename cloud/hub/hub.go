@@ -285,9 +285,12 @@ type effects struct {
 	requeued []msgRow        // back to Enqueued (LockToken = the lock they had)
 	kick     map[string]bool // devices with messages to deliver
 	freed    map[string]bool // devices with a delivery slot freed
-	records  int             // feedback records written
-	feedback bool            // feedback became receivable: a batch formed, or a record a waiting receiver batches
-	handoff  *handedBatch    // a batch locked for a waiting receiver (feedback_handoff.go)
+	// round: a device whose next deliveries this transaction locked itself (a settle taking the
+	// device's round, round.go): the slot it freed starts no other round.
+	round    string
+	records  int          // feedback records written
+	feedback bool         // feedback became receivable: a batch formed, or a record a waiting receiver batches
+	handoff  *handedBatch // a batch locked for a waiting receiver (feedback_handoff.go)
 	deadline time.Time
 }
 
@@ -345,7 +348,7 @@ func (h *Hub) apply(e *effects) {
 		h.kick(id)
 	}
 	for id := range e.freed {
-		if !e.kick[id] {
+		if !e.kick[id] && id != e.round {
 			h.kickFreed(id)
 		}
 	}

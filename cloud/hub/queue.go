@@ -42,6 +42,13 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	if m.MessageID == "" {
 		m.MessageID = newUUID()
 	}
+	// Encoded here rather than in the transaction: the store's one writer is the hub's
+	// bottleneck under load, the senders are many.
+	props, err := marshalProps(m.Properties)
+	if err != nil {
+		return iothub.SendResult{}, errInvalid("properties: %v", err)
+	}
+	m.storedProps = props
 	if req.ExpiryTimeUTC != nil {
 		exp := req.ExpiryTimeUTC.UTC().Truncate(time.Millisecond)
 		// A client computing "now + min_ttl" loses a little to transit: allow a small grace.
@@ -69,14 +76,19 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	}
 	// Percent-encoding can triple a property's size: refuse now what could never be put on the
 	// wire, rather than store it and fail every delivery (the longest form: with a lock token).
+	// The topic is built to measure it only when its upper bound could pass the limit (building
+	// it for every send was 8 % of the hub's allocated bytes under load).
 	wire.LockToken = longestLockToken
-	if n := len(iothub.DeliveryTopic(deviceID, wire, true)); n > iothub.MaxTopicLength {
-		return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
-			n, iothub.MaxTopicLength)
+	if iothub.DeviceBoundTopicBound(deviceID, wire) > iothub.MaxTopicLength {
+		if n := len(iothub.DeliveryTopic(deviceID, wire, true)); n > iothub.MaxTopicLength {
+			return iothub.SendResult{}, errInvalid("message's delivery topic would be %d bytes (MQTT's limit %d: properties are percent-encoded into it); send fewer or shorter properties, or put the data in the body",
+				n, iothub.MaxTopicLength)
+		}
 	}
 	begin := time.Now()
-	err := h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
-		seq, n, ok, err := tx.enqueue(m, h.cfg.MaxQueueDepth)
+	var round heldRound // the device's delivery round, when this send takes it (round.go)
+	err = h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
+		seq, n, ok, err := round.enqueue(h, tx, m, h.cfg.MaxQueueDepth, e)
 		if err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
@@ -88,17 +100,18 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 				"device %s has %d messages pending (limit %d): purge its queue or wait for it to drain",
 				deviceID, n, h.cfg.MaxQueueDepth)
 		}
-		e.kickDevice(deviceID)
 		e.wake(m.ExpiresAt)
 		return nil
 	})
 	if err != nil {
+		round.finish(h, false)
 		return iothub.SendResult{}, err
 	}
 	h.stage(StageCommit, begin)
 	if h.ev.Sent != nil {
 		h.ev.Sent(deviceID)
 	}
+	round.finish(h, true)
 	return iothub.SendResult{
 		DeviceID:        deviceID,
 		MessageID:       m.MessageID,
@@ -463,33 +476,11 @@ func (h *Hub) dispatch(ds *devState) {
 		began := time.Now()
 		err := h.updateFor(context.Background(), ds.id, func(tx storeTx, e *effects) error {
 			locked, again = nil, false
-			// One statement locks the round's messages, while this node holds the device: the
-			// delivery count is durable before Deliver is called, so a device that crashes on a
-			// message still uses up one of its deliveries.
-			now := h.now()
-			until := now.Add(h.cfg.LockTimeout)
-			ms, err := tx.lockNextOwned(ds.id, h.owner(ds), free, until, newLockPrefix())
-			if err != nil {
+			var err error
+			if locked, again, err = h.lockRound(tx, ds.id, h.owner(ds), free, e); err != nil {
 				return err
 			}
-			for i := range ms {
-				m := &ms[i]
-				if m.ExpiresAt.After(now) {
-					locked = append(locked, *m)
-					continue
-				}
-				// Its TTL passed before the timer expired it: Expired, never delivered.
-				m.DeliveryCount--
-				m.State, m.LockToken, m.LockedUntil = iothub.StateEnqueued, "", time.Time{}
-				if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
-					return err
-				}
-				again = true
-			}
-			if len(locked) > 0 {
-				e.wake(until)
-			}
-			return h.batchIfRecorded(tx, now, e)
+			return h.batchIfRecorded(tx, h.now(), e)
 		})
 		if err != nil {
 			ds.sendMu.Unlock()
@@ -522,6 +513,37 @@ func (h *Hub) dispatch(ds *devState) {
 			}
 		}
 	}
+}
+
+// lockRound locks up to free of the device's Enqueued messages, oldest first, for delivery while
+// o holds the device (errFenced otherwise): one statement, so the delivery count is durable before Deliver is called and a device that crashes
+// on a message still uses up one of its deliveries. A message whose TTL passed before the timer
+// expired it is Expired instead, never delivered; again reports that the slots those took are
+// free again.
+func (h *Hub) lockRound(tx storeTx, id string, o owner, free int, e *effects) (locked []msgRow, again bool, err error) {
+	now := h.now()
+	until := now.Add(h.cfg.LockTimeout)
+	ms, err := tx.lockNextOwned(id, o, free, until, newLockPrefix())
+	if err != nil {
+		return nil, false, err
+	}
+	for i := range ms {
+		m := &ms[i]
+		if m.ExpiresAt.After(now) {
+			locked = append(locked, *m)
+			continue
+		}
+		m.DeliveryCount--
+		m.State, m.LockToken, m.LockedUntil = iothub.StateEnqueued, "", time.Time{}
+		if err := h.finish(tx, m, iothub.StatusExpired, "", now, e); err != nil {
+			return nil, false, err
+		}
+		again = true
+	}
+	if len(locked) > 0 {
+		e.wake(until)
+	}
+	return locked, again, nil
 }
 
 // deliverLocked hands locked messages to the attachment's Conn; ds.sendMu is held, so ds is not
@@ -589,6 +611,7 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 			return errLockLost(deviceID, lockToken)
 		}
 	}
+	var round heldRound // the device's next delivery round, when this settle takes it (round.go)
 	err := h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
 		now := h.now()
 		if d != iothub.DispositionAbandon {
@@ -605,6 +628,9 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 				return err
 			}
 			if err := h.recorded(tx, &m, now, e); err != nil {
+				return err
+			}
+			if err := round.next(h, tx, deviceID, lockToken, e); err != nil {
 				return err
 			}
 			return h.batchIfRecorded(tx, now, e)
@@ -630,9 +656,11 @@ func (h *Hub) Settle(ctx context.Context, deviceID, lockToken string, d iothub.D
 		return h.batchIfRecorded(tx, now, e)
 	})
 	if err != nil {
+		round.finish(h, false)
 		return err
 	}
 	h.stage(StageSettle, began)
+	round.finish(h, true)
 	h.mu.Lock()
 	h.activity[deviceID] = h.now()
 	h.mu.Unlock()

@@ -16,7 +16,9 @@ const (
 	// StageCommit is Send: validation and the transaction that makes the message durable.
 	StageCommit Stage = "commit"
 	// StageDeliver is one dispatch round, per message it delivered: the transaction that locks
-	// messages (their delivery count durable) and the hand-over of each to the connection.
+	// messages (their delivery count durable) and the hand-over of each to the connection. A
+	// message locked by its own send's or by a settle's transaction (round.go) counts the
+	// hand-over alone: its lock is in that stage's commit.
 	StageDeliver Stage = "deliver"
 	// StageSettle is Settle: from the device's disposition (the broker's call on its PUBACK or
 	// disposition publish) to the outcome, and its feedback record, being durable.

@@ -74,6 +74,20 @@ type msgRow struct {
 	Outcome   iothub.FeedbackStatus
 	Reason    string
 	SettledAt time.Time
+
+	// storedProps is Properties as the store keeps them (JSON), when known: read from the store,
+	// or encoded by Send before its transaction. Writes store it as is, so the group-committing
+	// writer neither encodes nor (for a settle, which takes a message without decoding them)
+	// decodes properties. A message's properties never change after its send.
+	storedProps string
+}
+
+// propsJSON is m's properties as stored.
+func (m *msgRow) propsJSON() (string, error) {
+	if m.storedProps != "" {
+		return m.storedProps, nil
+	}
+	return marshalProps(m.Properties)
 }
 
 // batchRow is a feedback batch as stored.
@@ -106,6 +120,11 @@ type storeTx interface {
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error
+	// insertFirst inserts m like insertMessage, except when no other message of the device is
+	// Enqueued: then m is stored locked for its first delivery (Invisible until until, delivery
+	// count 1, lock token token) and locked is true. A send whose device is ready for it locks
+	// its message in its own transaction (round.go).
+	insertFirst(m *msgRow, token string, until time.Time) (locked bool, err error)
 	pending(deviceID string) ([]msgRow, error)
 	byToken(deviceID, token string) (msgRow, bool, error)
 	byMessageID(deviceID, messageID string) (msgRow, bool, error) // pending or settled, newest
@@ -117,7 +136,8 @@ type storeTx interface {
 	settle(m *msgRow) error // moves m to the settled outcomes (m.Outcome, Reason, SettledAt set)
 	// takeLocked removes and returns the device's message locked under token, if it is Invisible
 	// and its lock is valid at now (one statement: the lookup and the removal of a settle);
-	// insertSettled then records its outcome.
+	// insertSettled then records its outcome. Its properties are returned as stored only
+	// (storedProps; Properties nil).
 	takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error)
 	insertSettled(m *msgRow) error
 	// enqueue, lockNextOwned and settleLocked are a command's three writes, each in as few

@@ -222,6 +222,15 @@ func sameMsg(t *testing.T, what string, got, want msgRow) {
 		t.Fatalf("%s: body %x, want %x", what, got.Body, want.Body)
 	}
 	got.Body, want.Body = nil, nil
+	if got.Properties == nil && got.storedProps != "" {
+		// Returned as stored (takeLocked): the stored form must decode to the properties.
+		p, err := unmarshalProps(got.storedProps)
+		if err != nil {
+			t.Fatalf("%s: stored properties %q: %v", what, got.storedProps, err)
+		}
+		got.Properties = p
+	}
+	got.storedProps, want.storedProps = "", ""
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
 	}

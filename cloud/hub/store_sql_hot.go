@@ -27,7 +27,7 @@ func (t *sqlTx) enqueue(m *msgRow, maxPending int) (int64, int, bool, error) {
 	}
 	// One round trip: c2d_enqueue_1 (store_pg.go) locks the device row, then counts and inserts
 	// in statements of their own, so the count is exact while concurrent nodes take turns.
-	props, err := marshalProps(m.Properties)
+	props, err := m.propsJSON()
 	if err != nil {
 		return 0, 0, false, err
 	}
@@ -133,7 +133,7 @@ func (t *sqlTx) settleLocked(deviceID, token string, now time.Time, o owner, out
 	}
 	dirty := t.dirty
 	state := outcome.Terminal()
-	ms, err := t.queryMsgs(`WITH `+ownedCTE+`,
+	rows, err := t.query(`WITH `+ownedCTE+`,
 		del AS (DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
 			AND locked_until > ? AND EXISTS (SELECT 1 FROM own) RETURNING `+msgCols+`),
 		ins AS (INSERT INTO settled (device_id, seq, message_id, correlation_id, ack, properties,
@@ -144,6 +144,10 @@ func (t *sqlTx) settleLocked(deviceID, token string, now time.Time, o owner, out
 		deviceID, o.node, o.epoch,
 		token, deviceID, string(iothub.StateInvisible), ms(now),
 		string(state), string(outcome), reason, ms(now))
+	if err != nil {
+		return msgRow{}, false, err
+	}
+	ms, err := scanMsgs(rows, false) // as takeLocked: a settle has no use for the properties decoded
 	if err != nil {
 		return msgRow{}, false, err
 	}

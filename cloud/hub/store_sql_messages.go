@@ -86,29 +86,82 @@ func (t *sqlTx) pendingCounts() (map[string]int, error) {
 }
 
 func (t *sqlTx) insertMessage(m *msgRow) error {
-	props, err := marshalProps(m.Properties)
+	return t.insertRow(m, iothub.StateEnqueued, 0, "", time.Time{})
+}
+
+// insertRow inserts m in the given state and lock (no token: unlocked, lock columns NULL).
+func (t *sqlTx) insertRow(m *msgRow, state iothub.MessageState, deliveries int, token string, until time.Time) error {
+	props, err := m.propsJSON()
 	if err != nil {
 		return err
 	}
-	explicit := 0
-	if m.ExplicitExpiry {
-		explicit = 1
+	var tok, lockedUntil any // NULL: lock_token is unique among the locked messages only
+	if token != "" {
+		tok, lockedUntil = token, ms(until)
 	}
 	_, err = t.exec(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
 		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
 		state, delivery_count, lock_token, locked_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
-		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicit,
-		string(iothub.StateEnqueued), 0)
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
+		string(state), deliveries, tok, lockedUntil)
 	return err
+}
+
+// insertFirst inserts m (Enqueued, as insertMessage) unless none of the device's other messages is
+// Enqueued: then m goes in locked for its first delivery under token until until (Invisible,
+// delivery count 1), and locked reports it. On a serial store it is one statement: the check and
+// the insert cannot be separated by another writer.
+func (t *sqlTx) insertFirst(m *msgRow, token string, until time.Time) (locked bool, err error) {
+	if !t.d.serial {
+		// Concurrent writers: the send locked the device row (nextSeq); the check is a statement
+		// of its own.
+		var waiting bool
+		if err := t.queryRow(`SELECT EXISTS (SELECT 1 FROM messages WHERE device_id = ? AND state = ?)`,
+			m.DeviceID, string(iothub.StateEnqueued)).Scan(&waiting); err != nil {
+			return false, err
+		}
+		if waiting {
+			return false, t.insertMessage(m)
+		}
+		return true, t.insertRow(m, iothub.StateInvisible, 1, token, until)
+	}
+	props, err := m.propsJSON()
+	if err != nil {
+		return false, err
+	}
+	var count int
+	err = t.queryRow(`INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
+		content_type, content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry,
+		state, delivery_count, lock_token, locked_until)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+			CASE WHEN q.w THEN ? ELSE ? END, CASE WHEN q.w THEN 0 ELSE 1 END,
+			CASE WHEN q.w THEN NULL ELSE ? END, CASE WHEN q.w THEN NULL ELSE ? END
+		FROM (SELECT EXISTS (SELECT 1 FROM messages WHERE device_id = ? AND state = ?) AS w) AS q
+		RETURNING delivery_count`,
+		m.DeviceID, m.Seq, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
+		string(iothub.StateEnqueued), string(iothub.StateInvisible), token, ms(until),
+		m.DeviceID, string(iothub.StateEnqueued)).Scan(&count)
+	t.dirty = true
+	return count == 1, err
+}
+
+func explicitInt(m *msgRow) int {
+	if m.ExplicitExpiry {
+		return 1
+	}
+	return 0
 }
 
 const msgCols = `device_id, seq, message_id, correlation_id, user_id, ack, content_type,
 	content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry, state,
 	delivery_count, lock_token, locked_until`
 
-func scanMsgs(rows *sql.Rows) ([]msgRow, error) {
+// scanMsgs reads message rows; with decode false their properties are kept as stored (a settle
+// only copies them into its outcome: decoding and re-encoding them was a share of the writer's CPU).
+func scanMsgs(rows *sql.Rows, decode bool) ([]msgRow, error) {
 	defer rows.Close()
 	var out []msgRow
 	for rows.Next() {
@@ -123,9 +176,12 @@ func scanMsgs(rows *sql.Rows) ([]msgRow, error) {
 			&m.DeliveryCount, &tok, &until); err != nil {
 			return nil, err
 		}
-		var err error
-		if m.Properties, err = unmarshalProps(props); err != nil {
-			return nil, err
+		m.storedProps = props
+		if decode {
+			var err error
+			if m.Properties, err = unmarshalProps(props); err != nil {
+				return nil, err
+			}
 		}
 		m.EnqueuedAt, m.ExpiresAt, m.ExplicitExpiry = fromMs(enq), fromMs(exp), explicit != 0
 		m.LockToken, m.LockedUntil = tok.String, fromMs(until.Int64)
@@ -139,7 +195,7 @@ func (t *sqlTx) queryMsgs(q string, args ...any) ([]msgRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	return scanMsgs(rows)
+	return scanMsgs(rows, true)
 }
 
 func (t *sqlTx) pending(deviceID string) ([]msgRow, error) {
@@ -225,7 +281,7 @@ func (t *sqlTx) settle(m *msgRow) error {
 }
 
 func (t *sqlTx) insertSettled(m *msgRow) error {
-	props, err := marshalProps(m.Properties)
+	props, err := m.propsJSON()
 	if err != nil {
 		return err
 	}
@@ -241,8 +297,12 @@ func (t *sqlTx) insertSettled(m *msgRow) error {
 // statement, where a settle used to SELECT … FOR UPDATE and then DELETE.
 func (t *sqlTx) takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error) {
 	dirty := t.dirty
-	ms, err := t.queryMsgs(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
+	rows, err := t.query(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
 		AND locked_until > ? RETURNING `+msgCols, token, deviceID, string(iothub.StateInvisible), ms(now))
+	if err != nil {
+		return msgRow{}, false, err
+	}
+	ms, err := scanMsgs(rows, false)
 	if err != nil {
 		return msgRow{}, false, err
 	}

@@ -88,6 +88,25 @@ func DeviceBoundTopic(deviceID string, m *Message) string {
 	return "devices/" + escapeTopicID(deviceID) + "/messages/devicebound/" + EncodePropertyBag(MessageBag(deviceID, m))
 }
 
+// DeviceBoundTopicBound is an upper bound of len(DeviceBoundTopic(deviceID, m)), computed without
+// building the topic (percent-encoding turns a byte into at most three): a hub validating a send
+// builds the topic to measure it only when the bound passes MaxTopicLength.
+func DeviceBoundTopicBound(deviceID string, m *Message) int {
+	const names = len(PropMessageID) + len(PropCorrelationID) + len(PropUserID) + len(PropTo) +
+		len(PropExpiry) + len(PropContentType) + len(PropContentEncoding) + len(PropAck) + len(LockTokenProperty)
+	to := len(m.To)
+	if to == 0 {
+		to = len("/devices/") + len(deviceID) + len("/messages/deviceBound")
+	}
+	values := len(m.MessageID) + len(m.CorrelationID) + len(m.UserID) + to + 2*len(ExpiryFormat) +
+		len(m.ContentType) + len(m.ContentEncoding) + len(m.Ack) + len(m.LockToken)
+	n := len("devices/") + 3*len(deviceID) + len("/messages/devicebound/") + 3*(names+values) + 2*9
+	for _, p := range m.Properties {
+		n += 3*(len(p.Name)+len(p.Value)) + 2
+	}
+	return n
+}
+
 // DeliveryTopic is the topic a hub publishes m on for one connection: DeviceBoundTopic, with the
 // extension's $c2d.lt only when the connection opted in (a plain Azure device never sees it).
 func DeliveryTopic(deviceID string, m *Message, extension bool) string {

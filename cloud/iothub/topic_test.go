@@ -220,3 +220,31 @@ func TestClientID(t *testing.T) {
 		}
 	}
 }
+
+// DeviceBoundTopicBound is never below the topic's real length, however the properties encode
+// (plain, every byte escaped, null values, no $.to, an explicit expiry, a lock token), and an
+// ordinary message is far below the limit, so its topic need not be built to check it.
+func TestDeviceBoundTopicBound(t *testing.T) {
+	esc := strings.Repeat("%&= ü", 50)
+	exp := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		id string
+		m  Message
+	}{
+		{"d", Message{}},
+		{"dev-1", Message{MessageID: "m1", Ack: AckFull, Properties: []AppProperty{{Name: "output", Value: "led1"}}}},
+		{"a%b+c#d/e", Message{MessageID: esc, CorrelationID: esc, UserID: esc, To: esc, ContentType: esc,
+			ContentEncoding: esc, Ack: AckNegative, LockToken: esc, ExpiryTime: exp,
+			Properties: []AppProperty{{Name: esc, Value: esc}, {Name: "n"}, {Name: "", Value: esc}}}},
+		{strings.Repeat("%", 128), Message{Properties: []AppProperty{{Name: esc, Value: strings.Repeat("%", 30000)}}}},
+	}
+	for i, c := range cases {
+		got, bound := len(DeviceBoundTopic(c.id, &c.m)), DeviceBoundTopicBound(c.id, &c.m)
+		if bound < got {
+			t.Errorf("case %d: bound %d below the topic's %d bytes", i, bound, got)
+		}
+	}
+	if b := DeviceBoundTopicBound("dev-1", &cases[1].m); b > 2000 {
+		t.Errorf("an ordinary message's bound is %d bytes", b)
+	}
+}
