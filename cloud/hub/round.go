@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"strconv"
 	"time"
 
@@ -20,13 +21,15 @@ import (
 // lock in the store to the hand-over, so a Detach waits for it and then returns the messages to
 // the queue like any delivered ones; it is taken only while no other round runs
 // (devState.running), so FIFO order and MaxInFlight are kept as a round keeps them; a send's
-// message is locked only when none of the device's messages is Enqueued (insertFirst: the check
-// and the insert in one statement), a settle locks the oldest Enqueued (lockNext). The lock's
-// expiry is taken from the transaction's clock, the delivery count is durable before the device
-// can see the message, and a crash before the hand-over leaves locked messages that recovery (or
-// the lock's expiry) returns to the queue, as for a round. Only on a store of this node alone: in
-// a cluster every round checks the device's ownership in its transaction, and the shortcut is left
-// to the rounds (dispatch).
+// message is locked only when none of the device's messages is Enqueued (enqueueFirst: on SQLite
+// the check and the insert are one statement, on PostgreSQL one function call), a settle locks the
+// oldest Enqueued (lockNext). The lock's expiry is taken from the transaction's clock, the delivery
+// count is durable before the device can see the message, and a crash before the hand-over leaves
+// locked messages that recovery (or the lock's expiry) returns to the queue, as for a round. In a
+// cluster the lock is conditional on this node holding the device at the attachment's epoch,
+// checked in the same transaction as a round checks it (the session row stays locked until the
+// commit); a send that finds the device taken over stores its message Enqueued and kicks, and the
+// round that runs then finds the session lost.
 
 // heldRound is a send's or settle's claim on its device's delivery round; the zero value claims
 // nothing.
@@ -45,7 +48,7 @@ type heldRound struct {
 // calls it, and a round waiting for the writer may hold sendMu. want says whether the device is
 // worth a round (a settle's device may have nothing queued).
 func (r *heldRound) claim(h *Hub, deviceID string, free func(*devState) int, want func(*devState) bool) *devState {
-	if r.ds != nil || h.cl != nil {
+	if r.ds != nil {
 		return r.ds
 	}
 	h.mu.Lock()
@@ -63,50 +66,32 @@ func (r *heldRound) claim(h *Hub, deviceID string, free func(*devState) int, wan
 	return ds
 }
 
-// enqueue takes m's sequence number and stores it, when fewer than maxPending of its device's
-// messages are pending (tx.enqueue's results). In a cluster that is tx.enqueue (one round trip on
-// PostgreSQL) and the device is kicked: rounds run in dispatch, where they check ownership.
+// enqueue takes m's sequence number and stores it when fewer than maxPending of its device's
+// messages are pending (tx.enqueue's results): locked for its first delivery when r takes the
+// device's round, this node holds the device and nothing older waits (tx.enqueueFirst);
+// otherwise Enqueued, and its device is kicked.
 func (r *heldRound) enqueue(h *Hub, tx storeTx, m *msgRow, maxPending int, e *effects) (seq int64, pending int, found bool, err error) {
-	if h.cl != nil {
-		seq, pending, found, err = tx.enqueue(m, maxPending)
-		if err == nil && seq != 0 {
-			e.kickDevice(m.DeviceID)
-		}
-		return seq, pending, found, err
-	}
-	seq, pending, found, err = tx.nextSeq(m.DeviceID, maxPending)
-	if err != nil || !found || seq == 0 {
-		return seq, pending, found, err
-	}
-	m.Seq = seq
-	return seq, pending, true, r.insert(h, tx, m, e)
-}
-
-// insert stores a send's m (its Seq taken), locked for its first delivery when r holds the round
-// and the device has nothing older waiting; otherwise Enqueued, and its device is kicked.
-func (r *heldRound) insert(h *Hub, tx storeTx, m *msgRow, e *effects) error {
 	r.locked, r.drained, r.again = nil, false, false
 	free := func(ds *devState) int { return h.cfg.MaxInFlight - len(ds.inflight) }
 	always := func(*devState) bool { return true }
+	var l firstLock
 	if ds := r.claim(h, m.DeviceID, free, always); ds != nil {
-		l := *m
-		l.LockToken = newLockPrefix() + strconv.FormatInt(m.Seq, 10)
-		l.LockedUntil = h.now().Add(h.cfg.LockTimeout)
-		locked, err := tx.insertFirst(&l, l.LockToken, l.LockedUntil)
-		if err != nil {
-			return err
-		}
-		if locked {
-			l.State, l.DeliveryCount = iothub.StateInvisible, 1
-			r.locked, r.drained = []msgRow{l}, true
-			e.wake(l.LockedUntil)
-			return nil
-		}
-	} else if err := tx.insertMessage(m); err != nil {
-		return err
+		l = firstLock{o: h.owner(ds), prefix: newLockPrefix(), until: h.now().Add(h.cfg.LockTimeout)}
 	}
-	e.kickDevice(m.DeviceID)
-	return nil
+	seq, pending, found, locked, err := tx.enqueueFirst(m, maxPending, l)
+	if err != nil || seq == 0 {
+		return seq, pending, found, err
+	}
+	if !locked {
+		e.kickDevice(m.DeviceID)
+		return seq, pending, found, nil
+	}
+	d := *m
+	d.State, d.DeliveryCount = iothub.StateInvisible, 1
+	d.LockToken, d.LockedUntil = l.prefix+strconv.FormatInt(seq, 10), l.until
+	r.locked, r.drained = []msgRow{d}, true
+	e.wake(l.until)
+	return seq, pending, found, nil
 }
 
 // next, in a settle's transaction after the message under token left the queue, locks the
@@ -127,7 +112,14 @@ func (r *heldRound) next(h *Hub, tx storeTx, deviceID, token string, e *effects)
 	}
 	e.round = deviceID
 	var err error
-	if r.locked, r.again, err = h.lockRound(tx, deviceID, owner{}, r.free, e); err != nil {
+	r.locked, r.again, err = h.lockRound(tx, deviceID, h.owner(r.ds), r.free, e)
+	if errors.Is(err, errFenced) {
+		// The settle itself was allowed (its own check passed), but this attachment is not the
+		// device's session any more (it was taken over since): its rounds find out and stop.
+		r.locked, r.again = nil, false
+		e.round = ""
+		return nil
+	} else if err != nil {
 		return err
 	}
 	r.drained = len(r.locked) < r.free

@@ -7,53 +7,102 @@ import (
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/pgtest"
 )
 
-// insertFirst locks the new message for its first delivery only when none of the device's other
-// messages is Enqueued: a locked (Invisible) older message does not hold it back, an Enqueued one
-// does, and another device's queue does not matter.
-func TestStoreInsertFirst(t *testing.T) {
+// enqueueFirst locks the new message for its first delivery only when asked to, when the owner
+// it is given holds the device, and when none of the device's other messages is Enqueued: a
+// locked (Invisible) older message does not hold it back, an Enqueued one does, and another
+// device's queue does not matter. A full queue or an unknown device writes nothing.
+func TestStoreEnqueueFirst(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store, _ func() store) {
+		var epoch int64
 		up(t, st, func(tx storeTx) error {
-			for _, d := range []string{"d", "e"} {
+			for _, d := range []string{"d", "e", "own", "stale", "none", "nolock"} {
 				if err := tx.insertDevice(deviceRow{ID: d, Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+					return err
+				}
+			}
+			for _, d := range []string{"own", "stale"} {
+				var err error
+				if epoch, err = tx.claimDevice(d, "node-a", at(0)); err != nil {
 					return err
 				}
 			}
 			m := testMsg("e", 1) // Enqueued, another device
 			return tx.insertMessage(&m)
 		})
-		insert := func(seq int64) bool {
+		n := 0
+		enqueue := func(dev string, max int, l firstLock) (seq int64, pending int, found, locked bool) {
 			t.Helper()
-			var locked bool
+			n++
 			up(t, st, func(tx storeTx) error {
-				m := testMsg("d", seq)
+				m := testMsg(dev, 0)
+				m.MessageID = fmt.Sprint("m", n)
 				var err error
-				locked, err = tx.insertFirst(&m, fmt.Sprint("tok", seq), at(time.Minute))
+				seq, pending, found, locked, err = tx.enqueueFirst(&m, max, l)
+				if err == nil && seq != 0 && m.Seq != seq {
+					t.Errorf("enqueueFirst returned seq %d but set m.Seq %d", seq, m.Seq)
+				}
 				return err
 			})
-			return locked
+			return seq, pending, found, locked
 		}
-		if !insert(1) {
-			t.Fatal("the first message of an empty queue was not locked")
+		lock := firstLock{prefix: "tok", until: at(time.Minute)}
+		if seq, _, _, locked := enqueue("d", 10, lock); seq != 1 || !locked {
+			t.Fatalf("the first message of an empty queue: seq %d, locked %v; want 1, locked", seq, locked)
 		}
-		if !insert(2) {
-			t.Fatal("a message behind a locked (Invisible) one was not locked")
+		if seq, _, _, locked := enqueue("d", 10, lock); seq != 2 || !locked {
+			t.Fatalf("a message behind a locked (Invisible) one: seq %d, locked %v; want 2, locked", seq, locked)
 		}
 		up(t, st, func(tx storeTx) error { return tx.requeue("d", 1) })
-		if insert(3) {
-			t.Fatal("a message behind an Enqueued one was locked: it would overtake it")
+		if seq, _, _, locked := enqueue("d", 10, lock); seq != 3 || locked {
+			t.Fatalf("a message behind an Enqueued one: seq %d, locked %v; it must not overtake it", seq, locked)
+		}
+		if seq, pending, found, locked := enqueue("d", 3, lock); seq != 0 || pending != 3 || !found || locked {
+			t.Fatalf("a full queue: seq %d, pending %d, found %v, locked %v; want 0, 3, true, false", seq, pending, found, locked)
+		}
+		if seq, _, found, _ := enqueue("ghost", 10, lock); seq != 0 || found {
+			t.Fatalf("an unknown device: seq %d, found %v", seq, found)
+		}
+		held := firstLock{o: owner{node: "node-a", epoch: epoch}, prefix: "tok", until: at(time.Minute)}
+		if _, _, _, locked := enqueue("own", 10, held); !locked {
+			t.Fatal("not locked although its owner holds the device")
+		}
+		stale := held
+		stale.o.epoch = epoch - 1
+		if _, _, _, locked := enqueue("stale", 10, stale); locked {
+			t.Fatal("locked for an owner whose epoch is stale")
+		}
+		if _, _, _, locked := enqueue("none", 10, held); locked {
+			t.Fatal("locked for an owner of a device no node holds")
+		}
+		if _, _, _, locked := enqueue("nolock", 10, firstLock{}); locked {
+			t.Fatal("locked without being asked to")
 		}
 		see(t, st, func(tx storeTx) error {
-			want := []msgRow{testMsg("d", 1), testMsg("d", 2), testMsg("d", 3)}
-			want[0].DeliveryCount = 1 // requeued: its delivery count stays
-			want[1].State, want[1].DeliveryCount, want[1].LockToken, want[1].LockedUntil = iothub.StateInvisible, 1, "tok2", at(time.Minute)
-			got, err := tx.pending("d")
-			if err != nil || len(got) != 3 {
-				t.Fatalf("pending = %+v, %v", got, err)
+			withID := func(m msgRow, id string) msgRow { m.MessageID = id; return m }
+			locked := func(m msgRow, token string) msgRow {
+				m.State, m.DeliveryCount, m.LockToken, m.LockedUntil = iothub.StateInvisible, 1, token, at(time.Minute)
+				return m
 			}
-			for i := range got {
-				sameMsg(t, fmt.Sprintf("message %d", i+1), got[i], want[i])
+			want := map[string][]msgRow{
+				"d":      {withID(testMsg("d", 0), "m1"), locked(withID(testMsg("d", 0), "m2"), "tok2"), withID(testMsg("d", 0), "m3")},
+				"own":    {locked(withID(testMsg("own", 0), "m6"), "tok1")},
+				"stale":  {withID(testMsg("stale", 0), "m7")},
+				"none":   {withID(testMsg("none", 0), "m8")},
+				"nolock": {withID(testMsg("nolock", 0), "m9")},
+			}
+			want["d"][0].DeliveryCount = 1 // requeued: its delivery count stays
+			for dev, ws := range want {
+				got, err := tx.pending(dev)
+				if err != nil || len(got) != len(ws) {
+					t.Fatalf("pending(%s) = %+v, %v; want %d messages", dev, got, err, len(ws))
+				}
+				for i := range got {
+					ws[i].Seq = int64(i + 1)
+					sameMsg(t, fmt.Sprintf("%s message %d", dev, i+1), got[i], ws[i])
+				}
 			}
 			return nil
 		})
@@ -62,9 +111,19 @@ func TestStoreInsertFirst(t *testing.T) {
 
 // A send to an attached device with a free slot and nothing waiting is handed to the connection
 // before Send returns, locked for its first delivery with the lock timeout counted from the send.
+// In a cluster too: the lock is then conditional on this node holding the device.
 func TestSendToReadyDeviceDeliversAtOnce(t *testing.T) {
-	cfg := testConfig()
-	h := newTestHub(t, cfg)
+	t.Run("one node", func(t *testing.T) {
+		cfg := testConfig()
+		sendToReadyDevice(t, newTestHub(t, cfg), cfg)
+	})
+	t.Run("cluster node", func(t *testing.T) {
+		h := openNode(t, pgtest.DB(t), "a")
+		sendToReadyDevice(t, h, h.cfg)
+	})
+}
+
+func sendToReadyDevice(t *testing.T, h *Hub, cfg Config) {
 	mustDevice(t, h, "dev1")
 	c := newConn("dev1")
 	h.Attach(c)

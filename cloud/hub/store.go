@@ -120,11 +120,6 @@ type storeTx interface {
 	pendingCount(deviceID string) (int, error)
 	pendingCounts() (map[string]int, error)
 	insertMessage(m *msgRow) error
-	// insertFirst inserts m like insertMessage, except when no other message of the device is
-	// Enqueued: then m is stored locked for its first delivery (Invisible until until, delivery
-	// count 1, lock token token) and locked is true. A send whose device is ready for it locks
-	// its message in its own transaction (round.go).
-	insertFirst(m *msgRow, token string, until time.Time) (locked bool, err error)
 	pending(deviceID string) ([]msgRow, error)
 	byToken(deviceID, token string) (msgRow, bool, error)
 	byMessageID(deviceID, messageID string) (msgRow, bool, error) // pending or settled, newest
@@ -145,6 +140,10 @@ type storeTx interface {
 	// while o holds the device (errFenced otherwise); a complete or reject (takeLocked and
 	// insertSettled, the returned message as settled) while o holds the device.
 	enqueue(m *msgRow, maxPending int) (seq int64, pending int, found bool, err error)
+	// enqueueFirst is enqueue, locking m for its first delivery as l says (Invisible, delivery
+	// count 1) when l.o holds the device and none of its other messages is Enqueued (locked):
+	// a send whose device is ready for it is its device's delivery round (round.go).
+	enqueueFirst(m *msgRow, maxPending int, l firstLock) (seq int64, pending int, found, locked bool, err error)
 	lockNextOwned(deviceID string, o owner, limit int, until time.Time, prefix string) ([]msgRow, error)
 	settleLocked(deviceID, token string, now time.Time, o owner, outcome iothub.FeedbackStatus, reason string) (msgRow, bool, error)
 	lockExpired(now time.Time, limit int) ([]msgRow, error)

@@ -245,19 +245,25 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 // rolling upgrade) each call their own. They are created (or replaced by the same text) at every
 // start, after the migrations, under the migration lock; they hold no data.
 var pgFunctions = []string{
-	// c2d_enqueue_1 is enqueue (store_sql_hot.go) in one round trip: the device row is locked,
-	// then the queue counted and the message inserted by statements of their own. In READ
-	// COMMITTED each statement of a volatile function takes a new snapshot, so the count sees
-	// every message committed before the lock was granted (concurrent nodes take turns per device).
-	// known false: no such device; seq 0: the queue is full (pending messages), nothing written.
-	`CREATE OR REPLACE FUNCTION c2d_enqueue_1(p_device TEXT, p_max BIGINT, p_message_id TEXT,
+	// c2d_enqueue_2 is enqueueFirst (store_sql_hot.go) in one round trip: the device row is
+	// locked, then the queue counted, the owner checked and the message inserted by statements of
+	// their own. In READ COMMITTED each statement of a volatile function takes a new snapshot, so
+	// the count sees every message committed before the lock was granted (concurrent nodes take
+	// turns per device). known false: no such device; seq 0: the queue is full (pending
+	// messages), nothing written. With a prefix (p_prefix not '') the message goes in locked for
+	// its first delivery when p_node holds the device at p_epoch (the session row locked until the
+	// transaction ends, as every conditional write locks it) and none of the device's messages is
+	// Enqueued. Lock order: the device row, then its session row; nothing locks them the other
+	// way round. (c2d_enqueue_1, which locked nothing, is what earlier nodes call.)
+	`CREATE OR REPLACE FUNCTION c2d_enqueue_2(p_device TEXT, p_max BIGINT, p_message_id TEXT,
 		p_correlation_id TEXT, p_user_id TEXT, p_ack TEXT, p_content_type TEXT,
 		p_content_encoding TEXT, p_properties TEXT, p_body BYTEA, p_enqueued_at BIGINT,
-		p_expires_at BIGINT, p_explicit_expiry INTEGER, p_state TEXT,
-		OUT known BOOLEAN, OUT pending BIGINT, OUT seq BIGINT)
+		p_expires_at BIGINT, p_explicit_expiry INTEGER, p_enqueued TEXT, p_invisible TEXT,
+		p_node TEXT, p_epoch BIGINT, p_prefix TEXT, p_until BIGINT,
+		OUT known BOOLEAN, OUT pending BIGINT, OUT seq BIGINT, OUT locked BOOLEAN)
 	LANGUAGE plpgsql VOLATILE AS $$
 	BEGIN
-		known := false; pending := 0; seq := 0;
+		known := false; pending := 0; seq := 0; locked := false;
 		PERFORM 1 FROM devices WHERE device_id = p_device FOR UPDATE;
 		IF NOT FOUND THEN
 			RETURN;
@@ -268,12 +274,33 @@ var pgFunctions = []string{
 			RETURN;
 		END IF;
 		UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = p_device RETURNING last_seq INTO seq;
-		INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack, content_type,
-			content_encoding, properties, body, enqueued_at, expires_at, explicit_expiry, state,
-			delivery_count, lock_token, locked_until)
-		VALUES (p_device, seq, p_message_id, p_correlation_id, p_user_id, p_ack, p_content_type,
-			p_content_encoding, p_properties, p_body, p_enqueued_at, p_expires_at, p_explicit_expiry,
-			p_state, 0, NULL, NULL);
+		IF p_prefix <> '' THEN
+			IF p_node = '' THEN
+				locked := true;
+			ELSE
+				PERFORM 1 FROM device_sessions WHERE device_id = p_device AND node_id = p_node
+					AND epoch = p_epoch FOR UPDATE;
+				locked := FOUND;
+			END IF;
+			IF locked THEN
+				locked := NOT EXISTS (SELECT 1 FROM messages WHERE device_id = p_device AND state = p_enqueued);
+			END IF;
+		END IF;
+		IF locked THEN
+			INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
+				content_type, content_encoding, properties, body, enqueued_at, expires_at,
+				explicit_expiry, state, delivery_count, lock_token, locked_until)
+			VALUES (p_device, seq, p_message_id, p_correlation_id, p_user_id, p_ack, p_content_type,
+				p_content_encoding, p_properties, p_body, p_enqueued_at, p_expires_at,
+				p_explicit_expiry, p_invisible, 1, p_prefix || seq::text, p_until);
+		ELSE
+			INSERT INTO messages (device_id, seq, message_id, correlation_id, user_id, ack,
+				content_type, content_encoding, properties, body, enqueued_at, expires_at,
+				explicit_expiry, state, delivery_count, lock_token, locked_until)
+			VALUES (p_device, seq, p_message_id, p_correlation_id, p_user_id, p_ack, p_content_type,
+				p_content_encoding, p_properties, p_body, p_enqueued_at, p_expires_at,
+				p_explicit_expiry, p_enqueued, 0, NULL, NULL);
+		END IF;
 	END $$`,
 }
 

@@ -2,7 +2,9 @@ package hub
 
 import (
 	"cmp"
+	"errors"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
@@ -17,42 +19,68 @@ import (
 // than maxPending messages are pending. Otherwise it changes nothing and returns seq 0 with the
 // pending count (found false: no such device).
 func (t *sqlTx) enqueue(m *msgRow, maxPending int) (int64, int, bool, error) {
+	seq, n, found, _, err := t.enqueueFirst(m, maxPending, firstLock{})
+	return seq, n, found, err
+}
+
+// firstLock is how enqueueFirst may lock a send's message for its first delivery: under a lock
+// token of prefix followed by its sequence number, until until, while o holds the device. The
+// zero firstLock (no prefix) locks nothing.
+type firstLock struct {
+	o      owner
+	prefix string
+	until  time.Time
+}
+
+// enqueueFirst is enqueue, except that m goes in locked for its first delivery as l says
+// (Invisible, delivery count 1) when o holds the device and none of the device's other messages
+// is Enqueued; locked reports it (m itself is left as sent).
+func (t *sqlTx) enqueueFirst(m *msgRow, maxPending int, l firstLock) (seq int64, pending int, found, locked bool, err error) {
 	if !t.d.fused {
 		seq, n, ok, err := t.nextSeq(m.DeviceID, maxPending)
 		if err != nil || !ok || seq == 0 {
-			return 0, n, ok, err
+			return 0, n, ok, false, err
 		}
 		m.Seq = seq
-		return seq, n, true, t.insertMessage(m)
+		if l.prefix == "" {
+			return seq, n, true, false, t.insertMessage(m)
+		}
+		if err := t.checkOwner(m.DeviceID, l.o); errors.Is(err, errFenced) {
+			return seq, n, true, false, t.insertMessage(m)
+		} else if err != nil {
+			return 0, 0, false, false, err
+		}
+		locked, err := t.insertFirst(m, l.prefix+strconv.FormatInt(seq, 10), l.until)
+		return seq, n, true, locked, err
 	}
-	// One round trip: c2d_enqueue_1 (store_pg.go) locks the device row, then counts and inserts
-	// in statements of their own, so the count is exact while concurrent nodes take turns.
+	// One round trip: c2d_enqueue_2 (store_pg.go) locks the device row, then counts, checks the
+	// owner and inserts in statements of their own, so the count is exact while concurrent nodes
+	// take turns.
 	props, err := m.propsJSON()
 	if err != nil {
-		return 0, 0, false, err
+		return 0, 0, false, false, err
 	}
-	explicit := 0
-	if m.ExplicitExpiry {
-		explicit = 1
+	var until any // NULL without a lock
+	if l.prefix != "" {
+		until = ms(l.until)
 	}
 	dirty := t.dirty
-	var found bool
 	var n int
-	var seq int64
-	err = t.queryRow(`SELECT known, pending, seq FROM c2d_enqueue_1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	err = t.queryRow(`SELECT known, pending, seq, locked FROM c2d_enqueue_2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.DeviceID, maxPending, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
-		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicit,
-		string(iothub.StateEnqueued)).Scan(&found, &n, &seq)
+		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
+		string(iothub.StateEnqueued), string(iothub.StateInvisible), l.o.node, l.o.epoch, l.prefix,
+		until).Scan(&found, &n, &seq, &locked)
 	t.dirty = true // a function call may write
 	if err != nil {
-		return 0, 0, false, err
+		return 0, 0, false, false, err
 	}
 	if seq == 0 {
 		t.dirty = dirty // no such device, or the queue is full: nothing was written, a clean refusal
-		return 0, n, found, nil
+		return 0, n, found, false, nil
 	}
 	m.Seq = seq
-	return seq, n, true, nil
+	return seq, n, true, locked, nil
 }
 
 // owner is the ownership a write for a device is conditional on in a cluster: node holds the
