@@ -246,7 +246,8 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 // start, after the migrations, under the migration lock; they hold no data.
 var pgFunctions = []string{
 	// c2d_enqueue_2 is enqueueFirst (store_sql_hot.go) in one round trip: the device row is
-	// locked, then the queue counted, the owner checked and the message inserted by statements of
+	// locked (by taking the next sequence number, given back when the queue is full), then the
+	// queue counted, the owner checked and the message inserted by statements of
 	// their own. In READ COMMITTED each statement of a volatile function takes a new snapshot, so
 	// the count sees every message committed before the lock was granted (concurrent nodes take
 	// turns per device). known false: no such device; seq 0: the queue is full (pending
@@ -264,16 +265,19 @@ var pgFunctions = []string{
 	LANGUAGE plpgsql VOLATILE AS $$
 	BEGIN
 		known := false; pending := 0; seq := 0; locked := false;
-		PERFORM 1 FROM devices WHERE device_id = p_device FOR UPDATE;
+		-- The increment locks the device row; a full queue (rare) takes it back.
+		UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = p_device RETURNING last_seq INTO seq;
 		IF NOT FOUND THEN
+			seq := 0;
 			RETURN;
 		END IF;
 		known := true;
 		SELECT COUNT(*) INTO pending FROM messages WHERE device_id = p_device;
 		IF pending >= p_max THEN
+			UPDATE devices SET last_seq = last_seq - 1 WHERE device_id = p_device;
+			seq := 0;
 			RETURN;
 		END IF;
-		UPDATE devices SET last_seq = last_seq + 1 WHERE device_id = p_device RETURNING last_seq INTO seq;
 		IF p_prefix <> '' THEN
 			IF p_node = '' THEN
 				locked := true;
