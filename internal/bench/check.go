@@ -61,7 +61,11 @@ func agentBytes(f func(*AgentFootprint) int64) func(*Report) (float64, bool) {
 // FeedbackVsSettledKey is the ratio of c2d-agent's send → feedback p50 to its settled p50.
 const FeedbackVsSettledKey = "feedback_p50_vs_settled_p50_agent"
 
-// Targets are issue #14's "done when" figures.
+// PostgresVsSQLiteKey is the ratio of one node's completed commands/s on PostgreSQL to one node's
+// on SQLite, in the cluster section's run (1,000 devices).
+const PostgresVsSQLiteKey = "postgresql_1_node_vs_sqlite_1_node_completed"
+
+// Targets are issue #14's "done when" figures and the cluster issue's (#11) store ratio.
 var Targets = []Target{
 	{Name: "completed commands/s with 1,000 devices vs raw QoS 1 through plain mochi", Key: "throughput_1000_devices_vs_raw_mochi",
 		Unit: "×", Limit: 0.5, value: ratio("throughput_1000_devices_vs_raw_mochi"), Hint: "run the throughput section with 1000 devices"},
@@ -90,6 +94,8 @@ var Targets = []Target{
 			}
 			return 0, false
 		}},
+	{Name: "one node on PostgreSQL vs one node on SQLite, completed commands/s with 1,000 devices", Key: PostgresVsSQLiteKey,
+		Unit: "×", Limit: 0.5, value: ratio(PostgresVsSQLiteKey), Hint: "run the cluster section (needs PostgreSQL installed)"},
 	{Name: "c2d-agent idle RSS", Key: "agent_rss_idle", Unit: "MiB", Limit: 12, AtMost: true,
 		value: agentBytes(func(a *AgentFootprint) int64 { return a.RSSIdle }), Hint: "run the agent section"},
 	{Name: "c2d-agent peak RSS after load", Key: "agent_rss_peak", Unit: "MiB", Limit: 16, AtMost: true,

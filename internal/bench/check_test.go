@@ -17,6 +17,7 @@ func passing() *Report {
 			"throughput_1000_devices_vs_raw_mochi": 0.5,
 			"settled_p50_agent_vs_raw_mochi":       5,
 			FeedbackVsSettledKey:                   1.99,
+			PostgresVsSQLiteKey:                    0.5,
 		},
 		Fleet: []FleetRow{
 			{Name: "plain mochi (no hooks)", Devices: 10000, PerDevice: 90 * 1024}, // not the hub's row
@@ -48,6 +49,7 @@ func TestCheckNamesEachMissedFigure(t *testing.T) {
 		{"settled_p50_agent_vs_raw_mochi", "5.01 × (target ≤ 5 ×)", func(r *Report) { r.Ratios["settled_p50_agent_vs_raw_mochi"] = 5.01 }},
 		{FeedbackVsSettledKey, "6.10 × (target ≤ 2 ×)", func(r *Report) { r.Ratios[FeedbackVsSettledKey] = 6.1 }},
 		{"hub_kib_per_idle_device_10000", "76.20 KiB (target ≤ 40 KiB)", func(r *Report) { r.Fleet[2].PerDevice = 76.2 * 1024 }},
+		{PostgresVsSQLiteKey, "0.48 × (target ≥ 0.5 ×)", func(r *Report) { r.Ratios[PostgresVsSQLiteKey] = 0.48 }},
 		{"agent_rss_idle", "12.50 MiB (target ≤ 12 MiB)", func(r *Report) { r.Agent.RSSIdle = 12<<20 + 512<<10 }},
 		{"agent_rss_peak", "17.00 MiB (target ≤ 16 MiB)", func(r *Report) { r.Agent.RSSLoad = 17 << 20 }},
 	}
@@ -60,7 +62,7 @@ func TestCheckNamesEachMissedFigure(t *testing.T) {
 			if !errors.Is(err, ErrTargetsMissed) {
 				t.Fatalf("CheckReport = %v, want ErrTargetsMissed\n%s", err, &out)
 			}
-			if !strings.Contains(err.Error(), c.key+" "+c.want) || !strings.Contains(err.Error(), "1 of 6") {
+			if !strings.Contains(err.Error(), c.key+" "+c.want) || !strings.Contains(err.Error(), "1 of 7") {
 				t.Fatalf("error %q does not name %s %s as the one miss", err, c.key, c.want)
 			}
 			if !strings.Contains(out.String(), "MISSED  ") || strings.Count(out.String(), "ok      ") != len(Targets)-1 {
@@ -75,7 +77,7 @@ func TestCheckNamesEachMissedFigure(t *testing.T) {
 func TestCheckFailsOnMissingFigures(t *testing.T) {
 	var out bytes.Buffer
 	err := CheckReport(&out, &Report{Ratios: map[string]float64{}}, Targets)
-	if !errors.Is(err, ErrTargetsMissed) || !strings.Contains(err.Error(), "6 of 6") ||
+	if !errors.Is(err, ErrTargetsMissed) || !strings.Contains(err.Error(), "7 of 7") ||
 		!strings.Contains(err.Error(), "hub_kib_per_idle_device_10000 missing (target ≤ 40 KiB)") {
 		t.Fatalf("CheckReport on an empty report = %v", err)
 	}
@@ -93,6 +95,29 @@ func TestRatiosFeedbackVsSettled(t *testing.T) {
 	r.ratios()
 	if got := r.rep.Ratios[FeedbackVsSettledKey]; got != 2.5 {
 		t.Fatalf("%s = %v, want 6 / 2.4 = 2.5", FeedbackVsSettledKey, got)
+	}
+}
+
+// The cluster section's ratios come from its rows: PostgreSQL's one node over SQLite's one node,
+// three nodes over one (both on PostgreSQL).
+func TestClusterRatios(t *testing.T) {
+	ratios := map[string]float64{}
+	clusterRatios(&ClusterReport{Rows: []ClusterRow{
+		{Store: "sqlite", Nodes: 1, PerSec: 4000},
+		{Store: "postgresql", Nodes: 1, PerSec: 2100},
+		{Store: "postgresql", Nodes: 3, PerSec: 1050},
+	}}, ratios)
+	if got := ratios[PostgresVsSQLiteKey]; got != 0.53 {
+		t.Errorf("%s = %v, want 2100 / 4000 rounded = 0.53", PostgresVsSQLiteKey, got)
+	}
+	if got := ratios["cluster_3_nodes_vs_1_node_completed"]; got != 0.5 {
+		t.Errorf("3 nodes vs 1 = %v, want 1050 / 2100 = 0.5", got)
+	}
+	// A row that measured nothing gives no ratio (a missing figure, not a zero that passes ≤).
+	ratios = map[string]float64{}
+	clusterRatios(&ClusterReport{Rows: []ClusterRow{{Store: "sqlite", Nodes: 1}, {Store: "postgresql", Nodes: 1, PerSec: 1}, {Store: "postgresql", Nodes: 3, PerSec: 1}}}, ratios)
+	if _, ok := ratios[PostgresVsSQLiteKey]; ok {
+		t.Errorf("ratio over a zero SQLite row: %v", ratios)
 	}
 }
 

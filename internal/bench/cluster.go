@@ -68,10 +68,22 @@ func (r *runner) cluster(ctx context.Context) error {
 		rep.Rows = append(rep.Rows, row)
 	}
 	r.rep.Cluster = rep
-	if one, three := rep.Rows[1].PerSec, rep.Rows[2].PerSec; one > 0 {
-		r.rep.Ratios["cluster_3_nodes_vs_1_node_completed"] = round2(three / one)
-	}
+	clusterRatios(rep, r.rep.Ratios)
 	return nil
+}
+
+// clusterRatios adds the section's ratios (rows: one node on SQLite, one and three on PostgreSQL).
+func clusterRatios(rep *ClusterReport, ratios map[string]float64) {
+	if len(rep.Rows) != 3 {
+		return
+	}
+	lite, one, three := rep.Rows[0].PerSec, rep.Rows[1].PerSec, rep.Rows[2].PerSec
+	if one > 0 {
+		ratios["cluster_3_nodes_vs_1_node_completed"] = round2(three / one)
+	}
+	if lite > 0 && one > 0 {
+		ratios[PostgresVsSQLiteKey] = round2(one / lite)
+	}
 }
 
 func (r *runner) clusterRun(ctx context.Context, store string, nodes int) (ClusterRow, error) {
@@ -100,7 +112,7 @@ func (r *runner) clusterRun(ctx context.Context, store string, nodes int) (Clust
 	if err := RegisterDevices(ctx, hubs[0].Client(), devs, key, 16); err != nil {
 		return ClusterRow{}, err
 	}
-	row := ClusterRow{Nodes: nodes, Devices: len(devs), Messages: r.cfg.ThroughputMessages}
+	row := ClusterRow{Nodes: nodes, Devices: len(devs), Messages: r.cfg.ClusterMessages}
 	for _, h := range hubs {
 		row.RSSBefore = append(row.RSSBefore, settledRSS(h.PID()))
 	}
@@ -135,7 +147,7 @@ func (r *runner) clusterRun(ctx context.Context, store string, nodes int) (Clust
 	for i, h := range hubs {
 		clients[i] = h.Client()
 	}
-	S, C := r.cfg.ThroughputMessages, r.cfg.ThroughputSenders
+	S, C := r.cfg.ClusterMessages, r.cfg.ThroughputSenders
 	t0 := time.Now()
 	err := parallel2(ctx, S, C, func(i int) error {
 		_, err := clients[i%nodes].Send(ctx, devs[(i*7)%len(devs)], iothub.SendRequest{Properties: []iothub.AppProperty{{Name: "target", Value: "out1"}, {Name: "action", Value: "toggle"}}})

@@ -31,13 +31,17 @@ type Config struct {
 	WorkDir          string // data directories live here (its disk is the one whose fsync is measured)
 	Sections         []string
 
-	LatencyCommands       int  // commands per latency row
-	SimBoardOnDisk        bool // the sim board's state file and transition log on the data disk, not tmpfs
-	ManyDevices           int  // devices in the many-devices latency row
-	ManyWorkers           int  // commands outstanding at once in that row
-	RawRoundTrips         int  // request/reply round trips per baseline
-	FsyncSamples          int
-	ThroughputMessages    int
+	LatencyCommands    int  // commands per latency row
+	SimBoardOnDisk     bool // the sim board's state file and transition log on the data disk, not tmpfs
+	ManyDevices        int  // devices in the many-devices latency row
+	ManyWorkers        int  // commands outstanding at once in that row
+	RawRoundTrips      int  // request/reply round trips per baseline
+	FsyncSamples       int
+	ThroughputMessages int
+	// ClusterMessages is the commands per cluster row: more than a throughput row's, because
+	// these rows give a ratio between runs of a few seconds each, where a second's noise from the
+	// machine's other work would otherwise decide it.
+	ClusterMessages       int
 	ThroughputSenders     int
 	ThroughputDevices     []int
 	RawThroughputMessages int
@@ -60,7 +64,7 @@ func Defaults() Config {
 	return Config{
 		Sections:        []string{"fsync", "latency", "methods", "throughput", "cluster", "fleet", "agent"},
 		LatencyCommands: 2000, ManyDevices: 100, ManyWorkers: 16, RawRoundTrips: 3000, FsyncSamples: 500,
-		ThroughputMessages: 5000, ThroughputSenders: 32, ThroughputDevices: []int{1, 100, 1000},
+		ThroughputMessages: 5000, ClusterMessages: 20000, ThroughputSenders: 32, ThroughputDevices: []int{1, 100, 1000},
 		RawThroughputMessages: 20000, FleetSizes: []int{1000, 10000}, ConnectConcurrency: 64,
 		IdleWindow: 10 * time.Second,
 	}

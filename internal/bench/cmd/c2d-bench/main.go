@@ -57,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.RawRoundTrips, "round-trips", cfg.RawRoundTrips, "round trips per raw MQTT latency baseline")
 	fs.IntVar(&cfg.FsyncSamples, "fsync-samples", cfg.FsyncSamples, "fsync samples")
 	fs.IntVar(&cfg.ThroughputMessages, "messages", cfg.ThroughputMessages, "messages per c2d throughput row")
+	fs.IntVar(&cfg.ClusterMessages, "cluster-messages", cfg.ClusterMessages, "messages per cluster row")
 	fs.IntVar(&cfg.RawThroughputMessages, "raw-messages", cfg.RawThroughputMessages, "messages per raw throughput row")
 	fs.IntVar(&cfg.ThroughputSenders, "senders", cfg.ThroughputSenders, "concurrent senders (HTTP clients / MQTT publishers)")
 	tpDevices := fs.String("devices", "1,100,1000", "device counts for the throughput rows")
