@@ -120,3 +120,31 @@ func TestModuleSessionTakesNoDeviceMethods(t *testing.T) {
 		t.Fatal("the device's request went to its module's session")
 	}
 }
+
+// Only a subscription to the methods filter makes a device ready for direct methods, and only one
+// to the desired-properties filter makes it take desired changes: a device subscribed to its
+// twin's answers (and its C2D topic) gets neither, and the service hears nothing of it.
+func TestOtherSubscriptionsDoNotTakeMethodsOrDesired(t *testing.T) {
+	sink := &methodLog{}
+	e := newEnv(t, envOpt{opts: func(o *broker.Options) { o.Methods = sink }})
+	d := e.device("pi-t")
+	cl := e.connect(d, clientOpts{})
+	for _, f := range []string{"$iothub/twin/res/#", iothub.DeviceBoundFilter("pi-t")} {
+		if g := cl.subscribe(f, 1); g != 1 {
+			t.Fatalf("subscribe %s granted 0x%02x", f, g)
+		}
+	}
+	// A QoS 1 event's PUBACK: the broker has finished with both SUBACKs before it.
+	if err := cl.publish("devices/pi-t/messages/events/", 1, []byte("t=21")); err != nil {
+		t.Fatal(err)
+	}
+	if sent, err := e.b.PublishMethod("pi-t", iothub.MethodRequestTopic("reboot", "1"), nil); sent || err != nil {
+		t.Fatalf("a device subscribed only to its twin and C2D topics took a method request: sent %v, %v", sent, err)
+	}
+	if ready, _ := sink.snapshot(); len(ready) != 0 {
+		t.Fatalf("the service was told %q is ready for methods", ready)
+	}
+	if sent, err := e.b.PublishDesired("pi-t", "$iothub/twin/PATCH/properties/desired/?$version=2", []byte(`{"led":1}`)); sent || err != nil {
+		t.Fatalf("a device not subscribed to desired changes took one: sent %v, %v", sent, err)
+	}
+}
