@@ -493,15 +493,6 @@ func (h *Hub) update(ctx context.Context, fn func(tx storeTx, e *effects) error)
 
 // updateFor is update for an operation on one device (store.updateFor; "": none in particular).
 func (h *Hub) updateFor(ctx context.Context, deviceID string, fn func(tx storeTx, e *effects) error) error {
-	return h.write(ctx, deviceID, false, fn)
-}
-
-// updateOne is updateFor for a write of one statement (store.updateOne).
-func (h *Hub) updateOne(ctx context.Context, deviceID string, fn func(tx storeTx, e *effects) error) error {
-	return h.write(ctx, deviceID, true, fn)
-}
-
-func (h *Hub) write(ctx context.Context, deviceID string, one bool, fn func(tx storeTx, e *effects) error) error {
 	if h.closed() {
 		return ErrClosed
 	}
@@ -511,12 +502,9 @@ func (h *Hub) write(ctx context.Context, deviceID string, one bool, fn func(tx s
 		return fn(tx, e)
 	}
 	var err error
-	switch {
-	case deviceID == "":
+	if deviceID == "" {
 		err = h.st.update(ctx, run)
-	case one:
-		err = h.st.updateOne(ctx, deviceID, run)
-	default:
+	} else {
 		err = h.st.updateFor(ctx, deviceID, run)
 	}
 	if err != nil {

@@ -87,8 +87,7 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	}
 	begin := time.Now()
 	var round heldRound // the device's delivery round, when this send takes it (round.go)
-	// One statement on PostgreSQL (c2d_enqueue_2): alone, it runs without BEGIN and COMMIT.
-	err = h.updateOne(ctx, deviceID, func(tx storeTx, e *effects) error {
+	err = h.updateFor(ctx, deviceID, func(tx storeTx, e *effects) error {
 		seq, n, ok, err := round.enqueue(h, tx, m, h.cfg.MaxQueueDepth, e)
 		if err != nil {
 			return fmt.Errorf("enqueue: %w", err)

@@ -22,10 +22,6 @@ type store interface {
 	// writers (PostgreSQL) runs every operation on one key on the same writer, so its concurrent
 	// transactions never wait for each other's locks on a device's rows.
 	updateFor(ctx context.Context, key string, fn func(tx storeTx) error) error
-	// updateOne is updateFor for a write that runs exactly one statement and returns no error
-	// once it has written: a store may run it without a transaction when nothing shares its
-	// commit (store_sql_alone.go).
-	updateOne(ctx context.Context, key string, fn func(tx storeTx) error) error
 	// view runs fn in a read-only transaction (a consistent snapshot).
 	view(ctx context.Context, fn func(tx storeTx) error) error
 	// close finishes the updates already submitted, then closes; later calls return ErrClosed.

@@ -34,7 +34,6 @@ type sqlStore struct {
 	stopped  chan struct{}
 	writers  sync.WaitGroup // the writer goroutines (one for SQLite)
 	commits  atomic.Int64   // transactions committed (benchmarks report operations per commit)
-	alone    atomic.Int64   // one-statement writes run without a transaction (commitAlone)
 	stmts    atomic.Int64   // statements run by updates (benchmarks report statements per command)
 	maxBatch int
 	onClose  func() error    // extra clean-up after the pools closed (nil: none)
@@ -44,8 +43,7 @@ type sqlStore struct {
 type writeReq struct {
 	fn       func(tx storeTx) error
 	done     chan error
-	attempts int  // runs that hit a retryable conflict (PostgreSQL deadlock, serialization)
-	one      bool // fn runs one statement (updateOne): alone, it may run without a transaction
+	attempts int // runs that hit a retryable conflict (PostgreSQL deadlock, serialization)
 }
 
 // dialect is what one SQL engine does differently.
@@ -134,29 +132,21 @@ func (s *sqlStore) update(ctx context.Context, fn func(tx storeTx) error) error 
 // device: they cannot wait for each other there, nor deadlock (which PostgreSQL resolves only
 // after deadlock_timeout, a second by default).
 func (s *sqlStore) updateFor(ctx context.Context, key string, fn func(tx storeTx) error) error {
-	return s.submit(ctx, s.laneFor(key), fn)
-}
-
-// laneFor is the writer lane of key's operations.
-func (s *sqlStore) laneFor(key string) chan *writeReq {
 	if len(s.lanes) == 1 {
-		return s.lanes[0]
+		return s.submit(ctx, s.lanes[0], fn)
 	}
 	h := uint32(2166136261) // FNV-1a
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint32(key[i])) * 16777619
 	}
-	return s.lanes[h%uint32(len(s.lanes))]
+	return s.submit(ctx, s.lanes[h%uint32(len(s.lanes))], fn)
 }
 
 func (s *sqlStore) submit(ctx context.Context, lane chan *writeReq, fn func(tx storeTx) error) error {
-	return s.submitReq(ctx, lane, &writeReq{fn: fn, done: make(chan error, 1)})
-}
-
-func (s *sqlStore) submitReq(ctx context.Context, lane chan *writeReq, r *writeReq) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	r := &writeReq{fn: fn, done: make(chan error, 1)}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -223,9 +213,6 @@ func (s *sqlStore) commit(batch []*writeReq) (retry []*writeReq) {
 		defer cancel()
 	}
 	if len(batch) == 1 {
-		if batch[0].one && s.d.fused {
-			return s.commitAlone(ctx, batch[0])
-		}
 		return s.commitOne(ctx, batch[0])
 	}
 	if retry, ok := s.commitPlain(ctx, batch); ok {
@@ -440,10 +427,6 @@ type sqlTx struct {
 	// runs the same few statements for hundreds of requests, and a handle per call (Tx.StmtContext)
 	// was ~16 % of the hub's allocated bytes and more work at commit (docs/benchmarks.md).
 	handles map[*sql.Stmt]*sql.Stmt
-	// alone, when set, runs the statements instead of tx: outside a transaction, each committing
-	// by itself, so only one may run (commitAlone).
-	alone    sqlRunner
-	aloneRan bool
 }
 
 // stmt returns this transaction's handle of q's prepared statement, nil while it is not prepared.
@@ -507,12 +490,6 @@ func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
 	t.count()
 	t.dirty = true // every exec writes (or takes a lock a savepoint would release)
-	if t.alone != nil {
-		if err := t.aloneStatement(); err != nil {
-			return nil, err
-		}
-		return t.alone.ExecContext(t.ctx, q, args...)
-	}
 	if st := t.stmt(q); st != nil {
 		return st.ExecContext(t.ctx, args...)
 	}
@@ -533,12 +510,6 @@ func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	}
 	var rows *sql.Rows
 	var err error
-	if t.alone != nil {
-		if err := t.aloneStatement(); err != nil {
-			return nil, err
-		}
-		return t.alone.QueryContext(t.ctx, q, args...)
-	}
 	if st := t.stmt(q); st != nil {
 		rows, err = st.QueryContext(t.ctx, args...)
 	} else {
@@ -552,15 +523,11 @@ func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 
 // sqlRow is *sql.Row that marks its transaction dirty when the statement failed.
 type sqlRow struct {
-	t   *sqlTx
-	r   *sql.Row
-	err error // the statement was not run (aloneStatement)
+	t *sqlTx
+	r *sql.Row
 }
 
 func (r sqlRow) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
-	}
 	err := r.r.Scan(dest...)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		r.t.dirty = true
@@ -574,16 +541,10 @@ func (t *sqlTx) queryRow(q string, args ...any) sqlRow {
 	if !reads(q) {
 		t.dirty = true
 	}
-	if t.alone != nil {
-		if err := t.aloneStatement(); err != nil {
-			return sqlRow{t: t, err: err}
-		}
-		return sqlRow{t: t, r: t.alone.QueryRowContext(t.ctx, q, args...)}
-	}
 	if st := t.stmt(q); st != nil {
-		return sqlRow{t: t, r: st.QueryRowContext(t.ctx, args...)}
+		return sqlRow{t, st.QueryRowContext(t.ctx, args...)}
 	}
-	return sqlRow{t: t, r: t.tx.QueryRowContext(t.ctx, q, args...)}
+	return sqlRow{t, t.tx.QueryRowContext(t.ctx, q, args...)}
 }
 
 // stmtCache keeps each statement prepared once per pool: parsing SQL costs more CPU than running
