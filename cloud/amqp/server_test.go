@@ -257,3 +257,28 @@ func TestLinksNeedAToken(t *testing.T) {
 		t.Fatalf("bad signature: status %d, want 401", code)
 	}
 }
+
+// A device's link needs a grant for that device: a policy with ServiceConnect only (the built-in
+// "service") does not let a client act as a device, though its token covers the whole hub; the
+// built-in "device" policy (DeviceConnect) does.
+func TestServicePolicyCannotActAsDevice(t *testing.T) {
+	e := newEnv(t, hub.Config{})
+	e.device("d")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := session(t, e.dial(nil))
+	if code, desc := putToken(t, s, hostName, e.policyToken("service", time.Hour), "s"); code != 200 {
+		t.Fatalf("service token refused at put-token: %d %s", code, desc)
+	}
+	var ae *goamqp.Error
+	if _, err := s.NewReceiver(ctx, "/devices/d/messages/devicebound", nil); !errors.As(err, &ae) || ae.Condition != "amqp:unauthorized-access" {
+		t.Fatalf("device link with a ServiceConnect-only grant: %v, want amqp:unauthorized-access", err)
+	}
+	s = session(t, e.dial(nil))
+	if code, desc := putToken(t, s, hostName, e.policyToken("device", time.Hour), "d"); code != 200 {
+		t.Fatalf("device policy token refused at put-token: %d %s", code, desc)
+	}
+	if _, err := s.NewReceiver(ctx, "/devices/d/messages/devicebound", nil); err != nil {
+		t.Fatalf("device link with the device policy: %v", err)
+	}
+}
