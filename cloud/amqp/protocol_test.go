@@ -23,9 +23,15 @@ import (
 // serviceSession is a session authorized with the service policy.
 func (e *env) serviceSession(opts *goamqp.ConnOptions) *goamqp.Session {
 	e.t.Helper()
+	return e.policySession(opts, "service")
+}
+
+// policySession is a session authorized with a built-in policy's token for the whole hub.
+func (e *env) policySession(opts *goamqp.ConnOptions, policy string) *goamqp.Session {
+	e.t.Helper()
 	s := session(e.t, e.dial(opts))
-	if code, desc := putToken(e.t, s, hostName, e.policyToken("service", time.Hour), "svc"); code != 200 {
-		e.t.Fatalf("put-token: %d %s", code, desc)
+	if code, desc := putToken(e.t, s, hostName, e.policyToken(policy, time.Hour), "svc"); code != 200 {
+		e.t.Fatalf("put-token with %s: %d %s", policy, code, desc)
 	}
 	return s
 }

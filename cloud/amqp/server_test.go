@@ -266,18 +266,12 @@ func TestServicePolicyCannotActAsDevice(t *testing.T) {
 	e.device("d")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s := session(t, e.dial(nil))
-	if code, desc := putToken(t, s, hostName, e.policyToken("service", time.Hour), "s"); code != 200 {
-		t.Fatalf("service token refused at put-token: %d %s", code, desc)
-	}
+	s := e.serviceSession(nil)
 	var ae *goamqp.Error
 	if _, err := s.NewReceiver(ctx, "/devices/d/messages/devicebound", nil); !errors.As(err, &ae) || ae.Condition != "amqp:unauthorized-access" {
 		t.Fatalf("device link with a ServiceConnect-only grant: %v, want amqp:unauthorized-access", err)
 	}
-	s = session(t, e.dial(nil))
-	if code, desc := putToken(t, s, hostName, e.policyToken("device", time.Hour), "d"); code != 200 {
-		t.Fatalf("device policy token refused at put-token: %d %s", code, desc)
-	}
+	s = e.policySession(nil, "device")
 	if _, err := s.NewReceiver(ctx, "/devices/d/messages/devicebound", nil); err != nil {
 		t.Fatalf("device link with the device policy: %v", err)
 	}
