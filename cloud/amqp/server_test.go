@@ -276,3 +276,37 @@ func TestServicePolicyCannotActAsDevice(t *testing.T) {
 		t.Fatalf("device link with the device policy: %v", err)
 	}
 }
+
+// put-token's checks on what a token names: a policy's token signed with its secondary key is
+// accepted (key rotation), and a token without skn must name one device — one for
+// `{host}/devices` alone or for a module is refused with a status, and the connection goes on.
+func TestPutTokenKeysAndResources(t *testing.T) {
+	e := newEnv(t, hub.Config{})
+	dev := e.device("d")
+	s := session(t, e.dial(nil))
+	p, _ := e.hub.Policy("service")
+	sec, err := iothub.NewSASToken(hostName, p.SecondaryKey, p.Name, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, desc := putToken(t, s, hostName, sec, "sec"); code != 200 {
+		t.Fatalf("token signed with the secondary key: %d %s, want 200", code, desc)
+	}
+	key := dev.Authentication.SymmetricKey.PrimaryKey
+	for _, sr := range []string{hostName + "/devices", hostName + "/devices/d/modules/m"} {
+		tok, err := iothub.NewSASToken(sr, key, "", time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, desc := putToken(t, s, sr, tok, sr); code == 200 {
+			t.Fatalf("device-key token for %s accepted: %d %s", sr, code, desc)
+		}
+	}
+	own, err := iothub.NewSASToken(hostName+"/devices/d", key, "", time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, desc := putToken(t, s, hostName+"/devices/d", own, "own"); code != 200 {
+		t.Fatalf("the device's own token after the refusals: %d %s, want 200", code, desc)
+	}
+}
