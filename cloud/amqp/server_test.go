@@ -95,6 +95,12 @@ func (e *env) dial(opts *goamqp.ConnOptions) *goamqp.Conn {
 // putToken runs a CBS put-token and returns the reply's status code and description.
 func putToken(t *testing.T, s *goamqp.Session, audience, token string, msgID any) (int32, string) {
 	t.Helper()
+	return putTokenOfType(t, s, "servicebus.windows.net:sastoken", audience, token, msgID)
+}
+
+// putTokenOfType is putToken with the request's token type.
+func putTokenOfType(t *testing.T, s *goamqp.Session, typ, audience, token string, msgID any) (int32, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	snd, err := s.NewSender(ctx, "$cbs", nil)
@@ -111,7 +117,7 @@ func putToken(t *testing.T, s *goamqp.Session, audience, token string, msgID any
 	req := &goamqp.Message{
 		Properties: &goamqp.MessageProperties{MessageID: msgID, To: &to, ReplyTo: &replyTo},
 		ApplicationProperties: map[string]any{
-			"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience,
+			"operation": "put-token", "type": typ, "name": audience,
 		},
 		Value: token,
 	}
@@ -291,6 +297,13 @@ func TestPutTokenKeysAndResources(t *testing.T) {
 	}
 	if code, desc := putToken(t, s, hostName, sec, "sec"); code != 200 {
 		t.Fatalf("token signed with the secondary key: %d %s, want 200", code, desc)
+	}
+	// Both token types Azure's SDKs send are taken (the device SDKs name IoT Hub's), no other.
+	if code, desc := putTokenOfType(t, s, "azure-devices.net:sastoken", hostName, sec, "iot"); code != 200 {
+		t.Fatalf("type azure-devices.net:sastoken: %d %s, want 200", code, desc)
+	}
+	if code, desc := putTokenOfType(t, s, "jwt", hostName, sec, "jwt"); code == 200 {
+		t.Fatalf("type jwt accepted: %d %s", code, desc)
 	}
 	key := dev.Authentication.SymmetricKey.PrimaryKey
 	for _, sr := range []string{hostName + "/devices", hostName + "/devices/d/modules/m"} {
