@@ -223,6 +223,12 @@ func TestSASLPlain(t *testing.T) {
 	if err == nil {
 		t.Fatal("SASL PLAIN with a bad signature accepted")
 	}
+	// The user names the policy: a valid token of another policy is refused, so a log or a
+	// client that shows the user shows whose rights the connection has.
+	_, err = goamqp.Dial(ctx, "amqp://"+e.addr, &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain("iothubowner@sas.root.hub", e.policyToken("service", time.Hour))})
+	if err == nil {
+		t.Fatal("SASL PLAIN as iothubowner with the service policy's token accepted")
+	}
 }
 
 // A frame the server cannot read closes the connection with an AMQP error, not a silent drop.
