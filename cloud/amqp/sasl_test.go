@@ -81,7 +81,8 @@ func TestSASLMSSBCBS(t *testing.T) {
 	}
 	header(headerAMQP)
 	write(frames.TypeAMQP, &frames.PerformOpen{ContainerID: "uamqp-like", Hostname: "hub.test"})
-	if open, ok := read().(*frames.PerformOpen); !ok || open.ContainerID != "c2d-hub" || open.IdleTimeout != 4*time.Minute {
+	// The defaults a server without options announces: 4 min idle timeout, 256 KiB frames.
+	if open, ok := read().(*frames.PerformOpen); !ok || open.ContainerID != "c2d-hub" || open.IdleTimeout != 4*time.Minute || open.MaxFrameSize != 256<<10 {
 		t.Fatalf("open %+v", open)
 	}
 	// An unknown mechanism is refused with outcome auth.
