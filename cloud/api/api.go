@@ -411,14 +411,19 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	h := Health{Status: "ok", Version: s.opt.Version}
-	_, err := s.opt.Hub.Status(ctx)
-	if err != nil {
-		err = fmt.Errorf("store: %w", err)
-	} else if s.opt.Ready != nil {
-		err = s.opt.Ready()
+	// Every failing part is named, not only the first: one cause (running out of descriptors)
+	// can fail the store and a listener at once, and the operator needs to see both.
+	var errs []string
+	if _, err := s.opt.Hub.Status(ctx); err != nil {
+		errs = append(errs, fmt.Sprintf("store: %v", err))
 	}
-	if err != nil {
-		h.Status, h.Error = "unavailable", err.Error()
+	if s.opt.Ready != nil {
+		if err := s.opt.Ready(); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		h.Status, h.Error = "unavailable", strings.Join(errs, "; ")
 		return writeJSON(w, http.StatusServiceUnavailable, h)
 	}
 	return writeJSON(w, http.StatusOK, h)

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,6 +385,51 @@ func TestHealthz(t *testing.T) {
 	a = e.do("GET", "/healthz", "", nil, nil)
 	if a.code != 503 || !strings.Contains(string(a.body), "unavailable") {
 		t.Fatalf("healthz after close: %d %s", a.code, a.body)
+	}
+}
+
+// One cause can fail the store and a listener at once (out of descriptors: SQLite cannot open its
+// file, mochi cannot accept); /healthz names both, so the operator is not sent after the store
+// alone.
+func TestHealthzNamesEveryFailingPart(t *testing.T) {
+	h, err := hub.Open(context.Background(), t.TempDir(), hub.Config{HostName: hostName}.Defaults(), hub.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	listener := errors.New("mqtt listener mqtt: accept: too many open files")
+	var failing atomic.Pointer[error]
+	srv := httptest.NewServer(api.New(api.Options{Hub: h, HostName: hostName, Version: "v-test",
+		Ready: func() error {
+			if e := failing.Load(); e != nil {
+				return *e
+			}
+			return nil
+		}}))
+	t.Cleanup(srv.Close)
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	failing.Store(&listener)
+	if code, body := get(); code != 503 || !strings.Contains(body, "too many open files") || strings.Contains(body, "store") {
+		t.Errorf("/healthz with a failing listener: %d %s, want 503 naming the listener alone", code, body)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(); code != 503 || !strings.Contains(body, "store: ") || !strings.Contains(body, "mqtt listener mqtt") {
+		t.Errorf("/healthz with the store and a listener failing: %d %s, want 503 naming both", code, body)
+	}
+	failing.Store(nil)
+	if code, body := get(); code != 503 || !strings.Contains(body, "store: ") || strings.Contains(body, "listener") {
+		t.Errorf("/healthz with the store failing: %d %s, want 503 naming the store alone", code, body)
 	}
 }
 
