@@ -102,10 +102,11 @@ func TestRatiosFeedbackVsSettled(t *testing.T) {
 // three nodes over one (both on PostgreSQL).
 func TestClusterRatios(t *testing.T) {
 	ratios := map[string]float64{}
+	// In another order than the section runs them: rows are paired by store and node count.
 	clusterRatios(&ClusterReport{Rows: []ClusterRow{
+		{Store: "postgresql", Nodes: 3, PerSec: 1050},
 		{Store: "sqlite", Nodes: 1, PerSec: 4000},
 		{Store: "postgresql", Nodes: 1, PerSec: 2100},
-		{Store: "postgresql", Nodes: 3, PerSec: 1050},
 	}}, ratios)
 	if got := ratios[PostgresVsSQLiteKey]; got != 0.53 {
 		t.Errorf("%s = %v, want 2100 / 4000 rounded = 0.53", PostgresVsSQLiteKey, got)
@@ -118,6 +119,12 @@ func TestClusterRatios(t *testing.T) {
 	clusterRatios(&ClusterReport{Rows: []ClusterRow{{Store: "sqlite", Nodes: 1}, {Store: "postgresql", Nodes: 1, PerSec: 1}, {Store: "postgresql", Nodes: 3, PerSec: 1}}}, ratios)
 	if _, ok := ratios[PostgresVsSQLiteKey]; ok {
 		t.Errorf("ratio over a zero SQLite row: %v", ratios)
+	}
+	// Without a three-node row there is no scale-out ratio, and PostgreSQL's still stands.
+	ratios = map[string]float64{}
+	clusterRatios(&ClusterReport{Rows: []ClusterRow{{Store: "sqlite", Nodes: 1, PerSec: 4}, {Store: "postgresql", Nodes: 1, PerSec: 2}}}, ratios)
+	if _, ok := ratios["cluster_3_nodes_vs_1_node_completed"]; ok || ratios[PostgresVsSQLiteKey] != 0.5 {
+		t.Errorf("ratios without a three-node row: %v, want only %s = 0.5", ratios, PostgresVsSQLiteKey)
 	}
 }
 

@@ -72,13 +72,21 @@ func (r *runner) cluster(ctx context.Context) error {
 	return nil
 }
 
-// clusterRatios adds the section's ratios (rows: one node on SQLite, one and three on PostgreSQL).
+// clusterRatios adds the section's ratios: PostgreSQL's one node over SQLite's one node, three
+// PostgreSQL nodes over one. Rows are found by what they measured, not by their position, so a
+// section that gains or reorders rows cannot pair the wrong two; a missing or empty row gives no
+// ratio (a missing figure, not a zero that passes a ≤ target).
 func clusterRatios(rep *ClusterReport, ratios map[string]float64) {
-	if len(rep.Rows) != 3 {
-		return
+	perSec := func(store string, nodes int) float64 {
+		for _, r := range rep.Rows {
+			if r.Store == store && r.Nodes == nodes {
+				return r.PerSec
+			}
+		}
+		return 0
 	}
-	lite, one, three := rep.Rows[0].PerSec, rep.Rows[1].PerSec, rep.Rows[2].PerSec
-	if one > 0 {
+	lite, one, three := perSec("sqlite", 1), perSec("postgresql", 1), perSec("postgresql", 3)
+	if one > 0 && three > 0 {
 		ratios["cluster_3_nodes_vs_1_node_completed"] = round2(three / one)
 	}
 	if lite > 0 && one > 0 {
