@@ -64,6 +64,7 @@ type link struct {
 	deliveryCount uint32
 	credit        uint32
 	queue         []*outDelivery
+	draining      bool // the peer asked for a drain not yet answered
 
 	// where we receive
 	in *inDelivery
@@ -158,15 +159,26 @@ func (l *link) flow(f *frames.PerformFlow) {
 		}
 		l.credit = dc + *f.LinkCredit - l.deliveryCount // §2.6.7
 	}
+	l.draining = f.Drain
 	l.node.credit(l)
-	l.pump()
-	if f.Drain && len(l.queue) == 0 && l.credit > 0 {
-		l.deliveryCount += l.credit
-		l.credit = 0
-		l.s.sendFlow(l)
-	} else if f.Echo {
+	if !l.pump() && f.Echo {
 		l.s.sendFlow(l)
 	}
+}
+
+// finishDrain ends a drain the peer asked for once the hub has sent what it can (§2.6.7): the
+// credit left is used up and the flow state is sent, also when the deliveries themselves used the
+// credit up — the peer's drain waits for that flow. While the peer's session window holds queued
+// deliveries back, the drain waits for pump. It reports whether a flow was sent.
+func (l *link) finishDrain() bool {
+	if !l.draining || l.detached || (len(l.queue) > 0 && l.credit > 0) {
+		return false
+	}
+	l.draining = false
+	l.deliveryCount += l.credit
+	l.credit = 0
+	l.s.sendFlow(l)
+	return true
 }
 
 // offer queues a delivery; it goes out when credit and the session window allow.
@@ -176,9 +188,16 @@ func (l *link) offer(d *outDelivery) {
 	l.pump()
 }
 
-// pump sends queued deliveries while credit and the peer's window allow, each in as many
+// pump sends queued deliveries while credit and the peer's window allow, then ends a drain that
+// is due. It reports whether it sent the link's flow state (a drain ended).
+func (l *link) pump() bool {
+	l.sendQueued()
+	return l.finishDrain()
+}
+
+// sendQueued sends queued deliveries while credit and the peer's window allow, each in as many
 // transfers as the peer's max-frame-size requires.
-func (l *link) pump() {
+func (l *link) sendQueued() {
 	s := l.s
 	for len(l.queue) > 0 && l.credit > 0 && !l.detached {
 		d := l.queue[0]
