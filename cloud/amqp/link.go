@@ -83,6 +83,11 @@ func (s *session) attach(a *frames.PerformAttach) error {
 		lh++
 	}
 	l := &link{s: s, name: a.Name, remoteHandle: a.Handle, localHandle: lh, role: !a.Role}
+	if l.role == encoding.RoleReceiver {
+		// §2.6.7: the receiver's delivery-count starts at the sender's initial-delivery-count, or
+		// the sender's credit (our count plus our link-credit minus its count) is not what we gave.
+		l.deliveryCount = a.InitialDeliveryCount
+	}
 	if a.SenderSettleMode != nil {
 		l.sndSettle = *a.SenderSettleMode
 	} else {
