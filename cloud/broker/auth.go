@@ -23,6 +23,7 @@ type authInfo struct {
 	hub.AuthResult
 	expiry time.Time       // the SAS token's se: Azure drops the connection then
 	req    hub.AuthRequest // the CONNECT's credentials, checked again when keys change
+	gen    uint64          // Broker.credGen before Authenticate ran
 }
 
 // authHook authenticates CONNECTs against the core and enforces per-device topic isolation.
@@ -74,6 +75,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return false
 	}
 
+	// Read before Authenticate: a key change from here on may have been checked against the old
+	// key and missed by the re-check of live sessions; establish re-checks then (reverify.go).
+	gen := b.credGen.Load()
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.AuthTimeout)
 	defer cancel()
 	req := hub.AuthRequest{ClientID: clientID, Username: string(pk.Connect.Username), Password: string(pk.Connect.Password)}
@@ -114,7 +118,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return false
 	}
 
-	info := authInfo{AuthResult: res, expiry: res.TokenExpiry, req: req}
+	info := authInfo{AuthResult: res, expiry: res.TokenExpiry, req: req, gen: gen}
 	if info.expiry.IsZero() {
 		// The core verified the token; Azure drops a connection when its token expires.
 		if tok, err := iothub.ParseSASToken(string(pk.Connect.Password)); err == nil {

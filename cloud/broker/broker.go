@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -170,6 +171,11 @@ type Broker struct {
 
 	closeOnce sync.Once
 	writers   sync.WaitGroup
+
+	// credGen counts the core's credential changes. A CONNECT records it before Authenticate; a
+	// session established after a change that its re-check could not see (it was not registered
+	// yet) is re-checked by establish (reverify.go).
+	credGen atomic.Uint64
 }
 
 // New checks the options and prepares a broker; Start binds the listeners.
@@ -319,7 +325,10 @@ func (b *Broker) Start() error {
 		// ends in Core.Detach.
 		go b.DisconnectDevice(deviceID, "device deleted or disabled")
 	})
-	b.core.OnCredentialsChanged(func(deviceID string) { go b.reverify(deviceID) })
+	b.core.OnCredentialsChanged(func(deviceID string) {
+		b.credGen.Add(1) // before the re-check takes its list of sessions (reverify.go)
+		go b.reverify(deviceID)
+	})
 	if err := srv.Serve(); err != nil {
 		return fail(fmt.Errorf("broker: serve: %w", err))
 	}

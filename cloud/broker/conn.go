@@ -230,6 +230,11 @@ func (b *Broker) establish(cl *mqtt.Client, info authInfo) *conn {
 		b.devices[c.deviceID] = c
 	}
 	b.mu.Unlock()
+	if b.credGen.Load() != info.gen {
+		// Keys changed since this CONNECT was authenticated, and the re-check of live sessions
+		// may have taken its list before this one was registered: check it again (reverify.go).
+		go b.recheck([]*conn{c})
+	}
 	if old != nil {
 		old.log.Info("session replaced by a new connection of the same device", "new_remote", cl.Net.Remote)
 		b.retire(old)

@@ -40,6 +40,7 @@ type env struct {
 type envOpt struct {
 	cfg  hub.Config
 	opts func(*broker.Options)
+	core func(*hub.Hub) broker.Core // what the broker talks to (nil: the hub itself)
 }
 
 func newEnv(t testing.TB, o envOpt) *env {
@@ -61,7 +62,11 @@ func newEnv(t testing.TB, o envOpt) *env {
 	if o.opts != nil {
 		o.opts(&opts)
 	}
-	b, err := broker.New(h, opts)
+	var core broker.Core = h
+	if o.core != nil {
+		core = o.core(h)
+	}
+	b, err := broker.New(core, opts)
 	if err != nil {
 		t.Fatalf("broker.New: %v", err)
 	}

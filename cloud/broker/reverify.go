@@ -23,6 +23,17 @@ func (b *Broker) reverify(deviceID string) {
 		}
 	}
 	b.mu.RUnlock()
+	b.recheck(check)
+}
+
+// recheck authenticates the sessions' CONNECT credentials again and drops those refused.
+//
+// A CONNECT authenticated while keys change, with the old key, is established after the change's
+// re-check took its list of sessions: establish re-checks it, having registered it first. The
+// change increments Broker.credGen before its re-check takes the list, and a CONNECT reads
+// credGen before Authenticate: either the list holds the new session, or establish sees credGen
+// changed.
+func (b *Broker) recheck(check []*conn) {
 	for _, c := range check {
 		ctx, cancel := context.WithTimeout(b.ctx, b.opts.AuthTimeout)
 		_, err := b.core.Authenticate(ctx, c.auth)
