@@ -76,11 +76,18 @@ func (s *session) attach(a *frames.PerformAttach) error {
 		return s.end(amqpError(condHandleInUse, "attach on handle %d, which is attached", a.Handle))
 	}
 	if a.Handle > handleMax {
-		return s.end(amqpError(condResourceLimit, "handle %d exceeds handle-max %d", a.Handle, handleMax))
+		// §2.7.2 handle-max: a handle outside the range we announced closes the connection with
+		// framing-error.
+		return closeWith(condFraming, "attach on handle %d, above the handle-max %d of c2d-hub's begin", a.Handle, handleMax)
 	}
 	var lh uint32
 	for s.handles[lh] {
 		lh++
+	}
+	if lh > s.peerHandleMax {
+		// Our handle must be within the peer's handle-max (§2.7.2), and an attach cannot be refused
+		// without one (§2.6.3): the peer asked for more links than its own handle-max admits.
+		return s.end(amqpError(condResourceLimit, "no handle within the peer's handle-max %d for another link", s.peerHandleMax))
 	}
 	l := &link{s: s, name: a.Name, remoteHandle: a.Handle, localHandle: lh, role: !a.Role}
 	if l.role == encoding.RoleReceiver {

@@ -52,9 +52,11 @@ func cbsTarget(handle, initialDeliveryCount uint32) *frames.PerformAttach {
 		InitialDeliveryCount: initialDeliveryCount}
 }
 
-// handle-max is the highest handle the peer may use (§2.5.6, §2.7.1): an attach on the hub's
-// handle-max itself is a link; one past it ends the session with resource-limit-exceeded.
-func TestAttachOnHandleMaxIsAcceptedAndBeyondItEndsTheSession(t *testing.T) {
+// handle-max is the highest handle the peer may use (§2.7.2): an attach on the hub's handle-max
+// itself is a link; one past it is a handle outside the range the hub supports, and "a peer that
+// receives a handle outside the supported range MUST close the connection with the framing-error
+// error-code".
+func TestAttachOnHandleMaxIsAcceptedAndBeyondItClosesTheConnection(t *testing.T) {
 	h := newFlowHarness(t, encoding.RoleSender)
 	hm := h.begin(4).HandleMax
 	h.peer(cbsSource(hm))
@@ -62,10 +64,11 @@ func TestAttachOnHandleMaxIsAcceptedAndBeyondItEndsTheSession(t *testing.T) {
 	if a, ok := got[0].(*frames.PerformAttach); len(got) != 1 || !ok || a.Source == nil {
 		t.Fatalf("attach on handle-max %d answered with %v, want an attach with the node", hm, got)
 	}
-	h.peer(cbsSource(hm + 1))
-	got = h.sent()
-	if e, ok := got[0].(*frames.PerformEnd); len(got) != 1 || !ok || e.Error == nil || e.Error.Condition != condResourceLimit {
-		t.Fatalf("attach on handle-max+1 answered with %v, want an end with %s", got, condResourceLimit)
+	if e := h.fault(cbsSource(hm + 1)); e.Condition != condFraming {
+		t.Fatalf("attach on handle-max+1 closed the connection with %v, want %s", e, condFraming)
+	}
+	if got := h.sent(); len(got) != 0 {
+		t.Fatalf("attach on handle-max+1: the hub sent %v before the close, want nothing", got)
 	}
 }
 

@@ -27,9 +27,10 @@ type session struct {
 	nextDeliveryID       uint32
 	unsettled            map[uint32]*outDelivery // our deliveries the peer has not settled
 
-	links   map[uint32]*link // by the peer's handle
-	handles map[uint32]bool  // our handles in use
-	ended   bool             // we sent end
+	links         map[uint32]*link // by the peer's handle
+	handles       map[uint32]bool  // our handles in use
+	peerHandleMax uint32           // the highest handle the peer can take (its begin's handle-max)
+	ended         bool             // we sent end
 }
 
 func newSession(c *conn, remote, local uint16, b *frames.PerformBegin) *session {
@@ -41,6 +42,7 @@ func newSession(c *conn, remote, local uint16, b *frames.PerformBegin) *session 
 		unsettled:            map[uint32]*outDelivery{},
 		links:                map[uint32]*link{},
 		handles:              map[uint32]bool{},
+		peerHandleMax:        b.HandleMax,
 	}
 }
 
