@@ -24,6 +24,9 @@ const (
 	// writeTimeout bounds one write to the socket: a peer that stops reading is dropped.
 	writeTimeout = 30 * time.Second
 	channelMax   = 255
+	// minPeerIdleTimeout is the shortest idle-time-out of the peer's open we keep to: we send
+	// heartbeats at half of it, at most every 500 ms.
+	minPeerIdleTimeout = time.Second
 )
 
 // conn is one AMQP connection. Everything below mu is the protocol state; the reader goroutine
@@ -160,9 +163,6 @@ func (c *conn) readOpen() error {
 		c.peerMax = 1<<32 - 1
 	}
 	c.peerChans = open.ChannelMax
-	if open.IdleTimeout > 0 {
-		go c.heartbeats(max(open.IdleTimeout/2, 500*time.Millisecond))
-	}
 	// A connection that never authenticates is closed: an open port is not a place to park.
 	t := time.AfterFunc(c.srv.opt.AuthTimeout, func() {
 		c.mu.Lock()
@@ -186,6 +186,13 @@ func (c *conn) readOpen() error {
 		ChannelMax:   channelMax,
 		IdleTimeout:  c.srv.opt.IdleTimeout,
 	})
+	if open.IdleTimeout > 0 {
+		if open.IdleTimeout < minPeerIdleTimeout {
+			// §2.4.5: an idle-time-out a peer cannot keep to is refused with a close that says why.
+			return closeWith(condResourceLimit, "idle-time-out %v: c2d-hub keeps to %v or more", open.IdleTimeout, minPeerIdleTimeout)
+		}
+		go c.heartbeats(open.IdleTimeout / 2)
+	}
 	return nil
 }
 
@@ -287,6 +294,11 @@ func (c *conn) begin(ch uint16, b *frames.PerformBegin) error {
 	if b.RemoteChannel != nil {
 		return closeWith(condNotAllowed, "begin with remote-channel: c2d-hub does not begin sessions")
 	}
+	if ch > channelMax {
+		// §2.7.1 channel-max: a channel outside the range we announced closes the connection with
+		// framing-error.
+		return closeWith(condFraming, "begin on channel %d, above the channel-max %d of c2d-hub's open", ch, channelMax)
+	}
 	if c.sessions[ch] != nil {
 		return closeWith(condNotAllowed, "begin on channel %d, which has a session", ch)
 	}
@@ -297,8 +309,10 @@ func (c *conn) begin(ch uint16, b *frames.PerformBegin) error {
 			break
 		}
 	}
-	if local < 0 || ch > channelMax {
-		return closeWith(condResourceLimit, "too many sessions (channel-max %d)", channelMax)
+	if local < 0 {
+		// Our channel must be within the peer's channel-max (§2.7.1): it began more sessions than
+		// its own channel-max admits.
+		return closeWith(condResourceLimit, "no channel within the peer's channel-max %d for another session", c.peerChans)
 	}
 	c.local[uint16(local)] = true
 	s := newSession(c, ch, uint16(local), b)
