@@ -335,3 +335,40 @@ func TestPeersIdleTimeoutTooShortIsRefused(t *testing.T) {
 		t.Fatalf("open with idle-time-out 1 s: %v", err)
 	}
 }
+
+// §2.4.5: the idle-time-out the hub announces (1 s here) is the silence it allows, and "SHOULD be
+// half the peer's actual timeout threshold": a silent peer is closed with a close saying why
+// (amqp:connection:forced), not before the announced idle-time-out and not after twice it.
+func TestSilentPeerIsClosedBetweenTheIdleTimeoutAndTwiceIt(t *testing.T) {
+	h := newFlowHarness(t, encoding.RoleSender)
+	const idle = time.Second
+	h.c.srv.opt.IdleTimeout = idle
+	peer := h.wire()
+	done := make(chan error, 1)
+	go func() { done <- h.c.run() }()
+	select {
+	case err := <-h.write(peer, headerAMQP, &frames.PerformOpen{ContainerID: "peer"}):
+		if err != nil {
+			t.Fatalf("writing the header and open: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the header and open were not read within 5 s")
+	}
+	start := time.Now()
+	select {
+	case err := <-done:
+		if took := time.Since(start); took < idle || took > 2*idle {
+			t.Fatalf("a silent peer was closed after %v, want between %v and %v", took, idle, 2*idle)
+		}
+		if closeCondition(err) != condForced {
+			t.Fatalf("a silent peer was closed with %v, want %s", err, condForced)
+		}
+	case <-time.After(10 * idle):
+		t.Fatalf("a silent peer was not closed within %v", 10*idle)
+	}
+	h.dropHeader()
+	_, got := h.sentOn()
+	if c, ok := got[len(got)-1].(*frames.PerformClose); !ok || c.Error == nil || c.Error.Condition != condForced {
+		t.Fatalf("the hub's last frame %v, want a close with %s", got[len(got)-1], condForced)
+	}
+}
