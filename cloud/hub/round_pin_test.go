@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -42,5 +43,22 @@ func TestSendToDeviceWithNoFreeSlotStaysEnqueued(t *testing.T) {
 				t.Fatalf("after the settle got %s, want over", m.MessageID)
 			}
 		})
+	}
+}
+
+// A delivery that a send's own round hands to a connection that fails to take it goes back to
+// the queue before Send returns (its delivery counted), not when its lock expires: the clock is
+// held, so the lock never does.
+func TestSendDeliveryThatFailsReturnsToQueueAtOnce(t *testing.T) {
+	h, _ := clockHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	waitRoundIdle(t, h, "dev1") // the attach's round: the send takes its own
+	c.setFail(errors.New("socket closed"))
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	st, err := h.MessageStatus(context.Background(), "dev1", "m1")
+	if err != nil || st.State != iothub.StateEnqueued || st.DeliveryCount != 1 || st.LockedUntilUTC != nil {
+		t.Fatalf("after the failed Deliver: %+v, %v; want Enqueued, delivery count 1, no lock", st, err)
 	}
 }
