@@ -31,6 +31,21 @@ func batchOf(t *testing.T, b *iothub.FeedbackBatch, mid string) {
 	}
 }
 
+// receiveInOrder receives and completes one batch for each of mids, in that order.
+func receiveInOrder(t *testing.T, h *Hub, mids ...string) {
+	t.Helper()
+	for _, mid := range mids {
+		b, err := h.ReceiveFeedback(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		batchOf(t, b, mid)
+		if err := h.CompleteFeedback(context.Background(), b.LockToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Feedback batches are received oldest first. A waiting receiver is not handed a new batch while
 // an older one is available (it was woken for that one and takes it itself): here batch 1 was
 // formed (as the sweeper forms it when the batch window passes) after the receiver began to wait.
@@ -61,16 +76,7 @@ func TestHandOffNeverOvertakesAnAvailableBatch(t *testing.T) {
 	if hb, ok := h.removeWaiter(w); ok {
 		t.Fatalf("handed %+v to the waiting receiver while the older batch was available", hb.b)
 	}
-	for _, mid := range []string{"m1", "m2"} {
-		b, err := h.ReceiveFeedback(ctxT(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		batchOf(t, b, mid)
-		if err := h.CompleteFeedback(context.Background(), b.LockToken); err != nil {
-			t.Fatal(err)
-		}
-	}
+	receiveInOrder(t, h, "m1", "m2")
 }
 
 // A batch handed to a waiting receiver is newer than every batch formed before it: when the locks
@@ -98,16 +104,7 @@ func TestHandedBatchComesBackAfterOlderBatches(t *testing.T) {
 	}
 	clk.Advance(cfg.FeedbackLockTimeout + time.Second)
 	clk.Resume() // the sweep returns both expired locks to the store
-	for _, mid := range []string{"m1", "m2"} {
-		b, err := h.ReceiveFeedback(ctxT(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		batchOf(t, b, mid)
-		if err := h.CompleteFeedback(context.Background(), b.LockToken); err != nil {
-			t.Fatal(err)
-		}
-	}
+	receiveInOrder(t, h, "m1", "m2")
 }
 
 // On PostgreSQL a hub has several writers, so the records a hand-off counted can be batched by
