@@ -31,6 +31,15 @@ func batchOf(t *testing.T, b *iothub.FeedbackBatch, mid string) {
 	}
 }
 
+// attachedDev1 creates device dev1 and attaches a connection for it.
+func attachedDev1(t *testing.T, h *Hub) *recConn {
+	t.Helper()
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	return c
+}
+
 // receiveInOrder receives and completes one batch for each of mids, in that order.
 func receiveInOrder(t *testing.T, h *Hub, mids ...string) {
 	t.Helper()
@@ -53,9 +62,7 @@ func TestHandOffNeverOvertakesAnAvailableBatch(t *testing.T) {
 	cfg := testConfig()
 	cfg.FeedbackInterval = time.Hour
 	h, clk := clockHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	c := newConn("dev1")
-	h.Attach(c)
+	c := attachedDev1(t, h)
 	ackedOutcome(t, h, c, "m1")
 	w := h.addWaiter()
 	if err := h.st.update(context.Background(), func(tx storeTx) error {
@@ -86,9 +93,7 @@ func TestHandedBatchComesBackAfterOlderBatches(t *testing.T) {
 	cfg.FeedbackInterval = time.Hour
 	cfg.FeedbackLockTimeout = time.Minute
 	h, clk := clockHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	c := newConn("dev1")
-	h.Attach(c)
+	c := attachedDev1(t, h)
 	ackedOutcome(t, h, c, "m1")
 	b1, err := h.ReceiveFeedback(ctxT(t)) // batch 1, locked and never completed
 	if err != nil {
@@ -137,9 +142,7 @@ func TestReceiverThatLeftIsHandedNothing(t *testing.T) {
 	cfg := testConfig()
 	cfg.FeedbackInterval = time.Hour
 	h, _ := clockHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	c := newConn("dev1")
-	h.Attach(c)
+	c := attachedDev1(t, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	left := make(chan error, 1)
 	go func() {
@@ -175,9 +178,7 @@ func TestHandedBatchWithExactlyHalfItsLockLeftIsTaken(t *testing.T) {
 	cfg.FeedbackInterval = time.Hour
 	cfg.FeedbackLockTimeout = time.Minute
 	h, clk := clockHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	c := newConn("dev1")
-	h.Attach(c)
+	c := attachedDev1(t, h)
 	w := h.addWaiter()
 	ackedOutcome(t, h, c, "m1")
 	hb, ok := h.removeWaiter(w)
