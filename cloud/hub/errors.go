@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"strconv"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
@@ -45,10 +46,23 @@ func randomToken(n int) string {
 // newLockToken is 22 characters: 128 random bits.
 func newLockToken() string { return randomToken(16) }
 
-// A message's lock token is a prefix drawn for each delivery round (16 characters: 96 random bits)
-// followed by the message's sequence number, so one statement can lock a round's messages
-// (lockNext) and every token is still unique and unguessable.
+// A message's lock token is a prefix drawn for each delivery round (lockPrefixLen characters: 96
+// random bits) followed by the message's sequence number, so one statement can lock a round's
+// messages (lockNext), every token is still unique and unguessable, and a settle finds the message
+// by its primary key (lockSeq) instead of through an index of its own on every message.
 func newLockPrefix() string { return randomToken(12) }
+
+const lockPrefixLen = 16 // base64.RawURLEncoding.EncodedLen(12)
+
+// lockSeq is the sequence number a lock token ends in; false for a token no delivery made (such a
+// token matches no message, so the caller refuses it as a lost lock).
+func lockSeq(token string) (int64, bool) {
+	if len(token) <= lockPrefixLen {
+		return 0, false
+	}
+	seq, err := strconv.ParseInt(token[lockPrefixLen:], 10, 64)
+	return seq, err == nil && seq > 0
+}
 
 // longestLockToken is as long as a message's lock token can be (a prefix and a 19-digit sequence
 // number), in characters that percent-encoding leaves alone, as the token's are.

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -178,4 +179,13 @@ func wantCode(t *testing.T, err error, sentinel error, code iothub.ErrorCode) *i
 		t.Fatalf("error %v: want *iothub.Error code %d", err, code)
 	}
 	return ie
+}
+
+// testPrefix pads a test's lock-token prefix to the length of a real one (lockPrefixLen): the
+// store reads a token's sequence number after it (lockSeq).
+func testPrefix(s string) string { return s + strings.Repeat("_", lockPrefixLen-len(s)) }
+
+// testToken is the lock token of message seq locked under testPrefix(prefix).
+func testToken(prefix string, seq int64) string {
+	return testPrefix(prefix) + strconv.FormatInt(seq, 10)
 }

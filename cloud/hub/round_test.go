@@ -48,7 +48,7 @@ func TestStoreEnqueueFirst(t *testing.T) {
 			})
 			return seq, pending, found, locked
 		}
-		lock := firstLock{prefix: "tok", until: at(time.Minute)}
+		lock := firstLock{prefix: testPrefix("tok"), until: at(time.Minute)}
 		if seq, _, _, locked := enqueue("d", 10, lock); seq != 1 || !locked {
 			t.Fatalf("the first message of an empty queue: seq %d, locked %v; want 1, locked", seq, locked)
 		}
@@ -65,7 +65,7 @@ func TestStoreEnqueueFirst(t *testing.T) {
 		if seq, _, found, _ := enqueue("ghost", 10, lock); seq != 0 || found {
 			t.Fatalf("an unknown device: seq %d, found %v", seq, found)
 		}
-		held := firstLock{o: owner{node: "node-a", epoch: epoch}, prefix: "tok", until: at(time.Minute)}
+		held := firstLock{o: owner{node: "node-a", epoch: epoch}, prefix: testPrefix("tok"), until: at(time.Minute)}
 		if _, _, _, locked := enqueue("own", 10, held); !locked {
 			t.Fatal("not locked although its owner holds the device")
 		}
@@ -87,8 +87,8 @@ func TestStoreEnqueueFirst(t *testing.T) {
 				return m
 			}
 			want := map[string][]msgRow{
-				"d":      {withID(testMsg("d", 0), "m1"), locked(withID(testMsg("d", 0), "m2"), "tok2"), withID(testMsg("d", 0), "m3")},
-				"own":    {locked(withID(testMsg("own", 0), "m6"), "tok1")},
+				"d":      {withID(testMsg("d", 0), "m1"), locked(withID(testMsg("d", 0), "m2"), testToken("tok", 2)), withID(testMsg("d", 0), "m3")},
+				"own":    {locked(withID(testMsg("own", 0), "m6"), testToken("tok", 1))},
 				"stale":  {withID(testMsg("stale", 0), "m7")},
 				"none":   {withID(testMsg("none", 0), "m8")},
 				"nolock": {withID(testMsg("nolock", 0), "m9")},

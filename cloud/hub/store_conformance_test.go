@@ -286,21 +286,28 @@ func TestStoreMessageLifecycle(t *testing.T) {
 		})
 		// Deliver 1 and 2: lock them.
 		up(t, st, func(tx storeTx) error {
-			if err := sqlOf(tx).setLock("d", 1, "tok1", at(time.Minute), 1); err != nil {
+			if err := sqlOf(tx).setLock("d", 1, testToken("tok", 1), at(time.Minute), 1); err != nil {
 				return err
 			}
-			return sqlOf(tx).setLock("d", 2, "tok2", at(2*time.Minute), 4)
+			return sqlOf(tx).setLock("d", 2, testToken("tok", 2), at(2*time.Minute), 4)
 		})
 		see(t, st, func(tx storeTx) error {
-			m, ok, err := tx.byToken("d", "tok2")
+			m, ok, err := tx.byToken("d", testToken("tok", 2))
 			want := sent[1]
-			want.State, want.LockToken, want.LockedUntil, want.DeliveryCount = iothub.StateInvisible, "tok2", at(2*time.Minute), 4
+			want.State, want.LockToken, want.LockedUntil, want.DeliveryCount = iothub.StateInvisible, testToken("tok", 2), at(2*time.Minute), 4
 			if err != nil || !ok {
 				t.Fatalf("byToken: %v, %v", ok, err)
 			}
 			sameMsg(t, "locked message", m, want)
-			if _, ok, _ := tx.byToken("other", "tok2"); ok {
+			if _, ok, _ := tx.byToken("other", testToken("tok", 2)); ok {
 				t.Fatal("byToken found a token under another device")
+			}
+			// A token ends in its message's sequence number; the rest must match too.
+			if _, ok, _ := tx.byToken("d", testToken("tik", 2)); ok {
+				t.Fatal("byToken found message 2 by a token of another prefix")
+			}
+			if _, ok, _ := tx.byToken("d", testToken("tok", 3)); ok {
+				t.Fatal("byToken found message 3, which is not locked, by a token")
 			}
 			if ms, _ := sqlOf(tx).enqueued("d", 10); len(ms) != 1 || ms[0].Seq != 3 {
 				t.Fatalf("enqueued while 1, 2 are locked = %+v", ms)
@@ -333,7 +340,8 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			for _, c := range []struct {
 				dev, tok string
 				now      time.Time
-			}{{"other", "tok2", at(0)}, {"d", "nope", at(0)}, {"d", "tok2", at(2 * time.Minute)}, {"d", "tok2", at(time.Hour)}} {
+			}{{"other", testToken("tok", 2), at(0)}, {"d", "nope", at(0)}, {"d", testToken("tik", 2), at(0)},
+				{"d", testToken("tok", 3), at(0)}, {"d", testToken("tok", 2), at(2 * time.Minute)}, {"d", testToken("tok", 2), at(time.Hour)}} {
 				if m, ok, err := tx.takeLocked(c.dev, c.tok, c.now); err != nil || ok {
 					return fmt.Errorf("takeLocked(%s, %s, %v) = %+v, %v, %v; want nothing", c.dev, c.tok, c.now, m, ok, err)
 				}
@@ -341,7 +349,7 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			return nil
 		})
 		see(t, st, func(tx storeTx) error {
-			if _, ok, _ := tx.byToken("d", "tok2"); !ok {
+			if _, ok, _ := tx.byToken("d", testToken("tok", 2)); !ok {
 				t.Fatal("a takeLocked that matched nothing removed the message")
 			}
 			return nil
@@ -351,7 +359,7 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			if err := tx.requeue("d", 1); err != nil {
 				return err
 			}
-			m, _, err := tx.byToken("d", "tok2")
+			m, _, err := tx.byToken("d", testToken("tok", 2))
 			if err != nil {
 				return err
 			}
@@ -360,12 +368,16 @@ func TestStoreMessageLifecycle(t *testing.T) {
 		})
 		st = reopen()
 		see(t, st, func(tx storeTx) error {
-			if _, ok, _ := tx.byToken("d", "tok1"); ok {
+			if _, ok, _ := tx.byToken("d", testToken("tok", 1)); ok {
 				t.Fatal("a requeued message still answers to its old lock token")
 			}
 			ms, _ := sqlOf(tx).enqueued("d", 10)
 			if len(ms) != 2 || ms[0].Seq != 1 || ms[0].DeliveryCount != 1 || ms[0].LockToken != "" || !ms[0].LockedUntil.IsZero() {
 				t.Fatalf("after requeue: %+v", ms)
+			}
+			// Requeued, it has no lock, so TTL applies to it again (it expires before message 3).
+			if ms, _ := tx.ttlExpired(at(2*time.Hour), 10); len(ms) != 2 || ms[0].Seq != 1 || ms[1].Seq != 3 {
+				t.Fatalf("ttlExpired after the requeue = %+v", ms)
 			}
 			if n, _ := tx.pendingCount("d"); n != 2 {
 				t.Fatalf("pendingCount after settle = %d", n)
@@ -415,24 +427,24 @@ func TestStoreMessageLifecycle(t *testing.T) {
 			if err := tx.insertMessage(&m); err != nil {
 				return err
 			}
-			return sqlOf(tx).setLock("d", 5, "tok5", at(time.Minute), 2)
+			return sqlOf(tx).setLock("d", 5, testToken("tok", 5), at(time.Minute), 2)
 		})
 		up(t, st, func(tx storeTx) error {
-			m, ok, err := tx.takeLocked("d", "tok5", at(time.Minute-time.Millisecond))
+			m, ok, err := tx.takeLocked("d", testToken("tok", 5), at(time.Minute-time.Millisecond))
 			if err != nil || !ok {
 				return fmt.Errorf("takeLocked on a valid lock: %v, %v", ok, err)
 			}
 			want := testMsg("d", 5)
-			want.State, want.LockToken, want.LockedUntil, want.DeliveryCount = iothub.StateInvisible, "tok5", at(time.Minute), 2
+			want.State, want.LockToken, want.LockedUntil, want.DeliveryCount = iothub.StateInvisible, testToken("tok", 5), at(time.Minute), 2
 			sameMsg(t, "taken message", m, want)
-			if again, ok, err := tx.takeLocked("d", "tok5", at(0)); err != nil || ok {
+			if again, ok, err := tx.takeLocked("d", testToken("tok", 5), at(0)); err != nil || ok {
 				return fmt.Errorf("takeLocked twice: %+v, %v, %v", again, ok, err)
 			}
 			m.Outcome, m.SettledAt, m.State = iothub.StatusSuccess, at(30*time.Minute), iothub.StateCompleted
 			return tx.insertSettled(&m)
 		})
 		see(t, st, func(tx storeTx) error {
-			if _, ok, _ := tx.byToken("d", "tok5"); ok {
+			if _, ok, _ := tx.byToken("d", testToken("tok", 5)); ok {
 				t.Fatal("a taken message is still pending")
 			}
 			s, ok, err := tx.byMessageID("d", testMsg("d", 5).MessageID)
@@ -668,7 +680,7 @@ func TestStoreLockNext(t *testing.T) {
 			var got []msgRow
 			up(t, st, func(tx storeTx) error {
 				var err error
-				got, err = tx.lockNext("d", 3, at(time.Duration(round+1)*time.Minute), fmt.Sprintf("p%d-", round))
+				got, err = tx.lockNext("d", 3, at(time.Duration(round+1)*time.Minute), testPrefix(fmt.Sprintf("p%d-", round)))
 				return err
 			})
 			if len(got) != len(want) {
@@ -677,7 +689,7 @@ func TestStoreLockNext(t *testing.T) {
 			for i, m := range got {
 				w := testMsg("d", want[i])
 				w.State, w.DeliveryCount = iothub.StateInvisible, 1
-				w.LockToken, w.LockedUntil = fmt.Sprintf("p%d-%d", round, want[i]), at(time.Duration(round+1)*time.Minute)
+				w.LockToken, w.LockedUntil = testToken(fmt.Sprintf("p%d-", round), want[i]), at(time.Duration(round+1)*time.Minute)
 				sameMsg(t, fmt.Sprintf("round %d, message %d", round, i), m, w)
 			}
 		}
@@ -685,7 +697,7 @@ func TestStoreLockNext(t *testing.T) {
 			if ms, _ := sqlOf(tx).enqueued("e", 10); len(ms) != 1 {
 				t.Fatalf("another device's queue changed: %+v", ms)
 			}
-			if m, ok, _ := tx.byToken("d", "p1-5"); !ok || m.Seq != 5 || m.State != iothub.StateInvisible {
+			if m, ok, _ := tx.byToken("d", testToken("p1-", 5)); !ok || m.Seq != 5 || m.State != iothub.StateInvisible {
 				t.Fatalf("byToken of a lockNext token: %+v, %v", m, ok)
 			}
 			return nil
@@ -693,8 +705,8 @@ func TestStoreLockNext(t *testing.T) {
 		// A requeued message is locked again, its delivery count going on.
 		up(t, st, func(tx storeTx) error { return tx.requeue("d", 2) })
 		up(t, st, func(tx storeTx) error {
-			ms, err := tx.lockNext("d", 5, at(time.Hour), "q")
-			if err != nil || len(ms) != 1 || ms[0].Seq != 2 || ms[0].DeliveryCount != 2 || ms[0].LockToken != "q2" {
+			ms, err := tx.lockNext("d", 5, at(time.Hour), testPrefix("q"))
+			if err != nil || len(ms) != 1 || ms[0].Seq != 2 || ms[0].DeliveryCount != 2 || ms[0].LockToken != testToken("q", 2) {
 				return fmt.Errorf("lockNext after a requeue = %+v, %v", ms, err)
 			}
 			return nil

@@ -142,7 +142,7 @@ func TestStoreOwnedWrites(t *testing.T) {
 		until := at(time.Minute)
 		for _, o := range []owner{{node: "n1", epoch: epoch - 1}, {node: "n1", epoch: epoch + 1}, {node: "n2", epoch: epoch}} {
 			up(t, st, func(tx storeTx) error {
-				if ms, err := tx.lockNextOwned("d", o, 2, until, "x"); !errors.Is(err, errFenced) || len(ms) != 0 {
+				if ms, err := tx.lockNextOwned("d", o, 2, until, testPrefix("x")); !errors.Is(err, errFenced) || len(ms) != 0 {
 					return fmt.Errorf("lockNextOwned as %+v = %d messages, %v; want errFenced", o, len(ms), err)
 				}
 				return nil
@@ -151,36 +151,41 @@ func TestStoreOwnedWrites(t *testing.T) {
 		var locked []msgRow
 		up(t, st, func(tx storeTx) error {
 			var err error
-			locked, err = tx.lockNextOwned("d", me, 2, until, "p")
-			if err != nil || len(locked) != 2 || locked[0].Seq != 1 || locked[1].Seq != 2 || locked[0].LockToken != "p1" {
+			locked, err = tx.lockNextOwned("d", me, 2, until, testPrefix("p"))
+			if err != nil || len(locked) != 2 || locked[0].Seq != 1 || locked[1].Seq != 2 || locked[0].LockToken != testToken("p", 1) {
 				return fmt.Errorf("lockNextOwned as the owner = %+v, %v", locked, err)
 			}
 			// The zero owner (one node) is no condition.
-			ms, err := tx.lockNextOwned("d", owner{}, 1, until, "q")
+			ms, err := tx.lockNextOwned("d", owner{}, 1, until, testPrefix("q"))
 			if err != nil || len(ms) != 1 || ms[0].Seq != 3 {
 				return fmt.Errorf("lockNextOwned without an owner = %+v, %v", ms, err)
 			}
 			return nil
 		})
 		up(t, st, func(tx storeTx) error {
-			ms, err := tx.lockNextOwned("d", me, 1, until, "r")
+			ms, err := tx.lockNextOwned("d", me, 1, until, testPrefix("r"))
 			if err != nil || len(ms) != 1 || ms[0].Seq != 4 {
 				return fmt.Errorf("lockNextOwned of the last = %+v, %v", ms, err)
 			}
-			if ms, err := tx.lockNextOwned("d", me, 1, until, "s"); err != nil || len(ms) != 0 {
+			if ms, err := tx.lockNextOwned("d", me, 1, until, testPrefix("s")); err != nil || len(ms) != 0 {
 				return fmt.Errorf("lockNextOwned with nothing enqueued = %+v, %v; want nothing, no error", ms, err)
 			}
 			return nil
 		})
 		now := at(30 * time.Second)
 		up(t, st, func(tx storeTx) error {
-			if _, ok, err := tx.settleLocked("d", "p1", now, owner{node: "n2", epoch: epoch}, iothub.StatusSuccess, ""); !errors.Is(err, errFenced) || ok {
+			if _, ok, err := tx.settleLocked("d", testToken("p", 1), now, owner{node: "n2", epoch: epoch}, iothub.StatusSuccess, ""); !errors.Is(err, errFenced) || ok {
 				return fmt.Errorf("settleLocked as another node = %v, %v; want errFenced", ok, err)
 			}
-			if _, ok, err := tx.settleLocked("d", "nope", now, me, iothub.StatusSuccess, ""); err != nil || ok {
-				return fmt.Errorf("settleLocked of an unknown token = %v, %v", ok, err)
+			if _, ok, err := tx.settleLocked("d", "nope", now, owner{node: "n2", epoch: epoch}, iothub.StatusSuccess, ""); !errors.Is(err, errFenced) || ok {
+				return fmt.Errorf("settleLocked of an unknown token as another node = %v, %v; want errFenced", ok, err)
 			}
-			if _, ok, err := tx.settleLocked("d", "p1", until, me, iothub.StatusSuccess, ""); err != nil || ok {
+			for _, tok := range []string{"nope", testToken("x", 1), testToken("p", 3)} {
+				if _, ok, err := tx.settleLocked("d", tok, now, me, iothub.StatusSuccess, ""); err != nil || ok {
+					return fmt.Errorf("settleLocked of unknown token %q = %v, %v", tok, ok, err)
+				}
+			}
+			if _, ok, err := tx.settleLocked("d", testToken("p", 1), until, me, iothub.StatusSuccess, ""); err != nil || ok {
 				return fmt.Errorf("settleLocked when the lock ran out = %v, %v", ok, err)
 			}
 			return nil
@@ -189,7 +194,7 @@ func TestStoreOwnedWrites(t *testing.T) {
 		up(t, st, func(tx storeTx) error {
 			var ok bool
 			var err error
-			got, ok, err = tx.settleLocked("d", "p2", now, me, iothub.StatusRejected, "bad pin")
+			got, ok, err = tx.settleLocked("d", testToken("p", 2), now, me, iothub.StatusRejected, "bad pin")
 			if err != nil || !ok {
 				return fmt.Errorf("settleLocked as the owner = %v, %v", ok, err)
 			}
@@ -199,10 +204,10 @@ func TestStoreOwnedWrites(t *testing.T) {
 		w.Outcome, w.Reason, w.SettledAt, w.State = iothub.StatusRejected, "bad pin", now, iothub.StateDeadLettered
 		sameMsg(t, "the settled message", got, w)
 		see(t, st, func(tx storeTx) error {
-			if m, ok, _ := tx.byToken("d", "p2"); ok {
+			if m, ok, _ := tx.byToken("d", testToken("p", 2)); ok {
 				t.Fatalf("a settled message is still pending: %+v", m)
 			}
-			if m, ok, _ := tx.byToken("d", "p1"); !ok || m.State != iothub.StateInvisible {
+			if m, ok, _ := tx.byToken("d", testToken("p", 1)); !ok || m.State != iothub.StateInvisible {
 				t.Fatalf("the refused settles changed p1: %+v, %v", m, ok)
 			}
 			s, ok, err := tx.byMessageID("d", "m2")
@@ -213,4 +218,24 @@ func TestStoreOwnedWrites(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// A settle reads the sequence number out of the token (lockSeq) to find the message by its
+// primary key, so the token's layout is part of the schema.
+func TestLockSeqReadsTheTokensLayout(t *testing.T) {
+	p := newLockPrefix()
+	if len(p) != lockPrefixLen {
+		t.Fatalf("a lock prefix has %d characters; lockSeq skips %d", len(p), lockPrefixLen)
+	}
+	if seq, ok := lockSeq(p + "9223372036854775807"); !ok || seq != 9223372036854775807 {
+		t.Fatalf("lockSeq(prefix + max int64) = %d, %v", seq, ok)
+	}
+	if seq, ok := lockSeq(longestLockToken); !ok || seq != 9223372036854775807 {
+		t.Fatalf("lockSeq(longestLockToken) = %d, %v", seq, ok)
+	}
+	for _, tok := range []string{"", p, p + "0", p + "-1", p + "x", p + "9223372036854775808", "nope"} {
+		if seq, ok := lockSeq(tok); ok {
+			t.Errorf("lockSeq(%q) = %d, true; want no sequence number", tok, seq)
+		}
+	}
 }

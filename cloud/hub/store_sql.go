@@ -427,6 +427,8 @@ type sqlTx struct {
 	// runs the same few statements for hundreds of requests, and a handle per call (Tx.StmtContext)
 	// was ~16 % of the hub's allocated bytes and more work at commit (docs/benchmarks.md).
 	handles map[*sql.Stmt]*sql.Stmt
+	// seen, when set (the query-plan tests), is told each statement as sent, before it runs.
+	seen func(q string, args []any)
 }
 
 // stmt returns this transaction's handle of q's prepared statement, nil while it is not prepared.
@@ -446,9 +448,12 @@ func (t *sqlTx) stmt(q string) *sql.Stmt {
 	return ts
 }
 
-func (t *sqlTx) count() {
+func (t *sqlTx) count(q string, args []any) {
 	if t.stmts != nil {
 		t.stmts.Add(1)
+	}
+	if t.seen != nil {
+		t.seen(q, args)
 	}
 }
 
@@ -488,7 +493,7 @@ func fromMs(v int64) time.Time {
 // deadlock (a fleet reconnecting at once after a restart did exactly that).
 func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
-	t.count()
+	t.count(q, args)
 	t.dirty = true // every exec writes (or takes a lock a savepoint would release)
 	if st := t.stmt(q); st != nil {
 		return st.ExecContext(t.ctx, args...)
@@ -504,7 +509,7 @@ func reads(q string) bool {
 
 func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	q = t.d.rebind(q)
-	t.count()
+	t.count(q, args)
 	if !reads(q) {
 		t.dirty = true
 	}
@@ -537,7 +542,7 @@ func (r sqlRow) Scan(dest ...any) error {
 
 func (t *sqlTx) queryRow(q string, args ...any) sqlRow {
 	q = t.d.rebind(q)
-	t.count()
+	t.count(q, args)
 	if !reads(q) {
 		t.dirty = true
 	}

@@ -159,10 +159,14 @@ func (t *sqlTx) settleLocked(deviceID, token string, now time.Time, o owner, out
 		m.Outcome, m.Reason, m.SettledAt, m.State = outcome, reason, now, outcome.Terminal()
 		return m, true, t.insertSettled(&m)
 	}
+	seq, ok := lockSeq(token)
+	if !ok {
+		return msgRow{}, false, t.checkOwner(deviceID, o)
+	}
 	dirty := t.dirty
 	state := outcome.Terminal()
 	rows, err := t.query(`WITH `+ownedCTE+`,
-		del AS (DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
+		del AS (DELETE FROM messages WHERE device_id = ? AND seq = ? AND lock_token = ? AND state = ?
 			AND locked_until > ? AND EXISTS (SELECT 1 FROM own) RETURNING `+msgCols+`),
 		ins AS (INSERT INTO settled (device_id, seq, message_id, correlation_id, ack, properties,
 			enqueued_at, expires_at, delivery_count, state, outcome, reason, settled_at)
@@ -170,7 +174,7 @@ func (t *sqlTx) settleLocked(deviceID, token string, now time.Time, o owner, out
 				expires_at, delivery_count, ?, ?, ?, ? FROM del)
 		SELECT `+msgCols+` FROM del`,
 		deviceID, o.node, o.epoch,
-		token, deviceID, string(iothub.StateInvisible), ms(now),
+		deviceID, seq, token, string(iothub.StateInvisible), ms(now),
 		string(state), string(outcome), reason, ms(now))
 	if err != nil {
 		return msgRow{}, false, err

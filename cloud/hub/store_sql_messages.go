@@ -203,7 +203,12 @@ func (t *sqlTx) pending(deviceID string) ([]msgRow, error) {
 }
 
 func (t *sqlTx) byToken(deviceID, token string) (msgRow, bool, error) {
-	ms, err := t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE lock_token = ? AND device_id = ?`+t.forUpdate(), token, deviceID)
+	seq, ok := lockSeq(token)
+	if !ok {
+		return msgRow{}, false, nil
+	}
+	ms, err := t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE device_id = ? AND seq = ? AND lock_token = ?`+t.forUpdate(),
+		deviceID, seq, token)
 	if err != nil || len(ms) == 0 {
 		return msgRow{}, false, err
 	}
@@ -296,9 +301,13 @@ func (t *sqlTx) insertSettled(m *msgRow) error {
 // takeLocked: DELETE … RETURNING takes the row lock (PostgreSQL) and checks the lock in one
 // statement, where a settle used to SELECT … FOR UPDATE and then DELETE.
 func (t *sqlTx) takeLocked(deviceID, token string, now time.Time) (msgRow, bool, error) {
+	seq, ok := lockSeq(token)
+	if !ok {
+		return msgRow{}, false, nil
+	}
 	dirty := t.dirty
-	rows, err := t.query(`DELETE FROM messages WHERE lock_token = ? AND device_id = ? AND state = ?
-		AND locked_until > ? RETURNING `+msgCols, token, deviceID, string(iothub.StateInvisible), ms(now))
+	rows, err := t.query(`DELETE FROM messages WHERE device_id = ? AND seq = ? AND lock_token = ? AND state = ?
+		AND locked_until > ? RETURNING `+msgCols, deviceID, seq, token, string(iothub.StateInvisible), ms(now))
 	if err != nil {
 		return msgRow{}, false, err
 	}
@@ -318,9 +327,11 @@ func (t *sqlTx) lockExpired(now time.Time, limit int) ([]msgRow, error) {
 		ORDER BY locked_until LIMIT ?`+t.skipLocked(), string(iothub.StateInvisible), ms(now), limit)
 }
 
+// ttlExpired: ordered by (locked_until, expires_at), which for these rows (all NULL) is expires_at,
+// so that PostgreSQL reads messages_due in order instead of sorting every expired message.
 func (t *sqlTx) ttlExpired(now time.Time, limit int) ([]msgRow, error) {
-	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE state = ? AND expires_at <= ?
-		ORDER BY expires_at LIMIT ?`+t.skipLocked(), string(iothub.StateEnqueued), ms(now), limit)
+	return t.queryMsgs(`SELECT `+msgCols+` FROM messages WHERE state = ? AND locked_until IS NULL
+		AND expires_at <= ? ORDER BY locked_until, expires_at LIMIT ?`+t.skipLocked(), string(iothub.StateEnqueued), ms(now), limit)
 }
 
 func (t *sqlTx) invisible() ([]msgRow, error) {
@@ -341,7 +352,7 @@ func (t *sqlTx) nextMessageDeadline() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	exp, err := t.minTime(`SELECT MIN(expires_at) FROM messages WHERE state = ?`, string(iothub.StateEnqueued))
+	exp, err := t.minTime(`SELECT MIN(expires_at) FROM messages WHERE state = ? AND locked_until IS NULL`, string(iothub.StateEnqueued))
 	if err != nil {
 		return time.Time{}, err
 	}
