@@ -123,21 +123,7 @@ func TestStoreEnqueueConcurrentNodes(t *testing.T) {
 // stale epoch or another node changes nothing and answers errFenced.
 func TestStoreOwnedWrites(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store, _ func() store) {
-		var epoch int64
-		up(t, st, func(tx storeTx) error {
-			if err := tx.insertDevice(deviceRow{ID: "d", Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
-				return err
-			}
-			for seq := int64(1); seq <= 4; seq++ {
-				m := testMsg("d", seq)
-				if err := tx.insertMessage(&m); err != nil {
-					return err
-				}
-			}
-			var err error
-			epoch, err = tx.claimDevice("d", "n1", at(0))
-			return err
-		})
+		epoch := claimedWithMessages(t, st, 4)
 		me := owner{node: "n1", epoch: epoch}
 		until := at(time.Minute)
 		for _, o := range []owner{{node: "n1", epoch: epoch - 1}, {node: "n1", epoch: epoch + 1}, {node: "n2", epoch: epoch}} {
@@ -238,4 +224,25 @@ func TestLockSeqReadsTheTokensLayout(t *testing.T) {
 			t.Errorf("lockSeq(%q) = %d, true; want no sequence number", tok, seq)
 		}
 	}
+}
+
+// claimedWithMessages stores device "d" with n Enqueued messages (seq 1…n) and lets node "n1"
+// claim it; it returns the claim's epoch.
+func claimedWithMessages(t *testing.T, st store, n int64) (epoch int64) {
+	t.Helper()
+	up(t, st, func(tx storeTx) error {
+		if err := tx.insertDevice(deviceRow{ID: "d", Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
+			return err
+		}
+		for seq := int64(1); seq <= n; seq++ {
+			m := testMsg("d", seq)
+			if err := tx.insertMessage(&m); err != nil {
+				return err
+			}
+		}
+		var err error
+		epoch, err = tx.claimDevice("d", "n1", at(0))
+		return err
+	})
+	return epoch
 }

@@ -19,21 +19,7 @@ import (
 // serves the statement without a sort; SQLite's plans are checked index and bounds.
 func TestStoreMessageStatementsUseAnIndex(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store, _ func() store) {
-		var epoch int64
-		up(t, st, func(tx storeTx) error {
-			if err := tx.insertDevice(deviceRow{ID: "d", Status: iothub.DeviceEnabled, UpdatedAt: at(0)}); err != nil {
-				return err
-			}
-			for seq := int64(1); seq <= 3; seq++ {
-				m := testMsg("d", seq)
-				if err := tx.insertMessage(&m); err != nil {
-					return err
-				}
-			}
-			var err error
-			epoch, err = tx.claimDevice("d", "n1", at(0))
-			return err
-		})
+		epoch := claimedWithMessages(t, st, 3)
 		// sqlite: what SQLite's plans must show between them (its planner needs no statistics, so
 		// its plan is the one a large table gets): the index and the columns that bound its range.
 		pk := "sqlite_autoindex_messages_1 (device_id=? AND seq=?)"
