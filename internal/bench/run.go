@@ -713,7 +713,11 @@ func (r *runner) rawThroughput(ctx context.Context, name, addr string) error {
 		var got atomic.Int64
 		subs := make([]*LiteClient, d)
 		err := parallel2(ctx, d, r.cfg.ConnectConcurrency, func(i int) error {
-			c, err := DialLite(addr, LiteOptions{ClientID: fmt.Sprintf("sub-%d", i), CleanSession: true, OnMessage: func(string, []byte) { got.Add(1) }})
+			// Client ids differ from row to row: the last row's "sub-0", just closed, may still be
+			// on its way out of the broker, and a new connection under its id could lose its
+			// subscription to the old one's clean-up (a make bench of 2026-12-04 failed with one
+			// subscriber's share, 200 messages, missing: what that would do).
+			c, err := DialLite(addr, LiteOptions{ClientID: fmt.Sprintf("sub-%d-%d", d, i), CleanSession: true, OnMessage: func(string, []byte) { got.Add(1) }})
 			if err != nil {
 				return err
 			}
@@ -726,7 +730,7 @@ func (r *runner) rawThroughput(ctx context.Context, name, addr string) error {
 		}
 		pubs := make([]*LiteClient, C)
 		for i := range pubs {
-			if pubs[i], err = DialLite(addr, LiteOptions{ClientID: fmt.Sprintf("pub-%d", i), CleanSession: true}); err != nil {
+			if pubs[i], err = DialLite(addr, LiteOptions{ClientID: fmt.Sprintf("pub-%d-%d", d, i), CleanSession: true}); err != nil {
 				CloseAll(subs)
 				CloseAll(pubs)
 				return err
