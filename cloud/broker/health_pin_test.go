@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"errors"
 	"log/slog"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,5 +48,36 @@ func TestAcceptErrorsLogAgainAfterAcceptLogEvery(t *testing.T) {
 	}
 	if v := rs[1]["failures"]; v != int64(3) {
 		t.Fatalf("second line says failures=%v, want 3", v)
+	}
+}
+
+// Healthy names each listener that is failing or stopped and is nil otherwise; Stuck(d) counts a
+// failing listener only after d; both are nil after Close.
+func TestBrokerHealthyAndStuckNameTheFailingListener(t *testing.T) {
+	b, _ := startPinBroker(t, Options{WSAddr: "127.0.0.1:0"})
+	if err := b.Healthy(); err != nil {
+		t.Fatalf("Healthy of a serving broker: %v", err)
+	}
+	if err := b.Stuck(time.Minute); err != nil {
+		t.Fatalf("Stuck of a serving broker: %v", err)
+	}
+	ws := b.listeners[ListenerWS].(*wsListener)
+	ws.health.failed(syscall.EMFILE, slog.New(&recordHandler{}), time.Millisecond)
+	err := b.Healthy()
+	if err == nil || !strings.Contains(err.Error(), "mqtt listener "+ListenerWS+" (") || strings.Contains(err.Error(), "mqtt listener "+ListenerMQTT+" (") {
+		t.Fatalf("Healthy with the WebSocket listener failing = %v, want it named and only it", err)
+	}
+	if err := b.Stuck(time.Minute); err != nil {
+		t.Fatalf("Stuck(1 min) after one Accept error just now: %v", err)
+	}
+	b.listeners[ListenerMQTT].(*tcpListener).health.stopped(errors.New("boom"))
+	if err := b.Stuck(time.Minute); err == nil || !strings.Contains(err.Error(), "mqtt listener "+ListenerMQTT+" (") || !strings.Contains(err.Error(), "stopped: boom") {
+		t.Fatalf("Stuck with the TCP listener stopped = %v, want it named as stopped", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Healthy(); err != nil {
+		t.Fatalf("Healthy after Close: %v", err)
 	}
 }
