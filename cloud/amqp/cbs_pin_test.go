@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"testing"
+	"time"
 
 	"github.com/c2d-project/c2d/cloud/amqp/internal/encoding"
 	"github.com/c2d-project/c2d/cloud/amqp/internal/frames"
@@ -106,5 +107,41 @@ func TestCBSRepliesGoToTheAttachedReplyLink(t *testing.T) {
 	}
 	if d, ok := got[0].(*frames.PerformDisposition); !ok || d.First != 1 {
 		t.Fatalf("with no reply link attached the hub sent %v, want the request's disposition", got[0])
+	}
+}
+
+// A put-token's token is the message's value, or its first data section; a request with neither
+// carries an empty token, which is refused with status 401 like any token that does not parse.
+func TestCBSPutTokenWithoutABodyIsRefused(t *testing.T) {
+	h := newFlowHarness(t, encoding.RoleSender)
+	h.begin(10)
+	h.peer(replyLink(0, encoding.SenderSettleModeSettled), cbsTarget(1, 0))
+	h.peer(&frames.PerformFlow{NextIncomingID: u32(0), IncomingWindow: 100, OutgoingWindow: 100, Handle: u32(0), DeliveryCount: u32(0), LinkCredit: u32(10)})
+	h.sent()
+	payload, err := encodeMessage(&frames.Message{
+		Properties:            &frames.MessageProperties{MessageID: "req-1"},
+		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": "h"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.peer(&frames.PerformTransfer{Handle: 1, DeliveryID: u32(0), DeliveryTag: []byte{0}, Payload: payload})
+	// The token is checked on another goroutine; every frame queued signals outWake (the writer
+	// is not running here), so wait on it until the reply is in the queue.
+	var got []frames.FrameBody
+	deadline := time.After(10 * time.Second)
+	for {
+		got = append(got, h.sent()...)
+		if trs, status := cbsReplyTransfers(t, got); len(trs) > 0 {
+			if len(trs) != 1 || status[0] != int32(401) {
+				t.Fatalf("put-token without a body: replies %v, want one with status 401", status)
+			}
+			return
+		}
+		select {
+		case <-h.c.outWake:
+		case <-deadline:
+			t.Fatalf("put-token without a body: no reply within 10 s (sent %v)", got)
+		}
 	}
 }
