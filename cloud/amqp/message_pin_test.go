@@ -118,3 +118,40 @@ func TestDeviceBoundToNeedsADeviceIDAndTheDeviceBoundNode(t *testing.T) {
 		}
 	}
 }
+
+// A delivery to a device carries each property the message has (§3.2.4) and none it lacks: an
+// empty user-id, to, content-type or content-encoding is absent on the wire, not an empty value,
+// and a message without application properties has no application-properties section.
+func TestHubMessagePropertiesOnTheWireOnlyWhenSet(t *testing.T) {
+	exp := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	roundTrip := func(m *iothub.Message) *frames.Message {
+		t.Helper()
+		b, err := encodeMessage(fromHubMessage(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := decodeMessage(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	full := roundTrip(&iothub.Message{MessageID: "m", UserID: "u", To: "/devices/d1/messages/devicebound", ContentType: "application/json",
+		ContentEncoding: "utf-8", ExpiryTime: exp, Body: []byte("b"), Properties: []iothub.AppProperty{{Name: "k", Value: "v"}}})
+	p := full.Properties
+	if p == nil || string(p.UserID) != "u" || p.To == nil || *p.To != "/devices/d1/messages/devicebound" || p.ContentType == nil || *p.ContentType != "application/json" ||
+		p.ContentEncoding == nil || *p.ContentEncoding != "utf-8" || p.AbsoluteExpiryTime == nil || !p.AbsoluteExpiryTime.Equal(exp) {
+		t.Fatalf("properties of a message with every field set: %+v", p)
+	}
+	if full.ApplicationProperties["k"] != "v" {
+		t.Fatalf("application properties %v, want k=v", full.ApplicationProperties)
+	}
+	bare := roundTrip(&iothub.Message{MessageID: "m", Body: []byte("b")})
+	p = bare.Properties
+	if p == nil || p.UserID != nil || p.To != nil || p.ContentType != nil || p.ContentEncoding != nil || p.AbsoluteExpiryTime != nil {
+		t.Fatalf("properties of a message with only an id: %+v, want only message-id", p)
+	}
+	if bare.ApplicationProperties != nil {
+		t.Fatalf("a message without application properties has the section %v", bare.ApplicationProperties)
+	}
+}
