@@ -1,10 +1,13 @@
 package amqp
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/c2d-project/c2d/cloud/amqp/internal/encoding"
 	"github.com/c2d-project/c2d/cloud/amqp/internal/frames"
+	"github.com/c2d-project/c2d/cloud/hub"
+	"github.com/c2d-project/c2d/cloud/iothub"
 )
 
 // A node exists only in the direction IoT Hub has it: a device's node
@@ -26,5 +29,18 @@ func TestNodesExistOnlyInTheirDirection(t *testing.T) {
 		if cond != condNotFound {
 			t.Errorf("a sender attaching to %s: detach condition %q, want %q", addr, cond, condNotFound)
 		}
+	}
+}
+
+// A refused send carries Azure's numeric error code in the error's info only when the hub gave
+// one (an iothub error); other refusals, such as an unknown device, carry the condition alone.
+func TestRejectedSendInfoOnlyForIoTHubErrors(t *testing.T) {
+	big := rejected(fmt.Errorf("send: %w", &iothub.Error{Code: iothub.CodeMessageTooLarge, Detail: "too large"}))
+	if big.Error.Condition != condMessageSize || big.Error.Info["iothub-status"] != int32(iothub.CodeMessageTooLarge) || big.Error.Info["iothub-errorcode"] != "MessageTooLarge" {
+		t.Fatalf("a message too large: %+v, want message-size-exceeded with iothub-status 413001 and iothub-errorcode MessageTooLarge", big.Error)
+	}
+	gone := rejected(fmt.Errorf("send: %w", hub.ErrDeviceNotFound))
+	if gone.Error.Condition != condNotFound || gone.Error.Info != nil {
+		t.Fatalf("an unknown device: %+v, want not-found without info", gone.Error)
 	}
 }
