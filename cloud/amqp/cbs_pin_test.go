@@ -26,7 +26,7 @@ func cbsRequest(t *testing.T, handle, id uint32, op string) *frames.PerformTrans
 	return &frames.PerformTransfer{Handle: handle, DeliveryID: u32(id), DeliveryTag: []byte{byte(id)}, Payload: payload}
 }
 
-// cbsReplies returns the transfers among fbs and the status-code of each.
+// cbsReplyTransfers returns the transfers among fbs and the status-code of each.
 func cbsReplyTransfers(t *testing.T, fbs []frames.FrameBody) (trs []*frames.PerformTransfer, status []any) {
 	t.Helper()
 	for _, fb := range fbs {
