@@ -50,9 +50,11 @@ func newLockToken() string { return randomToken(16) }
 // random bits) followed by the message's sequence number, so one statement can lock a round's
 // messages (lockNext), every token is still unique and unguessable, and a settle finds the message
 // by its primary key (lockSeq) instead of through an index of its own on every message.
-func newLockPrefix() string { return randomToken(12) }
+func newLockPrefix() string { return randomToken(lockPrefixBytes) }
 
-const lockPrefixLen = 16 // base64.RawURLEncoding.EncodedLen(12)
+const lockPrefixBytes = 12
+
+var lockPrefixLen = base64.RawURLEncoding.EncodedLen(lockPrefixBytes)
 
 // lockSeq is the sequence number a lock token ends in; false for a token no delivery made (such a
 // token matches no message, so the caller refuses it as a lost lock).

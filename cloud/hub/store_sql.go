@@ -448,7 +448,8 @@ func (t *sqlTx) stmt(q string) *sql.Stmt {
 	return ts
 }
 
-func (t *sqlTx) count(q string, args []any) {
+// sent is told of every statement before it runs: it counts it and tells seen.
+func (t *sqlTx) sent(q string, args []any) {
 	if t.stmts != nil {
 		t.stmts.Add(1)
 	}
@@ -493,7 +494,7 @@ func fromMs(v int64) time.Time {
 // deadlock (a fleet reconnecting at once after a restart did exactly that).
 func (t *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
-	t.count(q, args)
+	t.sent(q, args)
 	t.dirty = true // every exec writes (or takes a lock a savepoint would release)
 	if st := t.stmt(q); st != nil {
 		return st.ExecContext(t.ctx, args...)
@@ -509,7 +510,7 @@ func reads(q string) bool {
 
 func (t *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	q = t.d.rebind(q)
-	t.count(q, args)
+	t.sent(q, args)
 	if !reads(q) {
 		t.dirty = true
 	}
@@ -542,7 +543,7 @@ func (r sqlRow) Scan(dest ...any) error {
 
 func (t *sqlTx) queryRow(q string, args ...any) sqlRow {
 	q = t.d.rebind(q)
-	t.count(q, args)
+	t.sent(q, args)
 	if !reads(q) {
 		t.dirty = true
 	}
