@@ -72,9 +72,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else if ae.Code.HTTPStatus() >= 500 {
 		s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if r.Context().Err() != nil {
-		return // the client is gone; nobody reads the answer
-	}
+	// Written even when the client seems gone: a handler that writes nothing is answered 200 by
+	// net/http, and a client whose cancel raced the answer could read that as a success.
 	status := ae.Code.HTTPStatus()
 	if status < 400 || status > 599 {
 		status = http.StatusInternalServerError

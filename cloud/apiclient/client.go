@@ -187,6 +187,11 @@ func (c *Client) do(ctx context.Context, req request) (*http.Response, []byte, e
 		return nil, nil, fmt.Errorf("apiclient: %w", err) // *url.Error: names method and URL
 	}
 	defer resp.Body.Close()
+	if err := ctx.Err(); err != nil {
+		// The caller gave up as the answer came: it gets what it asked for, its context's end
+		// (the transport can still hand over an answer that raced the cancel).
+		return nil, nil, fmt.Errorf("apiclient: %s %s: %w", req.method, u.Redacted(), err)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, nil, fmt.Errorf("apiclient: %s %s: read answer: %w", req.method, u.Redacted(), err)
