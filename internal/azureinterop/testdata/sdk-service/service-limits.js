@@ -103,8 +103,11 @@ async function main() {
     fail('renew-feedback-receiver', err);
   }
   // Past the first token's expiry (plus a second for the hub's expiry timer), still connected.
-  const wait = firstExpiry + 1000 - Date.now();
-  await new Promise((resolve) => setTimeout(resolve, Math.max(0, wait)));
+  // Node's timers run on a monotonic clock truncated to the millisecond, so a timeout can fire a
+  // millisecond early by Date.now() (seen in CI: 999 ms past): wait again until the wall clock agrees.
+  while (Date.now() < firstExpiry + 1000) {
+    await new Promise((resolve) => setTimeout(resolve, firstExpiry + 1000 - Date.now()));
+  }
   out({ step: 'first-token-expired', pastExpiryMs: Date.now() - firstExpiry });
   await send('renew-send', renewing, env.RENEW_DEVICE, 'renew-2');
   out({ step: 'renew-disconnects', delivery: disconnects, errors: Object.fromEntries(linkErrors.map((e, i) => [i, e])) });
