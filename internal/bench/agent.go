@@ -23,8 +23,12 @@ type AgentOutput struct {
 
 // AgentSetup describes one c2d-agent with the sim hardware backend, everything under Dir.
 type AgentSetup struct {
-	Dir          string // state dir, sim state file, transition log, config, log
-	MQTTAddr     string // the hub's plain MQTT address (host:port)
+	Dir      string // state dir, sim state file, transition log, config, log
+	MQTTAddr string // the hub's plain MQTT address (host:port)
+	// MQTTAddrs, when set, is a cluster's nodes (host:port each): broker_url becomes the list the
+	// agent fails over along, in order. MQTTAddr is then unused.
+	MQTTAddrs    []string
+	HostName     string // the hub's --hostname, which the SAS token is signed for; default HostName
 	DeviceID     string
 	Key          string
 	ReconnectMin time.Duration // default 100ms
@@ -81,9 +85,21 @@ func (a AgentSetup) WriteConfig() error {
 	if err := os.MkdirAll(filepath.Join(a.Dir, "state"), 0o700); err != nil {
 		return err
 	}
-	cs := iothub.DeviceConnectionString{HostName: HostName, DeviceID: a.DeviceID, SharedAccessKey: a.Key}
+	host := a.HostName
+	if host == "" {
+		host = HostName
+	}
+	cs := iothub.DeviceConnectionString{HostName: host, DeviceID: a.DeviceID, SharedAccessKey: a.Key}
+	brokers := "tcp://" + a.MQTTAddr
+	if len(a.MQTTAddrs) > 0 {
+		urls := make([]string, len(a.MQTTAddrs))
+		for i, addr := range a.MQTTAddrs {
+			urls[i] = "tcp://" + addr
+		}
+		brokers = "[" + strings.Join(urls, ", ") + "]"
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "connection:\n  connection_string: %q\n  broker_url: tcp://%s\n", cs.String(), a.MQTTAddr)
+	fmt.Fprintf(&b, "connection:\n  connection_string: %q\n  broker_url: %s\n", cs.String(), brokers)
 	fmt.Fprintf(&b, "  keep_alive: %s\n  connect_timeout: 5s\n  reconnect_min: %s\n  reconnect_max: %s\n  dispositions: %s\n", a.KeepAlive, a.ReconnectMin, a.ReconnectMax, a.Dispositions)
 	fmt.Fprintf(&b, "hardware:\n  backend: sim\n  sim:\n    state_file: %s\n    transition_log: %s\n", a.StateFile(), a.TransitionLog())
 	fmt.Fprintf(&b, "state_dir: %s\nready_timeout: 30s\noutputs:\n", filepath.Join(a.Dir, "state"))
