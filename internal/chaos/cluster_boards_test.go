@@ -97,13 +97,13 @@ func (b *clusterBoards) check(ctx context.Context, client func() *apiclient.Clie
 	t := b.t
 	t.Helper()
 	byDev := map[string][]outcome{}
+	var storedRefused []string
 	for _, m := range b.sends.all() {
-		if !m.acked && !m.unknown {
-			continue // refused with an error code: never stored
-		}
 		if m.acked {
 			acked++
 		}
+		// Refused sends are asked about too: a refusal whose message was stored after all
+		// still moves the board when it is delivered.
 		o, err := b.outcome(ctx, client, m)
 		if err != nil {
 			t.Error(err)
@@ -111,13 +111,51 @@ func (b *clusterBoards) check(ctx context.Context, client func() *apiclient.Clie
 		}
 		if o.exists {
 			byDev[m.dev] = append(byDev[m.dev], o)
+			if !m.acked && !m.unknown {
+				storedRefused = append(storedRefused, fmt.Sprintf("%s/%s (%s, then %s)", m.dev, m.mid, m.code, o.status.Outcome))
+			}
 		}
+	}
+	if len(storedRefused) > 0 {
+		t.Logf("cluster chaos boards: %d toggles refused with an error but stored: %v", len(storedRefused), storedRefused)
 	}
 	failedOver := 0
 	var report []string
+	sent := map[string]*sentMsg{}
+	for _, m := range b.sends.all() {
+		sent[m.mid] = m
+	}
 	for i, s := range b.setups {
 		b.procs[i].Stop(10 * time.Second) // nothing more moves
 		moves += checkToggles(t, byDev[s.DeviceID], s)
+		// Which messages the agent ran, from its log, against what the hub says of them: names
+		// the message behind a failed count above.
+		ok := map[string]bool{}
+		for _, o := range byDev[s.DeviceID] {
+			ok[o.msg.mid] = o.status.Outcome == iothub.StatusSuccess
+		}
+		runs := accepted(t, s.LogPath())
+		total := 0
+		for _, n := range runs {
+			total += n
+		}
+		if on, off := transitions(t, s, "out1"); total != on+off {
+			// Each toggle that runs is one transition: the log and the board must agree, or the
+			// check below reads the wrong lines.
+			t.Errorf("%s: its log records %d executions, its board %d transitions", s.DeviceID, total, on+off)
+		}
+		for mid, n := range runs {
+			m := sent[mid]
+			switch {
+			case n > 1:
+				t.Errorf("INVARIANT no output moved twice: %s ran %s %d times", s.DeviceID, mid, n)
+			case m == nil:
+				t.Errorf("%s ran %s, which the test never sent", s.DeviceID, mid)
+			case !ok[mid]:
+				t.Errorf("%s ran %s, which the hub does not report completed (send: acknowledged %v, answer lost %v, refused %v)",
+					s.DeviceID, mid, m.acked, m.unknown, m.code)
+			}
+		}
 		conns, nodes := connections(t, s.LogPath())
 		if len(nodes) > 1 {
 			failedOver++
@@ -129,6 +167,26 @@ func (b *clusterBoards) check(ctx context.Context, client func() *apiclient.Clie
 		t.Error("no board connected to a second node: the faults never made a board fail over, so nothing was checked")
 	}
 	return acked, moves
+}
+
+// accepted counts the executions of each message id an agent's log records.
+func accepted(t *testing.T, logPath string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, " msg=accepted ") {
+			continue
+		}
+		if _, rest, ok := strings.Cut(line, " mid="); ok {
+			mid, _, _ := strings.Cut(rest, " ")
+			n[mid]++
+		}
+	}
+	return n
 }
 
 // connections counts an agent's connections and the brokers it connected to, from its log.

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -136,6 +137,8 @@ func TestChaosCluster(t *testing.T) {
 	var mu sync.Mutex
 	acked := map[[2]string]bool{}
 	var refused atomic.Int64
+	var refusedMu sync.Mutex
+	refusedBy := map[string]int{} // why: an Azure error name, or the transport error's kind
 	next := atomic.Int64{}
 	kill := func(n *node) func() {
 		return func() {
@@ -201,10 +204,41 @@ func TestChaosCluster(t *testing.T) {
 					f()
 				}
 				d := devs[rand.IntN(len(devs))]
-				mid := "c" + strconv.FormatInt(k, 10)
-				d.sent(mid)
-				if _, err := client().Send(ctx, d.id, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull}); err != nil {
+				// As an operator's script would: a node that refuses the connection (killed, not
+				// yet restarted) stored nothing, so the same send goes to another node; a hub that
+				// answers ServiceUnavailable (its database is away) is asked again 100 ms later, a
+				// few times, with a new message id (its answer does not say the message was not
+				// stored; a stored one is then an unacknowledged send, as below).
+				var err error
+				var mid string
+				for try := 0; try < 20; try++ {
+					if try == 0 || !errors.Is(err, syscall.ECONNREFUSED) {
+						mid = "c" + strconv.FormatInt(k, 10) + "." + strconv.Itoa(try)
+						d.sent(mid)
+					}
+					_, err = client().Send(ctx, d.id, iothub.SendRequest{MessageID: mid, Ack: iothub.AckFull})
+					var ie *iothub.Error
+					if errors.As(err, &ie) && ie.Code == iothub.CodeServiceUnavailable {
+						sleepCtx(ctx, 100*time.Millisecond) // the retry's pace, as Retry-After asks
+						continue
+					}
+					if !errors.Is(err, syscall.ECONNREFUSED) {
+						break
+					}
+				}
+				if err != nil {
 					refused.Add(1) // not acknowledged: it must not matter what became of it
+					why := "no answer"
+					var ie *iothub.Error
+					switch {
+					case errors.As(err, &ie):
+						why = ie.Code.String()
+					case errors.Is(err, syscall.ECONNREFUSED):
+						why = "connection refused"
+					}
+					refusedMu.Lock()
+					refusedBy[why]++
+					refusedMu.Unlock()
 					continue
 				}
 				mu.Lock()
@@ -355,8 +389,8 @@ func TestChaosCluster(t *testing.T) {
 		p := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1))].Round(time.Millisecond) }
 		return fmt.Sprintf("p50 %v p99 %v max %v (n=%d)", p(0.5), p(0.99), p(1), len(ds))
 	}
-	t.Logf("cluster chaos: %d devices, %d commands, %d faults (%d acknowledged, %d refused during faults), %d feedback records, %d duplicate deliveries (bound %d), %d devices reconnected",
-		nDev, nCmd, len(faultAt), len(acked), refused.Load(), len(recs), dups, bound, moved)
+	t.Logf("cluster chaos: %d devices, %d commands, %d faults (%d acknowledged, %d refused during faults: %v), %d feedback records, %d duplicate deliveries (bound %d), %d devices reconnected",
+		nDev, nCmd, len(faultAt), len(acked), refused.Load(), refusedBy, len(recs), dups, bound, moved)
 	t.Logf("cluster chaos: connection lost → subscribed on a node again: %s", pcts(reattach))
 	t.Logf("cluster chaos: subscribed again → first delivery of a message waiting for it: %s", pcts(afterBack))
 	t.Logf("cluster chaos: connection lost → first delivery of a message waiting for it: %s", pcts(gaps))
