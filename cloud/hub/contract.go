@@ -124,6 +124,10 @@ var (
 	// ErrStoreUnavailable: the store's server cannot be reached (PostgreSQL down or cut off).
 	// Nothing was acknowledged; the node recovers by itself when the server is back.
 	ErrStoreUnavailable = errors.New("store unavailable")
+	// ErrCommitUnknown: the store's server went away while committing, so the write may or may
+	// not have become durable. It comes with ErrStoreUnavailable. A send resolves it by asking
+	// the store again (commit_unknown.go); its error then says which it was.
+	ErrCommitUnknown = errors.New("the store did not answer the commit")
 )
 
 // Events is the hub's observer, for metrics and logs. Any field may be nil. Calls are synchronous:

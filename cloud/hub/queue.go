@@ -105,6 +105,9 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 	})
 	if err != nil {
 		round.finish(h, false)
+		if errors.Is(err, ErrCommitUnknown) {
+			return h.resolveSend(ctx, m, err)
+		}
 		return iothub.SendResult{}, err
 	}
 	h.stage(StageCommit, begin)
@@ -112,13 +115,17 @@ func (h *Hub) Send(ctx context.Context, deviceID string, req iothub.SendRequest)
 		h.ev.Sent(deviceID)
 	}
 	round.finish(h, true)
+	return m.sendResult(), nil
+}
+
+func (m *msgRow) sendResult() iothub.SendResult {
 	return iothub.SendResult{
-		DeviceID:        deviceID,
+		DeviceID:        m.DeviceID,
 		MessageID:       m.MessageID,
 		SequenceNumber:  m.Seq,
 		EnqueuedTimeUTC: m.EnqueuedAt,
 		ExpiryTimeUTC:   m.ExpiresAt,
-	}, nil
+	}
 }
 
 // wireMessage is m as the device receives it.

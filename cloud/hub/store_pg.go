@@ -244,19 +244,29 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 // function gets a new name, so nodes of the old and the new c2d-hub running side by side (a
 // rolling upgrade) each call their own. They are created (or replaced by the same text) at every
 // start, after the migrations, under the migration lock; they hold no data.
-var pgFunctions = []string{
-	// c2d_enqueue_2 is enqueueFirst (store_sql_hot.go) in one round trip: the device row is
-	// locked (by taking the next sequence number, given back when the queue is full), then the
-	// queue counted, the owner checked and the message inserted by statements of
-	// their own. In READ COMMITTED each statement of a volatile function takes a new snapshot, so
-	// the count sees every message committed before the lock was granted (concurrent nodes take
-	// turns per device). known false: no such device; seq 0: the queue is full (pending
-	// messages), nothing written. With a prefix (p_prefix not '') the message goes in locked for
-	// its first delivery when p_node holds the device at p_epoch (the session row locked until the
-	// transaction ends, as every conditional write locks it) and none of the device's messages is
-	// Enqueued. Lock order: the device row, then its session row; nothing locks them the other
-	// way round. (c2d_enqueue_1, which locked nothing, is what earlier nodes call.)
-	`CREATE OR REPLACE FUNCTION c2d_enqueue_2(p_device TEXT, p_max BIGINT, p_message_id TEXT,
+var pgFunctions = []string{pgEnqueue2, pgEnqueue3}
+
+// pgEnqueue3 is c2d_enqueue_2 that also returns its transaction's id (xid), so that a send whose
+// COMMIT lost its answer can ask the server what became of it (txid_status; commit_unknown.go).
+var pgEnqueue3 = strings.NewReplacer(
+	"c2d_enqueue_2(", "c2d_enqueue_3(",
+	"OUT locked BOOLEAN)", "OUT locked BOOLEAN, OUT xid BIGINT)",
+	"known := false; pending := 0; seq := 0; locked := false;", "known := false; pending := 0; seq := 0; locked := false; xid := 0;",
+	"\tEND $$", "\t\txid := txid_current();\n\tEND $$",
+).Replace(pgEnqueue2)
+
+// pgEnqueue2, c2d_enqueue_2, is enqueueFirst (store_sql_hot.go) in one round trip: the device row is
+// locked (by taking the next sequence number, given back when the queue is full), then the
+// queue counted, the owner checked and the message inserted by statements of
+// their own. In READ COMMITTED each statement of a volatile function takes a new snapshot, so
+// the count sees every message committed before the lock was granted (concurrent nodes take
+// turns per device). known false: no such device; seq 0: the queue is full (pending
+// messages), nothing written. With a prefix (p_prefix not empty) the message goes in locked for
+// its first delivery when p_node holds the device at p_epoch (the session row locked until the
+// transaction ends, as every conditional write locks it) and none of the device's messages is
+// Enqueued. Lock order: the device row, then its session row; nothing locks them the other
+// way round. (c2d_enqueue_1, which locked nothing, is what earlier nodes call.)
+const pgEnqueue2 = `CREATE OR REPLACE FUNCTION c2d_enqueue_2(p_device TEXT, p_max BIGINT, p_message_id TEXT,
 		p_correlation_id TEXT, p_user_id TEXT, p_ack TEXT, p_content_type TEXT,
 		p_content_encoding TEXT, p_properties TEXT, p_body BYTEA, p_enqueued_at BIGINT,
 		p_expires_at BIGINT, p_explicit_expiry INTEGER, p_enqueued TEXT, p_invisible TEXT,
@@ -305,8 +315,7 @@ var pgFunctions = []string{
 				p_content_encoding, p_properties, p_body, p_enqueued_at, p_expires_at,
 				p_explicit_expiry, p_enqueued, 0, NULL, NULL);
 		END IF;
-	END $$`,
-}
+	END $$`
 
 // createPgFunctions creates pgFunctions; the migration lock is held.
 func createPgFunctions(ctx context.Context, conn *sql.Conn) error {

@@ -159,13 +159,25 @@ func (s *sqlStore) submit(ctx context.Context, lane chan *writeReq, fn func(tx s
 	return s.classify(<-r.done)
 }
 
-// classify marks errors that say the server is gone with ErrStoreUnavailable.
+// classify marks errors that say the server is gone with ErrStoreUnavailable, and a COMMIT
+// whose answer the lost connection took with ErrCommitUnknown as well: the server may have
+// made it durable before it went (on SQLite, in the process, a failed commit is a rollback).
 func (s *sqlStore) classify(err error) error {
 	if err == nil || s.d.unavailable == nil || errors.Is(err, ErrStoreUnavailable) || !s.d.unavailable(err) {
 		return err
 	}
+	var ce *commitError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w: %w: %w", ErrStoreUnavailable, ErrCommitUnknown, err)
+	}
 	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 }
+
+// commitError is a failed COMMIT.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return "commit: " + e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
 
 // writer is the only goroutine that writes the requests of its lane. It takes whatever requests
 // are waiting (up to maxBatch) and commits them in one transaction: one fsync for all of them.
@@ -239,7 +251,7 @@ func (s *sqlStore) commitOne(ctx context.Context, r *writeReq) (retry []*writeRe
 	}
 	if err := tx.Commit(); err != nil {
 		s.log.Error("commit failed", "store", s.d.name, "err", err, "operations", 1)
-		r.done <- fmt.Errorf("%s: commit: %w", s.d.name, err)
+		r.done <- fmt.Errorf("%s: %w", s.d.name, &commitError{err})
 		return nil
 	}
 	s.commits.Add(1)
@@ -269,7 +281,7 @@ func (s *sqlStore) commitPlain(ctx context.Context, batch []*writeReq) (retry []
 	}
 	if err := tx.Commit(); err != nil {
 		s.log.Error("commit failed", "store", s.d.name, "err", err, "operations", len(batch))
-		err = fmt.Errorf("%s: commit: %w", s.d.name, err)
+		err = fmt.Errorf("%s: %w", s.d.name, &commitError{err})
 		for _, r := range batch {
 			r.done <- err
 		}
@@ -332,7 +344,7 @@ func (s *sqlStore) commitSavepoints(ctx context.Context, batch []*writeReq) (ret
 	}
 	if err := tx.Commit(); err != nil {
 		s.log.Error("commit failed", "store", s.d.name, "err", err, "operations", len(batch))
-		fail(fmt.Errorf("%s: commit: %w", s.d.name, err))
+		fail(fmt.Errorf("%s: %w", s.d.name, &commitError{err}))
 		return nil
 	}
 	s.commits.Add(1)

@@ -2,7 +2,9 @@ package hub
 
 import (
 	"cmp"
+	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -66,11 +68,12 @@ func (t *sqlTx) enqueueFirst(m *msgRow, maxPending int, l firstLock) (seq int64,
 	}
 	dirty := t.dirty
 	var n int
-	err = t.queryRow(`SELECT known, pending, seq, locked FROM c2d_enqueue_2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	var xid int64
+	err = t.queryRow(`SELECT known, pending, seq, locked, xid FROM c2d_enqueue_3(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.DeviceID, maxPending, m.MessageID, m.CorrelationID, m.UserID, string(m.Ack), m.ContentType,
 		m.ContentEncoding, props, m.Body, ms(m.EnqueuedAt), ms(m.ExpiresAt), explicitInt(m),
 		string(iothub.StateEnqueued), string(iothub.StateInvisible), l.o.node, l.o.epoch, l.prefix,
-		until).Scan(&found, &n, &seq, &locked)
+		until).Scan(&found, &n, &seq, &locked, &xid)
 	t.dirty = true // a function call may write
 	if err != nil {
 		return 0, 0, false, false, err
@@ -79,8 +82,21 @@ func (t *sqlTx) enqueueFirst(m *msgRow, maxPending int, l firstLock) (seq int64,
 		t.dirty = dirty // no such device, or the queue is full: nothing was written, a clean refusal
 		return 0, n, found, false, nil
 	}
-	m.Seq = seq
+	m.Seq, m.xid = seq, xid
 	return seq, n, true, locked, nil
+}
+
+// txStatus is PostgreSQL's txid_status of xid: "committed", "aborted" or "in progress" (its
+// backend has not finished it yet). Only the PostgreSQL store has transaction ids.
+func (t *sqlTx) txStatus(xid int64) (string, error) {
+	var st sql.NullString
+	if err := t.queryRow(`SELECT txid_status(?)`, xid).Scan(&st); err != nil {
+		return "", err
+	}
+	if !st.Valid {
+		return "", fmt.Errorf("transaction %d is too old for PostgreSQL to know its outcome", xid)
+	}
+	return st.String, nil
 }
 
 // owner is the ownership a write for a device is conditional on in a cluster: node holds the
