@@ -19,37 +19,50 @@ const resolveBound = 30 * time.Second
 // a sender that retries (as it should after a 503) queue the command twice when it was stored —
 // a board would carry it out twice under two message ids, and nothing on the board could tell.
 // So the server is asked, as soon as it answers again, what became of the send's transaction
-// (txid_status of the id c2d_enqueue_3 returned): committed, the send succeeded; aborted, the
-// 503 is now true and safe to retry; in progress (its backend has not yet read the COMMIT or the
-// end of its connection), asked again. Looking for the message instead would not do: a new
-// connection can look before the old backend commits. If the store does not answer within
-// resolveBound (or the request ends), the error says the message may be stored and how to find
-// out.
+// (txid_status of the id c2d_enqueue_3 returned) and whether the message is at its sequence
+// number; sendStored decides. Still undecided within resolveBound (or when the request ends),
+// the error says the message may be stored and how to find out.
 func (h *Hub) resolveSend(ctx context.Context, m *msgRow, commitErr error) (iothub.SendResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, resolveBound)
 	defer cancel()
 	h.log.Warn("send: the store did not answer the commit; asking it whether the message was stored",
 		"device", m.DeviceID, "message", m.MessageID, "seq", m.Seq, "xid", m.xid, "err", commitErr)
 	for delay := 20 * time.Millisecond; m.xid != 0; delay = min(2*delay, time.Second) {
-		var st string
+		var txSt string
+		var row msgRow
+		var found bool
 		err := h.view(ctx, func(tx storeTx) (err error) {
-			st, err = tx.txStatus(m.xid)
+			txSt, err = tx.txStatus(m.xid)
 			return err
 		})
-		switch {
-		case err == nil && st == "committed":
-			h.log.Info("send: the message was stored; answered as sent", "device", m.DeviceID, "message", m.MessageID, "seq", m.Seq)
-			if h.ev.Sent != nil {
-				h.ev.Sent(m.DeviceID)
-			}
-			h.kick(m.DeviceID) // the commit's effects never ran (a peer node finds it by its poll)
-			return m.sendResult(), nil
-		case err == nil && st == "aborted":
-			h.log.Info("send: the message was not stored", "device", m.DeviceID, "message", m.MessageID)
-			return iothub.SendResult{}, fmt.Errorf("%w (its transaction was rolled back: nothing was stored, send it again)", commitErr)
-		case err != nil && !errors.Is(err, ErrStoreUnavailable) && ctx.Err() == nil:
+		if err == nil && txSt == "committed" {
+			// In a transaction of its own: one whose snapshot was taken before the commit
+			// would not see the message even though the commit is known.
+			err = h.view(ctx, func(tx storeTx) (err error) {
+				row, found, err = tx.byMessageID(m.DeviceID, m.MessageID)
+				return err
+			})
+		}
+		if err != nil && !errors.Is(err, ErrStoreUnavailable) && ctx.Err() == nil {
 			h.log.Error("send: cannot learn whether the message was stored", "device", m.DeviceID, "message", m.MessageID, "err", err)
 			return iothub.SendResult{}, h.commitUnknown(m, commitErr)
+		}
+		if err == nil {
+			stored, decided := sendStored(txSt, found, row.Seq, m.Seq)
+			h.log.Warn("send: what the store says of the unanswered commit", "device", m.DeviceID, "message", m.MessageID,
+				"seq", m.Seq, "xid", m.xid, "transaction", txSt, "found_at_seq", row.Seq, "stored", stored, "decided", decided)
+			switch {
+			case decided && stored:
+				if h.ev.Sent != nil {
+					h.ev.Sent(m.DeviceID)
+				}
+				h.kick(m.DeviceID) // the commit's effects never ran (a peer node finds it by its poll)
+				return m.sendResult(), nil
+			case decided:
+				return iothub.SendResult{}, fmt.Errorf("%w (it was not made durable: nothing was stored, send it again)", commitErr)
+			case txSt != "in progress":
+				return iothub.SendResult{}, h.commitUnknown(m, commitErr)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -58,6 +71,31 @@ func (h *Hub) resolveSend(ctx context.Context, m *msgRow, commitErr error) (ioth
 		}
 	}
 	return iothub.SendResult{}, h.commitUnknown(m, commitErr)
+}
+
+// sendStored decides whether a send whose COMMIT went unanswered was stored, from the outcome
+// of its transaction (txStatus) and the newest message with its id (found, at sequence number
+// rowSeq; the send's own is seq). Undecided while the transaction is in progress (its backend
+// has not yet read the COMMIT or the end of its connection: a new connection could look first).
+// "committed" is not enough: after a crash, a transaction id that nothing durable used is handed
+// out again, and another transaction may have committed under it, so the message must also be
+// at its sequence number. A sequence number of its own taken over likewise (the crash undid the
+// increment) holds another message, with another id. A newer message with the same id (a
+// sender that already retried) hides whether this one is there: undecided too.
+func sendStored(txStatus string, found bool, rowSeq, seq int64) (stored, decided bool) {
+	switch txStatus {
+	case "aborted", txFuture:
+		return false, true
+	case "committed":
+		switch {
+		case found && rowSeq == seq:
+			return true, true
+		case found && rowSeq > seq:
+			return false, false
+		}
+		return false, true
+	}
+	return false, false
 }
 
 // commitUnknown is the answer to a send whose outcome could not be learned.

@@ -165,3 +165,31 @@ func TestSendCommitAnswerLost(t *testing.T) {
 		t.Fatalf("queued messages = %d, %v; want 1 (the stored send alone)", hs.QueuedMessageCount, err)
 	}
 }
+
+// What the server says after a lost COMMIT answer, and what the send then was. After a crash the
+// server hands out again the transaction ids nothing durable used: "committed" for the send's id
+// may be another transaction, so only the message at the send's own sequence number proves it.
+func TestSendStoredAfterLostCommit(t *testing.T) {
+	const seq = 17
+	for _, c := range []struct {
+		name            string
+		tx              string
+		found           bool
+		rowSeq          int64
+		stored, decided bool
+	}{
+		{"committed, at its sequence number", "committed", true, seq, true, true},
+		{"committed, not there: its id was reused after a crash", "committed", false, 0, false, true},
+		{"committed, an older message with its id: its id was reused", "committed", true, seq - 3, false, true},
+		{"committed, a newer message with its id: a retry hides it", "committed", true, seq + 1, false, false},
+		{"rolled back", "aborted", false, 0, false, true},
+		{"rolled back although a message with its id is there (an earlier send)", "aborted", true, seq - 1, false, true},
+		{"id not handed out since the restart: never durable", txFuture, false, 0, false, true},
+		{"its backend has not finished it", "in progress", true, seq, false, false},
+	} {
+		stored, decided := sendStored(c.tx, c.found, c.rowSeq, seq)
+		if stored != c.stored || decided != c.decided {
+			t.Errorf("%s: stored %v decided %v, want %v %v", c.name, stored, decided, c.stored, c.decided)
+		}
+	}
+}

@@ -392,3 +392,26 @@ func (s *sqlStore) listen(ctx context.Context, ready func(), fn func(payload str
 		fn(n.Payload)
 	}
 }
+
+// txStatus is PostgreSQL's txid_status of xid: "committed", "aborted", "in progress" (its
+// backend has not finished it yet), or txFuture when the server has not handed out xid since it
+// last started: a crash took the transaction before anything of it was durable, and the id will
+// be handed out again (which is why "committed" alone does not prove a send was stored).
+func (t *sqlTx) txStatus(xid int64) (string, error) {
+	var st sql.NullString
+	err := t.queryRow(`SELECT txid_status(?)`, xid).Scan(&st)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "22023" { // invalid_parameter_value: "is in the future"
+		return txFuture, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !st.Valid {
+		return "", fmt.Errorf("transaction %d is too old for PostgreSQL to know its outcome", xid)
+	}
+	return st.String, nil
+}
+
+// txFuture is txStatus of a transaction id the server has not handed out since it started.
+const txFuture = "not yet assigned"

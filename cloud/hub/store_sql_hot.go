@@ -2,9 +2,7 @@ package hub
 
 import (
 	"cmp"
-	"database/sql"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -84,19 +82,6 @@ func (t *sqlTx) enqueueFirst(m *msgRow, maxPending int, l firstLock) (seq int64,
 	}
 	m.Seq, m.xid = seq, xid
 	return seq, n, true, locked, nil
-}
-
-// txStatus is PostgreSQL's txid_status of xid: "committed", "aborted" or "in progress" (its
-// backend has not finished it yet). Only the PostgreSQL store has transaction ids.
-func (t *sqlTx) txStatus(xid int64) (string, error) {
-	var st sql.NullString
-	if err := t.queryRow(`SELECT txid_status(?)`, xid).Scan(&st); err != nil {
-		return "", err
-	}
-	if !st.Valid {
-		return "", fmt.Errorf("transaction %d is too old for PostgreSQL to know its outcome", xid)
-	}
-	return st.String, nil
 }
 
 // owner is the ownership a write for a device is conditional on in a cluster: node holds the
