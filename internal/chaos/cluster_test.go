@@ -64,6 +64,7 @@ func TestChaosCluster(t *testing.T) {
 	}
 	// nodeMu guards each node's h: a fault restarts a node while senders pick nodes.
 	var nodeMu sync.RWMutex
+	killedLogs := map[string][]string{} // node → the logs of its killed processes, for a failure report; nodeMu
 	hubOf := func(n *node) *testproc.Hub { nodeMu.RLock(); defer nodeMu.RUnlock(); return n.h }
 	startNode := func(n *node) error {
 		h, err := testproc.RunHub(context.Background(), hubBin, testproc.HubOptions{
@@ -90,7 +91,10 @@ func TestChaosCluster(t *testing.T) {
 			syscall.Kill(h.Endpoints.PID, syscall.SIGCONT)
 			h.Stop()
 			if t.Failed() {
-				t.Logf("%s log:\n%s", n.name, h.Log)
+				for i, l := range killedLogs[n.name] {
+					t.Logf("%s log, process %d (killed):\n%s", n.name, i+1, l)
+				}
+				t.Logf("%s log, the last process:\n%s", n.name, h.Log)
 			}
 		}
 	})
@@ -143,7 +147,11 @@ func TestChaosCluster(t *testing.T) {
 	kill := func(n *node) func() {
 		return func() {
 			t.Logf("fault: kill -9 node %s", n.name)
-			hubOf(n).Kill()
+			h := hubOf(n)
+			h.Kill()
+			nodeMu.Lock()
+			killedLogs[n.name] = append(killedLogs[n.name], h.Log.String())
+			nodeMu.Unlock()
 			countFault("cluster node kill -9")
 			// As the unit does (Restart=on-failure, RestartSec=2): a start while PostgreSQL is
 			// down or still recovering (another fault) fails, and is tried again.
