@@ -35,7 +35,7 @@ func (h *Hub) resolveSend(ctx context.Context, m *msgRow, commitErr error) (ioth
 			txSt, err = tx.txStatus(m.xid)
 			return err
 		})
-		if err == nil && txSt == "committed" {
+		if err == nil && txSt == txCommitted {
 			// In a transaction of its own: one whose snapshot was taken before the commit
 			// would not see the message even though the commit is known.
 			err = h.view(ctx, func(tx storeTx) (err error) {
@@ -60,7 +60,7 @@ func (h *Hub) resolveSend(ctx context.Context, m *msgRow, commitErr error) (ioth
 				return m.sendResult(), nil
 			case decided:
 				return iothub.SendResult{}, fmt.Errorf("%w (it was not made durable: nothing was stored, send it again)", commitErr)
-			case txSt != "in progress":
+			case txSt != txInProgress:
 				return iothub.SendResult{}, h.commitUnknown(m, commitErr)
 			}
 		}
@@ -84,9 +84,9 @@ func (h *Hub) resolveSend(ctx context.Context, m *msgRow, commitErr error) (ioth
 // sender that already retried) hides whether this one is there: undecided too.
 func sendStored(txStatus string, found bool, rowSeq, seq int64) (stored, decided bool) {
 	switch txStatus {
-	case "aborted", txFuture:
+	case txAborted, txFuture:
 		return false, true
-	case "committed":
+	case txCommitted:
 		switch {
 		case found && rowSeq == seq:
 			return true, true

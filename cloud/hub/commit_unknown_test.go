@@ -178,14 +178,14 @@ func TestSendStoredAfterLostCommit(t *testing.T) {
 		rowSeq          int64
 		stored, decided bool
 	}{
-		{"committed, at its sequence number", "committed", true, seq, true, true},
-		{"committed, not there: its id was reused after a crash", "committed", false, 0, false, true},
-		{"committed, an older message with its id: its id was reused", "committed", true, seq - 3, false, true},
-		{"committed, a newer message with its id: a retry hides it", "committed", true, seq + 1, false, false},
-		{"rolled back", "aborted", false, 0, false, true},
-		{"rolled back although a message with its id is there (an earlier send)", "aborted", true, seq - 1, false, true},
+		{"committed, at its sequence number", txCommitted, true, seq, true, true},
+		{"committed, not there: its id was reused after a crash", txCommitted, false, 0, false, true},
+		{"committed, an older message with its id: its id was reused", txCommitted, true, seq - 3, false, true},
+		{"committed, a newer message with its id: a retry hides it", txCommitted, true, seq + 1, false, false},
+		{"rolled back", txAborted, false, 0, false, true},
+		{"rolled back although a message with its id is there (an earlier send)", txAborted, true, seq - 1, false, true},
 		{"id not handed out since the restart: never durable", txFuture, false, 0, false, true},
-		{"its backend has not finished it", "in progress", true, seq, false, false},
+		{"its backend has not finished it", txInProgress, true, seq, false, false},
 	} {
 		stored, decided := sendStored(c.tx, c.found, c.rowSeq, seq)
 		if stored != c.stored || decided != c.decided {

@@ -145,8 +145,8 @@ type storeTx interface {
 	// count 1) when l.o holds the device and none of its other messages is Enqueued (locked):
 	// a send whose device is ready for it is its device's delivery round (round.go).
 	enqueueFirst(m *msgRow, maxPending int, l firstLock) (seq int64, pending int, found, locked bool, err error)
-	// txStatus is the outcome of the PostgreSQL transaction xid (msgRow.xid): "committed",
-	// "aborted" or "in progress".
+	// txStatus is the outcome of the PostgreSQL transaction xid (msgRow.xid): txCommitted,
+	// txAborted, txInProgress or txFuture.
 	txStatus(xid int64) (string, error)
 	lockNextOwned(deviceID string, o owner, limit int, until time.Time, prefix string) ([]msgRow, error)
 	settleLocked(deviceID, token string, now time.Time, o owner, outcome iothub.FeedbackStatus, reason string) (msgRow, bool, error)

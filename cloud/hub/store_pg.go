@@ -413,5 +413,11 @@ func (t *sqlTx) txStatus(xid int64) (string, error) {
 	return st.String, nil
 }
 
-// txFuture is txStatus of a transaction id the server has not handed out since it started.
-const txFuture = "not yet assigned"
+// txStatus's answers: txid_status's three, and txFuture for an id the server has not handed out
+// since it started.
+const (
+	txCommitted  = "committed"
+	txAborted    = "aborted"
+	txInProgress = "in progress"
+	txFuture     = "not yet assigned"
+)

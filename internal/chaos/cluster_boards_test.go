@@ -127,28 +127,29 @@ func (b *clusterBoards) check(ctx context.Context, client func() *apiclient.Clie
 	}
 	for i, s := range b.setups {
 		b.procs[i].Stop(10 * time.Second) // nothing more moves
-		moves += checkToggles(t, byDev[s.DeviceID], s)
+		n := checkToggles(t, byDev[s.DeviceID], s)
+		moves += n
 		// Which messages the agent ran, from its log, against what the hub says of them: names
 		// the message behind a failed count above.
 		ok := map[string]bool{}
 		for _, o := range byDev[s.DeviceID] {
 			ok[o.msg.mid] = o.status.Outcome == iothub.StatusSuccess
 		}
-		runs := accepted(t, s.LogPath())
+		lg := readAgentLog(t, s.LogPath())
 		total := 0
-		for _, n := range runs {
-			total += n
+		for _, c := range lg.runs {
+			total += c
 		}
-		if on, off := transitions(t, s, "out1"); total != on+off {
+		if total != n {
 			// Each toggle that runs is one transition: the log and the board must agree, or the
 			// check below reads the wrong lines.
-			t.Errorf("%s: its log records %d executions, its board %d transitions", s.DeviceID, total, on+off)
+			t.Errorf("%s: its log records %d executions, its board %d transitions", s.DeviceID, total, n)
 		}
-		for mid, n := range runs {
+		for mid, c := range lg.runs {
 			m := sent[mid]
 			switch {
-			case n > 1:
-				t.Errorf("INVARIANT no output moved twice: %s ran %s %d times", s.DeviceID, mid, n)
+			case c > 1:
+				t.Errorf("INVARIANT no output moved twice: %s ran %s %d times", s.DeviceID, mid, c)
 			case m == nil:
 				t.Errorf("%s ran %s, which the test never sent", s.DeviceID, mid)
 			case !ok[mid]:
@@ -156,11 +157,10 @@ func (b *clusterBoards) check(ctx context.Context, client func() *apiclient.Clie
 					s.DeviceID, mid, m.acked, m.unknown, m.code)
 			}
 		}
-		conns, nodes := connections(t, s.LogPath())
-		if len(nodes) > 1 {
+		if len(lg.brokers) > 1 {
 			failedOver++
 		}
-		report = append(report, fmt.Sprintf("%s %d connections to %d nodes", s.DeviceID, conns, len(nodes)))
+		report = append(report, fmt.Sprintf("%s %d connections to %d nodes", s.DeviceID, lg.conns, len(lg.brokers)))
 	}
 	t.Logf("cluster chaos boards: %d toggles acknowledged, %d transitions checked; %s", acked, moves, strings.Join(report, ", "))
 	if failedOver == 0 {
@@ -169,45 +169,36 @@ func (b *clusterBoards) check(ctx context.Context, client func() *apiclient.Clie
 	return acked, moves
 }
 
-// accepted counts the executions of each message id an agent's log records.
-func accepted(t *testing.T, logPath string) map[string]int {
-	t.Helper()
-	b, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := map[string]int{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, " msg=accepted ") {
-			continue
-		}
-		if _, rest, ok := strings.Cut(line, " mid="); ok {
-			mid, _, _ := strings.Cut(rest, " ")
-			n[mid]++
-		}
-	}
-	return n
+// agentLog is what the check reads from an agent's log: its executions of each message id, its
+// connections and the brokers it connected to.
+type agentLog struct {
+	runs    map[string]int
+	conns   int
+	brokers map[string]bool
 }
 
-// connections counts an agent's connections and the brokers it connected to, from its log.
-func connections(t *testing.T, logPath string) (n int, brokers map[string]bool) {
+func readAgentLog(t *testing.T, logPath string) agentLog {
 	t.Helper()
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	brokers = map[string]bool{}
+	l := agentLog{runs: map[string]int{}, brokers: map[string]bool{}}
+	field := func(line, key string) string {
+		_, rest, _ := strings.Cut(line, " "+key+"=")
+		v, _, _ := strings.Cut(rest, " ")
+		return v
+	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, " msg=connected ") {
-			continue
-		}
-		n++
-		if _, rest, ok := strings.Cut(line, " broker="); ok {
-			broker, _, _ := strings.Cut(rest, " ")
-			brokers[broker] = true
+		switch {
+		case strings.Contains(line, " msg=accepted "):
+			l.runs[field(line, "mid")]++
+		case strings.Contains(line, " msg=connected "):
+			l.conns++
+			l.brokers[field(line, "broker")] = true
 		}
 	}
-	return n, brokers
+	return l
 }
 
 // outcome asks random nodes (one may be restarting) for m's terminal state.
