@@ -22,6 +22,7 @@ func openNode(t *testing.T, url, node string) *Hub {
 }
 
 func TestClusterCrossNode(t *testing.T) {
+	parallel(t)
 	url := pgtest.DB(t)
 	a, b, c := openNode(t, url, "a"), openNode(t, url, "b"), openNode(t, url, "c")
 	mustDevice(t, a, "pi-1")
@@ -71,6 +72,7 @@ func TestClusterCrossNode(t *testing.T) {
 // locked message: a drops its session, the message is redelivered through b and completed once,
 // and a late complete through a's stale session is refused.
 func TestClusterTakeover(t *testing.T) {
+	parallel(t)
 	url := pgtest.DB(t)
 	a, b := openNode(t, url, "a"), openNode(t, url, "b")
 	var goneOnA atomic.Int32
@@ -115,6 +117,7 @@ func TestClusterTakeover(t *testing.T) {
 // A node whose heartbeat stops is declared dead: its device's locked message goes back to the
 // queue without waiting for the lock timeout, and the device carries on through another node.
 func TestClusterDeadNodeReleasesLocks(t *testing.T) {
+	parallel(t)
 	url := pgtest.DB(t)
 	cfg := testConfig()
 	cfg.LockTimeout = time.Hour

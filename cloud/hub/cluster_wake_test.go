@@ -15,6 +15,7 @@ import (
 // here within the sender's coalescing window) is stale: the session stays. One from a later
 // takeover drops it.
 func TestClusterStaleTakeoverWakeUp(t *testing.T) {
+	parallel(t)
 	url := pgtest.DB(t)
 	b := openNode(t, url, "b")
 	gone := make(chan string, 4)
@@ -45,6 +46,7 @@ func TestClusterStaleTakeoverWakeUp(t *testing.T) {
 // A node alone on the store sends no wake-ups (nobody would read them); a node that joins says
 // Hello, and from then on the first node's changes are announced again.
 func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
+	parallel(t)
 	url := pgtest.DB(t)
 	a := openNode(t, url, "a")
 	mustDevice(t, a, "pi-1")

@@ -111,8 +111,8 @@
 //
 // No connection survives a restart: every Invisible message goes back to Enqueued (delivery count
 // kept; dead-lettered if it used its last delivery or expired), locked feedback batches are
-// unlocked, and the first timer sweep, run at once, applies whatever fell due while the hub was
-// down.
+// unlocked, and the first timer sweep, run before Open returns, applies whatever fell due while
+// the hub was down.
 //
 // # Registry and authentication
 //

@@ -43,6 +43,14 @@ func newTestHub(t *testing.T, cfg Config) *Hub {
 	return openHub(t, t.TempDir(), cfg)
 }
 
+// parallel lets a test that mostly waits on real time (a TTL, the retention, a node's timeout)
+// run side by side with the others; as a subtest of TestLifecycleOnPostgres it already does.
+func parallel(t *testing.T) {
+	if !strings.HasPrefix(t.Name(), onPostgresPrefix) {
+		t.Parallel()
+	}
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)

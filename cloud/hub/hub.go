@@ -156,6 +156,11 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		return nil, fmt.Errorf("load connection history: %w", err)
 	}
 	h.timer = newSweeper(h)
+	if err := h.timer.first(); err != nil {
+		st.close()
+		unlock()
+		return nil, err
+	}
 	h.wg.Add(2)
 	go h.timer.run()
 	go h.runConnHistory()

@@ -163,6 +163,7 @@ func TestDeliveryCountExceeded(t *testing.T) {
 }
 
 func TestTTLExpiresWhileOffline(t *testing.T) {
+	parallel(t)
 	h := newTestHub(t, testConfig())
 	mustDevice(t, h, "dev1")
 	exp := time.Now().Add(time.Second)
@@ -482,6 +483,7 @@ func TestDeliverErrorReturnsMessage(t *testing.T) {
 }
 
 func TestLockedMessageWhoseTTLPassesCanStillComplete(t *testing.T) {
+	parallel(t)
 	h := newTestHub(t, testConfig())
 	mustDevice(t, h, "dev1")
 	exp := time.Now().Add(time.Second)
@@ -749,6 +751,7 @@ func TestNoDeliveryAfterDetachUnderChurn(t *testing.T) {
 }
 
 func TestSettledOutcomesArePrunedAfterRetention(t *testing.T) {
+	parallel(t)
 	cfg := testConfig()
 	cfg.SettledRetention = time.Second
 	h := newTestHub(t, cfg)
@@ -770,6 +773,7 @@ func TestSettledOutcomesArePrunedAfterRetention(t *testing.T) {
 }
 
 func TestLockExpiryCountsTowardMaxDeliveryCount(t *testing.T) {
+	parallel(t)
 	cfg := testConfig()
 	cfg.LockTimeout = 200 * time.Millisecond
 	cfg.MaxDeliveryCount = 1

@@ -18,6 +18,7 @@ import (
 )
 
 func TestRecoveryAfterReopen(t *testing.T) {
+	parallel(t)
 	dir := t.TempDir()
 	cfg := testConfig()
 	h := openHub(t, dir, cfg)
@@ -72,6 +73,37 @@ func TestRecoveryAfterReopen(t *testing.T) {
 	}
 }
 
+// A TTL that passed while the hub was down is applied by the time Open returns, before any timer
+// fires (the clock is paused) and whatever the first operations arm: an operation that armed a
+// later deadline before the first sweep ran used to postpone it to that deadline.
+func TestOpenAppliesTTLThatPassedWhileDown(t *testing.T) {
+	dir := t.TempDir()
+	clk := newManualClock()
+	clk.Pause()
+	cfg := testConfig()
+	cfg.Clock = clk
+	h := openHub(t, dir, cfg)
+	mustDevice(t, h, "dev1")
+	exp := clk.Now().Add(2 * time.Second)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "short", Ack: iothub.AckNegative, ExpiryTimeUTC: &exp})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "long"}) // the default TTL: an hour
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	clk.Advance(3 * time.Second) // down past short's TTL
+	h2 := openHub(t, dir, cfg)
+	if st, err := h2.MessageStatus(context.Background(), "dev1", "short"); err != nil || st.Outcome != iothub.StatusExpired {
+		t.Fatalf("short right after Open: %+v, %v: want Expired", st, err)
+	}
+	if st, err := h2.MessageStatus(context.Background(), "dev1", "long"); err != nil || st.State != iothub.StateEnqueued {
+		t.Fatalf("long right after Open: %+v, %v: want Enqueued", st, err)
+	}
+	if recs := receiveRecords(t, h2, 1); recs[0].OriginalMessageID != "short" || recs[0].StatusCode != iothub.StatusExpired {
+		t.Fatalf("records %+v", recs)
+	}
+}
+
 const crashEnv = "C2D_HUB_CRASH_CHILD"
 
 // TestCrashLosesNothingAcknowledged runs a hub in a child process that sends (and completes, with
@@ -79,6 +111,7 @@ const crashEnv = "C2D_HUB_CRASH_CHILD"
 // kills it with SIGKILL at a random moment; reopens the store and checks that every acknowledged
 // send is there, every acknowledged completion is Completed, and no feedback record exists twice.
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	parallel(t)
 	if dir := os.Getenv(crashEnv); dir != "" {
 		crashChild(dir)
 		return

@@ -76,6 +76,7 @@ func TestRegistryKeysETagAndIfMatch(t *testing.T) {
 }
 
 func TestDisableAndDeleteCallOnDeviceGone(t *testing.T) {
+	parallel(t)
 	cfg := testConfig()
 	h := newTestHub(t, cfg)
 	ctx := context.Background()

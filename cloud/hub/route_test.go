@@ -16,6 +16,7 @@ import (
 // API address it advertised; the holder itself, a device held nowhere and a node that left get no
 // route, and a hub on its own store routes nothing.
 func TestDeviceRoute(t *testing.T) {
+	parallel(t)
 	url := pgtest.DB(t)
 	a, b := openNode(t, url, "a"), openNode(t, url, "b")
 	ctx := context.Background()

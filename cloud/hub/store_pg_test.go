@@ -39,6 +39,11 @@ func TestLifecycleOnPostgres(t *testing.T) {
 		{"DeviceGone", TestDisableAndDeleteCallOnDeviceGone},
 		{"Authenticate", TestAuthenticate},
 	} {
-		t.Run(tc.name, tc.fn)
+		// Each subtest has its own database and directory; they mostly wait on timers and the
+		// server, so they run side by side.
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t)
+		})
 	}
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -45,10 +46,35 @@ func (s *sweeper) arm(t time.Time) {
 	}
 }
 
+// first runs the first sweep, before Open returns the hub: it applies what fell due while the hub
+// was down and finds the earliest stored deadline. Run in the loop instead, an operation's arm
+// could reach the loop before the first sweep's timer fired and replace it with its own, later
+// deadline: a TTL that passed during the restart would then wait for that deadline (a feedback
+// lock: a minute) instead of being applied at once.
+func (s *sweeper) first() error {
+	next, err := s.sweep()
+	if err != nil {
+		return fmt.Errorf("first timer sweep: %w", err)
+	}
+	s.mu.Lock()
+	s.next = earliest(s.next, next)
+	s.mu.Unlock()
+	return nil
+}
+
+// run sleeps until s.next, sweeps, and repeats; arm wakes it for an earlier deadline. The timer
+// always stands on s.next, so an arm that is not earlier than s.next need not wake it.
 func (s *sweeper) run() {
 	defer s.h.wg.Done()
-	timer, fired := s.h.cfg.Clock.NewTimer(0) // the first sweep runs at once: it finds what is due after a restart
+	s.mu.Lock()
+	next := s.next
+	s.mu.Unlock()
+	timer, fired := s.h.cfg.Clock.NewTimer(time.Hour)
 	defer timer.Stop()
+	timer.Stop()
+	if !next.IsZero() {
+		timer.Reset(max(0, next.Sub(s.h.now())))
+	}
 	for {
 		select {
 		case <-s.h.done:
