@@ -106,7 +106,8 @@ chaos: build
 #   make mutation MUTATION_PKGS=cloud/hub MUTATION_EXCLUDE='-E store\.go -E registry\.go'
 #   make mutation MUTATION_PKGS=cloud/broker MUTATION_ONLY='conn.go hooks.go'
 # MUTATION_ONLY mutates only the files named (gremlins has no include option: every other
-# non-test .go file of the package is excluded; its -E regexps match the path inside the package).
+# non-test .go file of the package is excluded, and so are its subdirectories (gremlins walks them:
+# cloud/amqp/internal); its -E regexps match the path inside the package).
 GREMLINS := $(GO) tool -modfile=tools/go.mod gremlins
 MUTATION_PKGS ?= cloud/broker agent/action agent/ledger agent/dispatch cloud/iothub cloud/hub
 MUTATION_FLAGS ?= --workers 2 --timeout-coefficient 10 --invert-logical --invert-loopctrl
@@ -123,6 +124,7 @@ mutation:
 			for f in $$(cd $$p && ls *.go | grep -v '_test\.go$$'); do \
 				case " $(MUTATION_ONLY) " in *" $$f "*) ;; *) ex="$$ex -E ^$$(echo $$f | sed 's/\./\\./')\$$";; esac; \
 			done; \
+			ex="$$ex -E /"; \
 		fi; \
 		$(GREMLINS) unleash $(MUTATION_FLAGS) $$ex -o $$out ./$$p || failed="$$failed $$p"; \
 		eff=$$(sed -n 's/.*"test_efficacy":\([0-9.]*\).*/\1/p' $$out); \

@@ -45,3 +45,56 @@ func TestFeedbackLinkWithCreditGetsRecordsWithoutTheInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A feedback link that has used its credit holds no further batch: the next batch goes to the
+// receiver that has credit (a batch fetched ahead would stay locked, unseen, for a minute).
+func TestFeedbackLinkWithoutCreditLocksNoFurtherBatch(t *testing.T) {
+	e := newEnv(t, hub.Config{FeedbackInterval: time.Hour, FeedbackBatchSize: 1, Clock: hubtest.StillClock{At: time.Now()}})
+	e.device("pi-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := session(t, e.dial(nil))
+	if code, desc := putToken(t, s, hostName, e.policyToken("service", time.Hour), "tok-1"); code != 200 {
+		t.Fatalf("put-token: %d %s", code, desc)
+	}
+	record := func(id string) {
+		t.Helper()
+		if _, err := e.hub.Send(ctx, "pi-1", iothub.SendRequest{MessageID: id, Ack: iothub.AckFull}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.hub.Purge(ctx, "pi-1"); err != nil { // a Purged record: a batch of its own
+			t.Fatal(err)
+		}
+	}
+	first := func(fm interface{ GetData() []byte }) string {
+		t.Helper()
+		var recs []iothub.FeedbackRecord
+		if err := json.Unmarshal(fm.GetData(), &recs); err != nil || len(recs) != 1 {
+			t.Fatalf("feedback %s: %v", fm.GetData(), err)
+		}
+		return recs[0].OriginalMessageID
+	}
+	a, err := s.NewReceiver(ctx, "/messages/serviceBound/feedback", nil) // credit 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	record("m-1")
+	fa, err := a.Receive(ctx, nil) // not settled: a's credit stays used
+	if err != nil || first(fa) != "m-1" {
+		t.Fatalf("first receiver: %v", err)
+	}
+	record("m-2")
+	b, err := s.NewReceiver(ctx, "/messages/serviceBound/feedback", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, bcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer bcancel()
+	fb, err := b.Receive(bctx, nil)
+	if err != nil {
+		t.Fatalf("second receiver never got m-2's batch (held by the receiver without credit?): %v", err)
+	}
+	if id := first(fb); id != "m-2" {
+		t.Fatalf("second receiver got %s, want m-2", id)
+	}
+}

@@ -26,7 +26,7 @@ type env struct {
 	addr string
 }
 
-func newEnv(t *testing.T, cfg hub.Config) *env {
+func newEnv(t *testing.T, cfg hub.Config, opts ...func(*amqp.Options)) *env {
 	t.Helper()
 	ctx := context.Background()
 	cfg.HostName = hostName
@@ -41,7 +41,11 @@ func newEnv(t *testing.T, cfg hub.Config) *env {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv := amqp.New(amqp.Options{Hub: h, HostName: hostName, Logger: log})
+	o := amqp.Options{Hub: h, HostName: hostName, Logger: log}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv := amqp.New(o)
 	addr, err := srv.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
