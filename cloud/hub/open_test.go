@@ -1,0 +1,147 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/pgtest"
+)
+
+// A cluster node started without a node id is named after its host: the name `c2d hub status`
+// lists and a device's owner row carries.
+func TestClusterNodeIDDefaultsToTheHostName(t *testing.T) {
+	parallel(t)
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		t.Fatalf("os.Hostname: %q, %v", host, err)
+	}
+	cfg := testConfig()
+	cfg.Store = pgtest.DB(t)
+	h := openHub(t, t.TempDir(), cfg)
+	st, err := h.Status(context.Background())
+	if err != nil || st.Node != host || len(st.Nodes) != 1 || st.Nodes[0].NodeID != host {
+		t.Fatalf("status: %+v, %v; want node %q", st, err, host)
+	}
+}
+
+// Only the system clock is replaced by the database's on a shared store: a clock given in the
+// configuration (a test's) is the one the hub's times come from.
+func TestSharedStoreKeepsAGivenClock(t *testing.T) {
+	parallel(t)
+	clk := newManualClock()
+	cfg := testConfig()
+	cfg.Store, cfg.NodeID, cfg.Clock = pgtest.DB(t), "a", clk
+	h := openHub(t, t.TempDir(), cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	st, err := h.MessageStatus(context.Background(), "dev1", "m1")
+	if err != nil || !st.EnqueuedTimeUTC.Equal(clk.Now()) {
+		t.Fatalf("m1: %+v, %v; want enqueued at the given clock's %v", st, err, clk.Now())
+	}
+}
+
+// logRecords keeps a hub's log records, for the lines an operator reads in the journal.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.recs = append(l.recs, r.Clone())
+	l.mu.Unlock()
+	return nil
+}
+
+// with returns the attributes of each record whose message is msg.
+func (l *logRecords) with(msg string) []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, r := range l.recs {
+		if r.Message != msg {
+			continue
+		}
+		attrs := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool {
+			attrs[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, attrs)
+	}
+	return out
+}
+
+// After a restart the hub logs once what recovery did — messages requeued, dead-lettered,
+// feedback batches unlocked — and nothing when there was nothing to recover.
+func TestRecoveryLogSaysWhatItDid(t *testing.T) {
+	dir := t.TempDir()
+	clk := newManualClock()
+	clk.Pause()
+	open := func() (*Hub, *logRecords) {
+		t.Helper()
+		logs := &logRecords{}
+		cfg := testConfig()
+		cfg.Clock, cfg.Logger = clk, slog.New(logs)
+		return openHub(t, dir, cfg), logs
+	}
+	const msg = "recovered after restart"
+	want := func(logs *logRecords, requeued, dead, unlocked int) {
+		t.Helper()
+		got := logs.with(msg)
+		if len(got) != 1 || got[0]["requeued"] != fmt.Sprint(requeued) || got[0]["deadLettered"] != fmt.Sprint(dead) ||
+			got[0]["feedbackBatchesUnlocked"] != fmt.Sprint(unlocked) {
+			t.Fatalf("%q records %v; want one with requeued=%d deadLettered=%d feedbackBatchesUnlocked=%d", msg, got, requeued, dead, unlocked)
+		}
+	}
+
+	// Three deliveries in flight at the crash; b1's and b2's TTL passes while the hub is down.
+	h, _ := open()
+	mustDevice(t, h, "dev1")
+	exp := clk.Now().Add(2 * time.Second)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "a"})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "b1", ExpiryTimeUTC: &exp})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "b2", ExpiryTimeUTC: &exp})
+	c := newConn("dev1")
+	h.Attach(c)
+	c.next(t)
+	c.next(t)
+	c.next(t)
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(3 * time.Second)
+	h, logs := open()
+	want(logs, 1, 2, 0)
+
+	// A feedback batch locked by a service at the crash.
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "f", Ack: iothub.AckFull})
+	if _, err := h.Purge(context.Background(), "dev1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ReceiveFeedback(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h, logs = open()
+	want(logs, 0, 0, 1)
+
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, logs = open()
+	if got := logs.with(msg); len(got) != 0 {
+		t.Fatalf("nothing to recover, yet %q: %v", msg, got)
+	}
+}
