@@ -2,9 +2,11 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -143,5 +145,133 @@ func TestRecoveryLogSaysWhatItDid(t *testing.T) {
 	_, logs = open()
 	if got := logs.with(msg); len(got) != 0 {
 		t.Fatalf("nothing to recover, yet %q: %v", msg, got)
+	}
+}
+
+// A delivery whose lock expires on its last delivery is dead-lettered, and the in-flight slot it
+// held goes to the next message at once: with max_in_flight 1, the board is not left waiting for
+// an unrelated kick.
+func TestDeadLetteredDeliveryFreesItsSlot(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxInFlight, cfg.MaxDeliveryCount = 1, 1
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m2"})
+	c := newConn("dev1")
+	h.Attach(c)
+	if m := c.next(t); m.MessageID != "m1" {
+		t.Fatalf("first delivery %s", m.MessageID)
+	}
+	clk.Advance(cfg.LockTimeout)
+	clk.Resume() // the sweep: m1 used its one delivery
+	if m := c.next(t); m.MessageID != "m2" {
+		t.Fatalf("after m1 was dead-lettered, delivered %s", m.MessageID)
+	}
+	if st := waitSettled(t, h, "dev1", "m1"); st.Outcome != iothub.StatusDeliveryCountExceeded {
+		t.Fatalf("m1: %+v", st)
+	}
+}
+
+// A wait that ended (its context, or the hub closing) leaves nothing behind: a hub that answers
+// months of `c2d send --wait` that time out does not keep a waiter for each.
+func TestEndedWaitsLeaveNoWaiter(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 2 {
+		if _, err := h.WaitSettled(ctx, "dev1", "m1"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("WaitSettled: %v, want context.Canceled", err)
+		}
+	}
+	h.waitMu.Lock()
+	defer h.waitMu.Unlock()
+	if len(h.waiters) != 0 {
+		t.Fatalf("waiters left after every wait ended: %v", h.waiters)
+	}
+}
+
+// waitRegistered returns once a WaitSettled for dev/mid is registered, so that what the test does
+// next happens while it waits.
+func waitRegistered(t *testing.T, h *Hub, dev, mid string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		h.waitMu.Lock()
+		w := h.waiters[waitKey{dev, mid}]
+		h.waitMu.Unlock()
+		if w != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no WaitSettled registered for %s/%s", dev, mid)
+		}
+		runtime.Gosched()
+	}
+}
+
+// One wait on a message ending does not end another's: the second still returns at the settle.
+func TestWaitOutlivesAnotherWaitOnTheSameMessage(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	got := make(chan iothub.MessageStatus, 1)
+	go func() {
+		st, err := h.WaitSettled(ctxT(t), "dev1", "m1")
+		if err != nil {
+			st.Reason = err.Error()
+		}
+		got <- st
+	}()
+	waitRegistered(t, h, "dev1", "m1")
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.WaitSettled(ended, "dev1", "m1"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitSettled on an ended context: %v", err)
+	}
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	if st := <-got; st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("the wait that was still running saw %+v", st)
+	}
+}
+
+// Deleting a device ends the waits on its messages at once, with the device's absence; waits on
+// other devices' messages go on.
+func TestDeleteDeviceEndsWaitsOnItsMessages(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustDevice(t, h, "dev2")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	mustSend(t, h, "dev2", iothub.SendRequest{MessageID: "m2"})
+	wait := func(dev, mid string) <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			_, err := h.WaitSettled(ctxT(t), dev, mid)
+			ch <- err
+		}()
+		waitRegistered(t, h, dev, mid)
+		return ch
+	}
+	w1, w2 := wait("dev1", "m1"), wait("dev2", "m2")
+	if err := h.DeleteDevice(context.Background(), "dev1", "*"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w1; err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait on the deleted device's message: %v, want it ended by the deletion", err)
+	}
+	select {
+	case err := <-w2:
+		t.Fatalf("wait on another device's message ended: %v", err)
+	default:
+	}
+	c := newConn("dev2")
+	h.Attach(c)
+	settle(t, h, "dev2", c.next(t), iothub.DispositionComplete, "")
+	if err := <-w2; err != nil {
+		t.Fatalf("wait on dev2's message after its settle: %v", err)
 	}
 }
