@@ -35,6 +35,7 @@ const (
 
 // Defaults returns Azure's values for every zero field of c.
 func (c Config) Defaults() Config {
+	defaultTTLUnset := c.DefaultTTL == 0
 	setDur := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -62,10 +63,11 @@ func (c Config) Defaults() Config {
 	setInt(&c.FeedbackMaxDeliveryCount, DefaultFeedbackMaxDeliveryCount)
 	setDur(&c.SettledRetention, DefaultSettledRetention)
 	setDur(&c.MaxTokenLifetime, DefaultMaxTokenLifetime)
-	// A min_ttl set below the default TTL's natural place must not make an unset default_ttl
-	// invalid: keep the default inside [min_ttl, max_ttl].
-	if c.DefaultTTL > c.MaxTTL && c.MaxTTL >= c.MinTTL {
-		c.DefaultTTL = c.MaxTTL
+	// A max_ttl below the default TTL, or a min_ttl above it, must not make an unset default_ttl
+	// invalid: keep the default inside [min_ttl, max_ttl]. A default_ttl that was set is left as
+	// it is: if it is out of range, Validate says so, naming it.
+	if defaultTTLUnset && c.MinTTL <= c.MaxTTL {
+		c.DefaultTTL = min(max(c.DefaultTTL, c.MinTTL), c.MaxTTL)
 	}
 	return c
 }

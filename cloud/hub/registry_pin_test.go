@@ -1,0 +1,56 @@
+package hub
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// Device keys are 16 to 64 bytes, as Azure accepts: both ends taken, one byte past either refused
+// naming the key.
+func TestDeviceKeyLengthBounds(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	for _, tc := range []struct {
+		n  int
+		ok bool
+	}{{15, false}, {16, true}, {64, true}, {65, false}} {
+		key := base64.StdEncoding.EncodeToString(make([]byte, tc.n))
+		for _, field := range []string{"primaryKey", "secondaryKey"} {
+			d := iothub.Device{DeviceID: "dev1"}
+			if field == "primaryKey" {
+				d.Authentication.SymmetricKey.PrimaryKey = key
+			} else {
+				d.Authentication.SymmetricKey.SecondaryKey = key
+			}
+			_, _, err := h.PutDevice(context.Background(), d, "*")
+			if tc.ok && err != nil {
+				t.Errorf("%s of %d bytes: %v, want accepted", field, tc.n, err)
+			}
+			if !tc.ok {
+				wantCode(t, err, ErrInvalidArgument, iothub.CodeArgumentInvalid)
+				if !strings.Contains(err.Error(), field) {
+					t.Errorf("%s of %d bytes: %v, want the field named", field, tc.n, err)
+				}
+			}
+		}
+	}
+}
+
+// For a device that does not exist, If-Match "*" creates it (an unconditional put), and an etag
+// cannot match: PreconditionFailed, nothing created.
+func TestIfMatchOnAMissingDevice(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	wantCode(t, func() error {
+		_, _, err := h.PutDevice(context.Background(), iothub.Device{DeviceID: "ghost"}, `"abc"`)
+		return err
+	}(), ErrPreconditionFailed, iothub.CodePreconditionFailed)
+	if _, err := h.GetDevice(context.Background(), "ghost"); err == nil {
+		t.Fatal("a put with an etag that could not match created the device")
+	}
+	if _, created, err := h.PutDevice(context.Background(), iothub.Device{DeviceID: "dev1"}, "*"); err != nil || !created {
+		t.Fatalf("put with If-Match * on a missing device: created %v, %v; want created", created, err)
+	}
+}
