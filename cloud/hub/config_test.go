@@ -37,7 +37,7 @@ func TestConfigRangesAreInclusive(t *testing.T) {
 		{"feedback_max_delivery_count", num(func(c *Config) *int { return &c.FeedbackMaxDeliveryCount }), 1, 100, 1},
 		{"settled_retention", dur(func(c *Config) *time.Duration { return &c.SettledRetention }), ns(time.Second), ns(365 * day), 1},
 		{"max_token_lifetime", dur(func(c *Config) *time.Duration { return &c.MaxTokenLifetime }), ns(time.Minute), ns(10 * 365 * day), 1},
-		{"max_ttl", dur(func(c *Config) *time.Duration { return &c.MaxTTL }), ns(time.Hour), ns(365 * day), 1}, // lo: the default TTL
+		{"max_ttl", dur(func(c *Config) *time.Duration { return &c.MaxTTL }), ns(time.Hour), ns(365 * day), 1},   // lo: the default TTL
 		{"min_ttl", dur(func(c *Config) *time.Duration { return &c.MinTTL }), ns(time.Second), ns(time.Hour), 1}, // hi: the default TTL
 	}
 	for _, b := range bounds {
