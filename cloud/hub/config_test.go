@@ -77,6 +77,15 @@ func TestConfigRangesAreInclusive(t *testing.T) {
 	}
 }
 
+// The defaults are those configs/hub.yaml documents.
+func TestConfigDefaultsAreTheDocumentedOnes(t *testing.T) {
+	d := Config{}.Defaults()
+	if d.SettledRetention != 24*time.Hour || d.MaxTokenLifetime != 8760*time.Hour || d.FeedbackTTL != time.Hour ||
+		d.FeedbackLockTimeout != time.Minute || d.MaxInFlight != 16 || d.FeedbackMaxDeliveryCount != 10 {
+		t.Fatalf("defaults %+v", d)
+	}
+}
+
 // An unset default_ttl follows a max_ttl below it or a min_ttl above it; one that was set is
 // never changed behind the operator's back: out of range, it is refused naming default_ttl.
 func TestDefaultTTLStaysInsideTheTTLRange(t *testing.T) {

@@ -71,6 +71,9 @@ func TestDeviceKeyChangeAnnounced(t *testing.T) {
 	if _, _, err := h.PutDevice(ctxT(t), d, "*"); err != nil {
 		t.Fatal(err)
 	}
+	if len(changed) != 0 {
+		t.Fatalf("OnCredentialsChanged calls %q after an update that kept both keys, want none", changed)
+	}
 	d.Authentication.SymmetricKey.SecondaryKey = "c2Vjb25kYXJ5IGtleSByZXBsYWNlZA=="
 	if _, _, err := h.PutDevice(ctxT(t), d, "*"); err != nil {
 		t.Fatal(err)

@@ -54,3 +54,26 @@ func TestIfMatchOnAMissingDevice(t *testing.T) {
 		t.Fatalf("put with If-Match * on a missing device: created %v, %v; want created", created, err)
 	}
 }
+
+// The registry's counts: each device's pending messages in the list, and the hub's enabled and
+// total devices in its status.
+func TestRegistryCounts(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	d2 := mustDevice(t, h, "dev2")
+	mustDevice(t, h, "dev3")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m2"})
+	d2.Status = iothub.DeviceDisabled
+	if _, _, err := h.PutDevice(context.Background(), d2, "*"); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := h.ListDevices(context.Background())
+	if err != nil || len(ds) != 3 || ds[0].CloudToDeviceMessageCount != 2 || ds[1].CloudToDeviceMessageCount != 0 {
+		t.Fatalf("ListDevices: %+v, %v; want dev1 with 2 pending", ds, err)
+	}
+	st, err := h.Status(context.Background())
+	if err != nil || st.TotalDeviceCount != 3 || st.EnabledDeviceCount != 2 || st.QueuedMessageCount != 2 {
+		t.Fatalf("Status: %+v, %v; want 3 devices, 2 enabled, 2 queued", st, err)
+	}
+}
