@@ -2,7 +2,9 @@ package hub
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -75,5 +77,35 @@ func TestRegistryCounts(t *testing.T) {
 	st, err := h.Status(context.Background())
 	if err != nil || st.TotalDeviceCount != 3 || st.EnabledDeviceCount != 2 || st.QueuedMessageCount != 2 {
 		t.Fatalf("Status: %+v, %v; want 3 devices, 2 enabled, 2 queued", st, err)
+	}
+}
+
+// A store that lacks some built-in policies (written by a release that had fewer) gets each
+// missing one at Open, whatever its place in the list; the policies it has keep their keys.
+func TestOpenCreatesEveryMissingBuiltInPolicy(t *testing.T) {
+	dir := t.TempDir()
+	h := openHub(t, dir, testConfig())
+	owner, _ := h.Policy("iothubowner")
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM policies WHERE name IN ('service', 'registryReadWrite')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h = openHub(t, dir, testConfig())
+	for _, name := range []string{"service", "registryReadWrite"} {
+		if p, ok := h.Policy(name); !ok || p.PrimaryKey == "" || len(p.Rights) == 0 {
+			t.Errorf("policy %s after reopen: %+v, %v; want it recreated", name, p, ok)
+		}
+	}
+	if p, _ := h.Policy("iothubowner"); p.PrimaryKey != owner.PrimaryKey {
+		t.Errorf("iothubowner's key changed at reopen")
 	}
 }
