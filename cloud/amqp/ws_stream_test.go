@@ -44,20 +44,56 @@ func wsDial(ctx context.Context, t *testing.T, hs *httptest.Server) *websocket.C
 	return ws
 }
 
+// wsHub is a hub with the AMQP server's WebSocket endpoint on a real socket.
+func wsHub(t *testing.T) (*hub.Hub, *httptest.Server) {
+	t.Helper()
+	h, err := hub.Open(context.Background(), t.TempDir(), hub.Config{HostName: "hub.test"}, hub.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	srv := New(Options{Hub: h, HostName: "hub.test"})
+	t.Cleanup(func() { srv.Close() })
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return h, hs
+}
+
+// wsSession opens AMQP over a WebSocket to hs and puts a token signed with key for resource
+// (skn: the policy's name, "" for a device's key). stream makes the client's byte stream of the
+// WebSocket (nil: newWSConn).
+func wsSession(ctx context.Context, t *testing.T, hs *httptest.Server, stream func(*websocket.Conn) net.Conn, resource, key, skn string) *goamqp.Session {
+	t.Helper()
+	ws := wsDial(ctx, t, hs)
+	if stream == nil {
+		stream = func(ws *websocket.Conn) net.Conn { return newWSConn(ws) }
+	}
+	nc := stream(ws)
+	c, err := goamqp.NewConn(ctx, nc, &goamqp.ConnOptions{SASLType: goamqp.SASLTypeAnonymous()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	s, err := c.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := iothub.NewSASToken(resource, key, skn, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, desc := cbsPut(t, s, resource, tok); code != 200 {
+		t.Fatalf("put-token for %s: %d %s", resource, code, desc)
+	}
+	return s
+}
+
 // AMQPWSB10 is a byte stream over binary messages: a frame may fill one message larger than any
 // read buffer, or be spread over many small ones, and a text message in between is skipped.
 func TestWebSocketStreamAcrossMessages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h, err := hub.Open(ctx, t.TempDir(), hub.Config{HostName: "hub.test"}, hub.Events{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	srv := New(Options{Hub: h, HostName: "hub.test"})
-	defer srv.Close()
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
+	h, hs := wsHub(t)
 	dev, _, err := h.PutDevice(ctx, iothub.Device{DeviceID: "ws-dev"}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -65,27 +101,13 @@ func TestWebSocketStreamAcrossMessages(t *testing.T) {
 
 	// The service: a text message first, then each frame in one binary message; the 60 KB
 	// transfer is many times the server's 4 KiB read buffer.
-	sws := wsDial(ctx, t, hs)
-	if err := sws.WriteMessage(websocket.TextMessage, []byte("not AMQP")); err != nil {
-		t.Fatal(err)
-	}
-	sc, err := goamqp.NewConn(ctx, newWSConn(sws), &goamqp.ConnOptions{SASLType: goamqp.SASLTypeAnonymous()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	ss, err := sc.NewSession(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pol, _ := h.Policy("service")
-	stok, err := iothub.NewSASToken("hub.test", pol.PrimaryKey, pol.Name, time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, desc := cbsPut(t, ss, "hub.test", stok); code != 200 {
-		t.Fatalf("service put-token: %d %s", code, desc)
-	}
+	ss := wsSession(ctx, t, hs, func(ws *websocket.Conn) net.Conn {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("not AMQP")); err != nil {
+			t.Fatal(err)
+		}
+		return newWSConn(ws)
+	}, "hub.test", pol.PrimaryKey, pol.Name)
 	snd, err := ss.NewSender(ctx, "/messages/devicebound", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -103,23 +125,8 @@ func TestWebSocketStreamAcrossMessages(t *testing.T) {
 	}
 
 	// The device: its stream 7 bytes per message.
-	dws := wsDial(ctx, t, hs)
-	dc, err := goamqp.NewConn(ctx, chunkConn{newWSConn(dws), 7}, &goamqp.ConnOptions{SASLType: goamqp.SASLTypeAnonymous()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
-	ds, err := dc.NewSession(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dtok, err := iothub.NewSASToken("hub.test/devices/ws-dev", dev.Authentication.SymmetricKey.PrimaryKey, "", time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, desc := cbsPut(t, ds, "hub.test/devices/ws-dev", dtok); code != 200 {
-		t.Fatalf("device put-token: %d %s", code, desc)
-	}
+	ds := wsSession(ctx, t, hs, func(ws *websocket.Conn) net.Conn { return chunkConn{newWSConn(ws), 7} },
+		"hub.test/devices/ws-dev", dev.Authentication.SymmetricKey.PrimaryKey, "")
 	rcv, err := ds.NewReceiver(ctx, "/devices/ws-dev/messages/devicebound", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -172,15 +179,7 @@ func TestWebSocketConnWriteReportsAllOrAnError(t *testing.T) {
 
 // A plain HTTP request on the WebSocket path is told what to open instead.
 func TestWebSocketPathWithoutUpgrade(t *testing.T) {
-	h, err := hub.Open(context.Background(), t.TempDir(), hub.Config{HostName: "hub.test"}, hub.Events{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	srv := New(Options{Hub: h, HostName: "hub.test"})
-	defer srv.Close()
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
+	_, hs := wsHub(t)
 	resp, err := http.Get(hs.URL + WebSocketPath)
 	if err != nil {
 		t.Fatal(err)

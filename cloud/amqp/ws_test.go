@@ -3,7 +3,6 @@ package amqp
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	goamqp "github.com/Azure/go-amqp"
 	"github.com/gorilla/websocket"
 
-	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
 
@@ -20,15 +18,7 @@ import (
 func TestWebSocketDeviceReject(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h, err := hub.Open(ctx, t.TempDir(), hub.Config{HostName: "hub.test"}, hub.Events{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	srv := New(Options{Hub: h, HostName: "hub.test"})
-	defer srv.Close()
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
+	h, hs := wsHub(t)
 
 	// Without the subprotocol: closed with a protocol error naming it.
 	plain, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+WebSocketPath, nil)
@@ -48,27 +38,7 @@ func TestWebSocketDeviceReject(t *testing.T) {
 	if _, err := h.Send(ctx, "ws-dev", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull, Body: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	d := websocket.Dialer{Subprotocols: []string{WebSocketProtocol}}
-	ws, _, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+WebSocketPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := goamqp.NewConn(ctx, newWSConn(ws), &goamqp.ConnOptions{SASLType: goamqp.SASLTypeAnonymous()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := c.NewSession(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := iothub.NewSASToken("hub.test/devices/ws-dev", dev.Authentication.SymmetricKey.PrimaryKey, "", time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, desc := cbsPut(t, s, "hub.test/devices/ws-dev", tok); code != 200 {
-		t.Fatalf("put-token: %d %s", code, desc)
-	}
+	s := wsSession(ctx, t, hs, nil, "hub.test/devices/ws-dev", dev.Authentication.SymmetricKey.PrimaryKey, "")
 	rcv, err := s.NewReceiver(ctx, "/devices/ws-dev/messages/devicebound", nil)
 	if err != nil {
 		t.Fatal(err)
