@@ -18,10 +18,7 @@ func TestFeedbackLinkWithCreditGetsRecordsWithoutTheInterval(t *testing.T) {
 	e.device("pi-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s := session(t, e.dial(nil))
-	if code, desc := putToken(t, s, hostName, e.policyToken("service", time.Hour), "tok-1"); code != 200 {
-		t.Fatalf("put-token: %d %s", code, desc)
-	}
+	s := e.serviceSession(nil)
 	fb, err := s.NewReceiver(ctx, "/messages/serviceBound/feedback", nil) // credit 1 by default
 	if err != nil {
 		t.Fatal(err)
@@ -53,10 +50,7 @@ func TestFeedbackLinkWithoutCreditLocksNoFurtherBatch(t *testing.T) {
 	e.device("pi-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s := session(t, e.dial(nil))
-	if code, desc := putToken(t, s, hostName, e.policyToken("service", time.Hour), "tok-1"); code != 200 {
-		t.Fatalf("put-token: %d %s", code, desc)
-	}
+	s := e.serviceSession(nil)
 	record := func(id string) {
 		t.Helper()
 		if _, err := e.hub.Send(ctx, "pi-1", iothub.SendRequest{MessageID: id, Ack: iothub.AckFull}); err != nil {

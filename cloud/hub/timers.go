@@ -66,15 +66,9 @@ func (s *sweeper) first() error {
 // always stands on s.next, so an arm that is not earlier than s.next need not wake it.
 func (s *sweeper) run() {
 	defer s.h.wg.Done()
-	s.mu.Lock()
-	next := s.next
-	s.mu.Unlock()
 	timer, fired := s.h.cfg.Clock.NewTimer(time.Hour)
 	defer timer.Stop()
-	timer.Stop()
-	if !next.IsZero() {
-		timer.Reset(max(0, next.Sub(s.h.now())))
-	}
+	s.standOnNext(timer) // s.next is what the first sweep (before Open returned) found
 	for {
 		select {
 		case <-s.h.done:
@@ -93,19 +87,25 @@ func (s *sweeper) run() {
 			s.next = earliest(s.next, next)
 			s.mu.Unlock()
 		}
-		s.mu.Lock()
-		next := s.next
-		s.mu.Unlock()
-		timer.Stop()
-		if !next.IsZero() {
-			timer.Reset(max(0, next.Sub(s.h.now())))
-			// A timer counts from when it is set, not from when its length was worked out: a
-			// clock that moved in between (a test's manual clock jumps; a stalled process) would
-			// make it fire that much after the deadline. Past it already: look now.
-			if !s.h.now().Before(next) {
-				timer.Reset(0)
-			}
-		}
+		s.standOnNext(timer)
+	}
+}
+
+// standOnNext sets timer for s.next (stopped when there is none).
+func (s *sweeper) standOnNext(timer Timer) {
+	s.mu.Lock()
+	next := s.next
+	s.mu.Unlock()
+	timer.Stop()
+	if next.IsZero() {
+		return
+	}
+	timer.Reset(max(0, next.Sub(s.h.now())))
+	// A timer counts from when it is set, not from when its length was worked out: a clock that
+	// moved in between (a test's manual clock jumps; a stalled process) would make it fire that
+	// much after the deadline. Past it already: look now.
+	if !s.h.now().Before(next) {
+		timer.Reset(0)
 	}
 }
 
