@@ -85,8 +85,9 @@ type cluster struct {
 	onDesired func(deviceID string, version int64, patch []byte) // OnDesiredChange (route.go)
 	signal    chan struct{}
 	// peers: another live node is known, so wake-ups are worth sending. A node alone on the
-	// store (the common single-node PostgreSQL set-up) sends none: each was a NOTIFY, its own
-	// echo read back and decoded, ≈ 8 % of the hub's CPU under load. Set from the nodes table
+	// store (the common single-node PostgreSQL set-up) sends none of the frequent kinds a poll
+	// recovers: each was a NOTIFY, its own echo read back and decoded, ≈ 8 % of the hub's CPU
+	// under load. Set from the nodes table
 	// at start and every heartbeat, and at once by any wake-up of another node (a joining node
 	// says Hello).
 	peers atomic.Bool
@@ -357,7 +358,14 @@ func (c *cluster) sender() {
 		w := c.out
 		c.out = wake{Node: c.node}
 		c.mu.Unlock()
-		if w.empty() || !c.peers.Load() {
+		if !c.peers.Load() {
+			// Alone as far as this node knows, but a node that joined a moment ago may not
+			// have been heard yet (its Hello is on its way). What a poll recovers is dropped;
+			// what none does (a desired change, changed keys) goes out anyway: rare, and
+			// cheap to send to nobody.
+			w = wake{Node: c.node, Desired: w.Desired, Creds: w.Creds}
+		}
+		if w.empty() {
 			continue
 		}
 		for _, p := range split(w) {

@@ -106,3 +106,37 @@ func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
 		}
 	}
 }
+
+// A node that has not yet heard a joining node's Hello still sends what no poll recovers: a twin
+// desired change for a device held there, and changed keys. (Dropping them lost a desired patch
+// for a board connected to the new node until it reconnected.)
+func TestClusterUnpolledWakeUpsBeforeHello(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	desired := make(chan string, 1)
+	b.OnDesiredChange(func(id string, v int64, p []byte) { desired <- id })
+	creds := make(chan string, 1)
+	b.OnCredentialsChanged(func(id string) { creds <- id })
+	d := mustDevice(t, a, "pi-1")
+	if !waitFor(t, a.cl.peers.Load) {
+		t.Fatal("node a did not learn of node b")
+	}
+	a.cl.peers.Store(false) // as before b's Hello arrived
+
+	a.PublishDesiredChange("pi-1", 2, []byte(`{"$version":2}`))
+	d.Authentication.SymmetricKey.PrimaryKey = "cHJpbWFyeSBrZXkgcmVwbGFjZWQ="
+	if _, _, err := a.PutDevice(ctxT(t), d, "*"); err != nil {
+		t.Fatal(err)
+	}
+	for what, ch := range map[string]chan string{"desired change": desired, "key change": creds} {
+		select {
+		case id := <-ch:
+			if id != "pi-1" {
+				t.Fatalf("b heard a %s for %s, want pi-1", what, id)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("b heard no %s for pi-1 from a node that had not heard its Hello", what)
+		}
+	}
+}
