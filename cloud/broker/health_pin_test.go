@@ -7,13 +7,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/c2d-project/c2d/internal/logtest"
 )
 
 // A listener's failing streak starts at its first Accept error: one error just now is not yet
 // "failing for 5 minutes" for the watchdog (Stuck), and the error names that first error's time.
 func TestAcceptFailingStreakStartsAtTheFirstError(t *testing.T) {
 	h := &acceptHealth{}
-	quiet := slog.New(&recordHandler{})
+	quiet := slog.New(&logtest.Recorder{})
 	before := time.Now()
 	h.failed(syscall.EMFILE, quiet, time.Millisecond)
 	if err := h.check(time.Now(), 5*time.Minute); err != nil {
@@ -31,18 +33,18 @@ func TestAcceptFailingStreakStartsAtTheFirstError(t *testing.T) {
 // streak whose last line is older than that logs again.
 func TestAcceptErrorsLogAgainAfterAcceptLogEvery(t *testing.T) {
 	h := &acceptHealth{}
-	rec := &recordHandler{}
+	rec := &logtest.Recorder{}
 	log := slog.New(rec)
 	h.failed(syscall.EMFILE, log, time.Millisecond)
 	h.failed(syscall.EMFILE, log, time.Millisecond)
-	if n := len(rec.all()); n != 1 {
+	if n := len(rec.All()); n != 1 {
 		t.Fatalf("%d lines for two errors in a row, want 1", n)
 	}
 	h.mu.Lock()
 	h.loggedAt = time.Now().Add(-acceptLogEvery - time.Second)
 	h.mu.Unlock()
 	h.failed(syscall.EMFILE, log, time.Millisecond)
-	rs := rec.all()
+	rs := rec.All()
 	if len(rs) != 2 {
 		t.Fatalf("%d lines once the last was older than %v, want 2", len(rs), acceptLogEvery)
 	}
@@ -62,7 +64,7 @@ func TestBrokerHealthyAndStuckNameTheFailingListener(t *testing.T) {
 		t.Fatalf("Stuck of a serving broker: %v", err)
 	}
 	ws := b.listeners[ListenerWS].(*wsListener)
-	ws.health.failed(syscall.EMFILE, slog.New(&recordHandler{}), time.Millisecond)
+	ws.health.failed(syscall.EMFILE, slog.New(&logtest.Recorder{}), time.Millisecond)
 	err := b.Healthy()
 	if err == nil || !strings.Contains(err.Error(), "mqtt listener "+ListenerWS+" (") || strings.Contains(err.Error(), "mqtt listener "+ListenerMQTT+" (") {
 		t.Fatalf("Healthy with the WebSocket listener failing = %v, want it named and only it", err)

@@ -1,11 +1,12 @@
 package broker
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/c2d-project/c2d/internal/logtest"
 )
 
 // pinClock is a manual clock for the log limits.
@@ -126,7 +127,7 @@ func TestLogLimitsNeverExceedTheirBound(t *testing.T) {
 // suppressed lines says how many.
 func TestSuppressedLinesAttributeOnlyAfterSuppression(t *testing.T) {
 	c := &pinClock{now: time.Unix(1000, 0)}
-	rec := &recordHandler{}
+	rec := &logtest.Recorder{}
 	log := slog.New(limitedHandler{rec, newLogLimit(c.Now)})
 	log.Info("first")
 	for range logBurst + 4 {
@@ -134,7 +135,7 @@ func TestSuppressedLinesAttributeOnlyAfterSuppression(t *testing.T) {
 	}
 	c.add(logEvery)
 	log.Info("after")
-	rs := rec.all()
+	rs := rec.All()
 	if len(rs) != logBurst+1 {
 		t.Fatalf("%d lines logged, want %d", len(rs), logBurst+1)
 	}
@@ -146,24 +147,3 @@ func TestSuppressedLinesAttributeOnlyAfterSuppression(t *testing.T) {
 	}
 }
 
-type recordHandler struct {
-	mu sync.Mutex
-	rs []map[string]any
-}
-
-func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
-	m := map[string]any{"msg": r.Message}
-	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.Any(); return true })
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.rs = append(h.rs, m)
-	return nil
-}
-func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
-func (h *recordHandler) all() []map[string]any {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]map[string]any(nil), h.rs...)
-}

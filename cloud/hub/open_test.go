@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/logtest"
 	"github.com/c2d-project/c2d/internal/pgtest"
 )
 
@@ -48,60 +47,25 @@ func TestSharedStoreKeepsAGivenClock(t *testing.T) {
 	}
 }
 
-// logRecords keeps a hub's log records, for the lines an operator reads in the journal.
-type logRecords struct {
-	mu   sync.Mutex
-	recs []slog.Record
-}
-
-func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logRecords) WithGroup(string) slog.Handler            { return l }
-func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	l.recs = append(l.recs, r.Clone())
-	l.mu.Unlock()
-	return nil
-}
-
-// with returns the attributes of each record whose message is msg.
-func (l *logRecords) with(msg string) []map[string]string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]string
-	for _, r := range l.recs {
-		if r.Message != msg {
-			continue
-		}
-		attrs := map[string]string{}
-		r.Attrs(func(a slog.Attr) bool {
-			attrs[a.Key] = a.Value.String()
-			return true
-		})
-		out = append(out, attrs)
-	}
-	return out
-}
-
 // After a restart the hub logs once what recovery did — messages requeued, dead-lettered,
 // feedback batches unlocked — and nothing when there was nothing to recover.
 func TestRecoveryLogSaysWhatItDid(t *testing.T) {
 	dir := t.TempDir()
 	clk := newManualClock()
 	clk.Pause()
-	open := func() (*Hub, *logRecords) {
+	open := func() (*Hub, *logtest.Recorder) {
 		t.Helper()
-		logs := &logRecords{}
+		logs := &logtest.Recorder{}
 		cfg := testConfig()
-		cfg.Clock, cfg.Logger = clk, slog.New(logs)
+		cfg.Clock, cfg.Logger = clk, logs.Logger()
 		return openHub(t, dir, cfg), logs
 	}
 	const msg = "recovered after restart"
-	want := func(logs *logRecords, requeued, dead, unlocked int) {
+	want := func(logs *logtest.Recorder, requeued, dead, unlocked int) {
 		t.Helper()
-		got := logs.with(msg)
-		if len(got) != 1 || got[0]["requeued"] != fmt.Sprint(requeued) || got[0]["deadLettered"] != fmt.Sprint(dead) ||
-			got[0]["feedbackBatchesUnlocked"] != fmt.Sprint(unlocked) {
+		got := logs.With(msg)
+		if len(got) != 1 || fmt.Sprint(got[0]["requeued"]) != fmt.Sprint(requeued) || fmt.Sprint(got[0]["deadLettered"]) != fmt.Sprint(dead) ||
+			fmt.Sprint(got[0]["feedbackBatchesUnlocked"]) != fmt.Sprint(unlocked) {
 			t.Fatalf("%q records %v; want one with requeued=%d deadLettered=%d feedbackBatchesUnlocked=%d", msg, got, requeued, dead, unlocked)
 		}
 	}
@@ -143,7 +107,7 @@ func TestRecoveryLogSaysWhatItDid(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, logs = open()
-	if got := logs.with(msg); len(got) != 0 {
+	if got := logs.With(msg); len(got) != 0 {
 		t.Fatalf("nothing to recover, yet %q: %v", msg, got)
 	}
 }
