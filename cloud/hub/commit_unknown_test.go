@@ -25,6 +25,9 @@ type commitCutter struct {
 	marker []byte
 	mode   atomic.Int32 // cutAfter, cutBefore, or 0: pass everything
 	cuts   atomic.Int32
+	// cutStatus: cut the next connection that asks txid_status, before the server sees it
+	// (the hub's question after a lost COMMIT answer fails once); then pass everything.
+	cutStatus atomic.Bool
 	wg     sync.WaitGroup
 }
 
@@ -90,6 +93,12 @@ func (p *commitCutter) pipe(c net.Conn) {
 		n, err := c.Read(buf)
 		if n > 0 {
 			chunk := buf[:n]
+			if bytes.Contains(chunk, []byte("txid_status")) && p.cutStatus.Swap(false) {
+				p.cuts.Add(1)
+				cut.Store(true)
+				c.Close()
+				return
+			}
 			marked = marked || bytes.Contains(chunk, p.marker)
 			if isCommit(chunk) {
 				if marked && p.mode.Load() != 0 {
@@ -163,6 +172,32 @@ func TestSendCommitAnswerLost(t *testing.T) {
 	hs, err := h.Status(context.Background())
 	if err != nil || hs.QueuedMessageCount != 1 {
 		t.Fatalf("queued messages = %d, %v; want 1 (the stored send alone)", hs.QueuedMessageCount, err)
+	}
+}
+
+// The hub's question after a lost COMMIT answer is retried when the server cannot be asked: a
+// status query cut off is not an answer, so a send that was stored is still answered as sent
+// (not "may have been stored", which sends the operator to look it up by hand).
+func TestSendCommitAnswerLostAndFirstQuestionCut(t *testing.T) {
+	p, dbURL := newCommitCutter(t, pgtest.DB(t), "cut-dev")
+	cfg := testConfig()
+	cfg.Store = dbURL
+	h := openHub(t, t.TempDir(), cfg)
+	mustDevice(t, h, "cut-dev")
+	ctx := ctxT(t)
+
+	p.cutStatus.Store(true)
+	p.mode.Store(cutAfter)
+	res, err := h.Send(ctx, "cut-dev", iothub.SendRequest{MessageID: "stored"})
+	if n := p.cuts.Load(); n != 2 || p.cutStatus.Load() {
+		t.Fatalf("the proxy cut %d times, status query cut: %v; want the commit's answer and the first question cut", n, !p.cutStatus.Load())
+	}
+	if err != nil {
+		t.Fatalf("send whose commit reached the server, first question cut: %v; want it answered as sent", err)
+	}
+	st, err := h.MessageStatus(ctx, "cut-dev", "stored")
+	if err != nil || st.SequenceNumber != res.SequenceNumber {
+		t.Fatalf("status of the stored send = %+v, %v; want it at sequence number %d", st, err, res.SequenceNumber)
 	}
 }
 

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -94,5 +95,70 @@ func TestConnectionHistoryIsCoalesced(t *testing.T) {
 	}
 	if time.Since(recs[0].FlushedAt) > time.Minute {
 		t.Errorf("flushed_at %s", recs[0].FlushedAt)
+	}
+}
+
+// A flush writes what changed since the last one, activity alone included, and nothing for a
+// device whose record did not change (an idle fleet costs no writes), whatever the other devices'
+// records did.
+func TestConnectionHistoryFlushWritesActivityAloneAndSkipsTheUnchanged(t *testing.T) {
+	clk := newManualClock()
+	clk.Pause()
+	cfg := testConfig()
+	cfg.Clock = clk
+	h := newTestHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	c := newConn("dev1")
+	h.Attach(c)
+	for i := range 20 { // idle beside dev1
+		id := fmt.Sprintf("idle-%d", i)
+		mustDevice(t, h, id)
+		h.Attach(newConn(id))
+	}
+	stored := func() connRecord {
+		t.Helper()
+		var recs []connRecord
+		if err := h.st.view(context.Background(), func(tx storeTx) error {
+			var err error
+			recs, err = tx.connHistory()
+			return err
+		}); err != nil || len(recs) != 21 {
+			t.Fatalf("%d stored records, %v; want 21", len(recs), err)
+		}
+		for _, r := range recs {
+			if r.DeviceID == "dev1" {
+				return r
+			}
+		}
+		t.Fatal("no record of dev1")
+		return connRecord{}
+	}
+	activity := func(id string) time.Time {
+		t.Helper()
+		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: id})
+		settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+		d, _ := h.GetDevice(context.Background(), "dev1")
+		return d.LastActivityTime
+	}
+
+	first := activity("m1")
+	h.flushConnHistory()
+	r1 := stored()
+	if !r1.LastActivity.Equal(first) {
+		t.Fatalf("first flush stored activity %s, want %s", r1.LastActivity, first)
+	}
+	clk.Advance(time.Second)
+	h.flushConnHistory() // nothing changed
+	if r := stored(); !r.FlushedAt.Equal(r1.FlushedAt) {
+		t.Fatalf("an unchanged record was written again (flushed_at %s → %s)", r1.FlushedAt, r.FlushedAt)
+	}
+	clk.Advance(time.Second)
+	second := activity("m2") // connected since the same time: only the activity moved
+	if !second.After(first) {
+		t.Fatalf("activity %s not after %s: the clock did not move", second, first)
+	}
+	h.flushConnHistory()
+	if r := stored(); !r.LastActivity.Equal(second) || !r.StateUpdated.Equal(r1.StateUpdated) {
+		t.Fatalf("after new activity alone: stored active %s since %s; want active %s since %s", r.LastActivity, r.StateUpdated, second, r1.StateUpdated)
 	}
 }
