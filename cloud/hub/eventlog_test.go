@@ -49,3 +49,43 @@ func TestEventLogBoundsAndFollow(t *testing.T) {
 		t.Fatalf("timeout: %+v next %d", evs, next)
 	}
 }
+
+// The event log's limits are exact: a log of n events keeps n, a body of MaxEventBody bytes is
+// whole, one byte more is cut; limits left at 0 are the defaults, not "nothing".
+func TestEventLogLimitsAreExact(t *testing.T) {
+	now := func() context.Context { // what the log holds now, without waiting for more
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx
+	}
+	seqs := func(l *EventLog) []int64 {
+		evs, _ := l.EventsSince(now(), 0, "", 1<<20)
+		var s []int64
+		for _, ev := range evs {
+			s = append(s, ev.SequenceNumber)
+		}
+		return s
+	}
+	l := NewEventLog(3, 0)
+	for range 5 {
+		l.Add("d", nil, []byte("x"))
+	}
+	if s := seqs(l); len(s) != 3 || s[0] != 3 {
+		t.Fatalf("a log of 3 events after 5 keeps %v; want 3, 4, 5", s)
+	}
+
+	d := NewEventLog(0, 0)
+	for range DefaultEventLogEvents + 1 {
+		d.Add("d", nil, []byte("x"))
+	}
+	if s := seqs(d); len(s) != DefaultEventLogEvents || s[0] != 2 {
+		t.Fatalf("a log with the default limits keeps %d events from %v; want %d from 2", len(s), s[:min(1, len(s))], DefaultEventLogEvents)
+	}
+
+	d.Add("edge", nil, make([]byte, MaxEventBody))
+	d.Add("edge", nil, make([]byte, MaxEventBody+1))
+	evs, _ := d.EventsSince(now(), 0, "edge", 10)
+	if len(evs) != 2 || evs[0].Truncated || len(evs[0].Body) != MaxEventBody || !evs[1].Truncated || len(evs[1].Body) != MaxEventBody {
+		t.Fatalf("bodies of %d and %d bytes: %d events; want the first whole and the second cut", MaxEventBody, MaxEventBody+1, len(evs))
+	}
+}
