@@ -74,6 +74,17 @@ func TestEventLogLimitsAreExact(t *testing.T) {
 		t.Fatalf("a log of 3 events after 5 keeps %v; want 3, 4, 5", s)
 	}
 
+	b := NewEventLog(10, 30)
+	b.Add("d", nil, make([]byte, 15))
+	b.Add("d", nil, make([]byte, 15))
+	if s := seqs(b); len(s) != 2 {
+		t.Fatalf("a log of 30 body bytes holding exactly 30 keeps %v; want both events", s)
+	}
+	b.Add("d", nil, make([]byte, 1))
+	if s := seqs(b); len(s) != 2 || s[0] != 2 {
+		t.Fatalf("one byte over 30 keeps %v; want 2, 3", s)
+	}
+
 	d := NewEventLog(0, 0)
 	for range DefaultEventLogEvents + 1 {
 		d.Add("d", nil, []byte("x"))
