@@ -87,9 +87,8 @@ type cluster struct {
 	// peers: another live node is known, so wake-ups are worth sending. A node alone on the
 	// store (the common single-node PostgreSQL set-up) sends none of the frequent kinds a poll
 	// recovers: each was a NOTIFY, its own echo read back and decoded, ≈ 8 % of the hub's CPU
-	// under load. Set from the nodes table
-	// at start and every heartbeat, and at once by any wake-up of another node (a joining node
-	// says Hello).
+	// under load. Set from the nodes table at start and every heartbeat, and at once by any
+	// wake-up of another node (a joining node says Hello).
 	peers atomic.Bool
 	heard atomic.Int64 // when a wake-up of another node last arrived (local clock, ns)
 	echo  string       // how this node's own wake-ups begin: they come back to its listener
