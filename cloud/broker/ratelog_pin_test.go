@@ -146,4 +146,3 @@ func TestSuppressedLinesAttributeOnlyAfterSuppression(t *testing.T) {
 		t.Fatalf("line after the flood has suppressed_lines=%v, want 5", v)
 	}
 }
-

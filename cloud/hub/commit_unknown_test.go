@@ -28,7 +28,7 @@ type commitCutter struct {
 	// cutStatus: cut the next connection that asks txid_status, before the server sees it
 	// (the hub's question after a lost COMMIT answer fails once); then pass everything.
 	cutStatus atomic.Bool
-	wg     sync.WaitGroup
+	wg        sync.WaitGroup
 }
 
 const (
