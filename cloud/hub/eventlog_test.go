@@ -73,6 +73,10 @@ func TestEventLogLimitsAreExact(t *testing.T) {
 	if s := seqs(l); len(s) != 3 || s[0] != 3 {
 		t.Fatalf("a log of 3 events after 5 keeps %v; want 3, 4, 5", s)
 	}
+	// A reader asking for 2 gets the oldest 2 and asks after the second next time.
+	if evs, next := l.EventsSince(now(), 0, "", 2); len(evs) != 2 || evs[0].SequenceNumber != 3 || evs[1].SequenceNumber != 4 || next != 4 {
+		t.Fatalf("2 of 3 events: %d events, next %d; want 3 and 4, next 4", len(evs), next)
+	}
 
 	b := NewEventLog(10, 30)
 	b.Add("d", nil, make([]byte, 15))
