@@ -108,3 +108,38 @@ func TestSplitDesiredWake(t *testing.T) {
 		}
 	}
 }
+
+// A route is only to a node that advertises its API and is alive: its heartbeat younger than the
+// node timeout, as the asking node's clock tells (at exactly the timeout it is not alive, as
+// everywhere in the cluster).
+func TestDeviceRouteOnlyToAliveAdvertisingNodes(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	open := func(node string, clk *manualClock) *Hub {
+		cfg := testConfig()
+		cfg.Store, cfg.NodeID, cfg.Clock = url, node, clk
+		return openHub(t, t.TempDir(), cfg)
+	}
+	ca, cb := newManualClock(), newManualClock()
+	a, b, quiet := open("a", ca), open("b", cb), open("quiet", cb)
+	ctx := ctxT(t)
+	if err := b.AdvertiseAPI(ctx, "https://10.0.0.2:8443", "n2.example"); err != nil {
+		t.Fatal(err)
+	}
+	mustDevice(t, a, "pi-1")
+	mustDevice(t, a, "pi-2")
+	b.Attach(newConn("pi-1"))
+	quiet.Attach(newConn("pi-2")) // held by a node that advertises no API
+
+	if r, ok, err := a.DeviceRoute(ctx, "pi-2"); err != nil || ok {
+		t.Fatalf("route to pi-2 on a node advertising no API: %+v %v %v; want none", r, ok, err)
+	}
+	ca.Advance(nodeTimeout - time.Millisecond)
+	if _, ok, err := a.DeviceRoute(ctx, "pi-1"); err != nil || !ok {
+		t.Fatalf("no route to pi-1 with b's heartbeat just under the node timeout old: %v %v", ok, err)
+	}
+	ca.Advance(time.Millisecond)
+	if r, ok, err := a.DeviceRoute(ctx, "pi-1"); err != nil || ok {
+		t.Fatalf("route to pi-1 with b's heartbeat the node timeout old: %+v %v %v; want none", r, ok, err)
+	}
+}
