@@ -59,7 +59,8 @@ func TestDeviceRoute(t *testing.T) {
 }
 
 // A wake-up with many desired changes is split into NOTIFY payloads under PostgreSQL's limit, each
-// change in exactly one of them, patches intact; an oversized patch is announced without it.
+// change in exactly one of them, patches intact; a patch of exactly maxWakePatch bytes is carried,
+// a larger one is announced without it.
 func TestSplitDesiredWake(t *testing.T) {
 	patch := []byte(`{"$version":7,"note":"` + strings.Repeat("x", maxWakePatch-30) + `"}`)
 	w := wake{Node: "a", Kick: []string{"k"}}
@@ -93,11 +94,13 @@ func TestSplitDesiredWake(t *testing.T) {
 
 	url := pgtest.DB(t)
 	a, b := openNode(t, url, "a"), openNode(t, url, "b")
-	got := make(chan desiredWake, 2)
+	got := make(chan desiredWake, 3)
 	b.OnDesiredChange(func(id string, v int64, p []byte) { got <- desiredWake{Device: id, Version: v, Patch: p} })
+	edge := []byte(`{"$version":5,"e":"` + strings.Repeat("z", maxWakePatch-len(`{"$version":5,"e":""}`)) + `"}`) // exactly the limit
 	a.PublishDesiredChange("pi-1", 3, []byte(`{"$version":3,"a":1}`))
 	a.PublishDesiredChange("pi-2", 4, []byte(`{"$version":4,"big":"`+strings.Repeat("y", maxWakePatch)+`"}`))
-	for _, want := range []desiredWake{{"pi-1", 3, []byte(`{"$version":3,"a":1}`)}, {"pi-2", 4, nil}} {
+	a.PublishDesiredChange("pi-3", 5, edge)
+	for _, want := range []desiredWake{{"pi-1", 3, []byte(`{"$version":3,"a":1}`)}, {"pi-2", 4, nil}, {"pi-3", 5, edge}} {
 		select {
 		case d := <-got:
 			if d.Device != want.Device || d.Version != want.Version || !bytes.Equal(d.Patch, want.Patch) {
