@@ -119,8 +119,8 @@ func TestClusterUnpolledWakeUpsBeforeHello(t *testing.T) {
 	creds := make(chan string, 1)
 	b.OnCredentialsChanged(func(id string) { creds <- id })
 	d := mustDevice(t, a, "pi-1")
-	if !waitFor(t, a.cl.peers.Load) {
-		t.Fatal("node a did not learn of node b")
+	if !waitFor(t, func() bool { return a.cl.heard.Load() != 0 }) { // b's Hello, b's only wake-up here
+		t.Fatal("node a did not hear node b's Hello")
 	}
 	a.cl.peers.Store(false) // as before b's Hello arrived
 
