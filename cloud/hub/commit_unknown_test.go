@@ -127,6 +127,17 @@ func (p *commitCutter) pipe(c net.Conn) {
 	}
 }
 
+// cutHub is a hub on PostgreSQL through a commitCutter for the device cut-dev, registered.
+func cutHub(t *testing.T) (*commitCutter, *Hub) {
+	t.Helper()
+	p, dbURL := newCommitCutter(t, pgtest.DB(t), "cut-dev")
+	cfg := testConfig()
+	cfg.Store = dbURL
+	h := openHub(t, t.TempDir(), cfg)
+	mustDevice(t, h, "cut-dev")
+	return p, h
+}
+
 // isCommit: a frontend message carrying a COMMIT (simple or extended protocol).
 func isCommit(chunk []byte) bool {
 	return bytes.Contains(bytes.ToLower(chunk), []byte("commit\x00"))
@@ -138,11 +149,7 @@ func isCommit(chunk []byte) bool {
 // never reached the server is answered ServiceUnavailable saying nothing was stored, and the
 // queue holds nothing.
 func TestSendCommitAnswerLost(t *testing.T) {
-	p, dbURL := newCommitCutter(t, pgtest.DB(t), "cut-dev")
-	cfg := testConfig()
-	cfg.Store = dbURL
-	h := openHub(t, t.TempDir(), cfg)
-	mustDevice(t, h, "cut-dev")
+	p, h := cutHub(t)
 	ctx := ctxT(t)
 
 	p.mode.Store(cutAfter)
@@ -179,11 +186,7 @@ func TestSendCommitAnswerLost(t *testing.T) {
 // status query cut off is not an answer, so a send that was stored is still answered as sent
 // (not "may have been stored", which sends the operator to look it up by hand).
 func TestSendCommitAnswerLostAndFirstQuestionCut(t *testing.T) {
-	p, dbURL := newCommitCutter(t, pgtest.DB(t), "cut-dev")
-	cfg := testConfig()
-	cfg.Store = dbURL
-	h := openHub(t, t.TempDir(), cfg)
-	mustDevice(t, h, "cut-dev")
+	p, h := cutHub(t)
 	ctx := ctxT(t)
 
 	p.cutStatus.Store(true)
