@@ -7,7 +7,6 @@ import (
 
 	"github.com/c2d-project/c2d/cloud/amqp"
 	"github.com/c2d-project/c2d/cloud/hub"
-	"github.com/c2d-project/c2d/cloud/iothub"
 	"github.com/c2d-project/c2d/internal/logtest"
 )
 
@@ -28,10 +27,11 @@ func TestWaitingFeedbackLinkEndsWithoutAWarning(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			logs := &logtest.Recorder{}
-			fetching := make(chan struct{}, 1)
+			var reads *amqp.FeedbackReads
 			e := newEnv(t, hub.Config{FeedbackInterval: time.Hour}, func(o *amqp.Options) {
 				o.Logger = logs.Logger()
-				o.Hub = fetchSignal{o.Hub.(*hub.Hub), fetching}
+				reads = amqp.NewFeedbackReads(o.Hub.(*hub.Hub))
+				o.Hub = reads
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -40,7 +40,7 @@ func TestWaitingFeedbackLinkEndsWithoutAWarning(t *testing.T) {
 				t.Fatal(err)
 			}
 			select {
-			case <-fetching: // the link is waiting in ReceiveFeedback
+			case <-reads.Reading: // the link is waiting in ReceiveFeedback
 			case <-ctx.Done():
 				t.Fatal("the feedback link with credit never read feedback")
 			}
@@ -57,18 +57,4 @@ func TestWaitingFeedbackLinkEndsWithoutAWarning(t *testing.T) {
 			}
 		})
 	}
-}
-
-// fetchSignal is the hub, telling when a feedback link starts to read feedback.
-type fetchSignal struct {
-	*hub.Hub
-	fetching chan struct{}
-}
-
-func (f fetchSignal) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
-	select {
-	case f.fetching <- struct{}{}:
-	default:
-	}
-	return f.Hub.ReceiveFeedback(ctx)
 }

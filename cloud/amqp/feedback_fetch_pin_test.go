@@ -13,17 +13,22 @@ import (
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
 
-// countingHub is the hub, counting the feedback reads the AMQP side starts.
-type countingHub struct {
+// FeedbackReads is the hub, counting the feedback reads the AMQP side starts and telling of the
+// first one not yet taken from Reading (exported for the package's external tests too).
+type FeedbackReads struct {
 	*hub.Hub
 	reads   atomic.Int32
-	reading chan struct{}
+	Reading chan struct{}
 }
 
-func (c *countingHub) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
+func NewFeedbackReads(h *hub.Hub) *FeedbackReads {
+	return &FeedbackReads{Hub: h, Reading: make(chan struct{}, 1)}
+}
+
+func (c *FeedbackReads) ReceiveFeedback(ctx context.Context) (*iothub.FeedbackBatch, error) {
 	c.reads.Add(1)
 	select {
-	case c.reading <- struct{}{}:
+	case c.Reading <- struct{}{}:
 	default:
 	}
 	return c.Hub.ReceiveFeedback(ctx)
@@ -38,7 +43,7 @@ func TestFeedbackFlowDuringAReadStartsNoSecondRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	ch := &countingHub{Hub: h, reading: make(chan struct{}, 1)}
+	ch := NewFeedbackReads(h)
 	srv := New(Options{Hub: ch})
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
@@ -50,7 +55,7 @@ func TestFeedbackFlowDuringAReadStartsNoSecondRead(t *testing.T) {
 
 	c.locked(func() { f.credit(l) }) // the peer's first flow
 	select {
-	case <-ch.reading:
+	case <-ch.Reading:
 	case <-time.After(20 * time.Second):
 		t.Fatal("a feedback link with credit 1 did not read feedback")
 	}
