@@ -25,25 +25,25 @@ func TestClusterNodeDeclaredDeadRegistersAgain(t *testing.T) {
 	if err := b.AdvertiseAPI(ctx, "https://10.0.0.2:8443", "n2.example"); err != nil {
 		t.Fatal(err)
 	}
-	row := func() (node nodeRow, ok bool) {
+	row := func() (node iothub.NodeStatus, ok bool) { // b's row, as `c2d hub status` lists it
 		t.Helper()
-		nodes, err := a.nodeRows(ctx)
+		st, err := a.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range nodes {
-			if n.ID == "b" {
+		for _, n := range st.Nodes {
+			if n.NodeID == "b" {
 				return n, true
 			}
 		}
-		return nodeRow{}, false
+		return iothub.NodeStatus{}, false
 	}
 	const msg = "this node was declared dead by another (stalled past the node timeout); its devices reconnect"
 
 	first, _ := row()
 	beats := 0
 	if !waitFor(t, func() bool { // two heartbeats of b's
-		if n, ok := row(); ok && n.Heartbeat.After(first.Heartbeat) {
+		if n, ok := row(); ok && n.HeartbeatTimeUTC.After(first.HeartbeatTimeUTC) {
 			first, beats = n, beats+1
 		}
 		return beats == 2
@@ -63,15 +63,6 @@ func TestClusterNodeDeclaredDeadRegistersAgain(t *testing.T) {
 	if got := logs.With(msg); len(got) != 1 {
 		t.Fatalf("%d %q lines; want one", len(got), msg)
 	}
-}
-
-// nodeRows reads the cluster's nodes table.
-func (h *Hub) nodeRows(ctx context.Context) (nodes []nodeRow, err error) {
-	err = h.view(ctx, func(tx storeTx) error {
-		nodes, err = tx.nodes()
-		return err
-	})
-	return nodes, err
 }
 
 // The poll is the safety net under the wake-ups: a message sent through a node whose wake-up
