@@ -132,13 +132,7 @@ func TestClusterDeadNodeReleasesLocks(t *testing.T) {
 	onA := newConn("pi-1")
 	a.Attach(onA)
 	onA.next(t)
-	// Node a stops heartbeating, as a killed node would (its loops stop; nothing is released).
-	a.mu.Lock()
-	close(a.done)
-	a.mu.Unlock()
-	a.wg.Wait()
-	a.st.close()
-	a.unlock()
+	crash(a) // node a stops heartbeating, as a killed node would; nothing is released
 
 	died := time.Now()
 	waitFor := func() {

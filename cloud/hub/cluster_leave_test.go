@@ -1,0 +1,112 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+	"github.com/c2d-project/c2d/internal/logtest"
+	"github.com/c2d-project/c2d/internal/pgtest"
+)
+
+// crash stops h as kill -9 would, as far as the store can tell: its loops stop (no heartbeat, no
+// wake-up) and nothing is released or removed.
+func crash(h *Hub) {
+	h.mu.Lock()
+	close(h.done)
+	h.mu.Unlock()
+	h.wg.Wait()
+	h.st.close()
+	h.unlock()
+}
+
+// warnings are the records at Warn level or above.
+func warnings(r *logtest.Recorder) []map[string]any {
+	var out []map[string]any
+	for _, m := range r.All() {
+		if lv, _ := m["level"].(slog.Level); lv >= slog.LevelWarn {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// A node that shuts down cleanly leaves the cluster at once: the other nodes no longer list it
+// (they need not wait for the node timeout), the messages its boards held locked are back in the
+// queue, and neither joining nor leaving logs a warning.
+func TestClusterCleanShutdownLeavesAtOnceWithoutWarnings(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	logs := &logtest.Recorder{}
+	cfg := testConfig()
+	cfg.LockTimeout = time.Hour
+	cfg.Store, cfg.NodeID, cfg.Logger = url, "b", logs.Logger()
+	b, err := Open(context.Background(), t.TempDir(), cfg, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := openNode(t, url, "a")
+	mustDevice(t, a, "pi-1")
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
+	onB := newConn("pi-1")
+	b.Attach(onB)
+	onB.next(t)
+	ctx := context.Background()
+	listed := func() bool {
+		st, err := a.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range st.Nodes {
+			if n.NodeID == "b" {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed() {
+		t.Fatal("node b is not listed while it runs")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if listed() {
+		t.Error("node b is still listed right after its clean shutdown")
+	}
+	q, err := a.Queue(ctx, "pi-1")
+	if err != nil || len(q) != 1 || q[0].State != iothub.StateEnqueued {
+		t.Errorf("pi-1's queue right after node b shut down: %+v, %v; want m1 Enqueued", q, err)
+	}
+	if w := warnings(logs); len(w) != 0 {
+		t.Errorf("node b's start and clean shutdown logged warnings: %v", w)
+	}
+}
+
+// A node that crashed and starts again under its own id takes back at once what its earlier run
+// held: the messages locked for its boards are back in the queue when Open returns, not after
+// their lock (an hour here); no other node is there to declare it dead.
+func TestClusterNodeRestartedAfterACrashReleasesItsEarlierLocks(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	cfg := testConfig()
+	cfg.LockTimeout = time.Hour
+	cfg.Store, cfg.NodeID = url, "a"
+	a, err := Open(context.Background(), t.TempDir(), cfg, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDevice(t, a, "pi-1")
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
+	onA := newConn("pi-1")
+	a.Attach(onA)
+	onA.next(t)
+	crash(a)
+
+	again := openHub(t, t.TempDir(), cfg)
+	q, err := again.Queue(context.Background(), "pi-1")
+	if err != nil || len(q) != 1 || q[0].State != iothub.StateEnqueued {
+		t.Fatalf("pi-1's queue when node a is back: %+v, %v; want m1 Enqueued", q, err)
+	}
+}
