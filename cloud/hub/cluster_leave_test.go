@@ -85,7 +85,7 @@ func TestClusterCleanShutdownLeavesAtOnceWithoutWarnings(t *testing.T) {
 }
 
 // A node that crashed and starts again under its own id takes back at once what its earlier run
-// held: the messages locked for its boards are back in the queue when Open returns, not after
+// held: the messages locked for each of its boards are back in the queue when Open returns, not after
 // their lock (an hour here); no other node is there to declare it dead.
 func TestClusterNodeRestartedAfterACrashReleasesItsEarlierLocks(t *testing.T) {
 	parallel(t)
@@ -97,16 +97,20 @@ func TestClusterNodeRestartedAfterACrashReleasesItsEarlierLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustDevice(t, a, "pi-1")
-	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
-	onA := newConn("pi-1")
-	a.Attach(onA)
-	onA.next(t)
+	for _, id := range []string{"pi-1", "pi-2"} {
+		mustDevice(t, a, id)
+		mustSend(t, a, id, iothub.SendRequest{MessageID: "m-" + id})
+		c := newConn(id)
+		a.Attach(c)
+		c.next(t)
+	}
 	crash(a)
 
 	again := openHub(t, t.TempDir(), cfg)
-	q, err := again.Queue(context.Background(), "pi-1")
-	if err != nil || len(q) != 1 || q[0].State != iothub.StateEnqueued {
-		t.Fatalf("pi-1's queue when node a is back: %+v, %v; want m1 Enqueued", q, err)
+	for _, id := range []string{"pi-1", "pi-2"} { // every board's, not only the first one's
+		q, err := again.Queue(context.Background(), id)
+		if err != nil || len(q) != 1 || q[0].State != iothub.StateEnqueued {
+			t.Errorf("%s's queue when node a is back: %+v, %v; want its message Enqueued", id, q, err)
+		}
 	}
 }
