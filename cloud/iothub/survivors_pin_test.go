@@ -72,3 +72,18 @@ func TestUsernameOldFormWithThreeLevels(t *testing.T) {
 		}
 	}
 }
+
+// Only a third level can carry the old form's parameters: with two, the second is the device id,
+// whatever it looks like (device ids may contain '=').
+func TestUsernameOfTwoLevelsIsHostAndDeviceEvenIfTheIDLooksLikeAParameter(t *testing.T) {
+	for _, id := range []string{"api-version=2018-06-30", "DeviceClientType=x"} {
+		u, err := ParseUsername("hub/" + id)
+		if err != nil {
+			t.Errorf("hub/%s: %v", id, err)
+			continue
+		}
+		if u.HostName != "hub" || u.DeviceID != id || len(u.Params) != 0 {
+			t.Errorf("hub/%s: %+v, want device %q and no parameters", id, u, id)
+		}
+	}
+}

@@ -227,6 +227,10 @@ func TestClientID(t *testing.T) {
 func TestDeviceBoundTopicBound(t *testing.T) {
 	esc := strings.Repeat("%&= ü", 50)
 	exp := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	tiny := make([]AppProperty, 200)
+	for i := range tiny {
+		tiny[i] = AppProperty{Name: "=", Value: "%"}
+	}
 	cases := []struct {
 		id string
 		m  Message
@@ -237,6 +241,11 @@ func TestDeviceBoundTopicBound(t *testing.T) {
 			ContentEncoding: esc, Ack: AckNegative, LockToken: esc, ExpiryTime: exp,
 			Properties: []AppProperty{{Name: esc, Value: esc}, {Name: "n"}, {Name: "", Value: esc}}}},
 		{strings.Repeat("%", 128), Message{Properties: []AppProperty{{Name: esc, Value: strings.Repeat("%", 30000)}}}},
+		// The bound at its tightest: every system property present and every byte escaped, and
+		// many one-byte properties ("%3D=%25&": exactly 3 × 2 + 2 bytes each).
+		{"%", Message{MessageID: esc, CorrelationID: esc, UserID: esc, To: esc, ContentType: esc,
+			ContentEncoding: esc, Ack: AckNegative, LockToken: esc, ExpiryTime: exp, Properties: tiny}},
+		{"%", Message{MessageID: esc, ExpiryTime: exp, Properties: tiny}},
 	}
 	for i, c := range cases {
 		got, bound := len(DeviceBoundTopic(c.id, &c.m)), DeviceBoundTopicBound(c.id, &c.m)
