@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,16 +44,10 @@ func TestClusterStaleTakeoverWakeUp(t *testing.T) {
 	}
 }
 
-// A node alone on the store sends no wake-ups (nobody would read them); a node that joins says
-// Hello, and from then on the first node's changes are announced again.
-func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
-	parallel(t)
-	url := pgtest.DB(t)
-	a := openNode(t, url, "a")
-	mustDevice(t, a, "pi-1")
-	conn := newConn("pi-1")
-	a.Attach(conn)
-
+// wakeUps listens on the cluster's channel, as a third node would, and returns its reader: the
+// next wake-up of any node within the given time.
+func wakeUps(t *testing.T, url string) func(within time.Duration) (wake, bool) {
+	t.Helper()
 	ctx := ctxT(t)
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
@@ -62,11 +57,11 @@ func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close(context.Background())
+	t.Cleanup(func() { l.Close(context.Background()) })
 	if _, err := l.Exec(ctx, "LISTEN "+pgChannel); err != nil {
 		t.Fatal(err)
 	}
-	next := func(within time.Duration) (wake, bool) {
+	return func(within time.Duration) (wake, bool) {
 		wctx, cancel := context.WithTimeout(ctx, within)
 		defer cancel()
 		n, err := l.WaitForNotification(wctx)
@@ -79,6 +74,19 @@ func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
 		}
 		return w, true
 	}
+}
+
+// A node alone on the store sends no wake-ups (nobody would read them); a node that joins says
+// Hello, and from then on the first node's changes are announced again.
+func TestClusterWakeUpsOnlyWithPeers(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	a := openNode(t, url, "a")
+	mustDevice(t, a, "pi-1")
+	conn := newConn("pi-1")
+	a.Attach(conn)
+
+	next := wakeUps(t, url)
 
 	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
 	settle(t, a, "pi-1", conn.next(t), iothub.DispositionComplete, "")
@@ -137,6 +145,52 @@ func TestClusterUnpolledWakeUpsBeforeHello(t *testing.T) {
 			}
 		case <-time.After(waitLimit):
 			t.Fatalf("b heard no %s for pi-1 from a node that had not heard its Hello", what)
+		}
+	}
+}
+
+// A commit announces at once what it changed for boards held elsewhere: a send through node a for
+// a board on node b is a kick naming it (b delivers without waiting for its poll), a send for a
+// board on a itself is kicked there and not announced, and a feedback batch made ready is
+// announced to the node a receiver may be waiting on.
+func TestClusterWakeUpsAnnounceRemoteKicksAndFeedback(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	next := wakeUps(t, url)
+	if !waitFor(t, func() bool { return a.cl.peers.Load() && b.cl.peers.Load() }) {
+		t.Fatal("the two nodes did not learn of each other")
+	}
+	mustDevice(t, a, "pi-1")
+	mustDevice(t, a, "pi-2")
+	onB, onA := newConn("pi-1"), newConn("pi-2")
+	b.Attach(onB)
+	a.Attach(onA)
+
+	mustSend(t, a, "pi-2", iothub.SendRequest{MessageID: "local"})
+	onA.next(t)
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "remote", Ack: iothub.AckFull})
+	for announced := false; !announced; {
+		w, ok := next(waitLimit)
+		if !ok {
+			t.Fatal("node a did not announce the message it queued for pi-1, held on node b")
+		}
+		if w.Node != "a" {
+			continue
+		}
+		if slices.Contains(w.Kick, "pi-2") {
+			t.Fatalf("node a announced a kick of pi-2, held on a itself: %+v", w)
+		}
+		announced = slices.Contains(w.Kick, "pi-1")
+	}
+	settle(t, b, "pi-1", onB.next(t), iothub.DispositionComplete, "")
+	for {
+		w, ok := next(waitLimit)
+		if !ok {
+			t.Fatal("no node announced the feedback batch of pi-1's completion")
+		}
+		if w.Feedback {
+			return
 		}
 	}
 }
