@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -85,32 +86,64 @@ func TestClusterCleanShutdownLeavesAtOnceWithoutWarnings(t *testing.T) {
 }
 
 // A node that crashed and starts again under its own id takes back at once what its earlier run
-// held: the messages locked for each of its boards are back in the queue when Open returns, not after
-// their lock (an hour here); no other node is there to declare it dead.
+// held: the messages locked for each of its boards are back in the queue when Open returns, not
+// after their lock (an hour here), also those locked behind one already back in the queue; no
+// other node is there to declare it dead.
 func TestClusterNodeRestartedAfterACrashReleasesItsEarlierLocks(t *testing.T) {
 	parallel(t)
 	url := pgtest.DB(t)
 	cfg := testConfig()
 	cfg.LockTimeout = time.Hour
+	cfg.MaxInFlight = 3
 	cfg.Store, cfg.NodeID = url, "a"
 	a, err := Open(context.Background(), t.TempDir(), cfg, Events{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"pi-1", "pi-2"} {
-		mustDevice(t, a, id)
-		mustSend(t, a, id, iothub.SendRequest{MessageID: "m-" + id})
-		c := newConn(id)
-		a.Attach(c)
-		c.next(t)
+	mustDevice(t, a, "pi-2")
+	mustSend(t, a, "pi-2", iothub.SendRequest{MessageID: "m-pi-2"})
+	onPi2 := newConn("pi-2")
+	a.Attach(onPi2)
+	onPi2.next(t)
+	// pi-1: m1 abandoned and back in the queue (its redelivery failed: the connection is broken),
+	// m2 and m3 still locked behind it.
+	mustDevice(t, a, "pi-1")
+	for _, id := range []string{"m1", "m2", "m3"} {
+		mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: id})
+	}
+	onPi1 := newConn("pi-1")
+	a.Attach(onPi1)
+	m1 := onPi1.next(t)
+	onPi1.next(t)
+	onPi1.next(t)
+	onPi1.setFail(errors.New("connection broken"))
+	settle(t, a, "pi-1", m1, iothub.DispositionAbandon, "")
+	states := func(h *Hub, id string) map[string]iothub.MessageState {
+		q, err := h.Queue(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]iothub.MessageState{}
+		for _, m := range q {
+			out[m.MessageID] = m.State
+		}
+		return out
+	}
+	if !waitFor(t, func() bool {
+		s := states(a, "pi-1")
+		return onPi1.refusals() > 0 && s["m1"] == iothub.StateEnqueued && s["m2"] == iothub.StateInvisible && s["m3"] == iothub.StateInvisible
+	}) {
+		t.Fatalf("pi-1 before the crash: %v; want m1 Enqueued after a failed redelivery, m2 and m3 Invisible", states(a, "pi-1"))
 	}
 	crash(a)
 
 	again := openHub(t, t.TempDir(), cfg)
-	for _, id := range []string{"pi-1", "pi-2"} { // every board's, not only the first one's
-		q, err := again.Queue(context.Background(), id)
-		if err != nil || len(q) != 1 || q[0].State != iothub.StateEnqueued {
-			t.Errorf("%s's queue when node a is back: %+v, %v; want its message Enqueued", id, q, err)
+	for id, want := range map[string][]string{"pi-1": {"m1", "m2", "m3"}, "pi-2": {"m-pi-2"}} {
+		s := states(again, id)
+		for _, mid := range want {
+			if s[mid] != iothub.StateEnqueued {
+				t.Errorf("%s's %s when node a is back: %v; want Enqueued", id, mid, s[mid])
+			}
 		}
 	}
 }

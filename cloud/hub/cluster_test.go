@@ -70,11 +70,18 @@ func TestClusterCrossNode(t *testing.T) {
 
 // TestClusterTakeover: the device connects to node a, then to node b while a still holds a
 // locked message: a drops its session, the message is redelivered through b and completed once,
-// and a late complete through a's stale session is refused.
+// and a late complete through a's stale session is refused. The lock outlasts the test: the
+// redelivery is the takeover's, not the lock's expiry.
 func TestClusterTakeover(t *testing.T) {
 	parallel(t)
 	url := pgtest.DB(t)
-	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	cfg := testConfig()
+	cfg.LockTimeout = time.Hour
+	cfg.Store = url
+	cfg.NodeID = "a"
+	a := openHub(t, t.TempDir(), cfg)
+	cfg.NodeID = "b"
+	b := openHub(t, t.TempDir(), cfg)
 	var goneOnA atomic.Int32
 	goneCh := make(chan struct{}, 1)
 	a.OnDeviceGone(func(id string) {

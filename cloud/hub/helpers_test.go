@@ -81,8 +81,9 @@ type recConn struct {
 	ext bool
 	ch  chan *iothub.Message
 
-	mu   sync.Mutex
-	fail error
+	mu      sync.Mutex
+	fail    error
+	refused int // deliveries refused with fail
 }
 
 func newConn(id string) *recConn {
@@ -94,6 +95,9 @@ func (c *recConn) Extension() bool  { return c.ext }
 func (c *recConn) Deliver(m *iothub.Message) error {
 	c.mu.Lock()
 	err := c.fail
+	if err != nil {
+		c.refused++
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -101,6 +105,13 @@ func (c *recConn) Deliver(m *iothub.Message) error {
 	cp := *m
 	c.ch <- &cp
 	return nil
+}
+
+// refusals is how many deliveries the connection refused.
+func (c *recConn) refusals() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
 }
 
 func (c *recConn) setFail(err error) {
