@@ -36,7 +36,7 @@ func warnings(r *logtest.Recorder) []map[string]any {
 
 // A node that shuts down cleanly leaves the cluster at once: the other nodes no longer list it
 // (they need not wait for the node timeout), the messages its boards held locked are back in the
-// queue, and neither joining nor leaving logs a warning.
+// queue, and neither joining, announcing a takeover nor leaving logs a warning.
 func TestClusterCleanShutdownLeavesAtOnceWithoutWarnings(t *testing.T) {
 	parallel(t)
 	url := pgtest.DB(t)
@@ -49,6 +49,9 @@ func TestClusterCleanShutdownLeavesAtOnceWithoutWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := openNode(t, url, "a")
+	if !waitFor(t, b.cl.peers.Load) { // b announces its takeover below: a's Hello reached it
+		t.Fatal("node b did not learn of node a")
+	}
 	mustDevice(t, a, "pi-1")
 	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
 	onB := newConn("pi-1")
