@@ -194,3 +194,32 @@ func TestClusterWakeUpsAnnounceRemoteKicksAndFeedback(t *testing.T) {
 		}
 	}
 }
+
+// A takeover wake-up without epochs (from a node of an older version, during a rolling upgrade)
+// drops the session it names: the older node has the device now.
+func TestClusterTakeoverWakeUpOfAnOlderNodeDropsTheSession(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	b := openNode(t, url, "b")
+	gone := make(chan string, 4)
+	b.OnDeviceGone(func(id string) { gone <- id })
+	mustDevice(t, b, "pi-1")
+	mustDevice(t, b, "pi-2")
+	b.Attach(newConn("pi-1"))
+	b.Attach(newConn("pi-2"))
+	b.cl.received(`{"n":"old","o":["pi-1"]}`)
+	select {
+	case id := <-gone:
+		if id != "pi-1" {
+			t.Fatalf("dropped %s, want pi-1", id)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("a takeover wake-up without epochs left the session")
+	}
+	b.mu.Lock()
+	_, kept := b.devs["pi-2"]
+	b.mu.Unlock()
+	if !kept {
+		t.Fatal("pi-2's session, not named in the wake-up, was dropped")
+	}
+}
