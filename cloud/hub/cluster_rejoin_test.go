@@ -53,6 +53,9 @@ func TestClusterNodeDeclaredDeadRegistersAgain(t *testing.T) {
 	if got := logs.With(msg); len(got) != 0 {
 		t.Fatalf("an alive node took itself for dead: %v", got)
 	}
+	if got := logs.With("heartbeat failed"); len(got) != 0 {
+		t.Fatalf("good heartbeats logged as failed: %v", got)
+	}
 
 	if err := a.st.update(ctx, func(tx storeTx) error { return tx.deleteNode("b") }); err != nil {
 		t.Fatal(err)
