@@ -11,7 +11,8 @@ import (
 )
 
 // A node's heartbeat keeps its row; a node whose row another node removed (it declared it dead:
-// its heartbeat had stopped) registers again at its next beat, with the API it advertised. A
+// its heartbeat had stopped) registers again at its next beat, with the API it advertised, and
+// says Hello. A
 // node that is alive does not take itself for dead.
 func TestClusterNodeDeclaredDeadRegistersAgain(t *testing.T) {
 	parallel(t)
@@ -57,11 +58,22 @@ func TestClusterNodeDeclaredDeadRegistersAgain(t *testing.T) {
 		t.Fatalf("good heartbeats logged as failed: %v", got)
 	}
 
+	next := wakeUps(t, url)
 	if err := a.st.update(ctx, func(tx storeTx) error { return tx.deleteNode("b") }); err != nil {
 		t.Fatal(err)
 	}
 	if !waitFor(t, func() bool { n, ok := row(); return ok && n.APIURL == "https://10.0.0.2:8443" }) {
 		t.Fatal("node b, declared dead, did not register again with its API")
+	}
+	// ... and says Hello again: the others may have stopped announcing to it.
+	for {
+		w, ok := next(waitLimit)
+		if !ok {
+			t.Fatal("node b registered again without a Hello")
+		}
+		if w.Node == "b" && w.Hello {
+			break
+		}
 	}
 	if got := logs.With(msg); len(got) != 1 {
 		t.Fatalf("%d %q lines; want one", len(got), msg)

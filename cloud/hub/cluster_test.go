@@ -156,6 +156,15 @@ func TestClusterDeadNodeReleasesLocks(t *testing.T) {
 	}
 	waitFor()
 	t.Logf("released %v after the node stopped (node timeout %v)", time.Since(died), nodeTimeout)
+	st, err := b.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		if n.NodeID == "a" {
+			t.Fatalf("node a, declared dead, is still listed: %+v", st.Nodes)
+		}
+	}
 	onB := newConn("pi-1")
 	b.Attach(onB)
 	if m := onB.next(t); m.MessageID != "m1" {
