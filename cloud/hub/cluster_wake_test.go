@@ -223,3 +223,50 @@ func TestClusterTakeoverWakeUpOfAnOlderNodeDropsTheSession(t *testing.T) {
 		t.Fatal("pi-2's session, not named in the wake-up, was dropped")
 	}
 }
+
+// A node keeps announcing its changes across its heartbeats while another node is alive (its
+// heartbeats, not only its wake-ups, keep it known), and stops once that node has left.
+func TestClusterPeersKnownAcrossHeartbeats(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	a := openNode(t, url, "a")
+	cfg := testConfig()
+	cfg.Store, cfg.NodeID = url, "b"
+	b, err := Open(context.Background(), t.TempDir(), cfg, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if !waitFor(t, a.cl.peers.Load) {
+		t.Fatal("node a did not learn of node b")
+	}
+	// The second heartbeat seen is after the first one had finished, peers included.
+	beat := func() time.Time { // a's last heartbeat, as `c2d hub status` lists it
+		st, err := a.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range st.Nodes {
+			if n.NodeID == "a" {
+				return n.HeartbeatTimeUTC
+			}
+		}
+		t.Fatal("node a is not listed")
+		return time.Time{}
+	}
+	for range 2 {
+		last := beat()
+		if !waitFor(t, func() bool { return beat().After(last) }) {
+			t.Fatal("node a's heartbeat did not move")
+		}
+		if !a.cl.peers.Load() {
+			t.Fatal("after a heartbeat node a takes itself for alone although node b is alive")
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(t, func() bool { return !a.cl.peers.Load() }) {
+		t.Fatal("node a still announces its changes after node b left")
+	}
+}
