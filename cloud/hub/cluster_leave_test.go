@@ -150,3 +150,24 @@ func TestClusterNodeRestartedAfterACrashReleasesItsEarlierLocks(t *testing.T) {
 		}
 	}
 }
+
+// A deadline a node created (a send's expiry) is applied by the other nodes when that node dies
+// before it: their poll sweeps for what the store holds, not only for what they made themselves.
+func TestClusterDeadlineOfACrashedNodeIsAppliedByAnother(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	cfg := testConfig()
+	cfg.Store, cfg.NodeID = url, "a"
+	a, err := Open(context.Background(), t.TempDir(), cfg, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := openNode(t, url, "b")
+	mustDevice(t, a, "pi-1")
+	exp := time.Now().Add(1500 * time.Millisecond)
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1", ExpiryTimeUTC: &exp})
+	crash(a)
+	if st := waitSettled(t, b, "pi-1", "m1"); st.Outcome != iothub.StatusExpired {
+		t.Fatalf("m1 through node b after node a died: %+v; want Expired", st)
+	}
+}
