@@ -1,0 +1,67 @@
+package hub
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Which PostgreSQL errors make a node unhealthy (the server is unreachable or not serving: the
+// node answers 503 and its watchdog waits) and which refuse one statement only; which are retried.
+func TestPostgresErrorClasses(t *testing.T) {
+	pg := func(code string) error { return fmt.Errorf("commit: %w", &pgconn.PgError{Code: code}) }
+	unavailable := map[string]error{
+		"connection exception 08006":      pg("08006"),
+		"connection failure 08001":        pg("08001"),
+		"admin shutdown 57P01":            pg("57P01"),
+		"crash shutdown 57P02":            pg("57P02"),
+		"cannot connect now 57P03":        pg("57P03"),
+		"too many connections 53300":      pg("53300"),
+		"read-only transaction 25006":     pg("25006"),
+		"a network error":                 fmt.Errorf("query: %w", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}),
+		"a failed connect":                fmt.Errorf("open: %w", &pgconn.ConnectError{}),
+		"a bad connection":                fmt.Errorf("exec: %w", driver.ErrBadConn),
+		"EOF":                             fmt.Errorf("read: %w", io.EOF),
+		"unexpected EOF":                  fmt.Errorf("read: %w", io.ErrUnexpectedEOF),
+		"a statement past its time limit": fmt.Errorf("group commit: %w", context.DeadlineExceeded),
+		"a closed connection":             errors.New("conn closed"),
+	}
+	for what, err := range unavailable {
+		if !pgUnavailable(err) {
+			t.Errorf("%s (%v): not taken for an unavailable server", what, err)
+		}
+		if pgRetryable(err) {
+			t.Errorf("%s (%v): retried as a conflict", what, err)
+		}
+	}
+	refused := map[string]error{
+		"unique violation 23505":      pg("23505"),
+		"syntax error 42601":          pg("42601"),
+		"query canceled 57014":        pg("57014"),
+		"serialization failure 40001": pg("40001"),
+		"deadlock 40P01":              pg("40P01"),
+		"a plain error":               errors.New("device not found"),
+		"a cancelled context":         context.Canceled,
+	}
+	for what, err := range refused {
+		if pgUnavailable(err) {
+			t.Errorf("%s (%v): taken for an unavailable server", what, err)
+		}
+	}
+	for _, code := range []string{"40001", "40P01"} {
+		if !pgRetryable(pg(code)) {
+			t.Errorf("%s: not retried", code)
+		}
+	}
+	for _, err := range []error{pg("23505"), pg("08006"), errors.New("x")} {
+		if pgRetryable(err) {
+			t.Errorf("%v: retried", err)
+		}
+	}
+}
