@@ -65,3 +65,22 @@ func TestPostgresErrorClasses(t *testing.T) {
 		}
 	}
 }
+
+// Which store settings name a PostgreSQL server: its URLs and libpq's key=value form; not
+// "sqlite", a path, or another database's URL (even with parameters).
+func TestIsPostgresURL(t *testing.T) {
+	for s, want := range map[string]bool{
+		"postgres://c2d@db1/c2d":                        true,
+		"postgresql://db1:5433/c2d?sslmode=verify-full": true,
+		" postgres://c2d@db1/c2d ":                      true,
+		"host=db1 dbname=c2d":                           true,
+		"sqlite":                                        false,
+		"":                                              false,
+		"/var/lib/c2d/hub.db":                           false,
+		"mysql://c2d@db1/c2d?tls=true":                  false,
+	} {
+		if got := IsPostgresURL(s); got != want {
+			t.Errorf("IsPostgresURL(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
