@@ -903,9 +903,11 @@ func TestPostgresStartErrorsNameTheStore(t *testing.T) {
 		{"postgres://c2d:s3cret@127.0.0.1:1/c2d?connect_timeout=2", "store postgres://c2d@127.0.0.1:1/c2d: connect"},
 		{"postgres://c2d:s3cret@[::1/c2d", "is not a PostgreSQL connection string"},
 		{"host=127.0.0.1 port=notaport password=s3cret", "is not a PostgreSQL connection string"},
+		// What is wrong, when pgx says it apart from the string itself.
+		{"postgres://c2d:s3cret@db1/c2d?sslmode=bogus", "is not a PostgreSQL connection string: sslmode is invalid"},
 	} {
 		_, err := openPostgres(context.Background(), tc.url, slog.New(slog.DiscardHandler))
-		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "<nil>") {
 			t.Errorf("open %q: %v; want an error containing %q, without the password", tc.url, err, tc.want)
 		}
 	}
