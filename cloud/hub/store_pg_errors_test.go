@@ -84,3 +84,20 @@ func TestIsPostgresURL(t *testing.T) {
 		}
 	}
 }
+
+// A connection string in an error message or a log line shows everything but its password.
+func TestRedactHidesOnlyThePassword(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://c2d:s3cret@db1/c2d":                            "postgres://c2d:xxxxx@db1/c2d",
+		"postgres://:s3cret@db1/c2d":                               "postgres://:xxxxx@db1/c2d",
+		"postgres://c2d:p@ss@db1:5433/c2d":                         "postgres://c2d:xxxxx@db1:5433/c2d",
+		"postgres://c2d@db1/c2d":                                   "postgres://c2d@db1/c2d",
+		"postgresql://c2d@db1/c2d?password=s3cret&sslmode=disable": "postgresql://c2d@db1/c2d?password=xxxxx",
+		"host=db1 password=s3cret dbname=c2d":                      "host=db1 password=xxxxx dbname=c2d",
+		"host=db1 PASSWORD=s3cret":                                 "host=db1 password=xxxxx",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
