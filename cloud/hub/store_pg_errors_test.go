@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"testing"
 
+	"github.com/c2d-project/c2d/internal/pgtest"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -98,6 +100,35 @@ func TestRedactHidesOnlyThePassword(t *testing.T) {
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A transaction id the server has not handed out since it last started is "in the future" for
+// txid_status: txFuture (a crash took that transaction before anything of it was durable), not
+// an error; one that committed is "committed".
+func TestTxStatusOfAnIDNotHandedOutIsTheFuture(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	var xid int64
+	if err := st.update(context.Background(), func(tx storeTx) error {
+		return tx.(*sqlTx).queryRow(`SELECT txid_current()`).Scan(&xid)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Each in its own transaction: the future one's error aborts the transaction it ran in.
+	for x, want := range map[int64]string{xid: "committed", xid + 1<<30: txFuture} {
+		if err := st.view(context.Background(), func(tx storeTx) error {
+			got, err := tx.(*sqlTx).txStatus(x)
+			if err != nil || got != want {
+				t.Errorf("txStatus(%d) = %q, %v; want %q", x, got, err, want)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
