@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/c2d-project/c2d/internal/pgtest"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -128,6 +129,46 @@ func TestTxStatusOfAnIDNotHandedOutIsTheFuture(t *testing.T) {
 			}
 			return nil
 		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Every writer of a PostgreSQL store runs its transaction at once, and a health check still gets
+// an answer while all of them are busy (the pool holds one connection more than the writers).
+func TestPostgresWritersAndPingDoNotWaitForEachOther(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	entered, release := make(chan struct{}, len(st.lanes)), make(chan struct{})
+	done := make(chan error, len(st.lanes))
+	for _, lane := range st.lanes {
+		go func() {
+			done <- st.submit(context.Background(), lane, func(tx storeTx) error {
+				entered <- struct{}{}
+				<-release
+				return nil
+			})
+		}()
+	}
+	for i := range st.lanes {
+		select {
+		case <-entered:
+		case <-time.After(waitLimit):
+			close(release)
+			t.Fatalf("%d of %d writers got a connection", i, len(st.lanes))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := st.ping(ctx); err != nil {
+		t.Errorf("ping while every writer is busy: %v", err)
+	}
+	close(release)
+	for range st.lanes {
+		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 	}
