@@ -173,3 +173,30 @@ func TestPostgresWritersAndPingDoNotWaitForEachOther(t *testing.T) {
 		}
 	}
 }
+
+// A device's writes always take the same writer's lane (so one node's transactions never wait on
+// each other's row locks of a device), and devices spread over every lane.
+func TestDevicesSpreadOverTheWritersLanes(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	used := map[chan *writeReq]int{}
+	for i := range 64 {
+		id := fmt.Sprintf("pi-%d", i)
+		l := st.laneFor(id)
+		if st.laneFor(id) != l {
+			t.Fatalf("%s took two lanes", id)
+		}
+		used[l]++
+	}
+	if len(used) != len(st.lanes) || len(st.lanes) < 2 {
+		t.Fatalf("64 devices on %d of %d lanes", len(used), len(st.lanes))
+	}
+	for _, n := range used {
+		if n < 64/len(st.lanes)/2 {
+			t.Fatalf("lanes unevenly used: %v", used)
+		}
+	}
+}

@@ -132,14 +132,19 @@ func (s *sqlStore) update(ctx context.Context, fn func(tx storeTx) error) error 
 // device: they cannot wait for each other there, nor deadlock (which PostgreSQL resolves only
 // after deadlock_timeout, a second by default).
 func (s *sqlStore) updateFor(ctx context.Context, key string, fn func(tx storeTx) error) error {
+	return s.submit(ctx, s.laneFor(key), fn)
+}
+
+// laneFor is key's writer lane: always the same one, and keys spread over all of them.
+func (s *sqlStore) laneFor(key string) chan *writeReq {
 	if len(s.lanes) == 1 {
-		return s.submit(ctx, s.lanes[0], fn)
+		return s.lanes[0]
 	}
 	h := uint32(2166136261) // FNV-1a
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint32(key[i])) * 16777619
 	}
-	return s.submit(ctx, s.lanes[h%uint32(len(s.lanes))], fn)
+	return s.lanes[h%uint32(len(s.lanes))]
 }
 
 func (s *sqlStore) submit(ctx context.Context, lane chan *writeReq, fn func(tx storeTx) error) error {
