@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -198,5 +200,63 @@ func TestDevicesSpreadOverTheWritersLanes(t *testing.T) {
 		if n < 64/len(st.lanes)/2 {
 			t.Fatalf("lanes unevenly used: %v", used)
 		}
+	}
+}
+
+// Group commit: requests that wait for a busy writer commit together, in transactions of at most
+// maxBatch requests (one fsync for each transaction, not for each request).
+func TestWaitingRequestsCommitTogetherUpToTheBatchLimit(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	lane := st.lanes[0]
+	entered, release := make(chan struct{}), make(chan struct{})
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- st.submit(context.Background(), lane, func(tx storeTx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	}()
+	<-entered
+	n := st.maxBatch + 88
+	txids := make([]int64, n)
+	done := make(chan error, n)
+	for i := range n {
+		go func() {
+			done <- st.submit(context.Background(), lane, func(tx storeTx) error {
+				return tx.(*sqlTx).queryRow(`SELECT txid_current()`).Scan(&txids[i])
+			})
+		}()
+	}
+	for deadline := time.Now().Add(waitLimit); len(lane) < n; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d of %d requests waiting", len(lane), n)
+		}
+	}
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	sizes := map[int64]int{}
+	for _, x := range txids {
+		sizes[x]++
+	}
+	var got []int
+	for _, c := range sizes {
+		got = append(got, c)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []int{88, st.maxBatch}) {
+		t.Fatalf("%d waiting requests committed in transactions of %v requests; want %d and 88", n, got, st.maxBatch)
 	}
 }
