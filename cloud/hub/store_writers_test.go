@@ -1,0 +1,140 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/internal/pgtest"
+)
+
+// The store's writers on PostgreSQL: their lanes, their connections, their group commit.
+
+// Every writer of a PostgreSQL store runs its transaction at once, and a health check still gets
+// an answer while all of them are busy (the pool holds one connection more than the writers).
+func TestPostgresWritersAndPingDoNotWaitForEachOther(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	entered, release := make(chan struct{}, len(st.lanes)), make(chan struct{})
+	done := make(chan error, len(st.lanes))
+	for _, lane := range st.lanes {
+		go func() {
+			done <- st.submit(context.Background(), lane, func(tx storeTx) error {
+				entered <- struct{}{}
+				<-release
+				return nil
+			})
+		}()
+	}
+	for i := range st.lanes {
+		select {
+		case <-entered:
+		case <-time.After(waitLimit):
+			close(release)
+			t.Fatalf("%d of %d writers got a connection", i, len(st.lanes))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := st.ping(ctx); err != nil {
+		t.Errorf("ping while every writer is busy: %v", err)
+	}
+	close(release)
+	for range st.lanes {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A device's writes always take the same writer's lane (so one node's transactions never wait on
+// each other's row locks of a device), and devices spread over every lane.
+func TestDevicesSpreadOverTheWritersLanes(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	used := map[chan *writeReq]int{}
+	for i := range 64 {
+		id := fmt.Sprintf("pi-%d", i)
+		l := st.laneFor(id)
+		if st.laneFor(id) != l {
+			t.Fatalf("%s took two lanes", id)
+		}
+		used[l]++
+	}
+	if len(used) != len(st.lanes) || len(st.lanes) < 2 {
+		t.Fatalf("64 devices on %d of %d lanes", len(used), len(st.lanes))
+	}
+	for _, n := range used {
+		if n < 64/len(st.lanes)/2 {
+			t.Fatalf("lanes unevenly used: %v", used)
+		}
+	}
+}
+
+// Group commit: requests that wait for a busy writer commit together, in transactions of at most
+// maxBatch requests (one fsync for each transaction, not for each request).
+func TestWaitingRequestsCommitTogetherUpToTheBatchLimit(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	lane := st.lanes[0]
+	entered, release := make(chan struct{}), make(chan struct{})
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- st.submit(context.Background(), lane, func(tx storeTx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	}()
+	<-entered
+	n := st.maxBatch + 88
+	txids := make([]int64, n)
+	done := make(chan error, n)
+	for i := range n {
+		go func() {
+			done <- st.submit(context.Background(), lane, func(tx storeTx) error {
+				return tx.(*sqlTx).queryRow(`SELECT txid_current()`).Scan(&txids[i])
+			})
+		}()
+	}
+	for deadline := time.Now().Add(waitLimit); len(lane) < n; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d of %d requests waiting", len(lane), n)
+		}
+	}
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	sizes := map[int64]int{}
+	for _, x := range txids {
+		sizes[x]++
+	}
+	var got []int
+	for _, c := range sizes {
+		got = append(got, c)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []int{88, st.maxBatch}) {
+		t.Fatalf("%d waiting requests committed in transactions of %v requests; want %d and 88", n, got, st.maxBatch)
+	}
+}
