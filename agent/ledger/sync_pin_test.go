@@ -18,11 +18,7 @@ func TestSyncSoonWithNothingNewMakesNoFsync(t *testing.T) {
 	c.install(l)
 	must(t, l.FinishWritten("m0", "fp", Complete, "", t0))
 	l.SyncSoon()
-	select {
-	case <-c.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("SyncSoon did not fsync")
-	}
+	c.waitEntered(t, "SyncSoon did not fsync")
 	// The first fsync is held: m0's line is covered by it, nothing else is written.
 	l.SyncSoon()
 	close(c.gate)
@@ -36,11 +32,7 @@ func TestSyncSoonWithNothingNewMakesNoFsync(t *testing.T) {
 	// The syncer is still there for the next record.
 	must(t, l.FinishWritten("m1", "fp", Complete, "", t0))
 	l.SyncSoon()
-	select {
-	case <-c.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("SyncSoon after one with nothing new did not fsync")
-	}
+	c.waitEntered(t, "SyncSoon after one with nothing new did not fsync")
 	must(t, l.Close())
 	if n := c.count(); n != 2 {
 		t.Fatalf("%d fsyncs for two done records and a SyncSoon with nothing new between them; want 2", n)
@@ -57,11 +49,7 @@ func TestBackgroundFsyncSuccessLogsNothing(t *testing.T) {
 	c.install(l)
 	must(t, l.FinishWritten("m0", "fp", Complete, "", t0))
 	l.SyncSoon()
-	select {
-	case <-c.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("SyncSoon did not fsync")
-	}
+	c.waitEntered(t, "SyncSoon did not fsync")
 	must(t, l.Close()) // waits for the syncer to finish what it began
 	if logs.Len() != 0 {
 		t.Errorf("a successful background fsync logged: %s", logs)

@@ -32,6 +32,16 @@ func (c *fsyncs) install(l *Ledger) {
 	}
 }
 
+// waitEntered waits for the next fsync to begin, failing with msg if none does.
+func (c *fsyncs) waitEntered(t *testing.T, msg string) {
+	t.Helper()
+	select {
+	case <-c.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal(msg)
+	}
+}
+
 func (c *fsyncs) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -51,11 +61,7 @@ func TestSyncSoonFsyncsInTheBackgroundAndCoalesces(t *testing.T) {
 	c.install(l)
 	must(t, l.FinishWritten("m0", "fp", Complete, "", t0))
 	l.SyncSoon()
-	select {
-	case <-c.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("SyncSoon did not fsync")
-	}
+	c.waitEntered(t, "SyncSoon did not fsync")
 	// The first fsync is held: the log stays usable meanwhile (no lock is held across it).
 	for _, id := range []string{"m1", "m2", "m3"} {
 		must(t, l.FinishWritten(id, "fp", Reject, "no", t0))
