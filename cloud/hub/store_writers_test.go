@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/c2d-project/c2d/internal/pgtest"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The store's writers on PostgreSQL: their lanes, their connections, their group commit.
@@ -136,5 +138,35 @@ func TestWaitingRequestsCommitTogetherUpToTheBatchLimit(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, []int{88, st.maxBatch}) {
 		t.Fatalf("%d waiting requests committed in transactions of %v requests; want %d and 88", n, got, st.maxBatch)
+	}
+}
+
+// An operation that fails with anything but a conflict is answered with its error at once, not
+// run again; a conflict (serialization failure, deadlock) is run again, at most maxRetries times.
+func TestOnlyConflictsAreRunAgain(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	ctx := context.Background()
+	boom := errors.New("boom")
+	calls := 0
+	if err := st.update(ctx, func(tx storeTx) error { calls++; return boom }); !errors.Is(err, boom) || calls != 1 {
+		t.Errorf("a failing operation: %v after %d runs; want boom after 1", err, calls)
+	}
+	calls = 0
+	if err := st.update(ctx, func(tx storeTx) error {
+		if calls++; calls < 3 {
+			return &pgconn.PgError{Code: "40001"}
+		}
+		return nil
+	}); err != nil || calls != 3 {
+		t.Errorf("an operation in conflict twice: %v after %d runs; want success after 3", err, calls)
+	}
+	calls = 0
+	err = st.update(ctx, func(tx storeTx) error { calls++; return &pgconn.PgError{Code: "40P01"} })
+	if err == nil || calls != maxRetries+1 {
+		t.Errorf("an operation always in conflict: %v after %d runs; want an error after %d", err, calls, maxRetries+1)
 	}
 }
