@@ -33,7 +33,7 @@ const (
 	late  = 300 * time.Millisecond
 	// uleds changes are stamped when the test's reader goroutine gets them, so one late read
 	// makes the next interval look short: a first read 31 ms late under TCG on a loaded host was
-	// seen (2026-12-07). 50 ms still catches a blink period 10 % off by the sixth change.
+	// seen (2026-12-07). 50 ms still catches a blink period more than 10 % short by the sixth change.
 	ledEarly = 50 * time.Millisecond
 )
 
