@@ -56,15 +56,21 @@ func BinDir() string {
 // ErrMissing: no PostgreSQL installed here.
 var ErrMissing = errors.New("PostgreSQL is not installed (Debian: apt-get install postgresql)")
 
-// Start initialises and starts a server in a new temporary directory. Stop it with Stop.
+// Start initialises and starts a server in a new temporary directory. Stop it with Stop. It first
+// stops the servers of test processes that were killed before they could (orphans.go).
 func Start() (*Server, error) {
 	bin := BinDir()
 	if bin == "" {
 		return nil, ErrMissing
 	}
 	asPG := os.Geteuid() == 0
+	reapOrphans(os.TempDir(), bin, asPG)
 	dir, err := os.MkdirTemp("", "c2d-pg-")
 	if err != nil {
+		return nil, err
+	}
+	if err := writeOwner(dir); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	s := &Server{Dir: dir, bin: bin, asPG: asPG}
