@@ -136,9 +136,7 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 			// Lock expiry and TTL are decided by the database's clock, so that nodes whose clocks
 			// differ agree (dbclock.go).
 			if err := h.syncClock(ctx); err != nil {
-				st.close()
-				unlock()
-				return nil, err
+				return h.failOpen(err)
 			}
 			h.cfg.Now = h.storeNow
 			h.wg.Add(1)
@@ -146,20 +144,14 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		}
 	}
 	if err := h.recover(ctx); err != nil {
-		st.close()
-		unlock()
-		return nil, err
+		return h.failOpen(err)
 	}
 	if err := h.loadConnHistory(ctx); err != nil {
-		st.close()
-		unlock()
-		return nil, fmt.Errorf("load connection history: %w", err)
+		return h.failOpen(fmt.Errorf("load connection history: %w", err))
 	}
 	h.timer = newSweeper(h)
 	if err := h.timer.first(); err != nil {
-		st.close()
-		unlock()
-		return nil, err
+		return h.failOpen(err)
 	}
 	h.wg.Add(2)
 	go h.timer.run()
@@ -171,6 +163,16 @@ func Open(ctx context.Context, dataDir string, cfg Config, ev Events) (*Hub, err
 		}
 	}
 	return h, nil
+}
+
+// failOpen undoes a failed Open before the timer and the cluster start: the cluster's clock loop
+// may already run, and must stop before the store closes under it.
+func (h *Hub) failOpen(err error) (*Hub, error) {
+	close(h.done)
+	h.wg.Wait()
+	h.st.close()
+	h.unlock()
+	return nil, err
 }
 
 // openStore opens the store cfg.Store names: SQLite in dataDir (locked against a second hub), or a
