@@ -16,19 +16,33 @@ import (
 
 const ownerFile = "owner" // "PID STARTTIME" of the test process that started the server
 
-// processStart is the start time of process pid in clock ticks since boot (/proc/PID/stat's 22nd
-// field), which tells a live owner from a new process that reused its pid; "" if pid is not running.
-func processStart(pid int) string {
+// statFields are the fields of /proc/PID/stat after the command, which sits in parentheses and may
+// hold spaces: [0] is the state, [1] the parent's pid, [11:15] utime stime cutime cstime, [19] the
+// start time. nil if pid is not running.
+func statFields(pid int) []string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return ""
+		return nil
 	}
-	// The command, in parentheses, may hold spaces; the fields after it start at the state (3rd).
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 20 {
-		return ""
+	return strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+}
+
+// processStart is the start time of process pid in clock ticks since boot, which tells a live owner
+// from a new process that reused its pid; "" if pid is not running.
+func processStart(pid int) string {
+	if f := statFields(pid); len(f) >= 20 {
+		return f[19]
 	}
-	return f[19]
+	return ""
+}
+
+// postmasterPID is the pid in the data directory's postmaster.pid (its first line).
+func postmasterPID(dir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
 }
 
 func writeOwner(dir string) error {

@@ -6,28 +6,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 )
 
 // running reports whether pid is a live process (a zombie is not).
 func running(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	f := statFields(pid)
 	return len(f) > 0 && f[0] != "Z"
 }
 
-func postmasterPID(t *testing.T, dir string) int {
+func mustPostmasterPID(t *testing.T, dir string) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	pid, err := postmasterPID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +75,7 @@ func TestServerOfAKilledTestProcessIsStopped(t *testing.T) {
 	}
 	child.Process.Kill()
 	child.Wait()
-	pm := postmasterPID(t, orphan)
+	pm := mustPostmasterPID(t, orphan)
 	if !running(pm) {
 		t.Fatalf("the orphan's postmaster %d stopped by itself: nothing to test", pm)
 	}
@@ -108,7 +99,7 @@ func TestServerOfAKilledTestProcessIsStopped(t *testing.T) {
 	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
 		t.Errorf("the orphan's directory %s is still there (%v)", orphan, err)
 	}
-	if !running(postmasterPID(t, live.Dir)) {
+	if !running(mustPostmasterPID(t, live.Dir)) {
 		t.Error("a live process's server was stopped")
 	}
 	if _, err := os.Stat(settingUp); err != nil {

@@ -246,11 +246,7 @@ func CPU() time.Duration {
 	if s == nil {
 		return 0
 	}
-	b, err := os.ReadFile(filepath.Join(s.Dir, "data", "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	pm, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	pm, err := postmasterPID(s.Dir)
 	if err != nil {
 		return 0
 	}
@@ -261,13 +257,7 @@ func CPU() time.Duration {
 		if err != nil {
 			continue
 		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Fields after the command (which may hold spaces) in parentheses: state ppid … utime
-		// stime cutime cstime are the 12th to 15th of them.
-		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		f := statFields(pid)
 		if len(f) < 15 {
 			continue
 		}
