@@ -144,7 +144,7 @@ func TestFeedbackBatchOfExactlyBatchSizeFormsAtOnce(t *testing.T) {
 	cfg := testConfig()
 	cfg.FeedbackBatchSize = 3
 	cfg.FeedbackInterval = time.Hour
-	h, _ := clockHub(t, cfg) // paused: the interval never passes
+	h, clk := clockHub(t, cfg) // paused: the interval never passes
 	mustDevice(t, h, "dev1")
 	c := newConn("dev1")
 	h.Attach(c)
@@ -152,9 +152,16 @@ func TestFeedbackBatchOfExactlyBatchSizeFormsAtOnce(t *testing.T) {
 		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i), Ack: iothub.AckPositive})
 		settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
 	}
+	// Formed by the third settle, not by the receive below (which would form one from pending
+	// records too): the batch's EnqueuedTimeUTC is when it was formed.
+	settled := clk.Now()
+	clk.Advance(time.Second)
 	b, err := h.ReceiveFeedback(ctxT(t))
 	if err != nil || len(b.Records) != 3 {
 		t.Fatalf("batch of feedback_batch_size records: %+v, %v", b, err)
+	}
+	if !b.EnqueuedTimeUTC.Equal(settled) {
+		t.Fatalf("batch formed at %v, not by the settle that filled it at %v", b.EnqueuedTimeUTC, settled)
 	}
 	for i, r := range b.Records {
 		if r.OriginalMessageID != fmt.Sprint("m", i) {
@@ -229,26 +236,33 @@ func TestPartialFeedbackBatchFormsAfterInterval(t *testing.T) {
 	}
 }
 
-// Records for more than one full batch, created in one transaction (a purge), all form batches at
-// once: none waits for the interval.
+// Records for more than one full batch, created in one transaction (a purge), all form batches in
+// that transaction: none waits for the interval, and none for a receiver to ask (a receiver that
+// finds no batch forms one from what is pending, so only the batch's EnqueuedTimeUTC, the time it
+// was formed, tells the two apart: the clock moves on between the purge and the receives).
 func TestPurgeFormsEveryFullFeedbackBatchAtOnce(t *testing.T) {
 	cfg := testConfig()
 	cfg.FeedbackBatchSize = 2
 	cfg.FeedbackInterval = time.Hour
-	h, _ := clockHub(t, cfg) // paused: the interval never passes
+	h, clk := clockHub(t, cfg) // paused: the interval never passes
 	mustDevice(t, h, "dev1")
 	for i := range 4 {
 		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i), Ack: iothub.AckFull})
 	}
+	purged := clk.Now()
 	if _, err := h.Purge(context.Background(), "dev1"); err != nil {
 		t.Fatal(err)
 	}
+	clk.Advance(time.Second)
 	for i := range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		b, err := h.ReceiveFeedback(ctx)
 		cancel()
 		if err != nil || len(b.Records) != 2 {
 			t.Fatalf("batch %d of 2 after purging 4: %+v, %v", i+1, b, err)
+		}
+		if !b.EnqueuedTimeUTC.Equal(purged) {
+			t.Fatalf("full batch %d formed at %v, not in the purge at %v", i+1, b.EnqueuedTimeUTC, purged)
 		}
 	}
 }

@@ -44,7 +44,8 @@ func (h *Hub) form(tx storeTx, now time.Time, receiving bool, e *effects) error 
 	}
 	if n > 0 && !due {
 		e.wake(oldest.Add(h.cfg.FeedbackInterval)) // in case no batch is handed over below
-		if !receiving && e.handoff == nil && h.handOffWanted() {
+		// (Never for a receiver: receiving makes every pending record due above.)
+		if e.handoff == nil && h.handOffWanted() {
 			return h.handOffPending(tx, now, e)
 		}
 	}

@@ -1,0 +1,81 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/c2d-project/c2d/cloud/iothub"
+)
+
+// sweepOnce moves the clock by d and waits until the sweep that the move fires has run and the
+// sweeper sleeps again (it is the hub's only timer: armedAfter is its timer standing on a later
+// deadline). The sweeper must be idle and due within d.
+func sweepOnce(t *testing.T, clk *manualClock, d time.Duration) {
+	t.Helper()
+	clk.Advance(d)
+	deadline := time.Now().Add(waitLimit)
+	for !clk.armedAfter() {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweeper did not sleep again after the clock moved")
+		}
+		time.Sleep(time.Millisecond) // polling the fake clock's state, not standing in for it
+	}
+}
+
+// A settled outcome is kept settled_retention and forgotten at the next prune after that, and
+// prunes come every retention/2 when that is shorter than a minute: with a 10 s retention an
+// outcome settled at T is still there at T+9 s and gone after the sweep at T+15 s.
+func TestSettledOutcomeIsPrunedWithinHalfItsRetentionAfterIt(t *testing.T) {
+	cfg := testConfig()
+	cfg.SettledRetention = 10 * time.Second
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1"})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	idleSweeper(t, clk) // its next deadline: the prune 5 s after Open's first sweep
+	sweepOnce(t, clk, 9*time.Second)
+	if st, err := h.MessageStatus(context.Background(), "dev1", "m1"); err != nil || st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("9 s after settling, within the 10 s retention: %+v, %v", st, err)
+	}
+	sweepOnce(t, clk, 6*time.Second)
+	if st, err := h.MessageStatus(context.Background(), "dev1", "m1"); !errors.Is(err, ErrMessageNotFound) {
+		t.Fatalf("15 s after settling, past the retention and a prune: %+v, %v; want it forgotten", st, err)
+	}
+}
+
+// Records left unbatched when the hub stopped form a batch once the oldest has waited
+// feedback_interval after the restart too, with no receiver and nothing else to do: only the
+// first sweep's look at the unbatched records knows that deadline.
+func TestUnbatchedRecordsFromBeforeARestartFormABatchAtTheInterval(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.FeedbackInterval = 20 * time.Second // well before the 1 min prune
+	clk := newManualClock()
+	clk.Pause()
+	cfg.Clock = clk
+	h := openHub(t, dir, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	recorded := clk.Now()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	clk.Advance(5 * time.Second)
+	h = openHub(t, dir, cfg)
+	idleSweeper(t, clk)
+	if batchAvailable(t, h, clk.Now()) {
+		t.Fatal("batch formed before the interval")
+	}
+	sweepOnce(t, clk, 15*time.Second) // recorded + 20 s
+	if !batchAvailable(t, h, clk.Now()) {
+		t.Fatalf("no batch at %v, feedback_interval after the record of %v", clk.Now(), recorded)
+	}
+}
