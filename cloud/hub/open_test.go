@@ -239,3 +239,29 @@ func TestDeleteDeviceEndsWaitsOnItsMessages(t *testing.T) {
 		t.Fatalf("wait on dev2's message after its settle: %v", err)
 	}
 }
+
+// A wait whose context ended before the hub could read the message (a busy hub, or a caller's
+// deadline already spent) still tells the caller where the message is, with the context's error;
+// a message already settled is reported settled, with no error; an unknown one as not found.
+func TestEndedWaitStillReportsWhereTheMessageIs(t *testing.T) {
+	h := newTestHub(t, testConfig())
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "done"})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	h.Detach(c)
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "pending"})
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	st, err := h.WaitSettled(ended, "dev1", "pending")
+	if !errors.Is(err, context.Canceled) || st.MessageID != "pending" || st.State != iothub.StateEnqueued {
+		t.Fatalf("ended wait on a pending message = %+v, %v; want it Enqueued with context.Canceled", st, err)
+	}
+	if st, err := h.WaitSettled(ended, "dev1", "done"); err != nil || st.Outcome != iothub.StatusSuccess {
+		t.Fatalf("ended wait on a settled message = %+v, %v; want Success and no error", st, err)
+	}
+	if _, err := h.WaitSettled(ended, "dev1", "nope"); !errors.Is(err, ErrMessageNotFound) {
+		t.Fatalf("ended wait on an unknown message: %v; want ErrMessageNotFound", err)
+	}
+}
