@@ -146,3 +146,25 @@ func TestDeviceRouteOnlyToAliveAdvertisingNodes(t *testing.T) {
 		t.Fatalf("route to pi-1 with b's heartbeat the node timeout old: %+v %v %v; want none", r, ok, err)
 	}
 }
+
+// A device that disconnects from a node with nothing in flight gives up its session there: the
+// other nodes route its direct methods nowhere instead of to the node it left.
+func TestDeviceThatLeftWithNothingInFlightIsRoutedNowhere(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	ctx := context.Background()
+	if err := b.AdvertiseAPI(ctx, "https://10.0.0.2:8443", "n2.example"); err != nil {
+		t.Fatal(err)
+	}
+	mustDevice(t, a, "pi-1")
+	c := newConn("pi-1")
+	b.Attach(c)
+	if _, ok, err := a.DeviceRoute(ctx, "pi-1"); err != nil || !ok {
+		t.Fatalf("route to pi-1 while it is on b: %v %v", ok, err)
+	}
+	b.Detach(c)
+	if r, ok, err := a.DeviceRoute(ctx, "pi-1"); err != nil || ok {
+		t.Fatalf("route to pi-1 after it left b: %+v %v %v; want none", r, ok, err)
+	}
+}
