@@ -104,3 +104,21 @@ func TestEventLogLimitsAreExact(t *testing.T) {
 		t.Fatalf("bodies of %d and %d bytes: %d events; want the first whole and the second cut", MaxEventBody, MaxEventBody+1, len(evs))
 	}
 }
+
+// A follower with nothing new waits for the whole of its context: it returns no earlier than the
+// context's end, with nothing and the sequence number to go on from. (An answer at once with
+// nothing would make a follower poll in a tight loop.) Events of other devices do not end it.
+func TestEventLogFollowerWithNothingNewWaitsForItsContext(t *testing.T) {
+	l := NewEventLog(10, 1000)
+	l.Add("d1", nil, []byte("old"))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	go l.Add("d2", nil, []byte("someone else's"))
+	evs, next := l.EventsSince(ctx, 1, "d1", 10)
+	if ctx.Err() == nil {
+		t.Fatalf("EventsSince returned %+v (next %d) before its context ended", evs, next)
+	}
+	if len(evs) != 0 || next < 1 {
+		t.Fatalf("EventsSince = %+v, next %d; want nothing, next ≥ 1", evs, next)
+	}
+}
