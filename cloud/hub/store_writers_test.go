@@ -170,3 +170,87 @@ func TestOnlyConflictsAreRunAgain(t *testing.T) {
 		t.Errorf("an operation always in conflict: %v after %d runs; want an error after %d", err, calls, maxRetries+1)
 	}
 }
+
+// A conflict in one operation of a group commit undoes only that operation and runs it again: the
+// others of its transaction commit once, the one in conflict commits after its retry, and every
+// caller is answered with success. (The conflict is the PostgreSQL error an operation's statement
+// would return; what a real one looks like is TestOnlyConflictsAreRunAgain's.)
+func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
+	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	ctx := context.Background()
+	if err := st.update(ctx, func(tx storeTx) error {
+		_, err := tx.(*sqlTx).exec(`CREATE TABLE grouped (name TEXT)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lane := st.lanes[0]
+	entered, release := make(chan struct{}), make(chan struct{})
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- st.submit(ctx, lane, func(tx storeTx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	}()
+	<-entered
+	var conflicts int // runs of "b" that met the conflict; only the writer touches it
+	op := func(name string) func(tx storeTx) error {
+		return func(tx storeTx) error {
+			if _, err := tx.(*sqlTx).exec(`INSERT INTO grouped (name) VALUES (?)`, name); err != nil {
+				return err
+			}
+			if name == "b" && conflicts < 2 {
+				conflicts++
+				return &pgconn.PgError{Code: "40001"}
+			}
+			return nil
+		}
+	}
+	done := map[string]chan error{}
+	for _, name := range []string{"a", "b", "c"} {
+		done[name] = make(chan error, 1)
+		go func() { done[name] <- st.submit(ctx, lane, op(name)) }()
+	}
+	for deadline := time.Now().Add(waitLimit); len(lane) < 3; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d of 3 requests waiting", len(lane))
+		}
+	}
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range done {
+		if err := <-ch; err != nil {
+			t.Errorf("operation %s: %v; want success", name, err)
+		}
+	}
+	var rows []string
+	if err := st.view(ctx, func(tx storeTx) error {
+		rs, err := tx.(*sqlTx).query(`SELECT name FROM grouped ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var s string
+			if err := rs.Scan(&s); err != nil {
+				return err
+			}
+			rows = append(rows, s)
+		}
+		return rs.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rows, []string{"a", "b", "c"}) || conflicts != 2 {
+		t.Fatalf("rows %v after %d conflicts; want each operation's row once, after 2", rows, conflicts)
+	}
+}
