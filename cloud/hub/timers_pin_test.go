@@ -79,3 +79,31 @@ func TestUnbatchedRecordsFromBeforeARestartFormABatchAtTheInterval(t *testing.T)
 		t.Fatalf("no batch at %v, feedback_interval after the record of %v", clk.Now(), recorded)
 	}
 }
+
+// The delivery round that finds a message whose TTL passed (before the sweep did) writes its
+// Expired record and, when that fills a feedback batch, forms the batch in the same transaction:
+// the batch's EnqueuedTimeUTC is the round's time, not that of the receive that comes later.
+func TestDeliveryRoundFormsTheFeedbackBatchItsExpiryFills(t *testing.T) {
+	cfg := testConfig()
+	cfg.FeedbackBatchSize = 1
+	cfg.FeedbackInterval = time.Hour
+	h, clk := clockHub(t, cfg) // paused: the sweep never gets to the TTL first
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "old", ExpiryTimeUTC: ptr(clk.Now().Add(2 * time.Second)), Ack: iothub.AckNegative})
+	clk.Advance(2 * time.Second)
+	round := clk.Now()
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "new"})
+	c := newConn("dev1")
+	h.Attach(c)
+	if m := c.next(t); m.MessageID != "new" {
+		t.Fatalf("delivered %q, whose TTL had passed", m.MessageID)
+	}
+	clk.Advance(time.Second)
+	b, err := h.ReceiveFeedback(ctxT(t))
+	if err != nil || len(b.Records) != 1 || b.Records[0].OriginalMessageID != "old" {
+		t.Fatalf("ReceiveFeedback = %+v, %v; want old's Expired record", b, err)
+	}
+	if !b.EnqueuedTimeUTC.Equal(round) {
+		t.Fatalf("batch formed at %v, not by the delivery round at %v", b.EnqueuedTimeUTC, round)
+	}
+}
