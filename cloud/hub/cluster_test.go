@@ -171,3 +171,24 @@ func TestClusterDeadNodeReleasesLocks(t *testing.T) {
 		t.Fatalf("delivered %s", m.MessageID)
 	}
 }
+
+// In a cluster a settle counts only through the node holding the device's session: the current
+// lock token presented to another node is refused there as lock lost (and the message stays the
+// session's to settle), for complete, reject and abandon alike.
+func TestClusterSettleThroughANodeWithoutTheSessionIsLockLost(t *testing.T) {
+	parallel(t)
+	url := pgtest.DB(t)
+	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	mustDevice(t, a, "pi-1")
+	mustSend(t, a, "pi-1", iothub.SendRequest{MessageID: "m1"})
+	c := newConn("pi-1")
+	a.Attach(c)
+	m := c.next(t)
+	for _, d := range []iothub.Disposition{iothub.DispositionComplete, iothub.DispositionReject, iothub.DispositionAbandon} {
+		wantCode(t, b.Settle(context.Background(), "pi-1", m.LockToken, d, ""), ErrLockLost, iothub.CodeDeviceMessageLockLost)
+	}
+	settle(t, a, "pi-1", m, iothub.DispositionComplete, "")
+	if st := waitSettled(t, b, "pi-1", "m1"); st.Outcome != iothub.StatusSuccess || st.DeliveryCount != 1 {
+		t.Fatalf("m1 after the refused settles: %+v; want Success by the session, one delivery", st)
+	}
+}
