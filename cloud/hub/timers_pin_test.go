@@ -107,3 +107,28 @@ func TestDeliveryRoundFormsTheFeedbackBatchItsExpiryFills(t *testing.T) {
 		t.Fatalf("batch formed at %v, not by the delivery round at %v", b.EnqueuedTimeUTC, round)
 	}
 }
+
+// The abandon that uses up a message's last delivery dead-letters it and, when its record fills a
+// feedback batch, forms the batch in the abandon's transaction (EnqueuedTimeUTC is the abandon's
+// time, not the later receive's).
+func TestAbandonOfTheLastDeliveryFormsTheFeedbackBatchItFills(t *testing.T) {
+	cfg := testConfig()
+	cfg.FeedbackBatchSize = 1
+	cfg.FeedbackInterval = time.Hour
+	cfg.MaxDeliveryCount = 1
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckNegative})
+	c := newConn("dev1")
+	h.Attach(c)
+	abandoned := clk.Now()
+	settle(t, h, "dev1", c.next(t), iothub.DispositionAbandon, "")
+	clk.Advance(time.Second)
+	b, err := h.ReceiveFeedback(ctxT(t))
+	if err != nil || len(b.Records) != 1 || b.Records[0].StatusCode != iothub.StatusDeliveryCountExceeded {
+		t.Fatalf("ReceiveFeedback = %+v, %v; want m1's DeliveryCountExceeded record", b, err)
+	}
+	if !b.EnqueuedTimeUTC.Equal(abandoned) {
+		t.Fatalf("batch formed at %v, not by the abandon at %v", b.EnqueuedTimeUTC, abandoned)
+	}
+}
