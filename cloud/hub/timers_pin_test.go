@@ -132,3 +132,27 @@ func TestAbandonOfTheLastDeliveryFormsTheFeedbackBatchItFills(t *testing.T) {
 		t.Fatalf("batch formed at %v, not by the abandon at %v", b.EnqueuedTimeUTC, abandoned)
 	}
 }
+
+// A feedback batch that no service completes within feedback_ttl is dropped by the sweep at its
+// expiry (a warning in the log): a receive after that gets nothing.
+func TestFeedbackBatchPastItsTTLIsDropped(t *testing.T) {
+	cfg := testConfig()
+	cfg.FeedbackBatchSize = 1
+	cfg.FeedbackInterval = time.Hour
+	cfg.FeedbackTTL = 10 * time.Second
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	idleSweeper(t, clk)
+	if !batchAvailable(t, h, clk.Now()) {
+		t.Fatal("no batch after the settle that filled it")
+	}
+	sweepOnce(t, clk, 10*time.Second)
+	if batchAvailable(t, h, clk.Now()) {
+		t.Fatal("batch still available after its feedback_ttl")
+	}
+	nothingToReceive(t, h)
+}
