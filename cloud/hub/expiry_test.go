@@ -80,14 +80,8 @@ func TestSettleAfterLockDeadlineBeforeSweepIsLockLost(t *testing.T) {
 // abandon is accepted, sweep or no sweep, and the batch is offered again.
 func TestFeedbackLockExpiryBeforeSweepRefusesCompleteAndAbandon(t *testing.T) {
 	cfg := testConfig()
-	cfg.FeedbackBatchSize = 1 // a batch forms with the settle, not by the (paused) interval timer
 	cfg.FeedbackLockTimeout = 3 * time.Second
-	h, clk := clockHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull})
-	c := newConn("dev1")
-	h.Attach(c)
-	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	h, clk := batchOfOne(t, cfg)
 
 	b1, err := h.ReceiveFeedback(ctxT(t))
 	if err != nil {
@@ -152,16 +146,9 @@ func TestFeedbackBatchOfExactlyBatchSizeFormsAtOnce(t *testing.T) {
 		mustSend(t, h, "dev1", iothub.SendRequest{MessageID: fmt.Sprint("m", i), Ack: iothub.AckPositive})
 		settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
 	}
-	// Formed by the third settle, not by the receive below (which would form one from pending
-	// records too): the batch's EnqueuedTimeUTC is when it was formed.
-	settled := clk.Now()
-	clk.Advance(time.Second)
-	b, err := h.ReceiveFeedback(ctxT(t))
-	if err != nil || len(b.Records) != 3 {
-		t.Fatalf("batch of feedback_batch_size records: %+v, %v", b, err)
-	}
-	if !b.EnqueuedTimeUTC.Equal(settled) {
-		t.Fatalf("batch formed at %v, not by the settle that filled it at %v", b.EnqueuedTimeUTC, settled)
+	b := wantBatchFormedAt(t, h, clk, clk.Now(), "the settle that filled it")
+	if len(b.Records) != 3 {
+		t.Fatalf("batch of feedback_batch_size records: %+v", b)
 	}
 	for i, r := range b.Records {
 		if r.OriginalMessageID != fmt.Sprint("m", i) {
@@ -197,6 +184,13 @@ func ptr[T any](v T) *T { return &v }
 func idleSweeper(t *testing.T, clk *manualClock) {
 	t.Helper()
 	clk.Resume()
+	sweeperAsleep(t, clk)
+}
+
+// sweeperAsleep waits until the sweeper's timer stands on a future deadline: the sweep in
+// progress, if any, has run (it is the hub's only timer).
+func sweeperAsleep(t *testing.T, clk *manualClock) {
+	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !clk.armedAfter() {
 		if time.Now().After(deadline) {
@@ -204,6 +198,22 @@ func idleSweeper(t *testing.T, clk *manualClock) {
 		}
 		time.Sleep(time.Millisecond) // polling the fake clock's state, not standing in for it
 	}
+}
+
+// wantBatchFormedAt moves the clock on, receives the next feedback batch and checks it was formed
+// at formed (its EnqueuedTimeUTC) by what, not by this receive (which would form one from pending
+// records too), and returns it.
+func wantBatchFormedAt(t *testing.T, h *Hub, clk *manualClock, formed time.Time, what string) *iothub.FeedbackBatch {
+	t.Helper()
+	clk.Advance(time.Second)
+	b, err := h.ReceiveFeedback(ctxT(t))
+	if err != nil {
+		t.Fatalf("ReceiveFeedback: %v", err)
+	}
+	if !b.EnqueuedTimeUTC.Equal(formed) {
+		t.Fatalf("batch formed at %v, not by %s at %v", b.EnqueuedTimeUTC, what, formed)
+	}
+	return b
 }
 
 // With no receiver waiting, records short of a full batch form one once the oldest has waited
@@ -253,16 +263,9 @@ func TestPurgeFormsEveryFullFeedbackBatchAtOnce(t *testing.T) {
 	if _, err := h.Purge(context.Background(), "dev1"); err != nil {
 		t.Fatal(err)
 	}
-	clk.Advance(time.Second)
 	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		b, err := h.ReceiveFeedback(ctx)
-		cancel()
-		if err != nil || len(b.Records) != 2 {
-			t.Fatalf("batch %d of 2 after purging 4: %+v, %v", i+1, b, err)
-		}
-		if !b.EnqueuedTimeUTC.Equal(purged) {
-			t.Fatalf("full batch %d formed at %v, not in the purge at %v", i+1, b.EnqueuedTimeUTC, purged)
+		if b := wantBatchFormedAt(t, h, clk, purged, "the purge"); len(b.Records) != 2 {
+			t.Fatalf("batch %d of 2 after purging 4: %+v", i+1, b)
 		}
 	}
 }

@@ -12,17 +12,25 @@ import (
 	"github.com/c2d-project/c2d/internal/pgtest"
 )
 
+// routedPair is two nodes on one store, b advertising its API at https://10.0.0.2:8443 for
+// n2.example.
+func routedPair(t *testing.T) (a, b *Hub) {
+	t.Helper()
+	url := pgtest.DB(t)
+	a, b = openNode(t, url, "a"), openNode(t, url, "b")
+	if err := b.AdvertiseAPI(context.Background(), "https://10.0.0.2:8443", "n2.example"); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
 // TestDeviceRoute: the node holding a device's session is found through any other node, with the
 // API address it advertised; the holder itself, a device held nowhere and a node that left get no
 // route, and a hub on its own store routes nothing.
 func TestDeviceRoute(t *testing.T) {
 	parallel(t)
-	url := pgtest.DB(t)
-	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	a, b := routedPair(t)
 	ctx := context.Background()
-	if err := b.AdvertiseAPI(ctx, "https://10.0.0.2:8443", "n2.example"); err != nil {
-		t.Fatal(err)
-	}
 	mustDevice(t, a, "pi-1")
 	mustDevice(t, a, "pi-2")
 	b.Attach(newConn("pi-1"))
@@ -151,12 +159,8 @@ func TestDeviceRouteOnlyToAliveAdvertisingNodes(t *testing.T) {
 // other nodes route its direct methods nowhere instead of to the node it left.
 func TestDeviceThatLeftWithNothingInFlightIsRoutedNowhere(t *testing.T) {
 	parallel(t)
-	url := pgtest.DB(t)
-	a, b := openNode(t, url, "a"), openNode(t, url, "b")
+	a, b := routedPair(t)
 	ctx := context.Background()
-	if err := b.AdvertiseAPI(ctx, "https://10.0.0.2:8443", "n2.example"); err != nil {
-		t.Fatal(err)
-	}
 	mustDevice(t, a, "pi-1")
 	c := newConn("pi-1")
 	b.Attach(c)

@@ -83,6 +83,35 @@ func TestDevicesSpreadOverTheWritersLanes(t *testing.T) {
 	}
 }
 
+// holdLane keeps lane's writer busy with an operation that waits; release(n) waits until n more
+// requests queue behind it, then lets it finish (its answer checked), so they form one batch.
+func holdLane(t *testing.T, st *sqlStore, lane chan *writeReq) (release func(n int)) {
+	t.Helper()
+	entered, free := make(chan struct{}), make(chan struct{})
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- st.submit(context.Background(), lane, func(tx storeTx) error {
+			close(entered)
+			<-free
+			return nil
+		})
+	}()
+	<-entered
+	return func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(waitLimit); len(lane) < n; runtime.Gosched() {
+			if time.Now().After(deadline) {
+				close(free)
+				t.Fatalf("%d of %d requests waiting", len(lane), n)
+			}
+		}
+		close(free)
+		if err := <-blocked; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Group commit: requests that wait for a busy writer commit together, in transactions of at most
 // maxBatch requests (one fsync for each transaction, not for each request).
 func TestWaitingRequestsCommitTogetherUpToTheBatchLimit(t *testing.T) {
@@ -92,16 +121,7 @@ func TestWaitingRequestsCommitTogetherUpToTheBatchLimit(t *testing.T) {
 	}
 	defer st.close()
 	lane := st.lanes[0]
-	entered, release := make(chan struct{}), make(chan struct{})
-	blocked := make(chan error, 1)
-	go func() {
-		blocked <- st.submit(context.Background(), lane, func(tx storeTx) error {
-			close(entered)
-			<-release
-			return nil
-		})
-	}()
-	<-entered
+	release := holdLane(t, st, lane)
 	n := st.maxBatch + 88
 	txids := make([]int64, n)
 	done := make(chan error, n)
@@ -112,16 +132,7 @@ func TestWaitingRequestsCommitTogetherUpToTheBatchLimit(t *testing.T) {
 			})
 		}()
 	}
-	for deadline := time.Now().Add(waitLimit); len(lane) < n; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			close(release)
-			t.Fatalf("%d of %d requests waiting", len(lane), n)
-		}
-	}
-	close(release)
-	if err := <-blocked; err != nil {
-		t.Fatal(err)
-	}
+	release(n)
 	for range n {
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -189,16 +200,7 @@ func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	lane := st.lanes[0]
-	entered, release := make(chan struct{}), make(chan struct{})
-	blocked := make(chan error, 1)
-	go func() {
-		blocked <- st.submit(ctx, lane, func(tx storeTx) error {
-			close(entered)
-			<-release
-			return nil
-		})
-	}()
-	<-entered
+	release := holdLane(t, st, lane)
 	var conflicts int // runs of "b" that met the conflict; only the writer touches it
 	op := func(name string) func(tx storeTx) error {
 		return func(tx storeTx) error {
@@ -217,16 +219,7 @@ func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
 		done[name] = make(chan error, 1)
 		go func() { done[name] <- st.submit(ctx, lane, op(name)) }()
 	}
-	for deadline := time.Now().Add(waitLimit); len(lane) < 3; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			close(release)
-			t.Fatalf("%d of 3 requests waiting", len(lane))
-		}
-	}
-	close(release)
-	if err := <-blocked; err != nil {
-		t.Fatal(err)
-	}
+	release(3)
 	for name, ch := range done {
 		if err := <-ch; err != nil {
 			t.Errorf("operation %s: %v; want success", name, err)

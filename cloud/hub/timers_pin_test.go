@@ -10,18 +10,11 @@ import (
 )
 
 // sweepOnce moves the clock by d and waits until the sweep that the move fires has run and the
-// sweeper sleeps again (it is the hub's only timer: armedAfter is its timer standing on a later
-// deadline). The sweeper must be idle and due within d.
+// sweeper sleeps again. The sweeper must be idle and due within d.
 func sweepOnce(t *testing.T, clk *manualClock, d time.Duration) {
 	t.Helper()
 	clk.Advance(d)
-	deadline := time.Now().Add(waitLimit)
-	for !clk.armedAfter() {
-		if time.Now().After(deadline) {
-			t.Fatal("the sweeper did not sleep again after the clock moved")
-		}
-		time.Sleep(time.Millisecond) // polling the fake clock's state, not standing in for it
-	}
+	sweeperAsleep(t, clk)
 }
 
 // A settled outcome is kept settled_retention and forgotten at the next prune after that, and
@@ -98,13 +91,8 @@ func TestDeliveryRoundFormsTheFeedbackBatchItsExpiryFills(t *testing.T) {
 	if m := c.next(t); m.MessageID != "new" {
 		t.Fatalf("delivered %q, whose TTL had passed", m.MessageID)
 	}
-	clk.Advance(time.Second)
-	b, err := h.ReceiveFeedback(ctxT(t))
-	if err != nil || len(b.Records) != 1 || b.Records[0].OriginalMessageID != "old" {
-		t.Fatalf("ReceiveFeedback = %+v, %v; want old's Expired record", b, err)
-	}
-	if !b.EnqueuedTimeUTC.Equal(round) {
-		t.Fatalf("batch formed at %v, not by the delivery round at %v", b.EnqueuedTimeUTC, round)
+	if b := wantBatchFormedAt(t, h, clk, round, "the delivery round"); len(b.Records) != 1 || b.Records[0].OriginalMessageID != "old" {
+		t.Fatalf("batch %+v; want old's Expired record", b)
 	}
 }
 
@@ -123,13 +111,8 @@ func TestAbandonOfTheLastDeliveryFormsTheFeedbackBatchItFills(t *testing.T) {
 	h.Attach(c)
 	abandoned := clk.Now()
 	settle(t, h, "dev1", c.next(t), iothub.DispositionAbandon, "")
-	clk.Advance(time.Second)
-	b, err := h.ReceiveFeedback(ctxT(t))
-	if err != nil || len(b.Records) != 1 || b.Records[0].StatusCode != iothub.StatusDeliveryCountExceeded {
-		t.Fatalf("ReceiveFeedback = %+v, %v; want m1's DeliveryCountExceeded record", b, err)
-	}
-	if !b.EnqueuedTimeUTC.Equal(abandoned) {
-		t.Fatalf("batch formed at %v, not by the abandon at %v", b.EnqueuedTimeUTC, abandoned)
+	if b := wantBatchFormedAt(t, h, clk, abandoned, "the abandon"); len(b.Records) != 1 || b.Records[0].StatusCode != iothub.StatusDeliveryCountExceeded {
+		t.Fatalf("batch %+v; want m1's DeliveryCountExceeded record", b)
 	}
 }
 
@@ -137,15 +120,9 @@ func TestAbandonOfTheLastDeliveryFormsTheFeedbackBatchItFills(t *testing.T) {
 // expiry (a warning in the log): a receive after that gets nothing.
 func TestFeedbackBatchPastItsTTLIsDropped(t *testing.T) {
 	cfg := testConfig()
-	cfg.FeedbackBatchSize = 1
 	cfg.FeedbackInterval = time.Hour
 	cfg.FeedbackTTL = 10 * time.Second
-	h, clk := clockHub(t, cfg)
-	mustDevice(t, h, "dev1")
-	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull})
-	c := newConn("dev1")
-	h.Attach(c)
-	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	h, clk := batchOfOne(t, cfg)
 	idleSweeper(t, clk)
 	if !batchAvailable(t, h, clk.Now()) {
 		t.Fatal("no batch after the settle that filled it")
@@ -155,4 +132,18 @@ func TestFeedbackBatchPastItsTTLIsDropped(t *testing.T) {
 		t.Fatal("batch still available after its feedback_ttl")
 	}
 	nothingToReceive(t, h)
+}
+
+// batchOfOne is a hub on a paused clock (clockHub) with batches of one record, holding the batch
+// of m1's Success record: m1 was sent with full ack, delivered and completed.
+func batchOfOne(t *testing.T, cfg Config) (*Hub, *manualClock) {
+	t.Helper()
+	cfg.FeedbackBatchSize = 1 // a batch forms with the settle, not by the (paused) interval timer
+	h, clk := clockHub(t, cfg)
+	mustDevice(t, h, "dev1")
+	mustSend(t, h, "dev1", iothub.SendRequest{MessageID: "m1", Ack: iothub.AckFull})
+	c := newConn("dev1")
+	h.Attach(c)
+	settle(t, h, "dev1", c.next(t), iothub.DispositionComplete, "")
+	return h, clk
 }
