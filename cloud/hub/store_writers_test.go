@@ -216,8 +216,9 @@ func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
 	}
 	done := map[string]chan error{}
 	for _, name := range []string{"a", "b", "c"} {
-		done[name] = make(chan error, 1)
-		go func() { done[name] <- st.submit(ctx, lane, op(name)) }()
+		ch := make(chan error, 1)
+		done[name] = ch
+		go func() { ch <- st.submit(ctx, lane, op(name)) }()
 	}
 	release(3)
 	for name, ch := range done {
