@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -22,5 +24,42 @@ func TestSyncClockTakesTheStoresTime(t *testing.T) {
 	}
 	if d := h.storeNow().Sub(server); d < -time.Second || d > time.Second {
 		t.Fatalf("after a clock reading the node's time is %v off the server's", d)
+	}
+}
+
+// The store's clock is the server's when the dialect reads one (PostgreSQL: its microseconds since
+// the epoch), the local clock otherwise (SQLite, on this machine). A dialect whose server clock
+// query returns a fixed instant shows which of the two now() read.
+func TestStoreClockIsTheServersWhenTheDialectHasOne(t *testing.T) {
+	st, err := openSQLite(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	before := time.Now()
+	if got, err := st.now(ctxT(t)); err != nil || got.Before(before) || got.After(time.Now()) {
+		t.Fatalf("SQLite's store clock: %v, %v; want the local clock", got, err)
+	}
+	st.d.serverTime = "SELECT 1700000000123456" // this store's own dialect (sqliteDialect makes one a store)
+	if got, err := st.now(ctxT(t)); err != nil || !got.Equal(time.UnixMicro(1700000000123456)) {
+		t.Fatalf("store clock with a server clock query: %v, %v; want the query's instant", got, err)
+	}
+}
+
+// reads tells a statement that only reads from one that writes (INSERT … RETURNING goes through
+// query too): only SELECT, in any case, after leading white space, is a read.
+func TestOnlySelectStatementsCountAsReads(t *testing.T) {
+	for q, want := range map[string]bool{
+		"SELECT 1":                      true,
+		"SELECT":                        true,
+		"\n\t  select id FROM messages": true,
+		"INSERT INTO t (a) VALUES (1) RETURNING a": false,
+		"UPDATE t SET a = 1 RETURNING a":           false,
+		"SELEC":                                    false,
+		"":                                         false,
+	} {
+		if got := reads(q); got != want {
+			t.Errorf("reads(%q) = %v, want %v", q, got, want)
+		}
 	}
 }
