@@ -46,20 +46,3 @@ func TestStoreClockIsTheServersWhenTheDialectHasOne(t *testing.T) {
 	}
 }
 
-// reads tells a statement that only reads from one that writes (INSERT … RETURNING goes through
-// query too): only SELECT, in any case, after leading white space, is a read.
-func TestOnlySelectStatementsCountAsReads(t *testing.T) {
-	for q, want := range map[string]bool{
-		"SELECT 1":                      true,
-		"SELECT":                        true,
-		"\n\t  select id FROM messages": true,
-		"INSERT INTO t (a) VALUES (1) RETURNING a": false,
-		"UPDATE t SET a = 1 RETURNING a":           false,
-		"SELEC":                                    false,
-		"":                                         false,
-	} {
-		if got := reads(q); got != want {
-			t.Errorf("reads(%q) = %v, want %v", q, got, want)
-		}
-	}
-}
