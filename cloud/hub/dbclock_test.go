@@ -45,4 +45,3 @@ func TestStoreClockIsTheServersWhenTheDialectHasOne(t *testing.T) {
 		t.Fatalf("store clock with a server clock query: %v, %v; want the query's instant", got, err)
 	}
 }
-
