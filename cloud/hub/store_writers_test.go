@@ -252,7 +252,8 @@ func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
 // On PostgreSQL a statement that fails aborts the whole transaction, so an operation that reads a
 // failure and answers with a refusal must not leave the group commit going on as if nothing had
 // happened: the operations before it in the batch still commit, and the refusal reaches its caller
-// as itself, not as the failed commit of everyone's transaction.
+// as itself, not as the failed commit of everyone's transaction. Both ways of reading: a row
+// (queryRow, the failure seen at Scan) and rows (query).
 func TestRefusalAfterAFailedStatementLeavesTheGroupCommitWhole(t *testing.T) {
 	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -266,40 +267,54 @@ func TestRefusalAfterAFailedStatementLeavesTheGroupCommitWhole(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	lane := st.lanes[0]
-	release := holdLane(t, st, lane)
-	wrote, refused := make(chan error, 1), make(chan error, 1)
-	go func() {
-		wrote <- st.submit(ctx, lane, func(tx storeTx) error {
-			_, err := tx.(*sqlTx).exec(`INSERT INTO grouped (name) VALUES ('a')`)
-			return err
-		})
-	}()
-	for deadline := time.Now().Add(waitLimit); len(lane) < 1; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatal("the first request never queued")
-		}
-	}
-	go func() {
-		refused <- st.submit(ctx, lane, func(tx storeTx) error {
-			var n int
-			if err := tx.(*sqlTx).queryRow(`SELECT 1 / (SELECT count(*) FROM grouped WHERE name = 'none')`).Scan(&n); err == nil {
-				return errors.New("division by zero succeeded")
+	const divide = `SELECT 1 / (SELECT count(*) FROM grouped WHERE name = 'none')`
+	reads := map[string]func(tx *sqlTx) error{
+		"queryRow": func(tx *sqlTx) error { var n int; return tx.queryRow(divide).Scan(&n) },
+		"query": func(tx *sqlTx) error {
+			rows, err := tx.query(divide)
+			if err == nil {
+				rows.Close()
 			}
-			return errInvalid("nothing to divide by")
-		})
-	}()
-	release(2)
-	if err := <-wrote; err != nil {
-		t.Errorf("the write before the refusal: %v; want it committed", err)
+			return err
+		},
 	}
-	if err := <-refused; !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("the refusal: %v; want ErrInvalidArgument", err)
-	}
-	var n int
-	if err := st.view(ctx, func(tx storeTx) error {
-		return tx.(*sqlTx).queryRow(`SELECT count(*) FROM grouped`).Scan(&n)
-	}); err != nil || n != 1 {
-		t.Fatalf("rows after the batch: %d, %v; want the write's one", n, err)
+	want := 0
+	for how, read := range reads {
+		lane := st.lanes[0]
+		release := holdLane(t, st, lane)
+		wrote, refused := make(chan error, 1), make(chan error, 1)
+		go func() {
+			wrote <- st.submit(ctx, lane, func(tx storeTx) error {
+				_, err := tx.(*sqlTx).exec(`INSERT INTO grouped (name) VALUES (?)`, how)
+				return err
+			})
+		}()
+		for deadline := time.Now().Add(waitLimit); len(lane) < 1; runtime.Gosched() {
+			if time.Now().After(deadline) {
+				t.Fatal("the first request never queued")
+			}
+		}
+		go func() {
+			refused <- st.submit(ctx, lane, func(tx storeTx) error {
+				if err := read(tx.(*sqlTx)); err == nil {
+					return errors.New("division by zero succeeded")
+				}
+				return errInvalid("nothing to divide by")
+			})
+		}()
+		release(2)
+		if err := <-wrote; err != nil {
+			t.Errorf("%s: the write before the refusal: %v; want it committed", how, err)
+		}
+		if err := <-refused; !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: the refusal: %v; want ErrInvalidArgument", how, err)
+		}
+		want++
+		var n int
+		if err := st.view(ctx, func(tx storeTx) error {
+			return tx.(*sqlTx).queryRow(`SELECT count(*) FROM grouped`).Scan(&n)
+		}); err != nil || n != want {
+			t.Fatalf("%s: rows after the batch: %d, %v; want %d", how, n, err, want)
+		}
 	}
 }
