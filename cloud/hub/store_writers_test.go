@@ -182,23 +182,31 @@ func TestOnlyConflictsAreRunAgain(t *testing.T) {
 	}
 }
 
-// A conflict in one operation of a group commit undoes only that operation and runs it again: the
-// others of its transaction commit once, the one in conflict commits after its retry, and every
-// caller is answered with success. (The conflict is the PostgreSQL error an operation's statement
-// would return; what a real one looks like is TestOnlyConflictsAreRunAgain's.)
-func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
+// groupedStore is a PostgreSQL store with a table "grouped" (name TEXT) for the operations of a
+// test's group commits; it is closed when the test ends.
+func groupedStore(t *testing.T) *sqlStore {
+	t.Helper()
 	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.close()
-	ctx := context.Background()
-	if err := st.update(ctx, func(tx storeTx) error {
+	t.Cleanup(func() { st.close() })
+	if err := st.update(context.Background(), func(tx storeTx) error {
 		_, err := tx.(*sqlTx).exec(`CREATE TABLE grouped (name TEXT)`)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// A conflict in one operation of a group commit undoes only that operation and runs it again: the
+// others of its transaction commit once, the one in conflict commits after its retry, and every
+// caller is answered with success. (The conflict is the PostgreSQL error an operation's statement
+// would return; what a real one looks like is TestOnlyConflictsAreRunAgain's.)
+func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
+	st := groupedStore(t)
+	ctx := context.Background()
 	lane := st.lanes[0]
 	release := holdLane(t, st, lane)
 	var conflicts int // runs of "b" that met the conflict; only the writer touches it
@@ -255,18 +263,8 @@ func TestConflictInAGroupCommitIsRunAgainAlone(t *testing.T) {
 // as itself, not as the failed commit of everyone's transaction. Both ways of reading: a row
 // (queryRow, the failure seen at Scan) and rows (query).
 func TestRefusalAfterAFailedStatementLeavesTheGroupCommitWhole(t *testing.T) {
-	st, err := openPostgres(context.Background(), pgtest.DB(t), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st := groupedStore(t)
 	ctx := context.Background()
-	if err := st.update(ctx, func(tx storeTx) error {
-		_, err := tx.(*sqlTx).exec(`CREATE TABLE grouped (name TEXT)`)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	const divide = `SELECT 1 / (SELECT count(*) FROM grouped WHERE name = 'none')`
 	reads := map[string]func(tx *sqlTx) error{
 		"queryRow": func(tx *sqlTx) error { var n int; return tx.queryRow(divide).Scan(&n) },
