@@ -161,4 +161,17 @@ func TestConnectionHistoryFlushWritesActivityAloneAndSkipsTheUnchanged(t *testin
 	if r := stored(); !r.LastActivity.Equal(second) || !r.StateUpdated.Equal(r1.StateUpdated) {
 		t.Fatalf("after new activity alone: stored active %s since %s; want active %s since %s", r.LastActivity, r.StateUpdated, second, r1.StateUpdated)
 	}
+	// A disconnect and a reconnect within the same clock reading (a reconnect storm, a coarse
+	// clock) keep the state's time and the activity: the state alone changed, and is written.
+	h.Detach(c)
+	h.flushConnHistory()
+	if r := stored(); r.Connected {
+		t.Fatalf("after the disconnect: stored %+v; want disconnected", r)
+	}
+	c = newConn("dev1")
+	h.Attach(c)
+	h.flushConnHistory()
+	if r := stored(); !r.Connected {
+		t.Fatalf("after the reconnect at the same instant: stored %+v; want connected", r)
+	}
 }
