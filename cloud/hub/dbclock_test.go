@@ -1,8 +1,6 @@
 package hub
 
 import (
-	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -31,11 +29,7 @@ func TestSyncClockTakesTheStoresTime(t *testing.T) {
 // the epoch), the local clock otherwise (SQLite, on this machine). A dialect whose server clock
 // query returns a fixed instant shows which of the two now() read.
 func TestStoreClockIsTheServersWhenTheDialectHasOne(t *testing.T) {
-	st, err := openSQLite(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st := sqliteStore(t)
 	before := time.Now()
 	if got, err := st.now(ctxT(t)); err != nil || got.Before(before) || got.After(time.Now()) {
 		t.Fatalf("SQLite's store clock: %v, %v; want the local clock", got, err)

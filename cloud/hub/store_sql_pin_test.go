@@ -31,11 +31,7 @@ func TestOnlySelectStatementsCountAsReads(t *testing.T) {
 // the preparation and returns nil (its caller runs the statement unprepared), every later get the
 // same prepared statement, and a transaction makes one handle of it and reuses that.
 func TestStatementsArePreparedOnceAndReused(t *testing.T) {
-	st, err := openSQLite(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st := sqliteStore(t)
 	const q = "SELECT 42"
 	if p := st.rc.get(q); p != nil {
 		t.Fatal("a statement prepared before anyone asked for it")
@@ -54,4 +50,15 @@ func TestStatementsArePreparedOnceAndReused(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// sqliteStore is an SQLite store in a temporary directory, closed when the test ends.
+func sqliteStore(t *testing.T) *sqlStore {
+	t.Helper()
+	st, err := openSQLite(context.Background(), t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.close() })
+	return st
 }

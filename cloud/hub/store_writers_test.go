@@ -99,17 +99,25 @@ func holdLane(t *testing.T, st *sqlStore, lane chan *writeReq) (release func(n i
 	<-entered
 	return func(n int) {
 		t.Helper()
-		for deadline := time.Now().Add(waitLimit); len(lane) < n; runtime.Gosched() {
-			if time.Now().After(deadline) {
-				close(free)
-				t.Fatalf("%d of %d requests waiting", len(lane), n)
-			}
+		ok := queued(lane, n)
+		close(free) // even when they did not queue: the held writer must finish either way
+		if !ok {
+			t.Fatalf("%d of %d requests waiting", len(lane), n)
 		}
-		close(free)
 		if err := <-blocked; err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// queued waits until n requests wait in lane; false if they did not within waitLimit.
+func queued(lane chan *writeReq, n int) bool {
+	for deadline := time.Now().Add(waitLimit); len(lane) < n; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // Group commit: requests that wait for a busy writer commit together, in transactions of at most
@@ -287,10 +295,9 @@ func TestRefusalAfterAFailedStatementLeavesTheGroupCommitWhole(t *testing.T) {
 				return err
 			})
 		}()
-		for deadline := time.Now().Add(waitLimit); len(lane) < 1; runtime.Gosched() {
-			if time.Now().After(deadline) {
-				t.Fatal("the first request never queued")
-			}
+		if !queued(lane, 1) { // the write first in the batch
+			release(0)
+			t.Fatal("the first request never queued")
 		}
 		go func() {
 			refused <- st.submit(ctx, lane, func(tx storeTx) error {
