@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"testing"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
+	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
 )

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
 
 	"github.com/c2d-project/c2d/cloud/iothub"
 )

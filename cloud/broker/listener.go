@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 )
 
 // The broker brings its own listeners instead of mochi's because mochi's (v2.7.9) TCP listener

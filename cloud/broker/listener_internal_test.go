@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 	"time"
 )
 

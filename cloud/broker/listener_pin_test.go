@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 )
 
 // mochi names a listener's protocol in its logs: TLS listeners are the secure ones.

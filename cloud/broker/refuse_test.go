@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
 
 	"github.com/c2d-project/c2d/cloud/broker"
 )

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
 
 	"github.com/c2d-project/c2d/cloud/hub"
 )

@@ -1,8 +1,8 @@
 package broker
 
 import (
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
 )
 
 // v311Hook keeps mochi inside MQTT 3.1.1 for 3.1.1 clients (issue #17): mochi sends a server
