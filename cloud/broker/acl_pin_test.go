@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
-
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
 

@@ -10,7 +10,6 @@ import (
 
 	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
 	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
-
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
@@ -85,7 +84,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	var err error
 	select {
 	case b.auths <- struct{}{}:
-		offStack(func() { res, err = b.core.Authenticate(ctx, req) })
+		res, err = b.core.Authenticate(ctx, req)
 		<-b.auths
 	case <-ctx.Done():
 		err = fmt.Errorf("waiting to authenticate: %w", ctx.Err())

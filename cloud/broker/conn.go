@@ -9,7 +9,6 @@ import (
 
 	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
 	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
-
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
@@ -261,7 +260,7 @@ func (b *Broker) attach(c *conn, qos byte) {
 	c.attached = true
 	c.mu.Unlock()
 	c.log.Info("device subscribed; delivering its queue", "extension", c.ext, "qos", qos)
-	offStack(func() { b.core.Attach(c) })
+	b.core.Attach(c)
 }
 
 // detach unregisters the session from the core (the device unsubscribed); it may attach again.

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
 
+	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
 	"github.com/c2d-project/c2d/cloud/hub"
 	"github.com/c2d-project/c2d/cloud/iothub"
 )

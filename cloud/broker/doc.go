@@ -1,5 +1,7 @@
 // Package broker is c2d-hub's embedded MQTT broker: mochi-mqtt v2 speaking Azure IoT Hub's MQTT
-// device dialect, connected to the hub core (cloud/hub) through hooks, one concern each:
+// device dialect, connected to the hub core (cloud/hub) through hooks, one concern each. mochi is
+// the copy in internal/mochi, patched so that a connection's goroutine never grows its stack for
+// the packet path (internal/mochi/NOTE.md: an idle device's memory is mostly that stack).
 //
 //   - authHook: MQTT 3.1.1 only (3.1 and 5 are refused with "unacceptable protocol version", as
 //     docs/protocol.md §1 says). CONNECT is checked by Core.Authenticate (client id, username in

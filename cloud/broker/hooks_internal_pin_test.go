@@ -12,7 +12,6 @@ import (
 
 	mqtt "github.com/c2d-project/c2d/cloud/broker/internal/mochi"
 	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
-
 	"github.com/c2d-project/c2d/cloud/iothub"
 )
 

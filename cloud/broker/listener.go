@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 )
 

@@ -12,8 +12,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 	"time"
+
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 )
 
 // syncBuffer is a log sink safe for concurrent writers (internal/testproc imports this package).

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/listeners"
 )
 

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
-
 	"github.com/c2d-project/c2d/cloud/broker"
+	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
 )
 
 // An MQTT 5 client is refused with 0x84 and, since MQTT 5 CONNACKs carry one, a reason string

@@ -5,7 +5,6 @@ import (
 	"errors"
 
 	"github.com/c2d-project/c2d/cloud/broker/internal/mochi/packets"
-
 	"github.com/c2d-project/c2d/cloud/hub"
 )
 

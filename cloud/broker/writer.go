@@ -75,16 +75,3 @@ func (c *conn) drain() {
 		}
 	}
 }
-
-// offStack runs f on a goroutine of its own and waits for it. A connection's goroutine lives as
-// long as the connection and keeps the largest stack it ever needed (Go shrinks stacks only at a
-// GC, by halves): the core's calls (token check, the store) need a deep stack once, at connect,
-// and an idle device must not carry it for hours.
-func offStack(f func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	<-done
-}

@@ -377,12 +377,16 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
+		// c2d: decoding and handling run on a fresh stack (freshstack.go), so that the connection's
+		// goroutine, parked above in ReadFixedHeader, never grows for the packet path.
+		onFreshStack(func() {
+			var pk packets.Packet
+			pk, err = cl.ReadPacket(fh)
+			if err != nil {
+				return
+			}
+			err = packetHandler(cl, pk) // Process inbound packet.
+		})
 		if err != nil {
 			return err
 		}

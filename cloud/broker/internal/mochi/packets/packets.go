@@ -306,6 +306,7 @@ func (pk *Packet) ConnectEncode(buf *bytes.Buffer) error {
 	nb.WriteByte(pk.ProtocolVersion)
 
 	nb.WriteByte(
+		//lint:ignore SA4016 upstream's code: the trailing 0 stands for the reserved bit [MQTT-2.1.3-1]
 		encodeBool(pk.Connect.Clean)<<1 |
 			encodeBool(pk.Connect.WillFlag)<<2 |
 			pk.Connect.WillQos<<3 |
