@@ -377,9 +377,9 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		// c2d: decoding and handling run on a fresh stack (freshstack.go), so that the connection's
-		// goroutine, parked above in ReadFixedHeader, never grows for the packet path.
-		onFreshStack(func() {
+		// c2d: decoding and handling run on another goroutine (freshstack.go), so that the
+		// connection's goroutine, parked above in ReadFixedHeader, never grows for the packet path.
+		packetStacks.run(func() {
 			var pk packets.Packet
 			pk, err = cl.ReadPacket(fh)
 			if err != nil {
