@@ -365,28 +365,33 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 func (cl *Client) Read(packetHandler ReadFn) error {
 	var err error
 
+	// c2d: decoding and handling run on another goroutine (freshstack.go), so that the
+	// connection's goroutine, parked below in ReadFixedHeader, never grows for the packet path.
+	// The job and its done channel are made once per connection, not per packet.
+	var fh *packets.FixedHeader
+	done := make(chan struct{}, 1)
+	handle := func() {
+		var pk packets.Packet
+		pk, err = cl.ReadPacket(fh)
+		if err != nil {
+			return
+		}
+		err = packetHandler(cl, pk) // Process inbound packet.
+	}
+
 	for {
 		if cl.Closed() {
 			return nil
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
-		fh := new(packets.FixedHeader)
+		fh = new(packets.FixedHeader)
 		err = cl.ReadFixedHeader(fh)
 		if err != nil {
 			return err
 		}
 
-		// c2d: decoding and handling run on another goroutine (freshstack.go), so that the
-		// connection's goroutine, parked above in ReadFixedHeader, never grows for the packet path.
-		packetStacks.run(func() {
-			var pk packets.Packet
-			pk, err = cl.ReadPacket(fh)
-			if err != nil {
-				return
-			}
-			err = packetHandler(cl, pk) // Process inbound packet.
-		})
+		packetStacks.run(stackJob{f: handle, done: done})
 		if err != nil {
 			return err
 		}

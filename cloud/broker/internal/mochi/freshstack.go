@@ -25,38 +25,43 @@ func onFreshStack(f func()) {
 // packetStacks runs each packet's decoding and handling, for the same reason as onFreshStack, on
 // a goroutine whose stack has already grown for it: a new goroutine per packet would grow its
 // stack from the start each time (≈ 4 µs a packet, against ≈ 0.5 µs handed to a waiting worker).
-// A worker exits after packetWorkerIdle without work, so a burst leaves no workers behind.
-var packetStacks = stackPool{jobs: make(chan func())}
+// A worker exits after packetWorkerIdle without work, so a burst leaves no workers behind. The
+// handshake does not use the pool (onFreshStack): a connect storm would leave a worker per
+// concurrent handshake idling, each with a grown stack, for packetWorkerIdle.
+var packetStacks = stackPool{jobs: make(chan stackJob)}
 
 const packetWorkerIdle = 2 * time.Second
 
 type stackPool struct {
-	jobs chan func() // unbuffered: a send succeeds only to a worker waiting for work
+	jobs chan stackJob // unbuffered: a send succeeds only to a worker waiting for work
 }
 
-// run runs f on a worker of the pool, a new one if none is waiting, and waits for it.
-func (p *stackPool) run(f func()) {
-	done := make(chan struct{})
-	job := func() {
-		defer close(done)
-		f()
-	}
+// stackJob is one call: f, then a send on done (buffered, one slot). Passed by value, so that a
+// hand-off to a waiting worker allocates nothing.
+type stackJob struct {
+	f    func()
+	done chan struct{}
+}
+
+// run runs j.f on a worker of the pool, a new one if none is waiting, and waits for it.
+func (p *stackPool) run(j stackJob) {
 	select {
-	case p.jobs <- job:
+	case p.jobs <- j:
 	default:
-		go p.work(job)
+		go p.work(j)
 	}
-	<-done
+	<-j.done
 }
 
-func (p *stackPool) work(job func()) {
+func (p *stackPool) work(j stackJob) {
 	idle := time.NewTimer(packetWorkerIdle)
 	defer idle.Stop()
 	for {
-		job()
+		j.f()
+		j.done <- struct{}{}
 		idle.Reset(packetWorkerIdle)
 		select {
-		case job = <-p.jobs:
+		case j = <-p.jobs:
 		case <-idle.C:
 			return
 		}
