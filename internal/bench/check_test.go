@@ -15,8 +15,8 @@ func passing() *Report {
 		Started: time.Date(2026, 12, 3, 11, 26, 0, 0, time.UTC), Took: "1m",
 		Ratios: map[string]float64{
 			"throughput_1000_devices_vs_raw_mochi": 0.5,
-			"settled_p50_agent_vs_raw_mochi":       5,
-			FeedbackVsSettledKey:                   1.99,
+			DurableVsRawKey:                        5,
+			FeedbackVsDurableKey:                   1.99,
 			PostgresVsSQLiteKey:                    0.5,
 		},
 		Fleet: []FleetRow{
@@ -46,8 +46,8 @@ func TestCheckNamesEachMissedFigure(t *testing.T) {
 		spoil     func(*Report)
 	}{
 		{"throughput_1000_devices_vs_raw_mochi", "0.49 × (target ≥ 0.5 ×)", func(r *Report) { r.Ratios["throughput_1000_devices_vs_raw_mochi"] = 0.49 }},
-		{"settled_p50_agent_vs_raw_mochi", "5.01 × (target ≤ 5 ×)", func(r *Report) { r.Ratios["settled_p50_agent_vs_raw_mochi"] = 5.01 }},
-		{FeedbackVsSettledKey, "6.10 × (target ≤ 2 ×)", func(r *Report) { r.Ratios[FeedbackVsSettledKey] = 6.1 }},
+		{DurableVsRawKey, "5.01 × (target ≤ 5 ×)", func(r *Report) { r.Ratios[DurableVsRawKey] = 5.01 }},
+		{FeedbackVsDurableKey, "6.10 × (target ≤ 2 ×)", func(r *Report) { r.Ratios[FeedbackVsDurableKey] = 6.1 }},
 		{"hub_kib_per_idle_device_10000", "76.20 KiB (target ≤ 40 KiB)", func(r *Report) { r.Fleet[2].PerDevice = 76.2 * 1024 }},
 		{PostgresVsSQLiteKey, "0.48 × (target ≥ 0.5 ×)", func(r *Report) { r.Ratios[PostgresVsSQLiteKey] = 0.48 }},
 		{"agent_rss_idle", "12.50 MiB (target ≤ 12 MiB)", func(r *Report) { r.Agent.RSSIdle = 12<<20 + 512<<10 }},
@@ -86,15 +86,33 @@ func TestCheckFailsOnMissingFigures(t *testing.T) {
 	}
 }
 
-// The ratio the feedback target reads is computed from the c2d-agent latency row.
-func TestRatiosFeedbackVsSettled(t *testing.T) {
+// The latency targets' ratios are computed from the c2d-agent row's durable instant, never from
+// its settledTimeUtc (taken before the settle's commit).
+func TestRatiosUseTheDurableInstant(t *testing.T) {
 	r := &runner{rep: &Report{Ratios: map[string]float64{}, Latency: []LatencyRow{
-		{Name: "c2d-agent", Feedback: Dist{P50: 6}, Settle: &Dist{P50: 2.4}},
-		{Name: "lite-1", Feedback: Dist{P50: 100}, Settle: &Dist{P50: 1}},
+		{Name: "c2d-agent", Feedback: Dist{P50: 6}, SettledTimeUTC: &Dist{P50: 1.5}, Durable: &Dist{P50: 2.4}},
+		{Name: "lite-1", Feedback: Dist{P50: 100}, SettledTimeUTC: &Dist{P50: 1}},
+		{Name: "raw-mochi", Feedback: Dist{P50: 0.2}},
+		{Name: "raw-mochi-tapped", Feedback: Dist{P50: 0.25}},
 	}}}
 	r.ratios()
-	if got := r.rep.Ratios[FeedbackVsSettledKey]; got != 2.5 {
-		t.Fatalf("%s = %v, want 6 / 2.4 = 2.5", FeedbackVsSettledKey, got)
+	want := map[string]float64{FeedbackVsDurableKey: 2.5, DurableVsRawKey: 12}
+	for k, v := range want {
+		if got, ok := r.rep.Ratios[k]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+	// Without the durable column (a report from before it, or a row not tapped) there is no
+	// latency target figure at all: bench-check says MISSING rather than judging settledTimeUtc.
+	r = &runner{rep: &Report{Ratios: map[string]float64{}, Latency: []LatencyRow{
+		{Name: "c2d-agent", Feedback: Dist{P50: 6}, SettledTimeUTC: &Dist{P50: 1.5}},
+		{Name: "raw-mochi", Feedback: Dist{P50: 0.2}},
+	}}}
+	r.ratios()
+	for _, k := range []string{FeedbackVsDurableKey, DurableVsRawKey} {
+		if v, ok := r.rep.Ratios[k]; ok {
+			t.Errorf("%s = %v from a row without the durable instant", k, v)
+		}
 	}
 }
 
@@ -156,8 +174,8 @@ func TestValidateWantsHubStages(t *testing.T) {
 		stages[n] = StageStat{Count: 10, MeanMS: 0.5, P50MS: 0.4}
 	}
 	d := Dist{N: 10, P50: 3, Max: 9}
-	rep := &Report{Started: time.Now(), Took: "1s", Ratios: map[string]float64{FeedbackVsSettledKey: 1.5}, Latency: []LatencyRow{
-		{Name: "c2d-agent", Feedback: d, Send: &d, Settle: &d, Stages: stages},
+	rep := &Report{Started: time.Now(), Took: "1s", Ratios: map[string]float64{FeedbackVsDurableKey: 1.5}, Latency: []LatencyRow{
+		{Name: "c2d-agent", Feedback: d, Send: &d, SettledTimeUTC: &d, Durable: &d, Stages: stages},
 		{Name: "raw-mochi", Feedback: d},
 	}}
 	if err := rep.Validate([]string{"latency"}); err != nil {
@@ -168,5 +186,11 @@ func TestValidateWantsHubStages(t *testing.T) {
 	err := rep.Validate([]string{"latency"})
 	if err == nil || !strings.Contains(err.Error(), "latency c2d-agent: no hub stage deliver") || strings.Contains(err.Error(), "feedback") {
 		t.Fatalf("Validate without the deliver and feedback stages = %v; want only deliver named", err)
+	}
+	stages["deliver"] = StageStat{Count: 10, MeanMS: 0.5, P50MS: 0.4}
+	rep.Latency[0].Durable = nil
+	err = rep.Validate([]string{"latency"})
+	if err == nil || !strings.Contains(err.Error(), "latency c2d-agent: no durable instant") {
+		t.Fatalf("Validate of a c2d-agent row without its durable column = %v", err)
 	}
 }

@@ -17,6 +17,9 @@ type roundTrip struct {
 	// reply gives the responder's answer to a request; it runs on the responder's reader
 	// goroutine, so it publishes without waiting for a PUBACK (that would block reading).
 	reply func(topic string, p []byte) (string, []byte)
+	// respAddr, when set, is where the responder connects instead of addr (a DurableTap in front
+	// of the same broker: the tap's own cost, measured).
+	respAddr string
 }
 
 // measure runs n round trips one at a time after n/20 warm-up ones.
@@ -27,8 +30,12 @@ func (rt roundTrip) measure(ctx context.Context, addr string, n int) ([]time.Dur
 		return nil, err
 	}
 	defer req.Close()
+	raddr := addr
+	if rt.respAddr != "" {
+		raddr = rt.respAddr
+	}
 	var resp *LiteClient
-	resp, err = DialLite(addr, LiteOptions{ClientID: rt.name + "-resp", CleanSession: true, OnMessage: func(topic string, p []byte) {
+	resp, err = DialLite(raddr, LiteOptions{ClientID: rt.name + "-resp", CleanSession: true, OnMessage: func(topic string, p []byte) {
 		t, body := rt.reply(topic, p)
 		_, _ = resp.PublishAsync(t, body, rt.qos)
 	}})

@@ -111,11 +111,28 @@ type LatencyRow struct {
 	Parallel int    `json:"parallel"`
 	Feedback Dist   `json:"send_to_feedback"`
 	Send     *Dist  `json:"send_201,omitempty"`
-	Settle   *Dist  `json:"send_to_settled,omitempty"`
-	Extra    int    `json:"duplicate_or_unknown_feedback,omitempty"`
+	// SettledTimeUTC is send → the message's settledTimeUtc as the hub reports it: taken when the
+	// settle's transaction begins (before its commit), at Azure's millisecond resolution.
+	SettledTimeUTC *Dist `json:"send_to_settled,omitempty"`
+	// Durable is send → the hub's PUBACK of the device's disposition passing a DurableTap: the
+	// outcome durable, timed exactly. Only rows whose device settles by disposition (c2d-agent).
+	Durable *Dist `json:"send_to_durable,omitempty"`
+	// Path splits Durable where the tap saw the packets (DevicePath).
+	Path  *DevicePath `json:"durable_path,omitempty"`
+	Extra int         `json:"duplicate_or_unknown_feedback,omitempty"`
 	// Stages is the hub's own per-stage timing over the row's measured commands (stages.go),
 	// keyed by stage: decode_auth, commit, deliver, settle, feedback.
 	Stages map[string]StageStat `json:"hub_stages,omitempty"`
+}
+
+// DevicePath is where a tapped command's time went, by the instants its packets passed the tap:
+// send → the delivery reaching the device (the API, the send's commit, the hand-over), the
+// delivery → the device's disposition (the device: c2d-agent's executed-id log, the action, its
+// MQTT client), the disposition → the hub's PUBACK of it (the settle's commit).
+type DevicePath struct {
+	ToDevice  Dist `json:"send_to_delivery"`
+	InDevice  Dist `json:"delivery_to_disposition"`
+	ToDurable Dist `json:"disposition_to_durable"`
 }
 
 // ThroughputRow is one throughput measurement.
@@ -298,7 +315,8 @@ func (w *feedbackWaiter) extras() int {
 
 // latencyRun sends n commands (plus warm-up) round-robin to devices with `parallel` outstanding,
 // each waiting for its feedback record.
-func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedbackWaiter, name string, devices []string, parallel, n int, props []iothub.AppProperty) (LatencyRow, error) {
+// tap, when not nil, relays the devices' connections: the row's Durable column is read from it.
+func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedbackWaiter, tap *DurableTap, name string, devices []string, parallel, n int, props []iothub.AppProperty) (LatencyRow, error) {
 	warm := n / 20
 	if warm < 10 {
 		warm = 10
@@ -353,11 +371,25 @@ func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedba
 		stages = after.since(before)
 	}
 	samples = samples[warm:]
-	var send, fbk, settle []time.Duration
+	var send, fbk, settle, durable, toDev, inDev, toDurable []time.Duration
 	var mu sync.Mutex
 	for _, s := range samples {
 		send = append(send, s.send)
 		fbk = append(fbk, s.fbk)
+		if tap == nil {
+			continue
+		}
+		tt, ok, err := tap.Times(s.mid)
+		if err != nil {
+			return LatencyRow{}, err
+		}
+		if !ok {
+			return LatencyRow{}, fmt.Errorf("%s: %s: the hub's PUBACK of its disposition never passed the tap (does the device settle by disposition?)", name, s.mid)
+		}
+		durable = append(durable, tt.Durable.Sub(s.t0))
+		toDev = append(toDev, tt.Delivered.Sub(s.t0))
+		inDev = append(inDev, tt.Disposed.Sub(tt.Delivered))
+		toDurable = append(toDurable, tt.Durable.Sub(tt.Disposed))
 	}
 	err = parallel2(ctx, len(samples), 8, func(i int) error {
 		st, err := c.MessageStatus(ctx, samples[i].dev, samples[i].mid, 0)
@@ -378,9 +410,17 @@ func (r *runner) latencyRun(ctx context.Context, c *apiclient.Client, fw *feedba
 		return LatencyRow{}, err
 	}
 	sd, std := Summarise(send), Summarise(settle)
-	row := LatencyRow{Name: name, Parallel: parallel, Feedback: Summarise(fbk), Send: &sd, Settle: &std, Extra: fw.extras(), Stages: stages}
-	r.logf("%s: send→feedback p50 %.2f p95 %.2f p99 %.2f ms (send 201 p50 %.2f, settled p50 %.2f)%s",
-		name, row.Feedback.P50, row.Feedback.P95, row.Feedback.P99, sd.P50, std.P50, stagesLine(stages))
+	row := LatencyRow{Name: name, Parallel: parallel, Feedback: Summarise(fbk), Send: &sd, SettledTimeUTC: &std, Extra: fw.extras(), Stages: stages}
+	dur := ""
+	if tap != nil {
+		dd := Summarise(durable)
+		row.Durable = &dd
+		row.Path = &DevicePath{ToDevice: Summarise(toDev), InDevice: Summarise(inDev), ToDurable: Summarise(toDurable)}
+		dur = fmt.Sprintf(", durable p50 %.2f = to device %.2f + in device %.2f + to durable %.2f (p50s)",
+			dd.P50, row.Path.ToDevice.P50, row.Path.InDevice.P50, row.Path.ToDurable.P50)
+	}
+	r.logf("%s: send→feedback p50 %.2f p95 %.2f p99 %.2f ms (send 201 p50 %.2f, settledTimeUtc p50 %.2f%s)%s",
+		name, row.Feedback.P50, row.Feedback.P95, row.Feedback.P99, sd.P50, std.P50, dur, stagesLine(stages))
 	return row, nil
 }
 
@@ -423,7 +463,14 @@ func (r *runner) latency(ctx context.Context) error {
 	if err := RegisterDevices(ctx, c, []string{"agent-0"}, key, 1); err != nil {
 		return err
 	}
-	setup := AgentSetup{Dir: filepath.Join(r.cfg.WorkDir, "agent-0"), MQTTAddr: hub.Endpoints.MQTT, DeviceID: "agent-0", Key: key}
+	// The agent connects through a tap that times the hub's PUBACK of each disposition: the
+	// instant its outcome is durable (DurableTap).
+	tap, err := NewDurableTap(hub.Endpoints.MQTT)
+	if err != nil {
+		return err
+	}
+	defer tap.Close()
+	setup := AgentSetup{Dir: filepath.Join(r.cfg.WorkDir, "agent-0"), MQTTAddr: tap.Addr(), DeviceID: "agent-0", Key: key}
 	_ = os.RemoveAll(setup.Dir)
 	if !r.cfg.SimBoardOnDisk {
 		// The sim board's files stand in for GPIO registers: on the data disk their atomic
@@ -449,7 +496,7 @@ func (r *runner) latency(ctx context.Context) error {
 	}
 	if r.want("latency") || r.want("agent") {
 		toggle := []iothub.AppProperty{{Name: "target", Value: "out1"}, {Name: "action", Value: "toggle"}}
-		row, err := r.latencyRun(ctx, c, fw, "c2d-agent", []string{"agent-0"}, 1, r.cfg.LatencyCommands, toggle)
+		row, err := r.latencyRun(ctx, c, fw, tap, "c2d-agent", []string{"agent-0"}, 1, r.cfg.LatencyCommands, toggle)
 		if err != nil {
 			return err
 		}
@@ -486,7 +533,7 @@ func (r *runner) latency(ctx context.Context) error {
 		if n > 1 {
 			par = r.cfg.ManyWorkers
 		}
-		row, err := r.latencyRun(ctx, c, fw, fmt.Sprintf("lite-%d", n), devs, par, r.cfg.LatencyCommands, nil)
+		row, err := r.latencyRun(ctx, c, fw, nil, fmt.Sprintf("lite-%d", n), devs, par, r.cfg.LatencyCommands, nil)
 		CloseAll(cl)
 		if err != nil {
 			return err
@@ -500,7 +547,13 @@ func (r *runner) latency(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	row, err := r.requestReply(ctx, "raw-mochi", rawAddr)
+	row, err := r.requestReply(ctx, "raw-mochi", rawAddr, false)
+	if err != nil {
+		rawP.Stop(5 * time.Second)
+		return err
+	}
+	r.rep.Latency = append(r.rep.Latency, row)
+	row, err = r.requestReply(ctx, "raw-mochi-tapped", rawAddr, true)
 	rawP.Stop(5 * time.Second)
 	if err != nil {
 		return err
@@ -513,7 +566,7 @@ func (r *runner) latency(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
-	row, err = r.requestReply(ctx, "raw-mosquitto", mAddr)
+	row, err = r.requestReply(ctx, "raw-mosquitto", mAddr, false)
 	mp.Stop(5 * time.Second)
 	if err != nil {
 		return err
@@ -523,18 +576,30 @@ func (r *runner) latency(ctx context.Context) error {
 }
 
 // requestReply measures a QoS 1 request → reply round trip between two clients through a broker.
-func (r *runner) requestReply(ctx context.Context, name, addr string) (LatencyRow, error) {
-	ds, err := roundTrip{
+// requestReply measures the raw QoS 1 round trip through the broker at addr; with tapped, the
+// responder's connection goes through a DurableTap as c2d-agent's does, which prices the tap.
+func (r *runner) requestReply(ctx context.Context, name, addr string, tapped bool) (LatencyRow, error) {
+	rt := roundTrip{
 		name: name, qos: 1, reqFilter: "rr/req", replyFilter: "rr/reply",
 		reqTopic: func(int) string { return "rr/req" },
 		payload:  []byte("target=out1&action=toggle"),
 		reply:    func(_ string, p []byte) (string, []byte) { return "rr/reply", p },
-	}.measure(ctx, addr, r.cfg.RawRoundTrips)
+	}
+	devices := "2 lightweight clients, QoS 1 request → QoS 1 reply (the floor)"
+	if tapped {
+		tap, err := NewDurableTap(addr)
+		if err != nil {
+			return LatencyRow{}, err
+		}
+		defer tap.Close()
+		rt.respAddr = tap.Addr()
+		devices = "as raw-mochi, the responder through the bench's durable tap (the tap's cost)"
+	}
+	ds, err := rt.measure(ctx, addr, r.cfg.RawRoundTrips)
 	if err != nil {
 		return LatencyRow{}, err
 	}
-	row := LatencyRow{Name: name, Parallel: 1, Feedback: Summarise(ds),
-		Devices: "2 lightweight clients, QoS 1 request → QoS 1 reply (the floor)"}
+	row := LatencyRow{Name: name, Parallel: 1, Feedback: Summarise(ds), Devices: devices}
 	r.logf("%s: round trip p50 %.3f p95 %.3f p99 %.3f ms", name, row.Feedback.P50, row.Feedback.P95, row.Feedback.P99)
 	return row, nil
 }
@@ -920,27 +985,28 @@ func (r *runner) ratios() {
 			r.rep.Ratios[key] = round2(la.Feedback.P50 / lb.Feedback.P50)
 		}
 	}
-	settled := func(key, a, b string) {
+	durable := func(key, a, b string) {
 		la, oka := lat[a]
 		lb, okb := lat[b]
-		if oka && okb && la.Settle != nil && lb.Feedback.P50 > 0 {
-			r.rep.Ratios[key] = round2(la.Settle.P50 / lb.Feedback.P50)
+		if oka && okb && la.Durable != nil && lb.Feedback.P50 > 0 {
+			r.rep.Ratios[key] = round2(la.Durable.P50 / lb.Feedback.P50)
 		}
 	}
-	settled("settled_p50_agent_vs_raw_mochi", "c2d-agent", "raw-mochi")
-	settled("settled_p50_agent_vs_raw_mosquitto", "c2d-agent", "raw-mosquitto")
+	durable(DurableVsRawKey, "c2d-agent", "raw-mochi")
+	durable("durable_p50_agent_vs_raw_mosquitto", "c2d-agent", "raw-mosquitto")
+
 	ratio("latency_p50_agent_vs_raw_mochi", "c2d-agent", "raw-mochi")
 	ratio("latency_p50_agent_vs_raw_mosquitto", "c2d-agent", "raw-mosquitto")
 	ratio("latency_p50_lite1_vs_raw_mochi", "lite-1", "raw-mochi")
 	ratio("latency_p50_lite1_vs_raw_mosquitto", "lite-1", "raw-mosquitto")
-	if l, ok := lat["c2d-agent"]; ok && l.Settle != nil && l.Settle.P50 > 0 {
-		r.rep.Ratios[FeedbackVsSettledKey] = round2(l.Feedback.P50 / l.Settle.P50)
+	if l, ok := lat["c2d-agent"]; ok && l.Durable != nil && l.Durable.P50 > 0 {
+		r.rep.Ratios[FeedbackVsDurableKey] = round2(l.Feedback.P50 / l.Durable.P50)
 	}
 	if r.rep.Fsync != nil && r.rep.Fsync.P50 > 0 {
 		if l, ok := lat["c2d-agent"]; ok {
 			r.rep.Ratios["latency_p50_agent_in_fsyncs"] = round2(l.Feedback.P50 / r.rep.Fsync.P50)
-			if l.Settle != nil {
-				r.rep.Ratios["settled_p50_agent_in_fsyncs"] = round2(l.Settle.P50 / r.rep.Fsync.P50)
+			if l.Durable != nil {
+				r.rep.Ratios["durable_p50_agent_in_fsyncs"] = round2(l.Durable.P50 / r.rep.Fsync.P50)
 			}
 		}
 	}

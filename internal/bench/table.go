@@ -18,19 +18,19 @@ func (rep *Report) PrintTable(w io.Writer) {
 		fmt.Fprintf(tw, "fsync (4 KiB append + fsync, data dir's disk)\tp50 %.3f ms\tp99 %.3f ms\t\n\n", rep.Fsync.P50, rep.Fsync.P99)
 	}
 	if len(rep.Latency) > 0 {
-		fmt.Fprintln(tw, "LATENCY (ms)\tdevices\tpar\tp50\tp95\tp99\tmax\tsend 201 p50\tsettled p50\t")
+		fmt.Fprintln(tw, "LATENCY (ms)\tdevices\tpar\tp50\tp95\tp99\tmax\tsend 201 p50\tsettledTimeUtc p50\tdurable p50\t")
 		for _, l := range rep.Latency {
-			sendP50, setP50 := "-", "-"
-			if l.Send != nil {
-				sendP50 = fmt.Sprintf("%.2f", l.Send.P50)
+			p50 := func(d *Dist) string {
+				if d == nil {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f", d.P50)
 			}
-			if l.Settle != nil {
-				setP50 = fmt.Sprintf("%.2f", l.Settle.P50)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", l.Name, l.Devices, l.Parallel,
-				l.Feedback.P50, l.Feedback.P95, l.Feedback.P99, l.Feedback.Max, sendP50, setP50)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t\n", l.Name, l.Devices, l.Parallel,
+				l.Feedback.P50, l.Feedback.P95, l.Feedback.P99, l.Feedback.Max, p50(l.Send), p50(l.SettledTimeUTC), p50(l.Durable))
 		}
 		fmt.Fprintln(tw)
+		rep.printPath(tw)
 		rep.printStages(tw)
 	}
 	rep.printMethods(tw)
@@ -95,4 +95,31 @@ func (rep *Report) PrintTable(w io.Writer) {
 	if len(rep.Notes) > 0 {
 		fmt.Fprintf(w, "\nnotes:\n  %s\n", strings.Join(rep.Notes, "\n  "))
 	}
+}
+
+// printPath writes where each tapped row's durable time went, and what the tap itself costs.
+func (rep *Report) printPath(tw io.Writer) {
+	var raw, tapped float64
+	header := false
+	for _, l := range rep.Latency {
+		switch {
+		case l.Name == "raw-mochi":
+			raw = l.Feedback.P50
+		case l.Name == "raw-mochi-tapped":
+			tapped = l.Feedback.P50
+		case l.Path != nil && l.Durable != nil:
+			if !header {
+				fmt.Fprintln(tw, "DURABLE PATH (p50 ms, at the tap)\tsend → delivery\tdelivery → disposition\tdisposition → PUBACK (durable)\tsend → durable\t")
+				header = true
+			}
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.Name, l.Path.ToDevice.P50, l.Path.InDevice.P50, l.Path.ToDurable.P50, l.Durable.P50)
+		}
+	}
+	if !header {
+		return
+	}
+	if raw > 0 && tapped > 0 {
+		fmt.Fprintf(tw, "the tap's own cost (raw-mochi-tapped − raw-mochi, p50)\t%.3f\t\t\t\t\n", tapped-raw)
+	}
+	fmt.Fprintln(tw)
 }
