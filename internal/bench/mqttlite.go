@@ -115,21 +115,27 @@ func appendString(b []byte, s string) []byte {
 func (c *LiteClient) write(header byte, body []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.w.WriteByte(header)
-	n := len(body)
+	var fixed [5]byte
+	c.w.Write(appendFixedHeader(fixed[:0], header, len(body)))
+	c.w.Write(body)
+	return c.w.Flush()
+}
+
+// appendFixedHeader appends an MQTT fixed header: the packet's first byte and its remaining
+// length n in MQTT's variable-length encoding.
+func appendFixedHeader(b []byte, header byte, n int) []byte {
+	b = append(b, header)
 	for {
 		d := byte(n % 128)
 		n /= 128
 		if n > 0 {
 			d |= 0x80
 		}
-		c.w.WriteByte(d)
+		b = append(b, d)
 		if n == 0 {
-			break
+			return b
 		}
 	}
-	c.w.Write(body)
-	return c.w.Flush()
 }
 
 func readPacket(r *bufio.Reader) (byte, []byte, error) {

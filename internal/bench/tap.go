@@ -3,9 +3,7 @@ package bench
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -126,44 +124,16 @@ func (t *DurableTap) relay(src, dst net.Conn, look func(typ byte, body []byte, a
 	r := bufio.NewReaderSize(src, 4096)
 	var buf []byte
 	for {
-		h, err := r.ReadByte()
+		h, body, err := readPacket(r)
 		if err != nil {
 			return
 		}
-		n, hdr, err := readRemaining(r)
-		if err != nil {
-			return
-		}
-		buf = append(append(buf[:0], h), hdr...)
-		start := len(buf)
-		buf = append(buf, make([]byte, n)...)
-		if _, err := io.ReadFull(r, buf[start:]); err != nil {
-			return
-		}
-		look(h, buf[start:], time.Now())
+		look(h, body, time.Now())
+		buf = append(appendFixedHeader(buf[:0], h, len(body)), body...)
 		if _, err := dst.Write(buf); err != nil {
 			return
 		}
 	}
-}
-
-// readRemaining reads MQTT's variable-length "remaining length" and returns it with its bytes.
-func readRemaining(r *bufio.Reader) (int, []byte, error) {
-	var n, mult int
-	var raw []byte
-	for i := 0; i < 4; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		raw = append(raw, b)
-		n += int(b&0x7f) << mult
-		if b&0x80 == 0 {
-			return n, raw, nil
-		}
-		mult += 7
-	}
-	return 0, nil, errors.New("malformed remaining length")
 }
 
 // publishTopic returns a PUBLISH body's topic and packet id (0 at QoS 0).
