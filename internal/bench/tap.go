@@ -18,8 +18,8 @@ import (
 // process the bench cannot instrument (c2d-agent). The hub's settledTimeUtc cannot stand in: it
 // is taken when the settle's transaction begins, before its commit, at millisecond resolution.
 //
-// The tap sits on the measured path: each packet it relays costs one more loopback hop (measured
-// in the same run by relaying the raw round trip through a tap, Ratios "tap_hop_ms").
+// The tap sits on the measured path: each packet it relays costs one more loopback hop (priced
+// in the same run by the raw round trip with its responder behind a tap, row raw-mochi-tapped).
 type DurableTap struct {
 	ln       net.Listener
 	upstream string
@@ -83,14 +83,11 @@ func (t *DurableTap) fail(err error) {
 
 func (t *DurableTap) accept() {
 	defer t.wg.Done()
-	var conns []net.Conn
-	var cmu sync.Mutex
+	var conns []net.Conn // only this goroutine touches it
 	defer func() {
-		cmu.Lock()
 		for _, c := range conns {
 			_ = c.Close()
 		}
-		cmu.Unlock()
 	}()
 	for {
 		dev, err := t.ln.Accept()
@@ -106,9 +103,7 @@ func (t *DurableTap) accept() {
 		for _, c := range []net.Conn{dev, hub} {
 			_ = c.(*net.TCPConn).SetNoDelay(true)
 		}
-		cmu.Lock()
 		conns = append(conns, dev, hub)
-		cmu.Unlock()
 		t.wg.Add(2)
 		go t.relay(dev, hub, t.fromDevice)
 		go t.relay(hub, dev, t.fromHub)
