@@ -136,8 +136,8 @@ const growBy = 64 << 10
 // (fsync: the new size and blocks). Records are then written into space the file already has,
 // so each one's sync is fdatasync(2) of data alone: no journal commit for the file's size on
 // every record (on the bench's ext4 disk a Start took 141–154 µs appended, 83–94 µs so; see
-// BenchmarkStart) and, on a board, no metadata write to its SD card per message. Zeros are written, not fallocate(2)d: unwritten
-// extents would need a metadata change when first written.
+// BenchmarkStart) and, on a board, no metadata write to its SD card per message. Zeros are
+// written, not fallocate(2)d: unwritten extents would need a metadata change when first written.
 func (l *Ledger) grow(n int) error {
 	if l.end+int64(n) <= l.size {
 		return nil
