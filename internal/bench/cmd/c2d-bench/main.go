@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -65,8 +66,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.FleetIdle, "fleet-idle", 0, "also measure the largest fleet after it stayed idle this long (e.g. 3m; 0: off)")
 	fs.IntVar(&cfg.ConnectConcurrency, "connect-parallel", cfg.ConnectConcurrency, "concurrent connects")
 	fs.DurationVar(&cfg.IdleWindow, "idle-window", cfg.IdleWindow, "window over which the idle agent's CPU is measured")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of c2d-bench itself (its senders and devices, not the hub) to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		// The bench's clients share the machine with the hub: what they cost is CPU the hub
+		// does not get, so it is worth seeing.
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var err error
 	cfg.Sections = strings.Split(*sections, ",")

@@ -48,12 +48,16 @@ func TestBenchSmoke(t *testing.T) {
 	args := []string{"-hub-bin", hub, "-agent-bin", agent, "-dir", filepath.Join(dir, "work"), "-json", out, "-sections", sections,
 		"-commands", "10", "-many-devices", "3", "-many-parallel", "2", "-round-trips", "20", "-fsync-samples", "10",
 		"-messages", "50", "-raw-messages", "100", "-senders", "4", "-devices", "1,3", "-fleet", "10",
-		"-connect-parallel", "4", "-idle-window", "500ms"}
+		"-connect-parallel", "4", "-idle-window", "500ms", "-cpuprofile", filepath.Join(dir, "bench.pprof")}
 	if err := run(args, &stdout, &stderr); err != nil {
 		t.Fatalf("c2d-bench: %v\n%s", err, &stderr)
 	}
 	if !strings.Contains(stdout.String(), "RATIOS") {
 		t.Fatalf("no table printed:\n%s", &stdout)
+	}
+	// -cpuprofile wrote a profile of the run: pprof's format is gzip-compressed.
+	if p, err := os.ReadFile(filepath.Join(dir, "bench.pprof")); err != nil || len(p) < 2 || p[0] != 0x1f || p[1] != 0x8b {
+		t.Errorf("-cpuprofile: no gzip'd profile written (%d bytes, err %v)", len(p), err)
 	}
 	stdout.Reset()
 	if err := run([]string{"check", "-json", out, "-valid", sections}, &stdout, &stderr); err != nil {
