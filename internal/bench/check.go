@@ -196,10 +196,15 @@ func (rep *Report) Validate(sections []string) error {
 			if len(rep.Throughput) == 0 {
 				bad("throughput: no rows")
 			}
+			amqp := false
 			for _, t := range rep.Throughput {
 				if t.PerSec <= 0 || t.Messages <= 0 {
 					bad("throughput %s/%d: %.1f/s over %d messages", t.Name, t.Devices, t.PerSec, t.Messages)
 				}
+				amqp = amqp || t.Name == AMQPCompletedRow
+			}
+			if !amqp {
+				bad("throughput: no %q row", AMQPCompletedRow)
 			}
 		case "fleet":
 			if len(rep.Fleet) == 0 {

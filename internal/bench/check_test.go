@@ -194,3 +194,27 @@ func TestValidateWantsHubStages(t *testing.T) {
 		t.Fatalf("Validate of a c2d-agent row without its durable column = %v", err)
 	}
 }
+
+// The AMQP-sent row has a ratio of its own: it must never stand in for the HTTP row's, which is
+// the target's figure. Validate wants the row in a throughput section.
+func TestAMQPRowHasItsOwnRatio(t *testing.T) {
+	r := &runner{rep: &Report{Started: time.Now(), Took: "1s", Ratios: map[string]float64{}, Throughput: []ThroughputRow{
+		{Name: "c2d completed commands (send → PUBACK → Completed)", Devices: 1000, Messages: 10, PerSec: 100},
+		{Name: AMQPCompletedRow, Devices: 1000, Messages: 10, PerSec: 300},
+		{Name: "raw QoS 1 via plain mochi", Devices: 1000, Messages: 10, PerSec: 1000},
+	}}}
+	r.ratios()
+	want := map[string]float64{"throughput_1000_devices_vs_raw_mochi": 0.1, "throughput_1000_devices_amqp_vs_raw_mochi": 0.3}
+	for k, v := range want {
+		if got, ok := r.rep.Ratios[k]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+	if err := r.rep.Validate([]string{"throughput"}); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	r.rep.Throughput = append(r.rep.Throughput[:1], r.rep.Throughput[2:]...)
+	if err := r.rep.Validate([]string{"throughput"}); err == nil || !strings.Contains(err.Error(), AMQPCompletedRow) {
+		t.Fatalf("Validate without the AMQP row = %v", err)
+	}
+}

@@ -129,7 +129,7 @@ func StartHub(ctx context.Context, o HubOptions) (*HubProc, error) {
 // Start (re)starts the process on the same data directory and addresses.
 func (h *HubProc) Start(ctx context.Context) error {
 	args := []string{"serve", "--data", h.DataDir, "--hostname", HostName, "--mqtt", h.MQTTAddr,
-		"--mqtts", "off", "--http", h.HTTPAddr, "--https", "off", "--amqps", "off", "--log-level", "warn"}
+		"--mqtts", "off", "--http", h.HTTPAddr, "--https", "off", "--amqps", "off", "--amqp", "127.0.0.1:0", "--log-level", "warn"}
 	if h.ConfigPath != "" {
 		args = append(args, "--config", h.ConfigPath)
 	}

@@ -745,6 +745,9 @@ func (r *runner) throughput(ctx context.Context) error {
 		r.rep.Throughput = append(r.rep.Throughput, row)
 		r.logf("%s, %d devices: %.0f completed/s (sends %.0f/s)", row.Name, d, row.PerSec, row.SendsSec)
 	}
+	if err := r.amqpThroughput(ctx, hub, devs[:maxD], key); err != nil {
+		return err
+	}
 
 	rawP, rawAddr, err := StartRawBrokerProc(r.cfg.Self, filepath.Join(r.cfg.WorkDir, "raw-broker-tp.log"))
 	if err != nil {
@@ -764,6 +767,62 @@ func (r *runner) throughput(ctx context.Context) error {
 	defer mp.Stop(5 * time.Second)
 	return r.rawThroughput(ctx, "raw QoS 1 via mosquitto", mAddr)
 }
+
+// amqpThroughput is the completed-commands row for the largest device count with the sends on one
+// AMQP link (as Azure's service SDKs send), C of them in flight, instead of an HTTP request each.
+func (r *runner) amqpThroughput(ctx context.Context, hub *HubProc, devs []string, key string) error {
+	S, C := r.cfg.ThroughputMessages, r.cfg.ThroughputSenders
+	cs, err := hub.ServiceConnectionString(ctx)
+	if err != nil {
+		return err
+	}
+	snd, err := DialAMQPSender(ctx, hub.Endpoints.AMQP, cs)
+	if err != nil {
+		return err
+	}
+	defer snd.Close()
+	c := hub.Client()
+	var got atomic.Int64
+	cl, err := DialDevices(ctx, hub.Endpoints.MQTT, devs, key, r.cfg.ConnectConcurrency, func(string, *iothub.Message) { got.Add(1) })
+	if err != nil {
+		return err
+	}
+	defer CloseAll(cl)
+	if !WaitFor(ctx, 60*time.Second, 20*time.Millisecond, func() bool {
+		st, err := c.Status(ctx)
+		return err == nil && st.ConnectedDeviceCount >= len(devs)
+	}) {
+		return fmt.Errorf("hub does not report %d connected devices", len(devs))
+	}
+	props := []iothub.AppProperty{{Name: "target", Value: "out1"}, {Name: "action", Value: "toggle"}}
+	t0 := time.Now()
+	if err := parallel2(ctx, S, C, func(i int) error { return snd.Send(ctx, devs[i%len(devs)], props) }); err != nil {
+		return err
+	}
+	sendEl := time.Since(t0)
+	ok := WaitFor(ctx, 5*time.Minute, 5*time.Millisecond, func() bool {
+		if got.Load() < int64(S) {
+			return false
+		}
+		st, err := c.Status(ctx)
+		return err == nil && st.QueuedMessageCount == 0
+	})
+	el := time.Since(t0)
+	if !ok {
+		return fmt.Errorf("amqp, %d devices: queue not drained (%d of %d received)", len(devs), got.Load(), S)
+	}
+	row := ThroughputRow{Name: AMQPCompletedRow, Devices: len(devs), Messages: S, Senders: C,
+		PerSec: float64(S) / el.Seconds(), SendsSec: float64(S) / sendEl.Seconds(), Received: got.Load()}
+	if got.Load() != int64(S) {
+		r.note("amqp, %d devices: %d deliveries for %d messages (redeliveries)", len(devs), got.Load(), S)
+	}
+	r.rep.Throughput = append(r.rep.Throughput, row)
+	r.logf("%s, %d devices: %.0f completed/s (sends %.0f/s)", row.Name, len(devs), row.PerSec, row.SendsSec)
+	return nil
+}
+
+// AMQPCompletedRow names the throughput row whose sends travel on one AMQP link.
+const AMQPCompletedRow = "c2d completed commands, sent over one AMQP link"
 
 func (r *runner) sendMany(ctx context.Context, c *apiclient.Client, devs []string, n, conc int) error {
 	return parallel2(ctx, n, conc, func(i int) error {
@@ -1015,6 +1074,12 @@ func (r *runner) ratios() {
 		tp[fmt.Sprintf("%s/%d", t.Name, t.Devices)] = t.PerSec
 	}
 	for _, t := range r.rep.Throughput {
+		if t.Name == AMQPCompletedRow {
+			if raw := tp[fmt.Sprintf("raw QoS 1 via plain mochi/%d", t.Devices)]; raw > 0 {
+				r.rep.Ratios[fmt.Sprintf("throughput_%d_devices_amqp_vs_raw_mochi", t.Devices)] = round2(t.PerSec / raw)
+			}
+			continue
+		}
 		if strings.HasPrefix(t.Name, "c2d completed") {
 			if raw := tp[fmt.Sprintf("raw QoS 1 via plain mochi/%d", t.Devices)]; raw > 0 {
 				r.rep.Ratios[fmt.Sprintf("throughput_%d_devices_vs_raw_mochi", t.Devices)] = round2(t.PerSec / raw)
