@@ -113,7 +113,7 @@ chaos: build
 # mutant against its coverage run, and a coverage run answered from the cache (the same package
 # measured again with other files excluded) takes a second and times every mutant out.
 GREMLINS := $(GO) tool -modfile=tools/go.mod gremlins
-MUTATION_PKGS ?= cloud/broker agent/action agent/ledger agent/dispatch cloud/iothub cloud/hub
+MUTATION_PKGS ?= cloud/broker agent/action agent/ledger agent/dispatch cloud/iothub cloud/hub cloud/twin
 MUTATION_FLAGS ?= --workers 2 --timeout-coefficient 10 --invert-logical --invert-loopctrl
 MUTATION_EXCLUDE ?=
 MUTATION_ONLY ?=
