@@ -37,6 +37,9 @@ func TestTwinPatchWithNullSections(t *testing.T) {
 		}
 	}
 	after, _ := h.twin(t, "pi-n")
+	if first, _ := h.twin(t, "pi-n"); first.Version < 2 {
+		t.Errorf("twin version %d after a PATCH of a new twin; want it to have gone up from 1", first.Version)
+	}
 	if after.Tags["site"] != "a" || after.Properties.Desired["rate"] != float64(5) ||
 		after.Properties.Desired["$version"] != before.Properties.Desired["$version"] {
 		t.Fatalf("null sections changed the twin: before %+v, after %+v", before, after)

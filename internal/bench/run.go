@@ -707,45 +707,24 @@ func (r *runner) throughput(ctx context.Context) error {
 	}
 
 	for _, d := range r.cfg.ThroughputDevices {
-		var got atomic.Int64
-		cl, err := DialDevices(ctx, hub.Endpoints.MQTT, devs[:d], key, r.cfg.ConnectConcurrency, func(string, *iothub.Message) { got.Add(1) })
-		if err != nil {
+		send := func(i int) error { return sendOne(ctx, c, devs[i%d]) }
+		if err := r.completedRow(ctx, hub, "c2d completed commands (send → PUBACK → Completed)", devs[:d], key, send); err != nil {
 			return err
 		}
-		if !WaitFor(ctx, 60*time.Second, 20*time.Millisecond, func() bool {
-			st, err := c.Status(ctx)
-			return err == nil && st.ConnectedDeviceCount >= d
-		}) {
-			CloseAll(cl)
-			return fmt.Errorf("hub does not report %d connected devices", d)
-		}
-		t0 := time.Now()
-		if err := r.sendMany(ctx, c, devs[:d], S, C); err != nil {
-			CloseAll(cl)
-			return err
-		}
-		sendEl := time.Since(t0)
-		ok := WaitFor(ctx, 5*time.Minute, 5*time.Millisecond, func() bool {
-			if got.Load() < int64(S) {
-				return false
-			}
-			st, err := c.Status(ctx)
-			return err == nil && st.QueuedMessageCount == 0
-		})
-		el := time.Since(t0)
-		CloseAll(cl)
-		if !ok {
-			return fmt.Errorf("%d devices: queue not drained (%d of %d received)", d, got.Load(), S)
-		}
-		row := ThroughputRow{Name: "c2d completed commands (send → PUBACK → Completed)", Devices: d, Messages: S, Senders: C,
-			PerSec: float64(S) / el.Seconds(), SendsSec: float64(S) / sendEl.Seconds(), Received: got.Load()}
-		if got.Load() != int64(S) {
-			r.note("%d devices: %d deliveries for %d messages (redeliveries)", d, got.Load(), S)
-		}
-		r.rep.Throughput = append(r.rep.Throughput, row)
-		r.logf("%s, %d devices: %.0f completed/s (sends %.0f/s)", row.Name, d, row.PerSec, row.SendsSec)
 	}
-	if err := r.amqpThroughput(ctx, hub, devs[:maxD], key); err != nil {
+	// The largest row again, the sends on one AMQP link (as Azure's service SDKs send) instead
+	// of an HTTP request each.
+	cs, err := hub.ServiceConnectionString(ctx)
+	if err != nil {
+		return err
+	}
+	snd, err := DialAMQPSender(ctx, hub.Endpoints.AMQP, cs)
+	if err != nil {
+		return err
+	}
+	defer snd.Close()
+	send := func(i int) error { return snd.Send(ctx, devs[i%maxD], benchProps) }
+	if err := r.completedRow(ctx, hub, AMQPCompletedRow, devs[:maxD], key, send); err != nil {
 		return err
 	}
 
@@ -768,19 +747,11 @@ func (r *runner) throughput(ctx context.Context) error {
 	return r.rawThroughput(ctx, "raw QoS 1 via mosquitto", mAddr)
 }
 
-// amqpThroughput is the completed-commands row for the largest device count with the sends on one
-// AMQP link (as Azure's service SDKs send), C of them in flight, instead of an HTTP request each.
-func (r *runner) amqpThroughput(ctx context.Context, hub *HubProc, devs []string, key string) error {
-	S, C := r.cfg.ThroughputMessages, r.cfg.ThroughputSenders
-	cs, err := hub.ServiceConnectionString(ctx)
-	if err != nil {
-		return err
-	}
-	snd, err := DialAMQPSender(ctx, hub.Endpoints.AMQP, cs)
-	if err != nil {
-		return err
-	}
-	defer snd.Close()
+// completedRow measures one completed-commands row: devs connect, ThroughputMessages commands
+// are sent with send (ThroughputSenders at once), and the row's time runs until every one was
+// delivered and the hub's queue is empty.
+func (r *runner) completedRow(ctx context.Context, hub *HubProc, name string, devs []string, key string, send func(i int) error) error {
+	S, C, d := r.cfg.ThroughputMessages, r.cfg.ThroughputSenders, len(devs)
 	c := hub.Client()
 	var got atomic.Int64
 	cl, err := DialDevices(ctx, hub.Endpoints.MQTT, devs, key, r.cfg.ConnectConcurrency, func(string, *iothub.Message) { got.Add(1) })
@@ -790,13 +761,12 @@ func (r *runner) amqpThroughput(ctx context.Context, hub *HubProc, devs []string
 	defer CloseAll(cl)
 	if !WaitFor(ctx, 60*time.Second, 20*time.Millisecond, func() bool {
 		st, err := c.Status(ctx)
-		return err == nil && st.ConnectedDeviceCount >= len(devs)
+		return err == nil && st.ConnectedDeviceCount >= d
 	}) {
-		return fmt.Errorf("hub does not report %d connected devices", len(devs))
+		return fmt.Errorf("%s: hub does not report %d connected devices", name, d)
 	}
-	props := []iothub.AppProperty{{Name: "target", Value: "out1"}, {Name: "action", Value: "toggle"}}
 	t0 := time.Now()
-	if err := parallel2(ctx, S, C, func(i int) error { return snd.Send(ctx, devs[i%len(devs)], props) }); err != nil {
+	if err := parallel2(ctx, S, C, send); err != nil {
 		return err
 	}
 	sendEl := time.Since(t0)
@@ -809,26 +779,32 @@ func (r *runner) amqpThroughput(ctx context.Context, hub *HubProc, devs []string
 	})
 	el := time.Since(t0)
 	if !ok {
-		return fmt.Errorf("amqp, %d devices: queue not drained (%d of %d received)", len(devs), got.Load(), S)
+		return fmt.Errorf("%s, %d devices: queue not drained (%d of %d received)", name, d, got.Load(), S)
 	}
-	row := ThroughputRow{Name: AMQPCompletedRow, Devices: len(devs), Messages: S, Senders: C,
+	row := ThroughputRow{Name: name, Devices: d, Messages: S, Senders: C,
 		PerSec: float64(S) / el.Seconds(), SendsSec: float64(S) / sendEl.Seconds(), Received: got.Load()}
 	if got.Load() != int64(S) {
-		r.note("amqp, %d devices: %d deliveries for %d messages (redeliveries)", len(devs), got.Load(), S)
+		r.note("%s, %d devices: %d deliveries for %d messages (redeliveries)", name, d, got.Load(), S)
 	}
 	r.rep.Throughput = append(r.rep.Throughput, row)
-	r.logf("%s, %d devices: %.0f completed/s (sends %.0f/s)", row.Name, len(devs), row.PerSec, row.SendsSec)
+	r.logf("%s, %d devices: %.0f completed/s (sends %.0f/s)", row.Name, d, row.PerSec, row.SendsSec)
 	return nil
 }
 
 // AMQPCompletedRow names the throughput row whose sends travel on one AMQP link.
 const AMQPCompletedRow = "c2d completed commands, sent over one AMQP link"
 
+// benchProps are every bench command's properties: what a board's config turns into a toggle.
+var benchProps = []iothub.AppProperty{{Name: "target", Value: "out1"}, {Name: "action", Value: "toggle"}}
+
 func (r *runner) sendMany(ctx context.Context, c *apiclient.Client, devs []string, n, conc int) error {
-	return parallel2(ctx, n, conc, func(i int) error {
-		_, err := c.Send(ctx, devs[i%len(devs)], iothub.SendRequest{Properties: []iothub.AppProperty{{Name: "target", Value: "out1"}, {Name: "action", Value: "toggle"}}})
-		return err
-	})
+	return parallel2(ctx, n, conc, func(i int) error { return sendOne(ctx, c, devs[i%len(devs)]) })
+}
+
+// sendOne is one HTTP send of a bench command.
+func sendOne(ctx context.Context, c *apiclient.Client, dev string) error {
+	_, err := c.Send(ctx, dev, iothub.SendRequest{Properties: benchProps})
+	return err
 }
 
 func (r *runner) rawThroughput(ctx context.Context, name, addr string) error {
