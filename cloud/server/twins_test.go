@@ -124,7 +124,9 @@ func TestTwins(t *testing.T) {
 		body["desired"]["$version"] != float64(3) || body["desired"]["$metadata"] != nil || body["reported"]["$version"] != float64(1) {
 		t.Fatalf("GET answer %q %s", g.Topic(), g.Payload())
 	}
-	// Reported PATCH: 204 with the new $version; null deletes.
+	// Reported PATCH: 204 with the new $version; null deletes; the twin's own version goes up
+	// with each.
+	v0, _ := h.twin(t, "pi-1")
 	dev.c.Publish("$iothub/twin/PATCH/properties/reported/?$rid=r1", 1, false, `{"outputs":{"relay1":{"state":"on"}},"tmp":1}`).WaitTimeout(deadline)
 	p := recv(res)
 	if sm := twinRes.FindStringSubmatch(p.Topic()); sm == nil || sm[1] != "204" || sm[2] != "r1" || sm[3] != "2" || len(p.Payload()) != 0 {
@@ -144,6 +146,9 @@ func TestTwins(t *testing.T) {
 	rep := tw.Properties.Reported
 	if rep["$version"] != float64(3) || rep["tmp"] != nil || rep["outputs"].(map[string]any)["relay1"].(map[string]any)["state"] != "on" {
 		t.Fatalf("reported %+v", rep)
+	}
+	if tw.Version != v0.Version+2 {
+		t.Fatalf("twin version %d after two reported patches from %d", tw.Version, v0.Version)
 	}
 	if m := rep["$metadata"].(map[string]any); m["$lastUpdatedVersion"] != nil || m["outputs"] == nil {
 		t.Fatalf("reported metadata %+v", m)
