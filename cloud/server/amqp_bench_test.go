@@ -85,25 +85,8 @@ func amqpSessionToken(b testing.TB, addr, audience, tok string) (*goamqp.Conn, *
 	if err != nil {
 		b.Fatal(err)
 	}
-	cbsOut, err := sess.NewSender(ctx, "$cbs", nil)
-	if err != nil {
+	if err := bench.PutCBSToken(ctx, sess, audience, tok); err != nil {
 		b.Fatal(err)
-	}
-	cbsIn, err := sess.NewReceiver(ctx, "$cbs", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	replyTo := "cbs"
-	if err := cbsOut.Send(ctx, &goamqp.Message{
-		Properties:            &goamqp.MessageProperties{MessageID: "1", ReplyTo: &replyTo},
-		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience},
-		Value:                 tok,
-	}, nil); err != nil {
-		b.Fatal(err)
-	}
-	rep, err := cbsIn.Receive(ctx, nil)
-	if err != nil || rep.ApplicationProperties["status-code"] != int32(200) {
-		b.Fatalf("put-token: %v %v", rep, err)
 	}
 	return conn, sess
 }

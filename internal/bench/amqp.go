@@ -43,13 +43,26 @@ func openAMQPSender(ctx context.Context, conn *goamqp.Conn, audience, tok string
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
+	if err := PutCBSToken(ctx, sess, audience, tok); err != nil {
+		return nil, err
+	}
+	snd, err := sess.NewSender(ctx, "/messages/devicebound", nil)
+	if err != nil {
+		return nil, fmt.Errorf("/messages/devicebound sender: %w", err)
+	}
+	return &AMQPSender{conn: conn, snd: snd}, nil
+}
+
+// PutCBSToken puts a SAS token for audience on sess's connection the way Azure's SDKs do (a
+// put-token request on $cbs) and checks the answer.
+func PutCBSToken(ctx context.Context, sess *goamqp.Session, audience, tok string) error {
 	cbsOut, err := sess.NewSender(ctx, "$cbs", nil)
 	if err != nil {
-		return nil, fmt.Errorf("$cbs sender: %w", err)
+		return fmt.Errorf("$cbs sender: %w", err)
 	}
 	cbsIn, err := sess.NewReceiver(ctx, "$cbs", nil)
 	if err != nil {
-		return nil, fmt.Errorf("$cbs receiver: %w", err)
+		return fmt.Errorf("$cbs receiver: %w", err)
 	}
 	replyTo := "cbs"
 	if err := cbsOut.Send(ctx, &goamqp.Message{
@@ -57,23 +70,19 @@ func openAMQPSender(ctx context.Context, conn *goamqp.Conn, audience, tok string
 		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience},
 		Value:                 tok,
 	}, nil); err != nil {
-		return nil, fmt.Errorf("put-token: %w", err)
+		return fmt.Errorf("put-token: %w", err)
 	}
 	rep, err := cbsIn.Receive(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("put-token reply: %w", err)
+		return fmt.Errorf("put-token reply: %w", err)
 	}
 	if err := cbsIn.AcceptMessage(ctx, rep); err != nil {
-		return nil, fmt.Errorf("put-token reply: %w", err)
+		return fmt.Errorf("put-token reply: %w", err)
 	}
 	if code := rep.ApplicationProperties["status-code"]; code != int32(200) {
-		return nil, fmt.Errorf("put-token refused: status-code %v, %v", code, rep.ApplicationProperties["status-description"])
+		return fmt.Errorf("put-token refused: status-code %v, %v", code, rep.ApplicationProperties["status-description"])
 	}
-	snd, err := sess.NewSender(ctx, "/messages/devicebound", nil)
-	if err != nil {
-		return nil, fmt.Errorf("/messages/devicebound sender: %w", err)
-	}
-	return &AMQPSender{conn: conn, snd: snd}, nil
+	return nil
 }
 
 // Send sends one message to deviceID with props as its application properties and returns once
