@@ -30,25 +30,20 @@ func DialAMQPSender(ctx context.Context, addr string, cs iothub.ServiceConnectio
 	if err != nil {
 		return nil, fmt.Errorf("amqp sender: dial %s: %w", addr, err)
 	}
-	s, err := openAMQPSender(ctx, conn, cs.HostName, tok)
-	if err != nil {
+	fail := func(what string, err error) (*AMQPSender, error) {
 		conn.Close()
-		return nil, fmt.Errorf("amqp sender %s: %w", addr, err)
+		return nil, fmt.Errorf("amqp sender %s: %s: %w", addr, what, err)
 	}
-	return s, nil
-}
-
-func openAMQPSender(ctx context.Context, conn *goamqp.Conn, audience, tok string) (*AMQPSender, error) {
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return fail("session", err)
 	}
-	if err := PutCBSToken(ctx, sess, audience, tok); err != nil {
-		return nil, err
+	if err := PutCBSToken(ctx, sess, cs.HostName, tok); err != nil {
+		return fail("$cbs", err)
 	}
 	snd, err := sess.NewSender(ctx, "/messages/devicebound", nil)
 	if err != nil {
-		return nil, fmt.Errorf("/messages/devicebound sender: %w", err)
+		return fail("/messages/devicebound sender", err)
 	}
 	return &AMQPSender{conn: conn, snd: snd}, nil
 }

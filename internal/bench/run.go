@@ -707,7 +707,7 @@ func (r *runner) throughput(ctx context.Context) error {
 	}
 
 	for _, d := range r.cfg.ThroughputDevices {
-		send := func(i int) error { return sendOne(ctx, c, devs[i%d]) }
+		send := func(dev string) error { return sendOne(ctx, c, dev) }
 		if err := r.completedRow(ctx, hub, "c2d completed commands (send → PUBACK → Completed)", devs[:d], key, send); err != nil {
 			return err
 		}
@@ -723,7 +723,7 @@ func (r *runner) throughput(ctx context.Context) error {
 		return err
 	}
 	defer snd.Close()
-	send := func(i int) error { return snd.Send(ctx, devs[i%maxD], benchProps) }
+	send := func(dev string) error { return snd.Send(ctx, dev, benchProps) }
 	if err := r.completedRow(ctx, hub, AMQPCompletedRow, devs[:maxD], key, send); err != nil {
 		return err
 	}
@@ -748,9 +748,9 @@ func (r *runner) throughput(ctx context.Context) error {
 }
 
 // completedRow measures one completed-commands row: devs connect, ThroughputMessages commands
-// are sent with send (ThroughputSenders at once), and the row's time runs until every one was
-// delivered and the hub's queue is empty.
-func (r *runner) completedRow(ctx context.Context, hub *HubProc, name string, devs []string, key string, send func(i int) error) error {
+// are sent with send, round robin over devs (ThroughputSenders at once), and the row's time runs
+// until every one was delivered and the hub's queue is empty.
+func (r *runner) completedRow(ctx context.Context, hub *HubProc, name string, devs []string, key string, send func(dev string) error) error {
 	S, C, d := r.cfg.ThroughputMessages, r.cfg.ThroughputSenders, len(devs)
 	c := hub.Client()
 	var got atomic.Int64
@@ -766,7 +766,7 @@ func (r *runner) completedRow(ctx context.Context, hub *HubProc, name string, de
 		return fmt.Errorf("%s: hub does not report %d connected devices", name, d)
 	}
 	t0 := time.Now()
-	if err := parallel2(ctx, S, C, send); err != nil {
+	if err := parallel2(ctx, S, C, func(i int) error { return send(devs[i%d]) }); err != nil {
 		return err
 	}
 	sendEl := time.Since(t0)
