@@ -41,20 +41,20 @@ func (r *movingRouter) Policy(name string) (hub.Policy, bool) {
 func (r *movingRouter) Node() string { return "a" }
 
 type forwarded struct {
-	server, auth string
-	req          iothub.MethodRequest
+	server, path, forwardedBy, auth string
+	req                             iothub.MethodRequest
 }
 
-// nodeServer stands in for another node's service API: it records each forwarded call and answers
-// 200.
-func nodeServer(t *testing.T, name string, got chan<- forwarded) *httptest.Server {
+// nodeServer stands in for another node's service API: it records each forwarded call and gives
+// answer.
+func nodeServer(t *testing.T, name, answer string, got chan<- forwarded) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		var req iothub.MethodRequest
 		_ = json.Unmarshal(b, &req)
-		got <- forwarded{name, r.Header.Get("Authorization"), req}
+		got <- forwarded{name, r.URL.EscapedPath(), r.Header.Get(iothub.ForwardedHeader), r.Header.Get("Authorization"), req}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":200,"payload":null}`))
+		_, _ = w.Write([]byte(answer))
 	}))
 	t.Cleanup(srv.Close)
 	return srv
@@ -64,7 +64,8 @@ func nodeServer(t *testing.T, name string, got chan<- forwarded) *httptest.Serve
 // follows the device's node when it moves and the policy's key when it is rotated.
 func TestForwardFollowsTheNodeAndTheKey(t *testing.T) {
 	got := make(chan forwarded, 4)
-	a, b := nodeServer(t, "node-b", got), nodeServer(t, "node-c", got)
+	const ok = `{"status":200,"payload":null}`
+	a, b := nodeServer(t, "node-b", ok, got), nodeServer(t, "node-c", ok, got)
 	r := &movingRouter{route: hub.NodeRoute{Node: "b", APIURL: a.URL, HostName: "n2.example"}, key: testKey}
 	s := newRouted(r)
 	wait := 30

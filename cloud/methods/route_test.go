@@ -2,12 +2,8 @@ package methods
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -52,20 +48,8 @@ func newRouted(r Router) *Service {
 }
 
 func TestForwardCarriesServiceTokenAndMark(t *testing.T) {
-	type seen struct {
-		path, forwardedBy, auth string
-		req                     iothub.MethodRequest
-	}
-	got := make(chan seen, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		var req iothub.MethodRequest
-		_ = json.Unmarshal(b, &req)
-		got <- seen{r.URL.EscapedPath(), r.Header.Get(iothub.ForwardedHeader), r.Header.Get("Authorization"), req}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":207,"payload":{"x":1}}`))
-	}))
-	defer srv.Close()
+	got := make(chan forwarded, 1)
+	srv := nodeServer(t, "node-b", `{"status":207,"payload":{"x":1}}`, got)
 	s := newRouted(fakeRouter{route: hub.NodeRoute{Node: "b", APIURL: srv.URL, HostName: "n2.example"}, ok: true})
 	resp := 7
 	res, err := s.Invoke(context.Background(), "pi 1", iothub.MethodRequest{MethodName: "state", ResponseTimeoutInSeconds: &resp})
