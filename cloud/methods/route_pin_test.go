@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -158,5 +159,42 @@ func TestNewWithoutLogger(t *testing.T) {
 	res, err := s.Invoke(context.Background(), "pi-1", iothub.MethodRequest{MethodName: "state"})
 	if err != nil || res.Status != 200 || string(res.Payload) != `"done"` {
 		t.Fatalf("Invoke = %+v, %v", res, err)
+	}
+}
+
+// A node that accepts the connection and never starts TLS (hung, or not the API at all) is a node
+// that cannot be reached: 404103 once the TLS handshake times out (5 s), not 504101 after the
+// call's whole time — the device is as good as offline and reconnects elsewhere.
+func TestForwardToNodeThatNeverHandshakes(t *testing.T) {
+	t.Parallel() // 5 s: the forwarder's TLS handshake timeout
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read or written
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	s := newRouted(fakeRouter{route: hub.NodeRoute{Node: "b", APIURL: "https://" + ln.Addr().String(), HostName: "n2.example"}, ok: true})
+	_, handled, err := s.forwarder.Load().forward(context.Background(), "pi-1", iothub.MethodRequest{MethodName: "state"}, 20*time.Second, 0)
+	if !handled || !errors.Is(err, iothub.NotOnline("")) || !strings.Contains(err.Error(), "TLS handshake timeout") {
+		t.Fatalf("forward to a node that never handshakes: handled %v, %v; want 404103 after the TLS handshake timeout", handled, err)
 	}
 }
