@@ -171,27 +171,16 @@ func TestForwardToNodeThatNeverHandshakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns []net.Conn
-	var mu sync.Mutex
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				return
+				return // the listener closed: the deferred closes run
 			}
-			mu.Lock()
-			conns = append(conns, c) // held open, never read or written
-			mu.Unlock()
+			defer c.Close() // held open, never read or written
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
 	s := newRouted(fakeRouter{route: hub.NodeRoute{Node: "b", APIURL: "https://" + ln.Addr().String(), HostName: "n2.example"}, ok: true})
 	_, handled, err := s.forwarder.Load().forward(context.Background(), "pi-1", iothub.MethodRequest{MethodName: "state"}, 20*time.Second, 0)
 	if !handled || !errors.Is(err, iothub.NotOnline("")) || !strings.Contains(err.Error(), "TLS handshake timeout") {

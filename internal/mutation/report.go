@@ -101,22 +101,8 @@ func (r *Report) Write(path string) error {
 // them: efficacy is killed ÷ (killed + lived), coverage (killed + lived) ÷ (killed + lived + not
 // covered); a timed-out mutant is in neither (caught, but not counted).
 func (r *Report) Recount() {
-	var killed, lived, notViable, notCovered int
-	for _, f := range r.Files {
-		for _, m := range f.Mutations {
-			switch m.Status {
-			case Killed:
-				killed++
-			case Lived:
-				lived++
-			case NotViable:
-				notViable++
-			case NotCovered:
-				notCovered++
-			}
-		}
-	}
-	r.MutantsKilled, r.MutantsLived, r.MutantsNotViable, r.MutantsNotCovered = killed, lived, notViable, notCovered
+	killed, lived, notCovered := r.Count(Killed), r.Count(Lived), r.Count(NotCovered)
+	r.MutantsKilled, r.MutantsLived, r.MutantsNotViable, r.MutantsNotCovered = killed, lived, r.Count(NotViable), notCovered
 	r.MutantsTotal = killed + lived
 	r.TestEfficacy, r.MutationsCoverage = 0, 0
 	if killed+lived > 0 {

@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	before := *r
+	alone := r.TestEfficacy // gremlins' figure, before the retest
 	err = mutation.Retest(ctx, r, mutation.Options{
 		ModuleDir: *dir,
 		Pkg:       *pkg,
@@ -80,6 +80,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s with %s: killed %d, lived %d, not covered %d, not viable %d, timed out %d; efficacy %.2f %% (gremlins alone: %.2f %%)\n",
-		*pkg, r.RetestedWith, r.MutantsKilled, r.MutantsLived, r.MutantsNotCovered, r.MutantsNotViable, r.Count(mutation.TimedOut), r.TestEfficacy, before.TestEfficacy)
+		*pkg, r.RetestedWith, r.MutantsKilled, r.MutantsLived, r.MutantsNotCovered, r.MutantsNotViable, r.Count(mutation.TimedOut), r.TestEfficacy, alone)
 	return nil
 }
